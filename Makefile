@@ -1,0 +1,43 @@
+# crlib developer commands. Every target that runs code first makes sure .venv is up to date.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.crlib-installed
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+.PHONY: setup demo test test-fast lint bench airflow clean
+
+setup: $(STAMP)
+
+# Idempotent: re-runs only when pyproject.toml changes. torch goes first, pinned, so no other
+# requirement can pull the multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (crlib targets Python 3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/crlib demo
+
+test: setup
+	$(VENV)/bin/pytest
+
+test-fast: setup
+	$(VENV)/bin/pytest -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check crlib tests dags plugins
+	$(VENV)/bin/ruff format --check crlib tests dags plugins
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(VENV)/bin/crlib bench all
+
+clean:
+	rm -rf .crlib build *.egg-info

@@ -1,0 +1,104 @@
+"""Root Typer application, shared options, error handling and logging set-up.
+
+Stage modules (``crlib.cli.<stage>``) register their commands on :data:`app` (or on
+:data:`bench_app` for ``crlib bench <name>``) when imported by :func:`register_commands`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from crlib.errors import CrlibError
+
+app = typer.Typer(
+    name="crlib",
+    help="HST ACS/WFC cosmic-ray service: simulate, poll, screen, align, truth, infer, score, record, train.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+bench_app = typer.Typer(
+    help="Benchmarks: ratios against the reference tools measured in the same run.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+
+# Stage modules, in the order their commands should appear in --help.
+COMMAND_MODULES = (
+    "crlib.cli.foundation",
+    "crlib.cli.simulate",
+    "crlib.cli.archive",
+    "crlib.cli.truth",
+    "crlib.cli.model",
+    "crlib.cli.database",
+    "crlib.cli.training",
+)
+
+_registered = False
+
+
+def register_commands() -> None:
+    """Import every stage's command module once (each registers itself on :data:`app`)."""
+    global _registered
+    if _registered:
+        return
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real missing dependency inside the module: surface it
+                raise
+    _registered = True
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    configure_logging(level)
+
+
+def configure_logging(level: int) -> None:
+    """Send crlib's log records to stderr through rich (the CLI's job, never the library's)."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("crlib").setLevel(level)
+
+
+def fail(message: str, *, code: int = 1) -> None:
+    """Print a one-line error to stderr and exit with ``code`` (no traceback)."""
+    click.echo(f"crlib: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning expected errors into one-line messages."""
+    register_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        fail("aborted", code=130)
+    except click.ClickException as exc:
+        fail(exc.format_message().replace("\n", " "), code=exc.exit_code)
+    except CrlibError as exc:
+        fail(str(exc).replace("\n", " "))
+    except PermissionError as exc:
+        fail(f"permission denied: {exc.filename or exc} (choose a writable location)")
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    sys.exit(0)

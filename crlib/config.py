@@ -1,0 +1,146 @@
+"""Run-time configuration: one pydantic-settings object, environment prefix ``CRLIB_``.
+
+Build it with :func:`load_settings` when a command or task starts; nothing here runs at import.
+
+Examples
+--------
+>>> settings = load_settings(threads=1)          # doctest: +SKIP
+>>> settings.archive_location()                  # doctest: +SKIP
+('local', PosixPath('/data/archive'))
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crlib.errors import ConfigError
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+def _default_data_root() -> Path:
+    return Path.cwd() / ".crlib"
+
+
+class Settings(BaseSettings):
+    """Effective crlib settings (environment variables ``CRLIB_<FIELD>`` override defaults).
+
+    Attributes
+    ----------
+    data_root
+        Working storage: embedded database, local MLflow store, downloads, per-visit work dirs.
+    database_url
+        SQLAlchemy URL of the results database. Unset: an embedded PostgreSQL server is started
+        under ``data_root/postgres`` and reused by every later command.
+    mlflow_tracking_uri
+        MLflow tracking URI. Unset: a local store under ``data_root/mlruns``.
+    archive
+        ``mast`` for the live archive or ``local:<dir>`` for a directory written by
+        ``crlib simulate`` or a mirror.
+    instrument
+        Instrument profile name (see :mod:`crlib.profiles`).
+    device
+        ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    threads
+        Torch/BLAS threads per process; 0 means "all cores".
+    mast_token
+        MAST API token for exclusive-access data; never logged or printed.
+    mast_server
+        Base URL of the MAST service (tests point this at a fake on 127.0.0.1).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CRLIB_", extra="ignore", validate_default=True)
+
+    data_root: Path = Field(default_factory=_default_data_root)
+    database_url: SecretStr | None = None
+    mlflow_tracking_uri: str | None = None
+    archive: str = "mast"
+    instrument: str = "acs_wfc"
+    device: DeviceName = "auto"
+    threads: int = Field(default=0, ge=0, le=1024)
+    mast_token: SecretStr | None = None
+    mast_server: str = "https://mast.stsci.edu"
+    download_concurrency: int = Field(default=4, ge=1, le=64)
+    log_level: str = "INFO"
+
+    @field_validator("archive")
+    @classmethod
+    def _check_archive(cls, value: str) -> str:
+        if value == "mast" or (value.startswith("local:") and len(value) > len("local:")):
+            return value
+        raise ValueError("must be 'mast' or 'local:<directory>' (set CRLIB_ARCHIVE)")
+
+    @field_validator("instrument")
+    @classmethod
+    def _check_instrument(cls, value: str) -> str:
+        from crlib.profiles import PROFILES
+
+        key = value.lower().replace("/", "_")
+        if key not in PROFILES:
+            raise ValueError(f"unknown instrument profile {value!r}; choose one of {sorted(PROFILES)}")
+        return key
+
+    # ------------------------------------------------------------------ derived values
+    def archive_location(self) -> tuple[Literal["mast", "local"], Path | None]:
+        """Return ``("mast", None)`` or ``("local", directory)``."""
+        if self.archive == "mast":
+            return "mast", None
+        return "local", Path(self.archive.removeprefix("local:")).expanduser().resolve()
+
+    def torch_threads(self) -> int:
+        """Threads to give torch/BLAS: the configured count, or every core when 0."""
+        return self.threads or (os.cpu_count() or 1)
+
+    def resolved_mlflow_uri(self) -> str:
+        """MLflow tracking URI, defaulting to a local store under the data root."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return (self.data_root / "mlruns").resolve().as_uri()
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as plain values with secrets (tokens, URL passwords) masked, for display."""
+        from crlib.db.urls import mask_url
+
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "database_url":
+                shown[name] = mask_url(value.get_secret_value()) if value else "(embedded PostgreSQL)"
+            elif isinstance(value, SecretStr):
+                shown[name] = "********" if value.get_secret_value() else None
+            elif isinstance(value, Path):
+                shown[name] = str(value)
+            else:
+                shown[name] = value
+        shown["mlflow_tracking_uri"] = self.mlflow_tracking_uri or f"{self.resolved_mlflow_uri()} (local)"
+        return shown
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment plus explicit overrides.
+
+    Parameters
+    ----------
+    **overrides
+        Field values that win over the environment (e.g. from CLI options); ``None`` is ignored.
+
+    Raises
+    ------
+    ConfigError
+        When a value is invalid; the message names the ``CRLIB_`` variable.
+    """
+    from pydantic import ValidationError
+
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CRLIB_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

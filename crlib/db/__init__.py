@@ -1,0 +1,1 @@
+"""Results database: connection, embedded server, ORM schema, repository functions."""

@@ -1,0 +1,90 @@
+"""Session-wide test fixtures: a real PostgreSQL, isolated settings, small simulated visits.
+
+PostgreSQL: ``CRLIB_TEST_DATABASE_URL`` when set, else an embedded server (pgserver) started once
+for the session in a temporary directory. Each test that asks for ``database_url`` gets a fresh,
+empty database on that server, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real HST headers, reference files, recorded MAST/Gaia responses)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: tests expect ../shared beside the checkout")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_crlib_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's CRLIB_* environment or writes into the checkout's .crlib."""
+    for key in list(os.environ):
+        if key.startswith("CRLIB_") and key != "CRLIB_TEST_DATABASE_URL":
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("CRLIB_DATA_ROOT", str(tmp_path_factory.mktemp("crlib-data")))
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real PostgreSQL server's maintenance database (``postgres``)."""
+    from crlib.db.urls import sqlalchemy_url
+
+    configured = os.environ.get("CRLIB_TEST_DATABASE_URL")
+    if configured:
+        yield sqlalchemy_url(configured)
+        return
+    import pgserver
+
+    pgdata = tmp_path_factory.mktemp("pg")
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    try:
+        yield sqlalchemy_url(server.get_uri("postgres"))
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh empty database on the session's server, dropped after the test."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"crlib_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def small_archive(tmp_path_factory: pytest.TempPathFactory):
+    """A small simulated local archive: 2 visits x 3 exposures (globular cluster, extragalactic)."""
+    from crlib.simulate import simulate_archive
+
+    root = tmp_path_factory.mktemp("archive")
+    return simulate_archive(
+        root, visits=2, exposures=3, field_type="mixed", filters=("F606W",), size="small", seed=11
+    )
