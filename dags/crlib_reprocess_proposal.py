@@ -1,0 +1,156 @@
+"""Operator-triggered reprocessing of one proposal (or some of its visits)."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, INFERENCE_POOL, TAGS
+
+STAGES = ["fetch", "screen", "truth", "infer", "score"]
+
+DOC = """
+### crlib reprocess proposal
+Trigger from the Airflow UI with a proposal id. Re-runs the chosen `stages` for every visit of the
+proposal (or only `visits`), replacing that proposal's rows in the results database — never
+duplicating them. `model` is a registry alias (`champion`, `challenger`) or a version number.
+"""
+
+
+@dag(
+    dag_id="crlib_reprocess_proposal",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    tags=[*TAGS, "reprocess"],
+    doc_md=DOC,
+    params={
+        "proposal_id": Param(
+            type="integer", minimum=1, maximum=99999, description="HST proposal number, e.g. 10775."
+        ),
+        "visits": Param(
+            default=[],
+            type="array",
+            items={"type": "string", "pattern": "^[a-z0-9]{6}$"},
+            description="Optional visit ids (ipppss); empty means every visit of the proposal.",
+        ),
+        "model": Param(
+            default="champion",
+            type="string",
+            pattern="^(champion|challenger|deepcr|[0-9]+)$",
+            description="Registry alias, version number, or 'deepcr' for the shipped weights.",
+        ),
+        "stages": Param(
+            default=STAGES,
+            type="array",
+            items={"type": "string", "enum": STAGES},
+            uniqueItems=True,
+            description="Stages to redo; stages not listed reuse what is recorded.",
+        ),
+        "instrument": Param(default="acs_wfc", type="string", enum=["acs_wfc", "wfc3_uvis"]),
+    },
+)
+def crlib_reprocess_proposal() -> None:
+    @task(**ARCHIVE_TASK_ARGS)
+    def poll(params: dict, **context: object) -> list[str]:
+        from crlib.pipeline.stages import poll_visits
+        from crlib_airflow.connections import task_settings
+
+        return poll_visits(
+            task_settings(instrument=params["instrument"]),
+            run_id=str(context["run_id"]),
+            proposal_id=int(params["proposal_id"]),
+            visits=list(params["visits"]),
+        )
+
+    @task(**ARCHIVE_TASK_ARGS)
+    def fetch(visit: str, params: dict, **context: object) -> str:
+        from crlib.pipeline.stages import fetch_visit
+        from crlib_airflow.connections import task_settings
+
+        return fetch_visit(
+            task_settings(instrument=params["instrument"]),
+            run_id=str(context["run_id"]),
+            visit=visit,
+            redo="fetch" in params["stages"],
+        )
+
+    @task
+    def screen(visit: str, params: dict, **context: object) -> str:
+        from crlib.pipeline.stages import screen_visit
+        from crlib_airflow.connections import task_settings
+
+        return screen_visit(
+            task_settings(instrument=params["instrument"]),
+            run_id=str(context["run_id"]),
+            visit=visit,
+            redo="screen" in params["stages"],
+        )
+
+    @task
+    def truth(visit: str, params: dict, **context: object) -> str:
+        from crlib.pipeline.stages import build_visit_truth
+        from crlib_airflow.connections import task_settings
+
+        return build_visit_truth(
+            task_settings(instrument=params["instrument"]),
+            run_id=str(context["run_id"]),
+            visit=visit,
+            redo="truth" in params["stages"],
+        )
+
+    @task(trigger_rule="all_done")
+    def exposures(visits: list[str], params: dict, **context: object) -> list[str]:
+        from crlib.pipeline.stages import list_exposures
+        from crlib_airflow.connections import task_settings
+
+        return list_exposures(
+            task_settings(instrument=params["instrument"]),
+            run_id=str(context["run_id"]),
+            visits=list(visits or []),
+        )
+
+    @task(pool=INFERENCE_POOL)
+    def infer(rootname: str, params: dict, **context: object) -> str:
+        from crlib.pipeline.stages import infer_exposure
+        from crlib_airflow.connections import task_settings
+
+        return infer_exposure(
+            task_settings(instrument=params["instrument"]),
+            run_id=str(context["run_id"]),
+            rootname=rootname,
+            model=params["model"],
+            redo="infer" in params["stages"],
+        )
+
+    @task
+    def score(rootname: str, params: dict, **context: object) -> str:
+        from crlib.pipeline.stages import score_exposure
+        from crlib_airflow.connections import task_settings
+
+        return score_exposure(
+            task_settings(instrument=params["instrument"]),
+            run_id=str(context["run_id"]),
+            rootname=rootname,
+            model=params["model"],
+            redo="score" in params["stages"],
+        )
+
+    @task(trigger_rule="all_done")
+    def summary(scored: list[str], params: dict, **context: object) -> dict:
+        from crlib.pipeline.stages import finish_run
+        from crlib_airflow.connections import task_settings
+
+        return finish_run(
+            task_settings(instrument=params["instrument"]),
+            run_id=str(context["run_id"]),
+            dag_id="crlib_reprocess_proposal",
+            advance_watermark=False,
+        )
+
+    visits = poll()
+    truths = truth.expand(visit=screen.expand(visit=fetch.expand(visit=visits)))
+    summary(score.expand(rootname=infer.expand(rootname=exposures(truths))))
+
+
+crlib_reprocess_proposal()

@@ -1,0 +1,49 @@
+"""Periodic retraining on accumulated ground truth, registered as the challenger."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from crlib_airflow.assets import TRUTH_ASSET
+from crlib_airflow.defaults import DEFAULT_ARGS, TAGS
+
+DOC = """
+### crlib retrain
+Weekly, and whenever new truth is recorded (`crlib://results/truth`): if at least
+`CRLIB_RETRAIN_MIN_NEW_EXPOSURES` new `ok` truth exposures exist since the last training run, build the
+patch dataset, fine-tune from the champion, log the run to MLflow and register the result as the
+`challenger`. Promotion is a separate, gated step (`crlib_promote_model`).
+"""
+
+
+@dag(
+    dag_id="crlib_retrain",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 6 * * 0", timezone="UTC"), assets=TRUTH_ASSET
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=[*TAGS, "training"],
+    doc_md=DOC,
+)
+def crlib_retrain() -> None:
+    @task.short_circuit
+    def enough_new_truth() -> bool:
+        from crlib.pipeline.lifecycle import enough_new_truth as check
+        from crlib_airflow.connections import task_settings
+
+        return check(task_settings())
+
+    @task
+    def train(**context: object) -> dict:
+        from crlib.pipeline.lifecycle import train_challenger
+        from crlib_airflow.connections import task_settings
+
+        return train_challenger(task_settings(), run_id=str(context["run_id"]))
+
+    enough_new_truth() >> train()
+
+
+crlib_retrain()
