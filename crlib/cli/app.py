@@ -13,6 +13,13 @@ from typing import Annotated
 
 import click
 import typer
+from typer import exceptions as typer_exceptions
+from typer._click import exceptions as typer_click_exceptions
+
+# Typer >= 0.2x vendors its own click; both exception families can reach main().
+_CLICK_EXIT = (click.exceptions.Exit, typer_exceptions.Exit)
+_CLICK_ABORT = (click.exceptions.Abort, typer_exceptions.Abort)
+_CLICK_ERROR = (click.ClickException, typer_click_exceptions.ClickException)
 
 from crlib.errors import CrlibError
 
@@ -89,11 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     register_commands()
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except _CLICK_EXIT as exc:
         raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
+    except _CLICK_ABORT:
         fail("aborted", code=130)
-    except click.ClickException as exc:
+    except typer_click_exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # help text for a bare group: not an error worth a one-liner
+        raise SystemExit(exc.exit_code) from None
+    except _CLICK_ERROR as exc:
         fail(exc.format_message().replace("\n", " "), code=exc.exit_code)
     except CrlibError as exc:
         fail(str(exc).replace("\n", " "))

@@ -28,3 +28,13 @@ Product rows: ``obsID``, ``obs_id``, ``productFilename``, ``dataURI``
 
 Public API: :func:`simulate_archive`, :func:`simulate_visit`.
 """
+
+from crlib.simulate.archive import (
+    SimulatedArchive,
+    SimulatedExposure,
+    SimulatedVisit,
+    simulate_archive,
+    simulate_visit,
+)
+
+__all__ = ["SimulatedArchive", "SimulatedExposure", "SimulatedVisit", "simulate_archive", "simulate_visit"]
