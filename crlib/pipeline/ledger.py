@@ -1,0 +1,124 @@
+"""The run ledger: small JSON files that hand paths and states from one task to the next.
+
+XCom carries only ids (visit ids, rootnames); everything a later task needs to find (file paths,
+which exposures were accepted, where the truth is) is written here, one file per visit and one per
+exposure, so mapped tasks never write the same file. Writes are atomic (temp file + rename), so a
+killed task leaves the previous version intact, and re-running a task overwrites its own entry.
+
+Layout under ``<data_root>/runs/<run key>/``::
+
+    observations.json             the poll's observation records
+    visits/<visit>.json           per-visit state (files, verdicts, truth)
+    exposures/<rootname>.json     per-exposure state (prediction, metrics)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def run_key(run_id: str) -> str:
+    """A filesystem-safe key for an Airflow run id (``manual__2026-11-21T00:31:28+00:00`` ...)."""
+    key = _UNSAFE.sub("_", run_id).strip("._")
+    if not key:
+        raise ValueError(f"run id {run_id!r} has no usable characters")
+    return key[:200]
+
+
+def _atomic_write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=1, sort_keys=True, default=str)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class RunLedger:
+    """Per-run state files under ``<data_root>/runs/<run key>``.
+
+    Parameters
+    ----------
+    data_root
+        crlib's data root.
+    run_id
+        The Airflow run id (or any id for CLI runs).
+    """
+
+    def __init__(self, data_root: Path, run_id: str) -> None:
+        self.run_id = run_id
+        self.root = Path(data_root) / "runs" / run_key(run_id)
+
+    # --------------------------------------------------------------- observations
+    def write_observations(self, rows: list[dict[str, Any]], *, poll: dict[str, Any] | None = None) -> Path:
+        """Store the poll's observation records (plain dicts) and what was polled (source, window)."""
+        path = self.root / "observations.json"
+        _atomic_write_json(path, {"run_id": self.run_id, "observations": rows, "poll": poll or {}})
+        return path
+
+    def poll(self) -> dict[str, Any]:
+        """What the poll asked for (``source``, ``until_mjd``, ``proposal_id``); empty before it ran."""
+        path = self.root / "observations.json"
+        return dict(json.loads(path.read_text()).get("poll", {})) if path.exists() else {}
+
+    def observations(self) -> list[dict[str, Any]]:
+        """The poll's observation records; empty if the poll has not run."""
+        path = self.root / "observations.json"
+        if not path.exists():
+            return []
+        return list(json.loads(path.read_text())["observations"])
+
+    # --------------------------------------------------------------- visits
+    def visit(self, visit: str) -> dict[str, Any]:
+        """State of one visit (``{}`` before any stage touched it)."""
+        path = self._visit_path(visit)
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def update_visit(self, visit: str, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into a visit's state and write it atomically; returns the new state."""
+        state = {**self.visit(visit), **fields, "visit": visit}
+        _atomic_write_json(self._visit_path(visit), state)
+        return state
+
+    def visits(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every visit with state, sorted by id."""
+        folder = self.root / "visits"
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            yield path.stem, json.loads(path.read_text())
+
+    # --------------------------------------------------------------- exposures
+    def exposure(self, rootname: str) -> dict[str, Any]:
+        """State of one exposure (``{}`` before any stage touched it)."""
+        path = self._exposure_path(rootname)
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def update_exposure(self, rootname: str, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into an exposure's state and write it atomically."""
+        state = {**self.exposure(rootname), **fields, "rootname": rootname}
+        _atomic_write_json(self._exposure_path(rootname), state)
+        return state
+
+    def exposures(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every exposure with state, sorted by rootname."""
+        folder = self.root / "exposures"
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            yield path.stem, json.loads(path.read_text())
+
+    def _visit_path(self, visit: str) -> Path:
+        return self.root / "visits" / f"{run_key(visit)}.json"
+
+    def _exposure_path(self, rootname: str) -> Path:
+        return self.root / "exposures" / f"{run_key(rootname)}.json"
