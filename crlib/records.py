@@ -190,6 +190,9 @@ class ExposureMetrics:
         Same with the 3x3 dilation of the predicted mask (deepCR's convention).
     hist_cr, hist_noncr
         Counts of CR / non-CR valid pixels per probability bin (see :mod:`crlib.metrics`).
+    hist_cr_dilated, hist_noncr_dilated
+        The same for the dilated prediction (a 3x3-cross maximum filter of the probabilities, so
+        that thresholding it equals dilating the thresholded mask), for pooled dilated ROCs.
     """
 
     rootname: str
@@ -204,6 +207,8 @@ class ExposureMetrics:
     hist_cr: tuple[int, ...]
     hist_noncr: tuple[int, ...]
     field_type: str | None = None
+    hist_cr_dilated: tuple[int, ...] = ()
+    hist_noncr_dilated: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

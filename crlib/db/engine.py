@@ -56,7 +56,9 @@ def make_engine(url: str, *, check: bool = True, pool_size: int = 5) -> Engine:
                 connection.execute(text("SELECT 1"))
         except Exception as exc:
             engine.dispose()
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            reason = (
+                str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            )
             raise DatabaseError(
                 f"cannot connect to the results database at {mask_url(url)}: {reason}. "
                 "Check that the server is running and reachable, the credentials and database name in "

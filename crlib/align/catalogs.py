@@ -1,0 +1,160 @@
+"""Per-exposure, per-chip source catalogs for alignment (photutils on DQ-good pixels).
+
+Cosmic rays are the main contaminant of single-exposure catalogs; they are rejected three ways:
+DAOStarFinder's sharpness and roundness bounds (CR hits are sharper than the PSF and often
+elongated), and a size test (a star lights up several pixels around its peak, most CRs one or two).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crlib.profiles import InstrumentProfile
+
+log = logging.getLogger(__name__)
+
+#: drizzlepac SVM's catalog PSF FWHM for ACS/WFC, arcsec (``fwhmpsf`` in the alignment JSON).
+DEFAULT_FWHM_ARCSEC = 0.13
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogOptions:
+    """Source-finding options.
+
+    Attributes
+    ----------
+    nsigma
+        Detection threshold above the local background, in background-RMS units.
+    max_sources
+        Keep at most this many brightest sources per chip (drizzlepac SVM: 500).
+    sharpness_range, roundness_range
+        DAOStarFinder bounds; CR hits fall above the sharpness upper bound.
+    min_pixels
+        Minimum pixels above half the peak height within a 5x5 box around the peak.
+    background_box
+        Box size of the 2-D background estimate, pixels.
+    """
+
+    nsigma: float = 3.0
+    max_sources: int = 500
+    sharpness_range: tuple[float, float] = (0.25, 0.90)
+    roundness_range: tuple[float, float] = (-1.0, 1.0)
+    min_pixels: int = 3
+    background_box: int = 64
+
+
+def _pixels_above_half_peak(
+    data: np.ndarray, x: np.ndarray, y: np.ndarray, background: np.ndarray
+) -> np.ndarray:
+    ny, nx = data.shape
+    xi = np.clip(np.rint(x).astype(int), 2, nx - 3)
+    yi = np.clip(np.rint(y).astype(int), 2, ny - 3)
+    offsets = np.arange(-2, 3)
+    boxes = data[yi[:, None, None] + offsets[None, :, None], xi[:, None, None] + offsets[None, None, :]]
+    base = background[yi, xi][:, None, None]
+    peak = boxes.max(axis=(1, 2))[:, None, None]
+    return ((boxes - base) > 0.5 * (peak - base)).sum(axis=(1, 2))
+
+
+def find_sources(
+    sci: np.ndarray,
+    dq: np.ndarray,
+    *,
+    fwhm_px: float,
+    saturation_e: float,
+    options: CatalogOptions | None = None,
+) -> object:
+    """Star-like sources on one chip.
+
+    Parameters
+    ----------
+    sci
+        float (ny, nx) science array, electrons.
+    dq
+        int (ny, nx) data-quality array; flagged pixels are masked.
+    fwhm_px
+        PSF FWHM, pixels.
+    saturation_e
+        Sources peaking above this are dropped (their centroids are poor).
+    options
+        Detection options.
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns ``x``, ``y`` (0-based pixels), ``flux``, ``peak``, ``sharpness``, ``roundness1``,
+        ``roundness2``, sorted by decreasing flux; possibly empty.
+    """
+    from astropy.table import Table
+    from photutils.background import Background2D, MedianBackground
+    from photutils.detection import DAOStarFinder
+
+    from crlib.truth.validmask import dq_good  # lazy: crlib.truth imports crlib.align
+
+    opts = options or CatalogOptions()
+    data = np.asarray(sci, dtype=np.float32)
+    mask = ~dq_good(dq) | ~np.isfinite(data)
+    data = np.where(mask, 0.0, data).astype(np.float32)
+    box = min(opts.background_box, data.shape[0] // 2, data.shape[1] // 2)
+    background = Background2D(data, box, mask=mask, filter_size=3, bkg_estimator=MedianBackground())
+    residual = data - background.background
+    rms = float(np.median(background.background_rms))
+    finder = DAOStarFinder(
+        threshold=opts.nsigma * max(rms, 1e-3),
+        fwhm=fwhm_px,
+        sharpness_range=opts.sharpness_range,
+        roundness_range=opts.roundness_range,
+        peak_max=saturation_e,
+        exclude_border=True,
+    )
+    found = finder.find_stars(residual, mask=mask)
+    empty = Table(
+        names=("x", "y", "flux", "peak", "sharpness", "roundness1", "roundness2"), dtype=[float] * 7
+    )
+    if found is None or len(found) == 0:
+        return empty
+    x = np.asarray(found["x_centroid"], dtype=float)
+    y = np.asarray(found["y_centroid"], dtype=float)
+    npix = _pixels_above_half_peak(data, x, y, np.asarray(background.background))
+    keep = npix >= opts.min_pixels
+    table = Table(
+        {
+            "x": x[keep],
+            "y": y[keep],
+            "flux": np.asarray(found["flux"], dtype=float)[keep],
+            "peak": np.asarray(found["peak"], dtype=float)[keep],
+            "sharpness": np.asarray(found["sharpness"], dtype=float)[keep],
+            "roundness1": np.asarray(found["roundness1"], dtype=float)[keep],
+            "roundness2": np.asarray(found["roundness2"], dtype=float)[keep],
+        }
+    )
+    table.sort("flux", reverse=True)
+    log.debug("%d sources (%d rejected as CR-like by size)", len(table), int((~keep).sum()))
+    return table[: opts.max_sources]
+
+
+def exposure_catalogs(
+    path: Path, *, profile: InstrumentProfile, options: CatalogOptions | None = None
+) -> dict[int, object]:
+    """Source catalog of every chip of one exposure, ``{sci_extver: Table}``."""
+    from astropy.io import fits
+
+    fwhm_px = DEFAULT_FWHM_ARCSEC / profile.plate_scale_arcsec
+    catalogs: dict[int, object] = {}
+    with fits.open(path, memmap=False) as hdul:
+        for hdu in hdul:
+            if hdu.header.get("EXTNAME", "").upper() != "SCI":
+                continue
+            extver = int(hdu.header.get("EXTVER", 1))
+            catalogs[extver] = find_sources(
+                hdu.data,
+                hdul["DQ", extver].data,
+                fwhm_px=fwhm_px,
+                saturation_e=profile.saturation_e,
+                options=options,
+            )
+    return catalogs

@@ -1,0 +1,189 @@
+"""Read and check the calibrated exposures (FLC/FLT) of one visit before aligning or drizzling.
+
+AstroDrizzle silently drops files without ``EXPTIME`` and treats data as a count *rate* unless the
+SCI header says ``BUNIT='ELECTRONS'``; both mistakes produce plausible-looking but wrong CR masks,
+so every input is checked here first and a bad file gets an :class:`~crlib.errors.InputDataError`
+naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from crlib.errors import InputDataError
+from crlib.profiles import InstrumentProfile, profile_for_header
+
+log = logging.getLogger(__name__)
+
+#: Calibrated-product suffixes we accept, in order of preference.
+PRODUCT_SUFFIXES: tuple[str, ...] = ("_flc.fits", "_flt.fits")
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureInfo:
+    """Header facts of one calibrated exposure.
+
+    Attributes
+    ----------
+    path
+        The FITS file.
+    rootname
+        ``ipppssoo`` exposure id, lower case.
+    profile
+        Instrument profile matching ``INSTRUME``/``DETECTOR``.
+    exptime_s
+        Exposure time, seconds.
+    filter
+        Filter name (first non-CLEAR of ``FILTER1``/``FILTER2``, or ``FILTER``).
+    sci_extvers
+        EXTVER of every SCI extension present, in file order.
+    chip_shape
+        ``(ny, nx)`` of the SCI arrays, pixels.
+    gain
+        Mean of the profile's gain keywords, e-/DN.
+    read_noise_e
+        Mean of the profile's read-noise keywords, electrons.
+    """
+
+    path: Path
+    rootname: str
+    profile: InstrumentProfile
+    exptime_s: float
+    filter: str
+    sci_extvers: tuple[int, ...]
+    chip_shape: tuple[int, int]
+    gain: float
+    read_noise_e: float
+
+
+def find_exposures(visit_dir: Path) -> list[Path]:
+    """Calibrated exposure files directly inside ``visit_dir`` (FLC preferred over FLT), sorted.
+
+    Raises
+    ------
+    InputDataError
+        If the directory does not exist.
+    """
+    visit_dir = Path(visit_dir)
+    if not visit_dir.is_dir():
+        raise InputDataError(
+            visit_dir, "visit directory does not exist", fix="pass a directory of *_flc.fits"
+        )
+    chosen: dict[str, Path] = {}
+    for suffix in reversed(PRODUCT_SUFFIXES):
+        for path in sorted(visit_dir.glob(f"*{suffix}")):
+            chosen[path.name[: -len(suffix)].lower()] = path
+    return [chosen[key] for key in sorted(chosen)]
+
+
+def _mean_keyword(header: object, keywords: tuple[str, ...]) -> float | None:
+    values = [float(header[k]) for k in keywords if k in header and float(header[k]) > 0]  # type: ignore[operator,index]
+    return sum(values) / len(values) if values else None
+
+
+def read_exposure(path: Path, *, profile: InstrumentProfile | None = None) -> ExposureInfo:
+    """Open one exposure and check everything AstroDrizzle and the truth stage rely on.
+
+    Parameters
+    ----------
+    path
+        Calibrated ``*_flc.fits`` / ``*_flt.fits`` file.
+    profile
+        Expected instrument profile; ``None`` takes it from ``INSTRUME``/``DETECTOR``.
+
+    Raises
+    ------
+    InputDataError
+        Unreadable/truncated file, wrong instrument, missing SCI/DQ extension, ``EXPTIME`` missing
+        or not positive, ``BUNIT`` other than electrons.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            hdul.verify("silentfix")
+            primary = hdul[0].header
+            instrume = str(primary.get("INSTRUME", "")).strip()
+            detector = str(primary.get("DETECTOR", "")).strip()
+            found = profile_for_header(instrume, detector)
+            if found is None or (profile is not None and found.name != profile.name):
+                expected = f"{profile.instrume}/{profile.detector}" if profile else "a known profile"
+                raise InputDataError(
+                    path,
+                    f"instrument {instrume or '?'}/{detector or '?'} is not {expected}",
+                    fix="drizzle only exposures of one instrument profile together",
+                )
+            exptime = primary.get("EXPTIME")
+            if exptime is None or not float(exptime) > 0:
+                raise InputDataError(
+                    path,
+                    f"EXPTIME is {exptime!r}",
+                    fix="AstroDrizzle silently drops such files; fix the header",
+                )
+            extvers = tuple(
+                int(h.header.get("EXTVER", 1)) for h in hdul if h.header.get("EXTNAME", "").upper() == "SCI"
+            )
+            if not extvers:
+                raise InputDataError(path, "no SCI extension", fix="pass a calibrated FLC/FLT file")
+            shape: tuple[int, int] | None = None
+            for extver in extvers:
+                sci = hdul["SCI", extver]
+                bunit = str(sci.header.get("BUNIT", "")).strip().upper()
+                if bunit not in ("ELECTRONS", "ELECTRON"):
+                    raise InputDataError(
+                        path,
+                        f"SCI,{extver} BUNIT is {bunit!r}, not ELECTRONS",
+                        fix="AstroDrizzle would treat the data as a rate; use electron (FLC) files",
+                    )
+                if ("DQ", extver) not in hdul:
+                    raise InputDataError(
+                        path, f"missing DQ,{extver} extension", fix="pass a calibrated FLC/FLT file"
+                    )
+                if sci.data is None or sci.data.ndim != 2:
+                    raise InputDataError(path, f"SCI,{extver} holds no 2-D image", fix="re-download the file")
+                shape = (int(sci.data.shape[0]), int(sci.data.shape[1]))
+            gain = _mean_keyword(primary, found.gain_keywords) or 1.0
+            read_noise = _mean_keyword(primary, found.readnoise_keywords) or 0.0
+            filters = [str(primary.get(k, "")).strip().upper() for k in ("FILTER1", "FILTER2", "FILTER")]
+            filt = next((f for f in filters if f and not f.startswith("CLEAR")), "")
+            rootname = str(primary.get("ROOTNAME", path.name.split("_")[0])).strip().lower()
+    except InputDataError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise InputDataError(
+            path, f"cannot read FITS file ({exc})", fix="re-download or remove the file"
+        ) from None
+    assert shape is not None
+    return ExposureInfo(
+        path=path,
+        rootname=rootname,
+        profile=found,
+        exptime_s=float(exptime),
+        filter=filt,
+        sci_extvers=extvers,
+        chip_shape=shape,
+        gain=gain,
+        read_noise_e=read_noise,
+    )
+
+
+def copy_to_work_dir(paths: list[Path], work_dir: Path) -> list[Path]:
+    """Copy exposures into ``work_dir`` (alignment and AstroDrizzle modify their inputs).
+
+    Returns
+    -------
+    list of Path
+        The copies, in the same order.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in paths:
+        target = work_dir / Path(path).name
+        shutil.copyfile(path, target)
+        copies.append(target)
+    return copies

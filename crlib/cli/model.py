@@ -1,0 +1,132 @@
+"""``crlib infer``, ``crlib score`` and ``crlib bench infer``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from crlib.cli.app import app, bench_app, fail
+
+DeviceOption = Literal["auto", "cpu", "cuda"]
+PrecisionOption = Literal["fp32", "bf16"]
+SizeOption = Literal["full", "small"]
+
+
+@app.command("infer")
+def infer_command(
+    files: Annotated[list[Path], typer.Argument(help="Calibrated exposures (FLC/FLT, electrons).")],
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: per-filter model if shipped, else global).")
+    ] = None,
+    device: Annotated[DeviceOption, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
+    precision: Annotated[
+        PrecisionOption, typer.Option(help="fp32, or bf16 where the hardware has it.")
+    ] = "fp32",
+    threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Mask threshold (default: the profile's).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: beside each input).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print PredictionResult records as JSON.")] = False,
+) -> None:
+    """Predict cosmic rays with a deepCR model; writes <rootname>_crpred.fits per exposure."""
+    from crlib.config import load_settings
+    from crlib.model.exposure import predict_exposures
+    from crlib.records import to_dict
+
+    settings = load_settings()
+    results = []
+    for path in files:
+        target = out if out is not None else path.resolve().parent
+        results.extend(
+            predict_exposures(
+                [path],
+                out_dir=target,
+                model=model,
+                device=device,
+                precision=precision,
+                threshold=threshold,
+                threads=settings.torch_threads(),
+            )
+        )
+    if as_json:
+        typer.echo(json.dumps([to_dict(r) for r in results], indent=2, default=str))
+    else:
+        for r in results:
+            if r.status == "ok":
+                typer.echo(f"{r.rootname}: {r.model_name} on {r.device} in {r.seconds:.1f} s -> {r.path}")
+            else:
+                typer.echo(f"{r.rootname}: FAILED: {r.reason}", err=True)
+    failed = [r for r in results if r.status != "ok"]
+    if failed:
+        fail(f"{len(failed)} of {len(results)} exposures failed")
+
+
+@app.command("score")
+def score_command(
+    prediction: Annotated[Path, typer.Argument(help="A <rootname>_crpred.fits from `crlib infer`.")],
+    truth: Annotated[Path, typer.Argument(help="A <rootname>_crtruth.fits or simulator _simtruth.fits.")],
+    field_type: Annotated[str | None, typer.Option(help="Field type to record.")] = None,
+    roc_png: Annotated[Path | None, typer.Option(help="Also write the ROC plot here.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the ExposureMetrics as JSON (no histograms).")
+    ] = False,
+) -> None:
+    """Score a prediction against ground truth: confusion counts and TPR at FPR 0.05% / 0.5%."""
+    from crlib.metrics.roc import plot_roc
+    from crlib.metrics.scoring import score_prediction_file
+    from crlib.records import to_dict
+
+    metrics, curves = score_prediction_file(prediction, truth, field_type=field_type)
+    if roc_png is not None:
+        plot_roc(
+            {f"{metrics.model_name}": curves["plain"], f"{metrics.model_name} dilated": curves["dilated"]},
+            roc_png,
+            title=f"{metrics.rootname}",
+        )
+    shown = {k: v for k, v in to_dict(metrics).items() if not k.startswith("hist_")}
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    typer.echo(
+        f"{metrics.rootname} ({metrics.model_name}): "
+        f"TP {metrics.tp} FP {metrics.fp} FN {metrics.fn} TN {metrics.tn}"
+    )
+    for label, values in (("plain", metrics.tpr_at_fpr), ("dilated", metrics.tpr_at_fpr_dilated)):
+        parts = ", ".join(f"TPR@FPR {float(k) * 100:g}% = {v * 100:.2f}%" for k, v in values.items())
+        typer.echo(f"  {label}: {parts}")
+
+
+@bench_app.command("infer")
+def bench_infer_command(
+    size: Annotated[SizeOption, typer.Option(help="Simulated exposure size.")] = "full",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    flc: Annotated[
+        Path | None, typer.Option(help="Benchmark this exposure instead of a simulated one.")
+    ] = None,
+) -> None:
+    """deepCR clean() vs our engine (fp32, bf16) vs astroscrappy: seconds, peak RSS, mask agreement."""
+    from crlib.config import load_settings
+    from crlib.model.benchmark import run_inference_benchmark
+
+    report = run_inference_benchmark(size=size, threads=load_settings().torch_threads(), flc=flc)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(
+        f"exposure {report['exposure']} ({report['size']}), {report['threads']} threads, "
+        f"model {report['model']}"
+    )
+    for method, result in report["methods"].items():
+        if "skipped" in result:
+            typer.echo(f"  {method:14s} skipped: {result['skipped']}")
+            continue
+        line = f"  {method:14s} {result['seconds']:8.2f} s  peak RSS {result['peak_rss_mb']:7.0f} MB"
+        agreement = result.get("agreement_with_deepcr")
+        if agreement:
+            line += f"  mask Jaccard vs deepCR {agreement['jaccard']:.4f}"
+        typer.echo(line)
+    for name, ratio in report["ratios"].items():
+        typer.echo(f"  {name}: {ratio:.2f}x")

@@ -1,0 +1,175 @@
+"""``crlib align``, ``crlib truth`` and ``crlib bench truth``."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crlib.cli.app import app, bench_app
+
+
+class TruthMethod(StrEnum):
+    """Ground-truth methods."""
+
+    drizzle = "drizzle"
+    multiframe = "multiframe"
+
+
+class ChipSize(StrEnum):
+    """Simulated chip sizes."""
+
+    full = "full"
+    small = "small"
+
+
+def _work_dir(visit_dir: Path, work_dir: Path | None) -> Path:
+    if work_dir is not None:
+        return work_dir
+    from crlib.config import load_settings
+
+    return load_settings().data_root / "work" / visit_dir.resolve().name
+
+
+VisitArg = Annotated[
+    Path,
+    typer.Argument(exists=True, file_okay=False, dir_okay=True, help="Visit directory holding *_flc.fits."),
+]
+CatalogFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalog-file", exists=True, dir_okay=False, help="Astrometric catalog file (ra dec [mag])."
+    ),
+]
+WorkDirOpt = Annotated[
+    Path | None,
+    typer.Option("--work-dir", help="Per-visit working directory (default: <data_root>/work/<visit>)."),
+]
+
+
+@app.command("align")
+def align_command(
+    visit_dir: VisitArg,
+    catalog_file: CatalogFileOpt = None,
+    no_query: Annotated[bool, typer.Option("--no-query", help="Do not query GAIA/GSC/2MASS.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.5, max=120, help="Catalog query timeout, seconds.")] = 5.0,
+    work_dir: WorkDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the AlignmentResult as JSON.")] = False,
+) -> None:
+    """Align a visit's exposures (tweakwcs relative + absolute fit) on copies in the working directory."""
+    import shutil
+
+    from crlib.align.exposures import copy_to_work_dir, find_exposures, read_exposure
+    from crlib.align.visit import AlignOptions, align_visit
+    from crlib.errors import InputDataError
+    from crlib.records import to_dict
+
+    paths = find_exposures(visit_dir)
+    if not paths:
+        raise InputDataError(visit_dir, "no *_flc.fits or *_flt.fits files", fix="point at a visit directory")
+    infos = [read_exposure(p) for p in paths]
+    target = _work_dir(visit_dir, work_dir)
+    if target.exists():
+        shutil.rmtree(target)
+    copies = copy_to_work_dir(paths, target)
+    options = AlignOptions(catalog_file=catalog_file, query_catalogs=not no_query, timeout_s=timeout)
+    result = align_visit(copies, visit=visit_dir.resolve().name, profile=infos[0].profile, options=options)
+    if as_json:
+        typer.echo(json.dumps(to_dict(result), indent=2, default=str))
+        return
+    rms = f"{result.rms_px:.3f} px" if result.rms_px is not None else "n/a"
+    typer.echo(
+        f"{result.visit}: {result.status}  catalog={result.catalog or '-'}  "
+        f"fit={result.fit_geometry or '-'}  "
+        f"matches={result.n_matches}  rms={rms}  wcsname={result.wcsname or '-'}"
+    )
+    if result.reason:
+        typer.echo(f"  reason: {result.reason}")
+    typer.echo(f"  aligned copies in {target}")
+
+
+@app.command("truth")
+def truth_command(
+    visit_dir: VisitArg,
+    method: Annotated[TruthMethod, typer.Option(help="Ground-truth method.")] = TruthMethod.drizzle,
+    catalog_file: CatalogFileOpt = None,
+    no_query: Annotated[bool, typer.Option("--no-query", help="Do not query GAIA/GSC/2MASS.")] = False,
+    no_align: Annotated[
+        bool, typer.Option("--no-align", help="Skip alignment (pre-aligned data only).")
+    ] = False,
+    border: Annotated[
+        int, typer.Option(min=0, max=512, help="Discard this many edge pixels (paper: 128).")
+    ] = 0,
+    work_dir: WorkDirOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where *_crtruth.fits go.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+) -> None:
+    """Build ground-truth CR masks (<rootname>_crtruth.fits) for one visit, with quality gates."""
+    from crlib.align.visit import AlignOptions
+    from crlib.records import to_dict
+    from crlib.truth.visit import TruthOptions, build_visit_truth
+
+    options = TruthOptions(
+        align=not no_align,
+        align_options=AlignOptions(catalog_file=catalog_file, query_catalogs=not no_query),
+        border_px=border,
+    )
+    result = build_visit_truth(
+        visit_dir,
+        work_dir=_work_dir(visit_dir, work_dir),
+        out_dir=out_dir,
+        method=method.value,
+        options=options,
+    )
+    if as_json:
+        payload = {
+            "visit": result.visit,
+            "method": result.method,
+            "alignment": to_dict(result.alignment) if result.alignment else None,
+            "exposures": [to_dict(r) for r in result.exposures],
+            "seconds": result.seconds,
+            "out_dir": str(result.out_dir),
+        }
+        typer.echo(json.dumps(payload, indent=2, default=str))
+        return
+    if result.alignment:
+        a = result.alignment
+        rms = f"{a.rms_px:.3f} px" if a.rms_px is not None else "n/a"
+        typer.echo(f"alignment: {a.status} ({a.fit_geometry or '-'}, rms {rms}, catalog {a.catalog or '-'})")
+    for r in result.exposures:
+        chips = ", ".join(
+            f"chip{c.chip}: {c.cr_pixels} px/{c.cr_events} ev, valid {c.valid_fraction:.2f}" for c in r.chips
+        )
+        typer.echo(f"{r.rootname}: {r.status}  {chips}")
+        for reason in r.reasons:
+            typer.echo(f"    {reason}")
+    typer.echo(f"products in {result.out_dir}; {result.seconds.get('total', 0):.1f} s")
+    if any(r.status == "failed" for r in result.exposures):
+        raise typer.Exit(code=2)
+
+
+@bench_app.command("truth")
+def bench_truth_command(
+    out: Annotated[
+        Path | None, typer.Option(help="Scratch directory (default: <data_root>/bench/truth).")
+    ] = None,
+    size: Annotated[ChipSize, typer.Option(help="Simulated chip size.")] = ChipSize.full,
+    exposures: Annotated[int, typer.Option(min=2, max=12, help="Exposures per visit.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Truth fidelity on simulated visits: alignment, recall, FPR, star cores, time vs AstroDrizzle."""
+    from crlib.config import load_settings
+    from crlib.truth.fidelity import format_report, run_truth_benchmark
+
+    scratch = out or load_settings().data_root / "bench" / "truth"
+    report = run_truth_benchmark(
+        scratch, size="full" if size == ChipSize.full else "small", exposures=exposures, seed=seed
+    )
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    else:
+        typer.echo(format_report(report))

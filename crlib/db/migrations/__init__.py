@@ -1,0 +1,1 @@
+"""Alembic migrations of the results database (shipped inside the package so installs can upgrade)."""

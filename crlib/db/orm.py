@@ -1,0 +1,463 @@
+"""The results database schema as a typed SQLAlchemy 2.0 ORM.
+
+Natural keys are the primary keys wherever the domain has one (``rootname``, ``visit``,
+``proposal_id``, ``(rootname, chip)`` ...), so repository upserts are single
+``INSERT ... ON CONFLICT`` statements. Every CHECK constraint is named after the column it
+guards (``ck_<table>_<column>``), which lets :mod:`crlib.db.repo` turn a rejection into an
+error naming the field.
+
+The schema is created and evolved only by the Alembic migrations in
+:mod:`crlib.db.migrations`; deployments never call ``create_all``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def finite(column: str, *, minimum: float | None = 0.0, maximum: float | None = None) -> str:
+    """SQL condition: ``column`` is a finite number within the bounds (NULL passes).
+
+    PostgreSQL orders ``NaN`` above ``Infinity``, so ``< 'Infinity'`` rejects both.
+    """
+    parts = [f"{column} < 'Infinity'::float8", f"{column} > '-Infinity'::float8"]
+    if minimum is not None:
+        parts.append(f"{column} >= {minimum!r}")
+    if maximum is not None:
+        parts.append(f"{column} <= {maximum!r}")
+    return "(" + " AND ".join(parts) + ")"
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """SQL condition: ``column`` is one of ``values``."""
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+def now_column() -> Any:
+    """A ``timestamptz`` column defaulting to the transaction time."""
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the constraint naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# --------------------------------------------------------------------------- archive
+class Proposal(Base):
+    """An HST proposal (programme)."""
+
+    __tablename__ = "proposals"
+    __table_args__ = (CheckConstraint("proposal_id > 0", name="proposal_id"),)
+
+    proposal_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    instrument: Mapped[str] = mapped_column(String(16))
+    first_seen_at: Mapped[dt.datetime] = now_column()
+
+
+class Visit(Base):
+    """One visit (``ipppss``) of a proposal."""
+
+    __tablename__ = "visits"
+    __table_args__ = (CheckConstraint("visit ~ '^[a-z0-9]{6}$'", name="visit"),)
+
+    visit: Mapped[str] = mapped_column(String(6), primary_key=True)
+    proposal_id: Mapped[int] = mapped_column(ForeignKey("proposals.proposal_id"), index=True)
+    instrument: Mapped[str] = mapped_column(String(16))
+    first_seen_at: Mapped[dt.datetime] = now_column()
+
+
+class Filter(Base):
+    """Lookup table of known filter names (seeded by the migrations)."""
+
+    __tablename__ = "filters"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+
+class Exposure(Base):
+    """One exposure as listed by the archive plus the screening header summary."""
+
+    __tablename__ = "exposures"
+    __table_args__ = (
+        CheckConstraint("rootname ~ '^[a-z0-9]{9}$'", name="rootname"),
+        CheckConstraint("left(rootname, 6) = visit", name="visit"),
+        CheckConstraint(finite("exptime_s"), name="exptime_s"),
+        CheckConstraint(finite("t_min_mjd"), name="t_min_mjd"),
+        CheckConstraint(finite("t_max_mjd") + " AND t_max_mjd >= t_min_mjd", name="t_max_mjd"),
+        CheckConstraint(finite("release_mjd"), name="release_mjd"),
+        CheckConstraint(finite("ra_deg", maximum=360.0), name="ra_deg"),
+        CheckConstraint(finite("dec_deg", minimum=-90.0, maximum=90.0), name="dec_deg"),
+        CheckConstraint("size_bytes >= 0", name="size_bytes"),
+        CheckConstraint(
+            one_of("field_type", ("globular_cluster", "extragalactic", "resolved_galaxy")), name="field_type"
+        ),
+        Index("ix_exposures_obs_date_filter", "obs_date", "filter"),
+    )
+
+    rootname: Mapped[str] = mapped_column(String(9), primary_key=True)
+    visit: Mapped[str] = mapped_column(ForeignKey("visits.visit"), index=True)
+    proposal_id: Mapped[int] = mapped_column(ForeignKey("proposals.proposal_id"), index=True)
+    instrument: Mapped[str] = mapped_column(String(16))
+    detector: Mapped[str] = mapped_column(String(8))
+    filter: Mapped[str] = mapped_column(ForeignKey("filters.name"), index=True)
+    exptime_s: Mapped[float] = mapped_column(Float)
+    t_min_mjd: Mapped[float] = mapped_column(Float)
+    t_max_mjd: Mapped[float] = mapped_column(Float)
+    obs_date: Mapped[dt.date] = mapped_column(Date)
+    release_mjd: Mapped[float | None] = mapped_column(Float)
+    target_name: Mapped[str] = mapped_column(String(68))
+    ra_deg: Mapped[float] = mapped_column(Float)
+    dec_deg: Mapped[float] = mapped_column(Float)
+    field_type: Mapped[str | None] = mapped_column(String(32))
+    product_filename: Mapped[str] = mapped_column(String(128))
+    product_uri: Mapped[str] = mapped_column(String(1024))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(160))
+    header_summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    recorded_at: Mapped[dt.datetime] = now_column()
+
+
+class ArchiveWatermark(Base):
+    """How far (MJD of release) polling of one archive source has got."""
+
+    __tablename__ = "archive_watermarks"
+    __table_args__ = (CheckConstraint(finite("mjd"), name="mjd"),)
+
+    source: Mapped[str] = mapped_column(String(256), primary_key=True)
+    mjd: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime] = now_column()
+
+
+# --------------------------------------------------------------------------- runs
+class PipelineRun(Base):
+    """One run of a pipeline (an Airflow DAG run or a CLI invocation)."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (
+        CheckConstraint(one_of("status", ("queued", "running", "success", "failed")), name="status"),
+        CheckConstraint("length(trigger) > 0", name="trigger"),
+        CheckConstraint("finished_at IS NULL OR finished_at >= started_at", name="finished_at"),
+        Index("ix_pipeline_runs_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250), unique=True)
+    dag_id: Mapped[str] = mapped_column(String(250))
+    trigger: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    proposal_id: Mapped[int | None] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+# --------------------------------------------------------------------------- screening
+class ScreeningVerdictRow(Base):
+    """The screening verdict of one exposure (its reasons are in :class:`ScreeningReasonRow`)."""
+
+    __tablename__ = "screening_verdicts"
+    __table_args__ = (CheckConstraint(one_of("verdict", ("accept", "reject")), name="verdict"),)
+
+    rootname: Mapped[str] = mapped_column(
+        ForeignKey("exposures.rootname", ondelete="CASCADE"), primary_key=True
+    )
+    file: Mapped[str] = mapped_column(String(1024))
+    verdict: Mapped[str] = mapped_column(String(8))
+    usable_for_training: Mapped[bool] = mapped_column(Boolean)
+    recorded_at: Mapped[dt.datetime] = now_column()
+
+
+class ScreeningReasonRow(Base):
+    """One rule that fired on an exposure, in the order the rules ran."""
+
+    __tablename__ = "screening_reasons"
+    __table_args__ = (
+        CheckConstraint(one_of("severity", ("reject", "warning", "info")), name="severity"),
+        CheckConstraint("position >= 0", name="position"),
+        Index("ix_screening_reasons_rule", "rule"),
+    )
+
+    rootname: Mapped[str] = mapped_column(
+        ForeignKey("screening_verdicts.rootname", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    rule: Mapped[str] = mapped_column(String(64))
+    keyword: Mapped[str] = mapped_column(String(64))
+    value: Mapped[Any | None] = mapped_column(JSONB, nullable=True)
+    message: Mapped[str] = mapped_column(String(1024))
+    severity: Mapped[str] = mapped_column(String(8))
+
+
+# --------------------------------------------------------------------------- alignment
+class AlignmentResultRow(Base):
+    """Alignment of one visit."""
+
+    __tablename__ = "alignment_results"
+    __table_args__ = (
+        CheckConstraint(
+            one_of("status", ("aligned_absolute", "aligned_relative", "not_aligned", "failed")), name="status"
+        ),
+        CheckConstraint("n_matches >= 0", name="n_matches"),
+        CheckConstraint(finite("rms_px"), name="rms_px"),
+    )
+
+    visit: Mapped[str] = mapped_column(ForeignKey("visits.visit", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(24))
+    catalog: Mapped[str | None] = mapped_column(String(64))
+    fit_geometry: Mapped[str | None] = mapped_column(String(32))
+    n_matches: Mapped[int] = mapped_column(Integer)
+    rms_px: Mapped[float | None] = mapped_column(Float)
+    wcsname: Mapped[str | None] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(String(2048))
+    per_exposure: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    recorded_at: Mapped[dt.datetime] = now_column()
+
+
+# --------------------------------------------------------------------------- truth
+class TruthResultRow(Base):
+    """Ground truth of one exposure by one method."""
+
+    __tablename__ = "truth_results"
+    __table_args__ = (
+        CheckConstraint(one_of("method", ("drizzle", "multiframe")), name="method"),
+        CheckConstraint(one_of("status", ("ok", "suspect", "failed")), name="status"),
+    )
+
+    rootname: Mapped[str] = mapped_column(
+        ForeignKey("exposures.rootname", ondelete="CASCADE"), primary_key=True
+    )
+    method: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str | None] = mapped_column(String(1024))
+    reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    recorded_at: Mapped[dt.datetime] = now_column()
+
+
+class TruthChipRow(Base):
+    """Truth summary of one chip of one exposure."""
+
+    __tablename__ = "truth_chips"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["rootname", "method"], ["truth_results.rootname", "truth_results.method"], ondelete="CASCADE"
+        ),
+        CheckConstraint("chip >= 1", name="chip"),
+        CheckConstraint("cr_pixels >= 0", name="cr_pixels"),
+        CheckConstraint("cr_events >= 0", name="cr_events"),
+        CheckConstraint(finite("valid_fraction", maximum=1.0), name="valid_fraction"),
+    )
+
+    rootname: Mapped[str] = mapped_column(String(9), primary_key=True)
+    method: Mapped[str] = mapped_column(String(16), primary_key=True)
+    chip: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    cr_pixels: Mapped[int] = mapped_column(BigInteger)
+    cr_events: Mapped[int] = mapped_column(BigInteger)
+    valid_fraction: Mapped[float] = mapped_column(Float)
+
+
+class CrStatisticsRow(Base):
+    """Cosmic-ray statistics of one chip of one exposure."""
+
+    __tablename__ = "cr_statistics"
+    __table_args__ = (
+        CheckConstraint("chip >= 1", name="chip"),
+        CheckConstraint("cr_pixels >= 0", name="cr_pixels"),
+        CheckConstraint("cr_events >= 0", name="cr_events"),
+        CheckConstraint(finite("exptime_s"), name="exptime_s"),
+        CheckConstraint(finite("rate_per_cm2_s"), name="rate_per_cm2_s"),
+    )
+
+    rootname: Mapped[str] = mapped_column(
+        ForeignKey("exposures.rootname", ondelete="CASCADE"), primary_key=True
+    )
+    chip: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    cr_pixels: Mapped[int] = mapped_column(BigInteger)
+    cr_events: Mapped[int] = mapped_column(BigInteger)
+    exptime_s: Mapped[float] = mapped_column(Float)
+    rate_per_cm2_s: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[dt.datetime] = now_column()
+
+
+# --------------------------------------------------------------------------- models
+class Model(Base):
+    """A registered model name (e.g. ``deepcr-acs-wfc``)."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[dt.datetime] = now_column()
+
+
+class ModelVersion(Base):
+    """One version of a model: shipped with the deepCR package or registered in MLflow.
+
+    ``source`` is NULL while a version is known only from a prediction that named it.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        CheckConstraint(one_of("source", ("deepcr_package", "mlflow")), name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(16))
+    uri: Mapped[str | None] = mapped_column(String(1024))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    registered_at: Mapped[dt.datetime] = now_column()
+
+
+class ModelAliasEvent(Base):
+    """History of alias assignments (``champion``/``challenger``); the latest per alias is current."""
+
+    __tablename__ = "model_alias_history"
+    __table_args__ = (Index("ix_model_alias_history_model_alias", "model_id", "alias", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(64))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    assigned_at: Mapped[dt.datetime] = now_column()
+
+
+# --------------------------------------------------------------------------- predictions and metrics
+class PredictionRow(Base):
+    """One model version's prediction for one exposure by one code version."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        CheckConstraint(finite("threshold", maximum=1.0), name="threshold"),
+        CheckConstraint(finite("seconds"), name="seconds"),
+        CheckConstraint(finite("peak_memory_mb"), name="peak_memory_mb"),
+        CheckConstraint(one_of("status", ("ok", "failed")), name="status"),
+    )
+
+    rootname: Mapped[str] = mapped_column(
+        ForeignKey("exposures.rootname", ondelete="CASCADE"), primary_key=True
+    )
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    code_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    device: Mapped[str] = mapped_column(String(32))
+    seconds: Mapped[float] = mapped_column(Float)
+    peak_memory_mb: Mapped[float] = mapped_column(Float)
+    path: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(String(2048))
+    recorded_at: Mapped[dt.datetime] = now_column()
+
+
+class ExposureMetricsRow(Base):
+    """Scores of one model version against one exposure's truth (histograms as integer arrays)."""
+
+    __tablename__ = "exposure_metrics"
+    __table_args__ = (
+        CheckConstraint("tp >= 0", name="tp"),
+        CheckConstraint("fp >= 0", name="fp"),
+        CheckConstraint("fn >= 0", name="fn"),
+        CheckConstraint("tn >= 0", name="tn"),
+        CheckConstraint("jsonb_typeof(tpr_at_fpr) = 'object'", name="tpr_at_fpr"),
+        CheckConstraint("jsonb_typeof(tpr_at_fpr_dilated) = 'object'", name="tpr_at_fpr_dilated"),
+        CheckConstraint("cardinality(hist_cr) > 0 AND 0 <= ALL(hist_cr)", name="hist_cr"),
+        CheckConstraint(
+            "cardinality(hist_noncr) = cardinality(hist_cr) AND 0 <= ALL(hist_noncr)", name="hist_noncr"
+        ),
+        CheckConstraint(
+            one_of("field_type", ("globular_cluster", "extragalactic", "resolved_galaxy")), name="field_type"
+        ),
+    )
+
+    rootname: Mapped[str] = mapped_column(
+        ForeignKey("exposures.rootname", ondelete="CASCADE"), primary_key=True
+    )
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    field_type: Mapped[str | None] = mapped_column(String(32))
+    tp: Mapped[int] = mapped_column(BigInteger)
+    fp: Mapped[int] = mapped_column(BigInteger)
+    fn: Mapped[int] = mapped_column(BigInteger)
+    tn: Mapped[int] = mapped_column(BigInteger)
+    tpr_at_fpr: Mapped[dict[str, float]] = mapped_column(JSONB)
+    tpr_at_fpr_dilated: Mapped[dict[str, float]] = mapped_column(JSONB)
+    hist_cr: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    hist_noncr: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    recorded_at: Mapped[dt.datetime] = now_column()
+
+
+class SummaryRefresh(Base):
+    """When each materialised summary (``cr_rate_daily``, ``model_performance_monthly``) was refreshed."""
+
+    __tablename__ = "summary_refreshes"
+
+    view_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    refreshed_at: Mapped[dt.datetime] = now_column()
+    seconds: Mapped[float] = mapped_column(Float)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The :class:`~sqlalchemy.Table` of a mapped class (typed for Core statements)."""
+    return cast(Table, model.__table__)
+
+
+def constraint_fields() -> dict[str, str]:
+    """Map each named constraint to ``table.column`` (for error messages).
+
+    CHECK constraints are named after their column; foreign keys after their local columns.
+    """
+    fields: dict[str, str] = {}
+    for table in Base.metadata.sorted_tables:
+        for constraint in table.constraints:
+            name = str(constraint.name) if constraint.name is not None else None
+            if not name:
+                continue
+            if isinstance(constraint, CheckConstraint):
+                column = name.removeprefix(f"ck_{table.name}_")
+                fields[name] = f"{table.name}.{column}"
+            elif isinstance(constraint, ForeignKeyConstraint):
+                fields[name] = f"{table.name}.{', '.join(c.name for c in constraint.columns)}"
+    return fields

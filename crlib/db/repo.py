@@ -1,0 +1,592 @@
+"""Recording stage results in the results database: idempotent upserts, one transaction per stage result.
+
+Every ``record_*`` function takes a :class:`~sqlalchemy.orm.Session` and writes one stage result
+(a visit's observations, its screening verdicts, a truth result, a batch of metrics ...)
+atomically: if the session is not already in a transaction, the function commits its own; if it
+is, the function works in a savepoint of the caller's transaction. Rows are keyed by their natural
+keys, so recording the same result again replaces the rows (child rows such as screening reasons
+and truth chips are replaced as a set) and never duplicates them. A crash or kill mid-way leaves
+nothing of the stage result behind.
+
+Values are validated before any SQL runs; a bad value raises :class:`~crlib.errors.DatabaseError`
+naming the ``table.column`` and the record.
+
+Examples
+--------
+>>> engine, Session = open_results_db(settings, upgrade=True)   # doctest: +SKIP
+>>> with Session() as session:                                  # doctest: +SKIP
+...     record_observations(session, observations)
+...     record_screening(session, verdicts)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from crlib.db.atomic import mjd_to_date, require_exposures, stage_transaction, upsert
+from crlib.db.model_registry import (
+    current_aliases,
+    model_version_id,
+    record_alias,
+    record_model_version,
+)
+from crlib.db.orm import (
+    AlignmentResultRow,
+    CrStatisticsRow,
+    Exposure,
+    ExposureMetricsRow,
+    PredictionRow,
+    Proposal,
+    ScreeningReasonRow,
+    ScreeningVerdictRow,
+    TruthChipRow,
+    TruthResultRow,
+    Visit,
+    table_of,
+)
+from crlib.db.runs import finish_run, start_run
+from crlib.db.validation import check_row, json_safe, one_of, within
+from crlib.db.vocabulary import (
+    KNOWN_FIELD_TYPES,
+    KNOWN_FILTERS,
+    normalise_filter,
+)
+from crlib.errors import DatabaseError
+from crlib.records import (
+    AlignmentResult,
+    CrStatistics,
+    ExposureMetrics,
+    Observation,
+    PredictionResult,
+    ScreeningVerdict,
+    TruthResult,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "current_aliases",
+    "finish_run",
+    "mjd_to_date",
+    "model_version_id",
+    "observation_row",
+    "record_alias",
+    "record_alignment",
+    "record_cr_statistics",
+    "record_metrics",
+    "record_model_version",
+    "record_observations",
+    "record_predictions",
+    "record_screening",
+    "record_truth",
+    "stage_transaction",
+    "start_run",
+]
+
+MJD_EPOCH = dt.date(1858, 11, 17)
+_FIELD_TYPE = one_of(KNOWN_FIELD_TYPES, hint=" (see crlib.profiles.FIELD_TYPES)")
+_FRACTION = within(0.0, 1.0)
+_NON_NEGATIVE = within(0.0)
+
+
+# --------------------------------------------------------------------------- archive
+def observation_row(observation: Observation) -> dict[str, Any]:
+    """The ``exposures`` row of an :class:`Observation` (validated)."""
+    rootname = observation.rootname.strip().lower()
+    instrument = observation.instrument.strip().upper()
+    detector = instrument.split("/", 1)[1] if "/" in instrument else instrument
+    if not isinstance(observation.t_min_mjd, int | float) or not np.isfinite(observation.t_min_mjd):
+        raise DatabaseError(
+            f"exposures.t_min_mjd of exposure {rootname} must be a finite number, got "
+            f"{observation.t_min_mjd!r}; nothing was stored"
+        )
+    row = {
+        "rootname": rootname,
+        "visit": observation.visit.strip().lower(),
+        "proposal_id": observation.proposal_id,
+        "instrument": instrument,
+        "detector": detector,
+        "filter": normalise_filter(observation.filter),
+        "exptime_s": observation.exptime_s,
+        "t_min_mjd": observation.t_min_mjd,
+        "t_max_mjd": observation.t_max_mjd,
+        "obs_date": mjd_to_date(observation.t_min_mjd),
+        "release_mjd": observation.release_mjd,
+        "target_name": observation.target_name,
+        "ra_deg": observation.ra_deg,
+        "dec_deg": observation.dec_deg,
+        "field_type": observation.field_type,
+        "product_filename": observation.product_filename,
+        "product_uri": observation.product_uri,
+        "size_bytes": observation.size_bytes,
+        "checksum": observation.checksum,
+    }
+    check_row(
+        table_of(Exposure),
+        row,
+        record=f"exposure {rootname}",
+        checks={
+            "filter": one_of(
+                KNOWN_FILTERS, hint=" (unknown filter; add it to the filters table by a migration)"
+            ),
+            "field_type": _FIELD_TYPE,
+            "exptime_s": _NON_NEGATIVE,
+            "ra_deg": within(0.0, 360.0),
+            "dec_deg": within(-90.0, 90.0),
+            "proposal_id": within(1),
+        },
+    )
+    if len(rootname) != 9 or not rootname.isalnum() or row["visit"] != rootname[:6]:
+        raise DatabaseError(
+            f"exposures.rootname {rootname!r} must be 9 letters/digits starting with its visit "
+            f"{row['visit']!r}; nothing was stored"
+        )
+    return row
+
+
+def record_observations(session: Session, observations: Sequence[Observation]) -> int:
+    """Upsert the proposals, visits and exposures of ``observations`` (one transaction).
+
+    Parameters
+    ----------
+    session
+        Session on the results database.
+    observations
+        Exposures as the archive lists them (typically one visit's).
+
+    Returns
+    -------
+    int
+        Number of exposures recorded.
+    """
+    rows = [observation_row(o) for o in observations]
+    if not rows:
+        return 0
+    proposals = {
+        r["proposal_id"]: {"proposal_id": r["proposal_id"], "instrument": r["instrument"]} for r in rows
+    }
+    visits = {
+        r["visit"]: {"visit": r["visit"], "proposal_id": r["proposal_id"], "instrument": r["instrument"]}
+        for r in rows
+    }
+    with stage_transaction(session, f"observations of {len(rows)} exposures"):
+        upsert(session, Proposal, sorted(proposals.values(), key=lambda r: r["proposal_id"]), touch=None)
+        upsert(session, Visit, sorted(visits.values(), key=lambda r: r["visit"]), touch=None)
+        upsert(session, Exposure, sorted(rows, key=lambda r: r["rootname"]), touch="recorded_at")
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- screening
+def record_screening(session: Session, verdicts: Sequence[ScreeningVerdict]) -> int:
+    """Record screening verdicts with every reason; re-recording replaces an exposure's reasons.
+
+    The verdict's ``header_summary`` is stored on the exposure.
+    """
+    verdict_rows: list[dict[str, Any]] = []
+    reason_rows: list[dict[str, Any]] = []
+    summaries: dict[str, dict[str, Any]] = {}
+    for verdict in verdicts:
+        rootname = verdict.rootname.strip().lower()
+        row = {
+            "rootname": rootname,
+            "file": str(verdict.file),
+            "verdict": verdict.verdict,
+            "usable_for_training": bool(verdict.usable_for_training),
+        }
+        check_row(
+            table_of(ScreeningVerdictRow),
+            row,
+            record=f"exposure {rootname}",
+            checks={"verdict": one_of(("accept", "reject"))},
+        )
+        verdict_rows.append(row)
+        summaries[rootname] = json_safe(dict(verdict.header_summary))
+        for position, reason in enumerate(verdict.reasons):
+            reason_row = {
+                "rootname": rootname,
+                "position": position,
+                "rule": reason.rule,
+                "keyword": reason.keyword,
+                "value": json_safe(reason.value),
+                "message": reason.message,
+                "severity": reason.severity,
+            }
+            check_row(
+                table_of(ScreeningReasonRow),
+                reason_row,
+                record=f"exposure {rootname} reason {position} ({reason.rule})",
+                checks={"severity": one_of(("reject", "warning", "info"))},
+            )
+            reason_rows.append(reason_row)
+    if not verdict_rows:
+        return 0
+    rootnames = sorted(summaries)
+    with stage_transaction(session, f"screening verdicts of {len(verdict_rows)} exposures"):
+        require_exposures(session, rootnames, what="screening verdicts")
+        upsert(
+            session,
+            ScreeningVerdictRow,
+            sorted(verdict_rows, key=lambda r: r["rootname"]),
+            touch="recorded_at",
+        )
+        session.execute(delete(ScreeningReasonRow).where(ScreeningReasonRow.rootname.in_(rootnames)))
+        if reason_rows:
+            session.execute(insert(table_of(ScreeningReasonRow)), reason_rows)
+        for rootname in rootnames:
+            session.execute(
+                table_of(Exposure)
+                .update()
+                .where(Exposure.rootname == rootname)
+                .values(header_summary=summaries[rootname])
+            )
+    return len(verdict_rows)
+
+
+# --------------------------------------------------------------------------- alignment
+def record_alignment(session: Session, result: AlignmentResult) -> None:
+    """Record (replace) the alignment result of one visit."""
+    visit = result.visit.strip().lower()
+    row = {
+        "visit": visit,
+        "status": result.status,
+        "catalog": result.catalog,
+        "fit_geometry": result.fit_geometry,
+        "n_matches": result.n_matches,
+        "rms_px": result.rms_px,
+        "wcsname": result.wcsname,
+        "reason": result.reason,
+        "per_exposure": json_safe(result.per_exposure),
+    }
+    check_row(
+        table_of(AlignmentResultRow),
+        row,
+        record=f"visit {visit}",
+        checks={
+            "status": one_of(("aligned_absolute", "aligned_relative", "not_aligned", "failed")),
+            "n_matches": _NON_NEGATIVE,
+            "rms_px": _NON_NEGATIVE,
+        },
+    )
+    with stage_transaction(session, f"alignment of visit {visit}"):
+        if session.get(Visit, visit) is None:
+            raise DatabaseError(
+                f"cannot record the alignment of visit {visit}: the visit is not in the results database; "
+                "record its observations first"
+            )
+        upsert(session, AlignmentResultRow, [row], touch="recorded_at")
+
+
+# --------------------------------------------------------------------------- truth and statistics
+def record_truth(session: Session, result: TruthResult) -> None:
+    """Record (replace) one exposure's ground truth by one method, with its per-chip summaries."""
+    rootname = result.rootname.strip().lower()
+    row = {
+        "rootname": rootname,
+        "method": result.method,
+        "status": result.status,
+        "path": result.path,
+        "reasons": [str(r) for r in result.reasons],
+        "parameters": json_safe(result.parameters),
+    }
+    record = f"truth of exposure {rootname}"
+    check_row(
+        table_of(TruthResultRow),
+        row,
+        record=record,
+        checks={"method": one_of(("drizzle", "multiframe")), "status": one_of(("ok", "suspect", "failed"))},
+    )
+    chips = []
+    for chip in result.chips:
+        chip_row = {
+            "rootname": rootname,
+            "method": result.method,
+            "chip": chip.chip,
+            "cr_pixels": chip.cr_pixels,
+            "cr_events": chip.cr_events,
+            "valid_fraction": chip.valid_fraction,
+        }
+        check_row(
+            table_of(TruthChipRow),
+            chip_row,
+            record=f"{record} chip {chip.chip}",
+            checks={
+                "chip": within(1),
+                "cr_pixels": _NON_NEGATIVE,
+                "cr_events": _NON_NEGATIVE,
+                "valid_fraction": _FRACTION,
+            },
+        )
+        chips.append(chip_row)
+    with stage_transaction(session, record):
+        require_exposures(session, [rootname], what=record)
+        upsert(session, TruthResultRow, [row], touch="recorded_at")
+        session.execute(
+            delete(TruthChipRow).where(
+                TruthChipRow.rootname == rootname, TruthChipRow.method == result.method
+            )
+        )
+        if chips:
+            session.execute(insert(table_of(TruthChipRow)), chips)
+
+
+def record_cr_statistics(session: Session, statistics: Sequence[CrStatistics]) -> int:
+    """Record per-chip CR statistics; an exposure's chips are replaced as a set."""
+    rows: list[dict[str, Any]] = []
+    for stat in statistics:
+        rootname = stat.rootname.strip().lower()
+        row: dict[str, Any] = {
+            "rootname": rootname,
+            "chip": stat.chip,
+            "cr_pixels": stat.cr_pixels,
+            "cr_events": stat.cr_events,
+            "exptime_s": stat.exptime_s,
+            "rate_per_cm2_s": stat.rate_per_cm2_s,
+        }
+        check_row(
+            table_of(CrStatisticsRow),
+            row,
+            record=f"CR statistics of exposure {rootname} chip {stat.chip}",
+            checks={
+                "chip": within(1),
+                "cr_pixels": _NON_NEGATIVE,
+                "cr_events": _NON_NEGATIVE,
+                "exptime_s": _NON_NEGATIVE,
+                "rate_per_cm2_s": _NON_NEGATIVE,
+            },
+        )
+        rows.append(row)
+    if not rows:
+        return 0
+    rootnames = sorted({r["rootname"] for r in rows})
+    with stage_transaction(session, f"CR statistics of {len(rootnames)} exposures"):
+        require_exposures(session, rootnames, what="CR statistics")
+        session.execute(delete(CrStatisticsRow).where(CrStatisticsRow.rootname.in_(rootnames)))
+        session.execute(insert(table_of(CrStatisticsRow)), rows)
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- predictions and metrics
+def record_predictions(session: Session, predictions: Sequence[PredictionResult]) -> int:
+    """Record predictions keyed by exposure x model version x code version."""
+    if not predictions:
+        return 0
+    prepared: list[tuple[str, str, dict[str, Any]]] = []
+    for prediction in predictions:
+        rootname = prediction.rootname.strip().lower()
+        row: dict[str, Any] = {
+            "rootname": rootname,
+            "code_version": prediction.code_version,
+            "threshold": prediction.threshold,
+            "device": prediction.device,
+            "seconds": prediction.seconds,
+            "peak_memory_mb": prediction.peak_memory_mb,
+            "path": str(prediction.path),
+            "status": prediction.status,
+            "reason": prediction.reason,
+        }
+        check_row(
+            table_of(PredictionRow),
+            row,
+            record=f"prediction of exposure {rootname} by {prediction.model_name} {prediction.model_version}",
+            checks={
+                "threshold": _FRACTION,
+                "seconds": _NON_NEGATIVE,
+                "peak_memory_mb": _NON_NEGATIVE,
+                "status": one_of(("ok", "failed")),
+            },
+        )
+        prepared.append((str(prediction.model_name), str(prediction.model_version), row))
+    with stage_transaction(session, f"{len(prepared)} predictions"):
+        require_exposures(session, [r["rootname"] for _, _, r in prepared], what="predictions")
+        ids: dict[tuple[str, str], int] = {}
+        rows = []
+        for name, version, row in prepared:
+            key = (name, version)
+            if key not in ids:
+                ids[key] = model_version_id(session, name, version)
+            rows.append({**row, "model_version_id": ids[key]})
+        rows.sort(key=lambda r: (r["rootname"], r["model_version_id"], r["code_version"]))
+        upsert(session, PredictionRow, rows, touch="recorded_at")
+    return len(rows)
+
+
+def _metrics_row(metric: ExposureMetrics) -> dict[str, Any]:
+    rootname = metric.rootname.strip().lower()
+    record = f"metrics of exposure {rootname} ({metric.model_name} {metric.model_version})"
+    row: dict[str, Any] = {
+        "rootname": rootname,
+        "field_type": metric.field_type,
+        "tp": metric.tp,
+        "fp": metric.fp,
+        "fn": metric.fn,
+        "tn": metric.tn,
+        "tpr_at_fpr": dict(metric.tpr_at_fpr),
+        "tpr_at_fpr_dilated": dict(metric.tpr_at_fpr_dilated),
+        "hist_cr": metric.hist_cr,
+        "hist_noncr": metric.hist_noncr,
+    }
+    check_row(
+        table_of(ExposureMetricsRow),
+        row,
+        record=record,
+        checks={
+            "field_type": _FIELD_TYPE,
+            "tp": _NON_NEGATIVE,
+            "fp": _NON_NEGATIVE,
+            "fn": _NON_NEGATIVE,
+            "tn": _NON_NEGATIVE,
+        },
+    )
+    for column in ("tpr_at_fpr", "tpr_at_fpr_dilated"):
+        for key, value in row[column].items():
+            bad = (
+                isinstance(value, bool)
+                or not isinstance(value, int | float | np.integer | np.floating)
+                or not (0.0 <= float(value) <= 1.0)  # also false for NaN
+            )
+            if bad:
+                raise DatabaseError(
+                    f"exposure_metrics.{column}[{key!r}] of {record} must be a rate in [0, 1], "
+                    f"got {value!r}; nothing was stored"
+                )
+            row[column][key] = float(value)
+    if len(metric.hist_cr) != len(metric.hist_noncr):
+        raise DatabaseError(
+            f"exposure_metrics.hist_noncr of {record} has {len(metric.hist_noncr)} bins but hist_cr has "
+            f"{len(metric.hist_cr)}; nothing was stored"
+        )
+    return row
+
+
+METRICS_COPY_COLUMNS = (
+    "rootname",
+    "model_version_id",
+    "field_type",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
+    "tpr_at_fpr",
+    "tpr_at_fpr_dilated",
+    "hist_cr",
+    "hist_noncr",
+)
+
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_INT4_OID = 23
+
+
+def _binary_field(data: bytes | None) -> bytes:
+    return struct.pack(">i", -1) if data is None else struct.pack(">i", len(data)) + data
+
+
+def _binary_int4_array(values: Sequence[int]) -> bytes:
+    """A 1-D ``integer[]`` in PostgreSQL's binary COPY format (built with numpy, no per-item Python)."""
+    array = np.asarray(values, dtype=np.int64)
+    cells = np.empty((array.size, 2), dtype=">i4")
+    cells[:, 0] = 4
+    cells[:, 1] = array
+    return struct.pack(">iiiii", 1, 0, _INT4_OID, array.size, 1) + cells.tobytes()
+
+
+def _binary_copy(rows: Sequence[tuple[int, Mapping[str, Any]]]) -> bytes:
+    """``COPY ... (FORMAT binary)`` payload of validated metrics rows in :data:`METRICS_COPY_COLUMNS` order.
+
+    Text COPY spends most of its time formatting and parsing the histogram integers; the binary
+    form is about ten times faster for ~1700-bin histograms.
+    """
+    import json
+
+    parts = [_COPY_HEADER]
+    count = struct.pack(">h", len(METRICS_COPY_COLUMNS))
+    for version_id, r in rows:
+        field_type = r["field_type"]
+        parts.append(
+            count
+            + _binary_field(r["rootname"].encode())
+            + _binary_field(struct.pack(">i", version_id))
+            + _binary_field(field_type.encode() if field_type is not None else None)
+            + b"".join(_binary_field(struct.pack(">q", int(r[c]))) for c in ("tp", "fp", "fn", "tn"))
+            + _binary_field(b"\x01" + json.dumps(r["tpr_at_fpr"]).encode())
+            + _binary_field(b"\x01" + json.dumps(r["tpr_at_fpr_dilated"]).encode())
+            + _binary_field(_binary_int4_array(r["hist_cr"]))
+            + _binary_field(_binary_int4_array(r["hist_noncr"]))
+        )
+    parts.append(struct.pack(">h", -1))
+    return b"".join(parts)
+
+
+def record_metrics(session: Session, metrics: Sequence[ExposureMetrics]) -> int:
+    """Bulk-record exposure metrics (binary COPY into a staging table, then one upsert).
+
+    Parameters
+    ----------
+    session
+        Session on the results database.
+    metrics
+        Any number of metrics; all are written in one transaction.
+
+    Returns
+    -------
+    int
+        Number of metric rows recorded.
+    """
+    if not metrics:
+        return 0
+    prepared = [(m.model_name, m.model_version, _metrics_row(m)) for m in metrics]
+    keys = {(r["rootname"], name, version) for name, version, r in prepared}
+    if len(keys) != len(prepared):
+        raise DatabaseError(
+            "metrics batch names the same exposure and model version twice; nothing was stored"
+        )
+    with stage_transaction(session, f"metrics of {len(prepared)} exposures"):
+        ids: dict[tuple[str, str], int] = {}
+        for name, version, _ in prepared:
+            if (name, version) not in ids:
+                ids[(name, version)] = model_version_id(session, name, version)
+        ordered = sorted(prepared, key=lambda p: (p[2]["rootname"], ids[(p[0], p[1])]))
+        buffer = io.BytesIO(_binary_copy([(ids[(name, version)], r) for name, version, r in ordered]))
+        columns = ", ".join(METRICS_COPY_COLUMNS)
+        session.execute(
+            text(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS metrics_staging "
+                "(LIKE exposure_metrics INCLUDING DEFAULTS) ON COMMIT DELETE ROWS; "
+                # Staged histograms stay uncompressed: they are compressed once, in exposure_metrics.
+                "ALTER TABLE metrics_staging ALTER COLUMN hist_cr SET STORAGE EXTERNAL, "
+                "ALTER COLUMN hist_noncr SET STORAGE EXTERNAL"
+            )
+        )
+        session.execute(text("TRUNCATE metrics_staging"))
+        cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.copy_expert(f"COPY metrics_staging ({columns}) FROM STDIN WITH (FORMAT binary)", buffer)
+        finally:
+            cursor.close()
+        missing = session.scalars(
+            text(
+                "SELECT s.rootname FROM metrics_staging s LEFT JOIN exposures e USING (rootname) "
+                "WHERE e.rootname IS NULL ORDER BY 1 LIMIT 6"
+            )
+        ).all()
+        if missing:
+            require_exposures(session, missing, what="metrics")
+        session.execute(
+            text(
+                f"INSERT INTO exposure_metrics ({columns}) SELECT {columns} FROM metrics_staging "
+                "ON CONFLICT (rootname, model_version_id) DO UPDATE SET "
+                + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns.split(", ")[2:])
+                + ", recorded_at = now()"
+            )
+        )
+    return len(prepared)

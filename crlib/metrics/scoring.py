@@ -1,0 +1,223 @@
+"""Score a prediction against a truth: confusion counts, histograms, TPR at fixed FPR; pooling.
+
+Truth files: the truth stage's ``<root>_crtruth.fits`` (``CRMASK`` and ``VALID`` per chip) or the
+simulator's ``<root>_simtruth.fits`` (``CRMASK`` per chip; every pixel valid). Chips are matched
+on ``EXTVER``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crlib.errors import InputDataError
+from crlib.metrics.histograms import N_SCORE_BINS, dilated_probability, score_histograms
+from crlib.metrics.roc import RocCurve, roc_from_histograms, tpr_at_fpr_points
+from crlib.records import ExposureMetrics
+
+
+@dataclass(frozen=True)
+class ChipScores:
+    """Counts of one chip (or a sum of chips).
+
+    Attributes
+    ----------
+    tp, fp, fn, tn
+        Confusion counts of the binary mask over valid pixels.
+    hist_cr, hist_noncr, hist_cr_dilated, hist_noncr_dilated
+        Score histograms (see :mod:`crlib.metrics.histograms`).
+    """
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    hist_cr: np.ndarray
+    hist_noncr: np.ndarray
+    hist_cr_dilated: np.ndarray
+    hist_noncr_dilated: np.ndarray
+
+    def __add__(self, other: ChipScores) -> ChipScores:
+        return ChipScores(
+            self.tp + other.tp,
+            self.fp + other.fp,
+            self.fn + other.fn,
+            self.tn + other.tn,
+            self.hist_cr + other.hist_cr,
+            self.hist_noncr + other.hist_noncr,
+            self.hist_cr_dilated + other.hist_cr_dilated,
+            self.hist_noncr_dilated + other.hist_noncr_dilated,
+        )
+
+
+def score_chip(probability: np.ndarray, mask: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> ChipScores:
+    """Confusion counts and histograms of one chip.
+
+    Parameters
+    ----------
+    probability
+        ``(ny, nx)`` CR probability.
+    mask
+        ``(ny, nx)`` predicted binary mask at the operating threshold (nonzero = CR).
+    truth
+        ``(ny, nx)`` true CR mask (nonzero = CR).
+    valid
+        ``(ny, nx)`` valid pixels (nonzero = use).
+    """
+    shapes = {probability.shape, mask.shape, truth.shape, valid.shape}
+    if len(shapes) != 1:
+        raise ValueError(f"chip arrays disagree in shape: {sorted(shapes)}")
+    valid_b = np.asarray(valid, dtype=bool)
+    truth_b = np.asarray(truth, dtype=bool)
+    pred_b = np.asarray(mask, dtype=bool)
+    tp = int(np.count_nonzero(pred_b & truth_b & valid_b))
+    fp = int(np.count_nonzero(pred_b & ~truth_b & valid_b))
+    n_cr = int(np.count_nonzero(truth_b & valid_b))
+    n_valid = int(np.count_nonzero(valid_b))
+    hist_cr, hist_noncr = score_histograms(probability, truth_b, valid_b)
+    dil_cr, dil_noncr = score_histograms(dilated_probability(probability, valid_b), truth_b, valid_b)
+    return ChipScores(tp, fp, n_cr - tp, n_valid - n_cr - fp, hist_cr, hist_noncr, dil_cr, dil_noncr)
+
+
+def read_truth(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``{extver: (crmask, valid)}`` from a ``_crtruth.fits`` or ``_simtruth.fits`` file.
+
+    Raises
+    ------
+    InputDataError
+        Unreadable file or no CRMASK extension.
+    """
+    from astropy.io import fits
+
+    chips: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            for hdu in hdul[1:]:
+                if hdu.name != "CRMASK":
+                    continue
+                extver = int(hdu.header.get("EXTVER", 1))
+                crmask = np.asarray(hdu.data) != 0
+                try:
+                    valid = np.asarray(hdul["VALID", extver].data) != 0
+                except KeyError:
+                    valid = np.ones(crmask.shape, dtype=bool)
+                chips[extver] = (crmask, valid)
+    except FileNotFoundError:
+        raise InputDataError(path, "truth file not found") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputDataError(path, f"cannot read truth file ({exc})", fix="re-run the truth stage") from None
+    if not chips:
+        raise InputDataError(
+            path,
+            "no CRMASK extension: not a _crtruth.fits or _simtruth.fits file",
+            fix="pass the truth product",
+        )
+    return chips
+
+
+def metrics_from_scores(
+    scores: ChipScores, *, rootname: str, model_name: str, model_version: str, field_type: str | None = None
+) -> ExposureMetrics:
+    """Turn summed chip counts into an :class:`~crlib.records.ExposureMetrics` record."""
+    return ExposureMetrics(
+        rootname=rootname,
+        model_name=model_name,
+        model_version=model_version,
+        tp=scores.tp,
+        fp=scores.fp,
+        fn=scores.fn,
+        tn=scores.tn,
+        tpr_at_fpr=tpr_at_fpr_points(roc_from_histograms(scores.hist_cr, scores.hist_noncr)),
+        tpr_at_fpr_dilated=tpr_at_fpr_points(
+            roc_from_histograms(scores.hist_cr_dilated, scores.hist_noncr_dilated)
+        ),
+        hist_cr=tuple(int(v) for v in scores.hist_cr),
+        hist_noncr=tuple(int(v) for v in scores.hist_noncr),
+        field_type=field_type,
+        hist_cr_dilated=tuple(int(v) for v in scores.hist_cr_dilated),
+        hist_noncr_dilated=tuple(int(v) for v in scores.hist_noncr_dilated),
+    )
+
+
+def score_prediction_file(
+    prediction: Path, truth: Path, *, field_type: str | None = None
+) -> tuple[ExposureMetrics, dict[str, RocCurve]]:
+    """Score a ``_crpred.fits`` file against a truth file.
+
+    Returns
+    -------
+    metrics, curves
+        The record and the exposure's ROC curves (``"plain"``, ``"dilated"``) for plotting.
+
+    Raises
+    ------
+    InputDataError
+        Unreadable files, chips missing from the truth, or shape mismatches.
+    """
+    from crlib.model.predfile import read_prediction
+
+    primary, chips = read_prediction(prediction)
+    truth_chips = read_truth(truth)
+    total: ChipScores | None = None
+    for chip in chips:
+        if chip.extver not in truth_chips:
+            raise InputDataError(truth, f"has no CRMASK,{chip.extver} for prediction chip {chip.extver}")
+        crmask, valid = truth_chips[chip.extver]
+        if crmask.shape != chip.probability.shape:
+            raise InputDataError(
+                truth,
+                f"CRMASK,{chip.extver} shape {crmask.shape} differs from the prediction's "
+                f"{chip.probability.shape}",
+                fix="score a prediction against the truth of the same exposure",
+            )
+        scores = score_chip(chip.probability, chip.mask, crmask, valid)
+        total = scores if total is None else total + scores
+    assert total is not None
+    rootname = str(primary.get("ROOTNAME", Path(prediction).name.split("_")[0]))
+    metrics = metrics_from_scores(
+        total,
+        rootname=rootname,
+        model_name=str(primary.get("CRMODEL", "")),
+        model_version=str(primary.get("CRMODVER", "")),
+        field_type=field_type,
+    )
+    curves = {
+        "plain": roc_from_histograms(total.hist_cr, total.hist_noncr),
+        "dilated": roc_from_histograms(total.hist_cr_dilated, total.hist_noncr_dilated),
+    }
+    return metrics, curves
+
+
+def pooled_histograms(
+    metrics: Iterable[ExposureMetrics], *, field_type: str | None = None, dilated: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum the histograms of many exposures (optionally only one field type)."""
+    cr = np.zeros(N_SCORE_BINS, dtype=np.int64)
+    noncr = np.zeros(N_SCORE_BINS, dtype=np.int64)
+    for record in metrics:
+        if field_type is not None and record.field_type != field_type:
+            continue
+        hist_cr = record.hist_cr_dilated if dilated else record.hist_cr
+        hist_noncr = record.hist_noncr_dilated if dilated else record.hist_noncr
+        if len(hist_cr) != N_SCORE_BINS or len(hist_noncr) != N_SCORE_BINS:
+            raise ValueError(
+                f"{record.rootname}: histograms have {len(hist_cr)} bins, expected {N_SCORE_BINS}"
+            )
+        cr += np.asarray(hist_cr, dtype=np.int64)
+        noncr += np.asarray(hist_noncr, dtype=np.int64)
+    return cr, noncr
+
+
+def pooled_tpr_at_fpr(
+    metrics: Iterable[ExposureMetrics], *, field_type: str | None = None
+) -> Mapping[str, dict[str, float]]:
+    """Pooled TPR at the papers' FPR points, ``{"plain": {...}, "dilated": {...}}``."""
+    records = list(metrics)
+    result = {}
+    for label, dilated in (("plain", False), ("dilated", True)):
+        cr, noncr = pooled_histograms(records, field_type=field_type, dilated=dilated)
+        result[label] = tpr_at_fpr_points(roc_from_histograms(cr, noncr))
+    return result

@@ -1,0 +1,1 @@
+"""deepCR mask models: networks, weights, inference engine, prediction files, LACosmic baseline, benchmark."""

@@ -1,0 +1,112 @@
+"""LACosmic (astroscrappy) baseline, run the way the deepCR benchmark runs it.
+
+deepCR's ``evaluate.roc_lacosmic`` calls ``astroscrappy.detect_cosmics`` with ``sigfrac=0.3``,
+``sepmed=False``, ``cleantype='medmask'``, ``niter=4``, ``satlevel=inf`` and sweeps ``sigclip``
+for its ROC; the deepCR-ACS/WFC paper uses ``objlim=2.6`` for sparse and cluster fields and 4.5
+for resolved galaxies. FLC data are already in electrons, so ``gain=1``; the read noise is the
+mean of the chip's amplifiers' ``READNSE*`` header values.
+
+To score LACosmic with the same histograms as a probabilistic model, a sigclip sweep becomes a
+pseudo-probability: the pixel's score is the level of the strictest sigclip that still flags it
+(:data:`SIGCLIP_SWEEP` strictest last; the score of level ``i`` of ``n`` is ``(i + 1) / (n + 1)``).
+Thresholding the score between two levels gives the union of the masks at or above that
+strictness, which is LACosmic's mask at that sigclip whenever the sweep's masks are nested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from crlib.errors import InputDataError
+from crlib.profiles import InstrumentProfile
+
+#: objlim per field type (deepCR-ACS/WFC paper).
+OBJLIM_BY_FIELD: dict[str, float] = {"globular_cluster": 2.6, "extragalactic": 2.6, "resolved_galaxy": 4.5}
+#: sigclip values swept for the ROC, loosest first.
+SIGCLIP_SWEEP: tuple[float, ...] = (2.0, 3.0, 4.0, 4.5, 5.0, 6.0, 8.0, 10.0, 14.0, 20.0)
+#: sigclip of the single operating point (astroscrappy's default).
+DEFAULT_SIGCLIP = 4.5
+
+
+def chip_read_noise(primary: Mapping[str, Any], profile: InstrumentProfile, extver: int) -> float:
+    """Mean read noise (e-) of the chip's amplifiers from the primary header.
+
+    Raises
+    ------
+    InputDataError
+        If none of the chip's ``READNSE*`` keywords is present.
+    """
+    amps = profile.chip(extver).amps
+    keys = [key for key in profile.readnoise_keywords if key[-1] in amps]
+    values = [float(primary[key]) for key in keys if key in primary and float(primary[key]) > 0]
+    if not values:
+        raise InputDataError(
+            "primary header", f"no read-noise keyword among {keys}", fix="use a calibrated FLC with READNSE*"
+        )
+    return float(np.mean(values))
+
+
+def lacosmic_mask(
+    image: np.ndarray, *, read_noise: float, objlim: float, sigclip: float = DEFAULT_SIGCLIP
+) -> np.ndarray:
+    """LACosmic CR mask of one chip in electrons with the deepCR benchmark's settings.
+
+    Parameters
+    ----------
+    image
+        ``(ny, nx)`` electrons; non-finite pixels are replaced by the median and never flagged.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` bool, True = CR.
+    """
+    import astroscrappy
+
+    data = np.asarray(image, dtype=np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        data = np.where(bad, np.median(data[~bad]), data).astype(np.float32)
+    mask, _ = astroscrappy.detect_cosmics(
+        data,
+        inmask=bad,
+        sigclip=sigclip,
+        sigfrac=0.3,
+        objlim=objlim,
+        gain=1.0,
+        readnoise=read_noise,
+        satlevel=np.inf,
+        sepmed=False,
+        cleantype="medmask",
+        niter=4,
+    )
+    return np.asarray(mask, dtype=bool) & ~bad
+
+
+def lacosmic_score(
+    image: np.ndarray, *, read_noise: float, objlim: float, sigclips: Sequence[float] = SIGCLIP_SWEEP
+) -> np.ndarray:
+    """Pseudo-probability of one chip from a sigclip sweep (see the module docstring).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` float32 in [0, 1): 0 = never flagged.
+    """
+    levels = sorted(sigclips)
+    score = np.zeros(np.shape(image), dtype=np.float32)
+    for index, sigclip in enumerate(levels):
+        level = np.float32((index + 1) / (len(levels) + 1))
+        flagged = lacosmic_mask(image, read_noise=read_noise, objlim=objlim, sigclip=sigclip)
+        score[flagged] = level
+    return score
+
+
+def sweep_threshold(sigclip: float, sigclips: Sequence[float] = SIGCLIP_SWEEP) -> float:
+    """Score threshold whose mask is LACosmic's at ``sigclip`` (a value of the sweep)."""
+    levels = sorted(sigclips)
+    index = levels.index(sigclip)
+    return (index + 0.5) / (len(levels) + 1)

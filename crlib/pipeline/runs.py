@@ -1,0 +1,52 @@
+"""Recording DAG-run state changes (called by the Airflow listener plugin)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from crlib.config import Settings
+
+
+def record_dag_run(
+    settings: Settings,
+    *,
+    dag_id: str,
+    run_id: str,
+    state: str,
+    run_type: str = "",
+    started: dt.datetime | None = None,
+    ended: dt.datetime | None = None,
+    message: str | None = None,
+) -> None:
+    """Upsert the pipeline-run row of a DAG run: ``running`` starts it, ``success``/``failed`` end it.
+
+    Parameters
+    ----------
+    settings
+        Settings naming the results database.
+    dag_id, run_id
+        Airflow identifiers of the run.
+    state
+        ``running``, ``success`` or ``failed``.
+    run_type
+        Airflow run type (``scheduled``, ``manual`` ...), recorded as the trigger.
+    started, ended
+        Timestamps from Airflow (UTC).
+    message
+        Airflow's message for the state change.
+    """
+    from crlib.db.runs import finish_run, start_run
+    from crlib.db.session import open_results_db
+
+    engine, sessions = open_results_db(settings, upgrade=True, pool_size=1)
+    try:
+        with sessions() as session:
+            if state == "running":
+                start_run(
+                    session, run_id=run_id, dag_id=dag_id, trigger=run_type.split(".")[-1].lower() or "unknown",
+                    started_at=started,
+                )
+            else:
+                finish_run(session, run_id=run_id, status=state, message=message, finished_at=ended)
+    finally:
+        engine.dispose()

@@ -1,0 +1,222 @@
+"""Run AstroDrizzle (median, blot, driz_cr) on one visit and collect its per-exposure CR masks.
+
+Facts this module works around (drizzlepac 3.11 on this stack):
+
+* ``updatewcs=False``: FLC files carry their distortion; ``True`` would call the MAST astrometry service.
+* drizzlepac modifies its inputs (DQ bit 4096 is ORed in during the final drizzle, MDRIZSKY written),
+  so it only ever runs on copies in a per-visit working directory.
+* ``driz_cr`` writes ``<root>_sci<N>_crmask.fits`` as uint8 with **1 = good, 0 = CR**; ``clean=True``
+  deletes it, so we run with ``clean=False`` and invert the masks (ours are 1 = CR).
+* ``skymethod='match'`` silently falls back to ``localmin``: stsci.skypac 1.0.12 calls
+  ``SphericalPolygon.iter_polygons_flat``, which spherical_geometry 1.4 removed. While AstroDrizzle
+  runs we provide that method (iterating the flat sub-polygons, exactly what the old method did)
+  and we record which sky method was really used by watching drizzlepac's fallback warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crlib.profiles import InstrumentProfile
+from crlib.truth.parameters import load_svm_parameters
+
+log = logging.getLogger(__name__)
+
+#: Parameters we always force, whatever the SVM set says (and why).
+FORCED_PARAMETERS: dict[str, Any] = {
+    "updatewcs": False,  # offline; the FLC files already carry their distortion
+    "clean": False,  # keep the *_crmask.fits files (clean=True deletes them)
+    "in_memory": False,  # crmask files are only written to disk when not in memory
+    "preserve": False,
+    "restore": False,
+    "build": True,
+    "num_cores": 1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DrizzleRun:
+    """What one AstroDrizzle run produced.
+
+    Attributes
+    ----------
+    work_dir
+        Directory the run worked in (holds the modified input copies and all products).
+    inputs
+        The input copies, in order.
+    condition
+        drizzlepac SVM parameter set used (e.g. ``acs_wfc_any_n2``).
+    parameters
+        Every keyword passed to ``AstroDrizzle``.
+    skymethod_requested, skymethod_used
+        Sky method asked for, and the one that actually ran (``localmin`` after a silent fallback).
+    crmask_files
+        ``{(rootname, sci_extver): path}`` of drizzlepac's crmask files (1 = good, 0 = CR).
+    seconds
+        Wall time of the AstroDrizzle call, seconds.
+    problems
+        Output checks that failed (missing crmask, empty run ...); empty when all is well.
+    """
+
+    work_dir: Path
+    inputs: tuple[Path, ...]
+    condition: str
+    parameters: dict[str, Any]
+    skymethod_requested: str
+    skymethod_used: str
+    crmask_files: dict[tuple[str, int], Path] = field(default_factory=dict)
+    seconds: float = 0.0
+    problems: tuple[str, ...] = ()
+
+    def cr_mask(self, rootname: str, sci_extver: int) -> np.ndarray | None:
+        """CR mask of one chip as uint8, **1 = CR** (``None`` when driz_cr wrote none).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            Shape (ny, nx) of the chip.
+        """
+        from astropy.io import fits
+
+        path = self.crmask_files.get((rootname, sci_extver))
+        if path is None:
+            return None
+        with fits.open(path, memmap=False) as hdul:
+            good = np.asarray(hdul[0].data)
+        return (good == 0).astype(np.uint8)
+
+
+class _SkyFallbackWatcher(logging.Handler):
+    """Notices drizzlepac's "Reverting sky computation" warning."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.fell_back = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Reverting sky computation" in record.getMessage():
+            self.fell_back = True
+
+
+@contextlib.contextmanager
+def skymatch_compatibility() -> Iterator[bool]:
+    """Give spherical_geometry 1.4 polygons the ``iter_polygons_flat`` that stsci.skypac calls.
+
+    Yields
+    ------
+    bool
+        ``True`` when the method had to be provided (removed again on exit).
+    """
+    from spherical_geometry.polygon import SphericalPolygon
+
+    if hasattr(SphericalPolygon, "iter_polygons_flat"):
+        yield False
+        return
+    SphericalPolygon.iter_polygons_flat = SphericalPolygon.__iter__  # type: ignore[attr-defined]
+    try:
+        yield True
+    finally:
+        del SphericalPolygon.iter_polygons_flat  # type: ignore[attr-defined]
+
+
+def find_crmask_files(work_dir: Path, rootnames: Sequence[str]) -> dict[tuple[str, int], Path]:
+    """drizzlepac's ``<root>_..._sci<N>_crmask.fits`` files in ``work_dir``, keyed by (rootname, N)."""
+    found: dict[tuple[str, int], Path] = {}
+    for rootname in rootnames:
+        for path in sorted(Path(work_dir).glob(f"{rootname}*_sci*_crmask.fits")):
+            stem = path.name[: -len("_crmask.fits")]
+            tail = stem.rsplit("_sci", 1)[-1]
+            if tail.isdigit():
+                found[(rootname, int(tail))] = path
+    return found
+
+
+def run_astrodrizzle(
+    inputs: Sequence[Path],
+    *,
+    profile: InstrumentProfile,
+    output_name: str,
+    final_drizzle: bool = False,
+    fix_skymatch: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> DrizzleRun:
+    """Run AstroDrizzle with drizzlepac's SVM parameter set on copies of one visit's exposures.
+
+    Parameters
+    ----------
+    inputs
+        Exposure files **already copied** into one working directory (they get modified).
+    profile
+        Instrument profile (selects the SVM parameter set).
+    output_name
+        Root name of the drizzled product (written in the working directory).
+    final_drizzle
+        Run step 7 (final combined image). The CR masks come from step 6, so the truth stage skips
+        it; the benchmark's "bare AstroDrizzle" runs it.
+    fix_skymatch
+        Provide the polygon method skypac needs so ``skymethod='match'`` really runs.
+    overrides
+        Extra AstroDrizzle keywords that win over the SVM set (never over :data:`FORCED_PARAMETERS`).
+
+    Returns
+    -------
+    DrizzleRun
+        With ``problems`` listing failed output checks (the caller turns them into a status).
+    """
+    from drizzlepac import astrodrizzle
+
+    paths = [Path(p).resolve() for p in inputs]
+    if not paths:
+        raise ValueError("run_astrodrizzle needs at least one input file")
+    work_dir = paths[0].parent
+    condition, parameters = load_svm_parameters(profile, len(paths))
+    parameters.update(overrides or {})
+    parameters.update(FORCED_PARAMETERS)
+    parameters["driz_combine"] = bool(final_drizzle)
+    parameters["runfile"] = f"{output_name}_astrodrizzle.log"
+    parameters["output"] = output_name
+    requested = str(parameters.get("skymethod", "localmin"))
+
+    watcher = _SkyFallbackWatcher()
+    sky_logger = logging.getLogger("drizzlepac.sky")
+    sky_logger.addHandler(watcher)
+    start = time.perf_counter()
+    try:
+        with contextlib.chdir(work_dir):
+            shim = skymatch_compatibility() if fix_skymatch else contextlib.nullcontext(False)
+            with shim:
+                astrodrizzle.AstroDrizzle(input=[p.name for p in paths], **parameters)
+    finally:
+        sky_logger.removeHandler(watcher)
+    seconds = time.perf_counter() - start
+    used = requested
+    if watcher.fell_back:
+        used = "globalmin" if "globalmin" in requested else "localmin"
+        log.warning("AstroDrizzle fell back from skymethod=%r to %r", requested, used)
+
+    rootnames = [p.name.split("_")[0].lower() for p in paths]
+    crmasks = find_crmask_files(work_dir, rootnames)
+    problems = []
+    for rootname in rootnames:
+        if not any(key[0] == rootname for key in crmasks):
+            problems.append(f"{rootname}: driz_cr wrote no crmask (file dropped or CR step skipped)")
+    log.info("AstroDrizzle %s on %d exposures: %.1f s, skymethod %s", condition, len(paths), seconds, used)
+    return DrizzleRun(
+        work_dir=work_dir,
+        inputs=tuple(paths),
+        condition=condition,
+        parameters=dict(parameters),
+        skymethod_requested=requested,
+        skymethod_used=used,
+        crmask_files=crmasks,
+        seconds=seconds,
+        problems=tuple(problems),
+    )

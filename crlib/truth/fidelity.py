@@ -1,0 +1,268 @@
+"""``crlib bench truth``: fidelity of the truth stage on simulated visits with known CRs.
+
+For each field type a simulated visit (full-size 3-exposure by default) goes through the whole truth
+stage; we report
+
+* alignment error after the fit against the injected header error (pixels, rms over each chip),
+* recall of the simulator's CR pixels above 3 sigma and above 50 e-, and the false-positive rate,
+  inside valid pixels (also without the 1-pixel ``driz_cr_grow`` ring around true CRs),
+* star-core contamination: star cores found in the simulator's noiseless model, flagged as CR,
+* wall time of the truth stage against bare AstroDrizzle (same parameter set, full run) on the
+  same visit, measured in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from crlib.profiles import FIELD_TYPES, InstrumentProfile
+from crlib.truth.product import read_truth_product
+from crlib.truth.quality import star_core_mask
+
+log = logging.getLogger(__name__)
+
+TARGETS = {
+    "alignment_rms_px": 0.05,
+    "recall_50e": 0.95,
+    "false_positive_rate": 1e-4,
+    "star_core_contamination": 0.01,
+    "time_ratio": 1.5,
+}
+
+
+def wcs_correction_error(
+    original: Path, aligned: Path, expected_shift: dict[int, tuple[float, float]], *, step: int = 64
+) -> float:
+    """RMS (pixels) of the difference between the fitted WCS correction and the expected shift.
+
+    For a grid of pixels of every chip, the aligned WCS maps the pixel to the sky and the original
+    header WCS maps it back: the displacement is the correction the fit applied, which should
+    equal the expected shift (injected error, relative to the reference exposure for a relative fit).
+    """
+    from astropy.io import fits
+    from stwcs.wcsutil import HSTWCS
+
+    errors = []
+    with fits.open(original, memmap=False) as before, fits.open(aligned, memmap=False) as after:
+        for extver, (ex, ey) in expected_shift.items():
+            w0 = HSTWCS(before, ext=("SCI", extver))
+            w1 = HSTWCS(after, ext=("SCI", extver))
+            nx, ny = w0.pixel_shape
+            gx, gy = np.meshgrid(np.arange(0, nx, step, dtype=float), np.arange(0, ny, step, dtype=float))
+            ra, dec = w1.all_pix2world(gx.ravel(), gy.ravel(), 0)
+            x0, y0 = w0.all_world2pix(ra, dec, 0)
+            # a star truly at header pixel p + e is put by the aligned WCS where the header put p:
+            # the aligned WCS's pixel for a sky point = header pixel + correction
+            cx, cy = gx.ravel() - x0, gy.ravel() - y0
+            errors.append((cx - ex) ** 2 + (cy - ey) ** 2)
+    return float(np.sqrt(np.mean(np.concatenate(errors))))
+
+
+def mask_fidelity(
+    crtruth: Path, simtruth: Path, *, read_noise_e: float, sky_e: float, profile: InstrumentProfile
+) -> dict[str, float]:
+    """Recall / false-positive rate / star-core contamination of one exposure's truth product.
+
+    Parameters
+    ----------
+    crtruth
+        Our ``<rootname>_crtruth.fits``.
+    simtruth
+        The simulator's ``<rootname>_simtruth.fits`` (CRMASK, CRCHARGE, MODEL per chip).
+    read_noise_e, sky_e
+        For the 3-sigma charge threshold: sigma = sqrt(read_noise² + model).
+    profile
+        Saturation level for star-core detection.
+    """
+    from astropy.io import fits
+    from scipy.ndimage import binary_dilation
+
+    _, masks = read_truth_product(crtruth)
+    totals = dict.fromkeys(("tp50", "n50", "tp3s", "n3s", "fp", "fp_ring", "neg", "core", "core_flag"), 0)
+    with fits.open(simtruth, memmap=False) as sim:
+        for extver, (ours, valid) in masks.items():
+            valid_b = valid.astype(bool)
+            flagged = ours.astype(bool) & valid_b
+            true_cr = np.asarray(sim["CRMASK", extver].data).astype(bool)
+            charge = np.asarray(sim["CRCHARGE", extver].data, dtype=np.float32)
+            model = np.asarray(sim["MODEL", extver].data, dtype=np.float32)
+            sigma = np.sqrt(read_noise_e**2 + np.clip(model, 0, None))
+            above50 = true_cr & (charge > 50) & valid_b
+            above3s = true_cr & (charge > 3 * sigma) & valid_b
+            totals["tp50"] += int((flagged & above50).sum())
+            totals["n50"] += int(above50.sum())
+            totals["tp3s"] += int((flagged & above3s).sum())
+            totals["n3s"] += int(above3s.sum())
+            negative = valid_b & ~true_cr
+            totals["neg"] += int(negative.sum())
+            totals["fp"] += int((flagged & negative).sum())
+            ring = binary_dilation(true_cr, structure=np.ones((3, 3), bool))
+            totals["fp_ring"] += int((flagged & negative & ~ring).sum())
+            core = star_core_mask(model, valid=negative, nsigma=50.0, saturation_e=profile.saturation_e)
+            core &= negative
+            totals["core"] += int(core.sum())
+            totals["core_flag"] += int((core & flagged).sum())
+    return {
+        "recall_50e": totals["tp50"] / totals["n50"] if totals["n50"] else float("nan"),
+        "recall_3sigma": totals["tp3s"] / totals["n3s"] if totals["n3s"] else float("nan"),
+        "false_positive_rate": totals["fp"] / totals["neg"] if totals["neg"] else float("nan"),
+        "false_positive_rate_outside_grow_ring": totals["fp_ring"] / totals["neg"]
+        if totals["neg"]
+        else float("nan"),
+        "star_core_pixels": float(totals["core"]),
+        "star_core_contamination": totals["core_flag"] / totals["core"] if totals["core"] else float("nan"),
+        "cr_pixels_above_50e": float(totals["n50"]),
+    }
+
+
+def _injected_shifts(visit_json: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{rootname: (dx, dy)}`` injected header errors in pixels, from the simulator's visit.json."""
+    shifts: dict[str, tuple[float, float]] = {}
+    for entry in visit_json.get("exposures", []):
+        error = entry.get("pointing_error_px") or entry.get("error_px") or [0.0, 0.0]
+        shifts[str(entry["rootname"]).lower()] = (float(error[0]), float(error[1]))
+    return shifts
+
+
+def _bare_astrodrizzle_seconds(visit_dir: Path, work_dir: Path, profile: InstrumentProfile) -> float:
+    from crlib.align.exposures import copy_to_work_dir, find_exposures
+    from crlib.truth.drizzle import run_astrodrizzle
+
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    copies = copy_to_work_dir(find_exposures(visit_dir), work_dir)
+    start = time.perf_counter()
+    run_astrodrizzle(copies, profile=profile, output_name="bare", final_drizzle=True, fix_skymatch=False)
+    return time.perf_counter() - start
+
+
+def benchmark_visit(visit_dir: Path, scratch: Path, *, catalog_file: Path | None = None) -> dict[str, Any]:
+    """Run bare AstroDrizzle and the truth stage on one simulated visit and score the result."""
+    from crlib.align.exposures import find_exposures, read_exposure
+    from crlib.align.visit import AlignOptions
+    from crlib.truth.visit import TruthOptions, build_visit_truth
+
+    visit_dir = Path(visit_dir)
+    info = json.loads((visit_dir / "truth" / "visit.json").read_text())
+    exposures = [read_exposure(p) for p in find_exposures(visit_dir)]
+    profile = exposures[0].profile
+    bare_s = _bare_astrodrizzle_seconds(visit_dir, scratch / "bare" / visit_dir.name, profile)
+    start = time.perf_counter()
+    options = TruthOptions(align_options=AlignOptions(catalog_file=catalog_file, query_catalogs=False))
+    truth = build_visit_truth(visit_dir, work_dir=scratch / "truth" / visit_dir.name, options=options)
+    truth_s = time.perf_counter() - start
+
+    injected = _injected_shifts(info)
+    alignment = truth.alignment
+    align_errors: dict[str, float] = {}
+    if alignment is not None and alignment.status.startswith("aligned"):
+        absolute = alignment.status == "aligned_absolute"
+        reference = next((r for r, v in alignment.per_exposure.items() if v.get("reference")), None)
+        ref_shift = injected.get(reference or "", (0.0, 0.0)) if not absolute else (0.0, 0.0)
+        for exp in exposures:
+            shift = injected.get(exp.rootname, (0.0, 0.0))
+            expected = (shift[0] - ref_shift[0], shift[1] - ref_shift[1])
+            align_errors[exp.rootname] = wcs_correction_error(
+                exp.path, truth.work_dir / exp.path.name, dict.fromkeys(exp.sci_extvers, expected)
+            )
+    fidelity = []
+    for exp, result in zip(exposures, truth.exposures, strict=False):
+        if result.path is None:
+            continue
+        sim = visit_dir / "truth" / f"{result.rootname}_simtruth.fits"
+        fidelity.append(
+            mask_fidelity(Path(result.path), sim, read_noise_e=exp.read_noise_e, sky_e=0.0, profile=profile)
+        )
+
+    def mean(key: str) -> float:
+        values = [f[key] for f in fidelity if np.isfinite(f[key])]
+        return float(np.mean(values)) if values else float("nan")
+
+    return {
+        "visit": visit_dir.name,
+        "field_type": info.get("field_type"),
+        "alignment_status": alignment.status if alignment else None,
+        "alignment_fit_rms_px": alignment.rms_px if alignment else None,
+        "alignment_error_rms_px": max(align_errors.values()) if align_errors else None,
+        "injected_error_px": {k: list(v) for k, v in injected.items()},
+        "statuses": {r.rootname: r.status for r in truth.exposures},
+        "reasons": {r.rootname: list(r.reasons) for r in truth.exposures if r.reasons},
+        "recall_50e": mean("recall_50e"),
+        "recall_3sigma": mean("recall_3sigma"),
+        "false_positive_rate": mean("false_positive_rate"),
+        "false_positive_rate_outside_grow_ring": mean("false_positive_rate_outside_grow_ring"),
+        "star_core_contamination": mean("star_core_contamination"),
+        "truth_seconds": truth_s,
+        "truth_step_seconds": truth.seconds,
+        "bare_astrodrizzle_seconds": bare_s,
+        "time_ratio": truth_s / bare_s if bare_s > 0 else float("nan"),
+    }
+
+
+def run_truth_benchmark(
+    scratch: Path,
+    *,
+    size: Literal["full", "small"] = "full",
+    exposures: int = 3,
+    seed: int = 7,
+    field_types: tuple[str, ...] = FIELD_TYPES,
+) -> dict[str, Any]:
+    """Simulate one visit per field type and benchmark the truth stage on each.
+
+    Returns
+    -------
+    dict
+        ``{"targets": ..., "visits": [per-visit dict, ...]}``.
+    """
+    from crlib.simulate import simulate_archive
+
+    scratch = Path(scratch)
+    visits = []
+    for index, field_type in enumerate(field_types):
+        archive_dir = scratch / "archive" / field_type
+        if archive_dir.exists():
+            shutil.rmtree(archive_dir)
+        simulate_archive(
+            archive_dir,
+            visits=1,
+            exposures=exposures,
+            field_type=field_type,
+            filters=("F606W",),
+            size=size,
+            seed=seed + index,
+        )
+        for visit_dir in sorted(p.parent.parent for p in archive_dir.glob("*/truth/visit.json")):
+            log.info("benchmarking %s (%s)", visit_dir.name, field_type)
+            visits.append(benchmark_visit(visit_dir, scratch / "runs"))
+    return {"targets": TARGETS, "size": size, "exposures": exposures, "visits": visits}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Human-readable table of :func:`run_truth_benchmark` output."""
+    t = report["targets"]
+    lines = [
+        f"truth fidelity ({report['size']}, {report['exposures']} exposures/visit); targets: align <= "
+        f"{t['alignment_rms_px']} px, recall(>50e-) >= {t['recall_50e']}, FPR <= {t['false_positive_rate']}, "
+        f"star cores <= {t['star_core_contamination']}, time <= {t['time_ratio']}x bare AstroDrizzle",
+        f"{'field type':18s} {'align':>8s} {'err px':>7s} {'rec50':>6s} {'rec3s':>6s} {'FPR':>9s} "
+        f"{'FPR-ring':>9s} {'cores':>6s} {'truth s':>8s} {'bare s':>7s} {'ratio':>6s}  status",
+    ]
+    for v in report["visits"]:
+        err = v["alignment_error_rms_px"]
+        lines.append(
+            f"{v['field_type']!s:18s} {v['alignment_status'] or '-':>8.8s} "
+            f"{(f'{err:.3f}' if err is not None else '-'):>7s} "
+            f"{v['recall_50e']:6.3f} {v['recall_3sigma']:6.3f} "
+            f"{v['false_positive_rate']:9.2e} {v['false_positive_rate_outside_grow_ring']:9.2e} "
+            f"{v['star_core_contamination']:6.3f} {v['truth_seconds']:8.1f} "
+            f"{v['bare_astrodrizzle_seconds']:7.1f} "
+            f"{v['time_ratio']:6.2f}  {','.join(sorted(set(v['statuses'].values())))}"
+        )
+    return "\n".join(lines)

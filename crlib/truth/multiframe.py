@@ -1,0 +1,419 @@
+"""Multi-frame CR masks from a stack of equivalent exposures (the numina ``crmasks`` method).
+
+For N >= 3 exposures of the same field on the same pixel grid (CR-SPLIT-like, undithered):
+
+1. stack the frames (optionally scaled by ``flux_factor``: none / auto / explicit list) and form the
+   minimum, maximum, median and mean images;
+2. build a *simulated diagnostic diagram* -- (median - min) against min, and (frame - min) against
+   min -- from N noisy realisations of the median image with the detector's gain, read noise and
+   bias; in bins of min, the value above which one pixel is expected by chance is a
+   "one-expected-pixel" point;
+3. fit a spline through those points as the detection boundary, iterating a *boundary extension*
+   that up-weights points left above the curve so the boundary ends above all of them;
+4. pixels above the boundary are CRs: ``mediancr`` where the median itself is hit (>= 2 frames),
+   and a per-frame mask where a frame is hit; ``minimum_max2d_rnoise`` ignores pixels whose
+   maximum is within a few read noises of zero; masks can be dilated;
+5. combinations: ``mediancr`` (median, CR-hit pixels replaced by the minimum), ``meancrt`` (mean,
+   with ``mediancr`` pixels replaced by the ``mediancr`` value) and ``meancr`` (mean of the frames
+   with every per-frame CR pixel excluded); optional diagnostic PNGs.
+
+It serves undithered sets, where driz_cr has nothing to gain from drizzling, and cross-checks the
+drizzle truth.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from crlib.records import ChipTruth, TruthResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CrMaskOptions:
+    """Parameters of the multi-frame method (names follow numina's ``crmasks``).
+
+    Attributes
+    ----------
+    gain
+        e-/data unit (1 for electron images).
+    read_noise
+        Read noise, data units.
+    bias
+        Bias level still in the data, data units (0 for calibrated images).
+    flux_factor
+        ``"none"`` (all 1), ``"auto"`` (median ratio of each frame to the median frame over
+        well-exposed pixels) or one factor per frame.
+    nbins
+        Bins of the minimum image in the diagnostic diagram.
+    n_simulations
+        Simulated realisations of the stack used for the diagram.
+    knots
+        Interior knots of the boundary spline.
+    niter_boundary_extension
+        Boundary-extension iterations.
+    weight_boundary_extension
+        Factor applied each iteration to the weights of points still above the boundary.
+    minimum_max2d_rnoise
+        Only pixels whose maximum exceeds this many read noises above the bias can be CRs.
+    dilation
+        Pixels by which masks are grown (0: none).
+    seed
+        Random seed of the simulations.
+    """
+
+    gain: float = 1.0
+    read_noise: float = 4.0
+    bias: float = 0.0
+    flux_factor: Literal["none", "auto"] | tuple[float, ...] = "none"
+    nbins: int = 40
+    n_simulations: int = 3
+    knots: int = 4
+    niter_boundary_extension: int = 3
+    weight_boundary_extension: float = 10.0
+    minimum_max2d_rnoise: float = 5.0
+    dilation: int = 1
+    seed: int = 1234
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    """A detection boundary y(x) in a diagnostic diagram and the points it was fitted to."""
+
+    x_points: np.ndarray
+    y_points: np.ndarray
+    x_range: tuple[float, float]
+    coefficients: object  # scipy spline
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Boundary value at ``x`` (clamped to the fitted range)."""
+        clipped = np.clip(x, *self.x_range)
+        return np.asarray(self.coefficients(clipped))  # type: ignore[operator]
+
+
+@dataclass(frozen=True, slots=True)
+class CrMasks:
+    """Output of :func:`compute_crmasks` (all arrays (ny, nx)).
+
+    Attributes
+    ----------
+    frame_masks
+        uint8 (N, ny, nx): 1 = CR in that frame.
+    mediancr_mask
+        uint8: 1 where the median itself is CR-affected.
+    mediancr, meancrt, meancr
+        float combinations (see module docstring).
+    flux_factors
+        Factors the frames were divided by.
+    boundaries
+        ``{"median": Boundary, "frame": Boundary}``.
+    """
+
+    frame_masks: np.ndarray
+    mediancr_mask: np.ndarray
+    mediancr: np.ndarray
+    meancrt: np.ndarray
+    meancr: np.ndarray
+    flux_factors: tuple[float, ...]
+    boundaries: dict[str, Boundary] = field(default_factory=dict)
+
+
+def _flux_factors(stack: np.ndarray, option: Literal["none", "auto"] | tuple[float, ...]) -> np.ndarray:
+    n = stack.shape[0]
+    if isinstance(option, tuple | list):
+        if len(option) != n:
+            raise ValueError(f"flux_factor needs {n} values, got {len(option)}")
+        return np.asarray(option, dtype=float)
+    if option == "none":
+        return np.ones(n)
+    if option != "auto":
+        raise ValueError(f"flux_factor must be 'none', 'auto' or a list of {n} numbers, got {option!r}")
+    median = np.median(stack, axis=0)
+    level = float(np.median(median))
+    # well-exposed pixels only: far above the background, so selection does not bias the ratio
+    bright = (median - level) > 20.0 * np.sqrt(np.clip(median, 1.0, None))
+    if bright.sum() < 50:
+        factors = np.array([np.median(frame) / level for frame in stack])
+    else:
+        factors = np.array([np.median(frame[bright]) / np.median(median[bright]) for frame in stack])
+    return factors / np.median(factors)
+
+
+def _simulate(
+    model: np.ndarray, n_frames: int, options: CrMaskOptions, rng: np.random.Generator
+) -> np.ndarray:
+    """N noisy realisations of ``model`` (data units) with Poisson + read noise + bias."""
+    electrons = np.clip((model - options.bias) * options.gain, 0, None)
+    frames = rng.poisson(np.broadcast_to(electrons, (n_frames, *model.shape))).astype(np.float32)
+    frames /= options.gain
+    frames += rng.normal(0.0, options.read_noise, size=frames.shape).astype(np.float32) + options.bias
+    return frames
+
+
+def fit_boundary(x: np.ndarray, y: np.ndarray, options: CrMaskOptions) -> Boundary:
+    """Detection boundary through the one-expected-pixel points of a simulated diagram.
+
+    Parameters
+    ----------
+    x, y
+        Simulated diagram coordinates (min, statistic - min), 1-D, many samples.
+    options
+        Binning, spline knots and boundary-extension settings.
+    """
+    from scipy.interpolate import LSQUnivariateSpline
+
+    n_total = x.size
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, options.nbins + 1)))
+    xs, ys, ws = [], [], []
+    for lo, hi in itertools.pairwise(edges):
+        inside = (x >= lo) & (x < hi)
+        count = int(inside.sum())
+        if count < 20:
+            continue
+        # one expected pixel in the bin, scaled to the real image (simulations hold n_simulations copies)
+        expected_one = 1.0 / max(count / options.n_simulations, 1.0)
+        ys.append(float(np.quantile(y[inside], 1.0 - expected_one)))
+        xs.append(float(np.median(x[inside])))
+        ws.append(np.sqrt(count))
+    xp, yp, weights = np.array(xs), np.array(ys), np.array(ws)
+    if xp.size < options.knots + 4:
+        raise ValueError(f"diagnostic diagram too sparse: {xp.size} bins from {n_total} pixels")
+    knots = np.quantile(xp, np.linspace(0, 1, options.knots + 2)[1:-1])
+    spline = LSQUnivariateSpline(xp, yp, knots, w=weights, k=3)
+    for _ in range(options.niter_boundary_extension):
+        above = yp > spline(xp)
+        if not above.any():
+            break
+        weights = np.where(above, weights * options.weight_boundary_extension, weights)
+        spline = LSQUnivariateSpline(xp, yp, knots, w=weights, k=3)
+    return Boundary(xp, yp, (float(xp.min()), float(xp.max())), spline)
+
+
+def compute_crmasks(frames: Sequence[np.ndarray], options: CrMaskOptions | None = None) -> CrMasks:
+    """CR masks and CR-free combinations of a stack of equivalent exposures.
+
+    Parameters
+    ----------
+    frames
+        N >= 3 float arrays (ny, nx) on the same pixel grid, data units.
+    options
+        Method parameters.
+
+    Returns
+    -------
+    CrMasks
+
+    Raises
+    ------
+    ValueError
+        Fewer than three frames or frames of different shapes.
+    """
+    from scipy.ndimage import binary_dilation
+
+    opts = options or CrMaskOptions()
+    if len(frames) < 3:
+        raise ValueError(f"the multi-frame method needs at least 3 exposures, got {len(frames)}")
+    shapes = {np.shape(f) for f in frames}
+    if len(shapes) != 1:
+        raise ValueError(f"frames differ in shape: {sorted(shapes)}")
+    stack = np.stack([np.asarray(f, dtype=np.float32) for f in frames])
+    factors = _flux_factors(stack, opts.flux_factor)
+    stack = (stack / factors[:, None, None]).astype(np.float32)
+    n = stack.shape[0]
+    min2d, max2d = stack.min(axis=0), stack.max(axis=0)
+    median2d, mean2d = np.median(stack, axis=0), stack.mean(axis=0)
+
+    rng = np.random.default_rng(opts.seed)
+    sim_x, sim_med, sim_frame = [], [], []
+    step = max(1, int(np.sqrt(median2d.size / 2e5)))
+    model = median2d[::step, ::step]
+    for _ in range(opts.n_simulations):
+        sim = _simulate(model, n, opts, rng)
+        smin = sim.min(axis=0)
+        sim_x.append(smin.ravel())
+        sim_med.append((np.median(sim, axis=0) - smin).ravel())
+        sim_frame.append((sim.max(axis=0) - smin).ravel())
+    x = np.concatenate(sim_x)
+    scale = float(median2d.size) / model.size
+    sim_opts = CrMaskOptions(
+        **{
+            **{f: getattr(opts, f) for f in opts.__dataclass_fields__},
+            "n_simulations": max(1, round(opts.n_simulations / scale)),
+        }
+    )
+    boundary_median = fit_boundary(x, np.concatenate(sim_med), sim_opts)
+    boundary_frame = fit_boundary(x, np.concatenate(sim_frame), sim_opts)
+
+    eligible = max2d > opts.bias + opts.minimum_max2d_rnoise * opts.read_noise
+    mediancr_mask = ((median2d - min2d) > boundary_median(min2d)) & eligible
+    frame_threshold = boundary_frame(min2d)
+    frame_masks = ((stack - min2d[None]) > frame_threshold[None]) & eligible[None]
+    if opts.dilation > 0:
+        structure = np.ones((2 * opts.dilation + 1,) * 2, dtype=bool)
+        mediancr_mask = binary_dilation(mediancr_mask, structure=structure)
+        frame_masks = np.stack(
+            [binary_dilation(m, structure=structure) if m.any() else m for m in frame_masks]
+        )
+
+    mediancr = np.where(mediancr_mask, min2d, median2d)
+    meancrt = np.where(mediancr_mask, mediancr, mean2d)
+    kept = np.where(frame_masks, np.nan, stack)
+    with np.errstate(invalid="ignore"):
+        meancr = np.nanmean(kept, axis=0)
+    meancr = np.where(np.isfinite(meancr), meancr, mediancr)
+    return CrMasks(
+        frame_masks=frame_masks.astype(np.uint8),
+        mediancr_mask=mediancr_mask.astype(np.uint8),
+        mediancr=mediancr,
+        meancrt=meancrt,
+        meancr=meancr.astype(np.float32),
+        flux_factors=tuple(float(f) for f in factors),
+        boundaries={"median": boundary_median, "frame": boundary_frame},
+    )
+
+
+def write_diagnostic_plots(
+    result: CrMasks, frames: Sequence[np.ndarray], out_dir: Path, *, prefix: str
+) -> list[Path]:
+    """Diagnostic diagrams (statistic - min vs min, boundary and one-expected points) as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stack = (
+        np.stack([np.asarray(f, dtype=np.float32) for f in frames])
+        / np.asarray(result.flux_factors)[:, None, None]
+    )
+    min2d = stack.min(axis=0)
+    written = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, y in (("median", np.median(stack, axis=0) - min2d), ("frame", stack.max(axis=0) - min2d)):
+        boundary = result.boundaries[name]
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        sample = slice(None, None, max(1, min2d.size // 200000))
+        ax.hexbin(min2d.ravel()[sample], y.ravel()[sample], gridsize=120, bins="log", mincnt=1)
+        grid = np.linspace(*boundary.x_range, 200)
+        ax.plot(grid, boundary(grid), "r-", label="boundary")
+        ax.plot(boundary.x_points, boundary.y_points, "w.", label="one expected pixel")
+        ax.set_xlabel("min")
+        ax.set_ylabel(f"{name} - min")
+        ax.legend(loc="upper left")
+        path = out_dir / f"{prefix}_diagram_{name}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def multiframe_visit_truth(
+    infos: Sequence, *, out_dir: Path, options: CrMaskOptions | None = None, plots: bool = False
+) -> list[TruthResult]:
+    """Multi-frame truth for the exposures of one undithered visit (one :class:`TruthResult` each).
+
+    Parameters
+    ----------
+    infos
+        :class:`crlib.align.exposures.ExposureInfo` of the visit's readable exposures.
+    out_dir
+        Where ``<rootname>_crtruth.fits`` (and diagnostic PNGs) go.
+    options
+        Method parameters (gain/read noise default to the headers').
+    plots
+        Write diagnostic PNGs.
+    """
+    from astropy.io import fits
+
+    from crlib.truth.product import write_truth_product
+    from crlib.truth.validmask import dq_good, saturation_mask
+
+    if len(infos) < 3:
+        return [
+            TruthResult(
+                i.rootname,
+                "multiframe",
+                "failed",
+                None,
+                (),
+                (f"the multi-frame method needs >= 3 equivalent exposures, the visit has {len(infos)}",),
+            )
+            for i in infos
+        ]
+    shapes = {i.chip_shape for i in infos}
+    if len(shapes) != 1:
+        return [
+            TruthResult(i.rootname, "multiframe", "failed", None, (), ("exposures differ in chip shape",))
+            for i in infos
+        ]
+    profile = infos[0].profile
+    base = options or CrMaskOptions(read_noise=float(np.mean([i.read_noise_e for i in infos])) or 4.0)
+    exptimes = np.array([i.exptime_s for i in infos])
+    if base.flux_factor == "none" and np.ptp(exptimes) > 0:
+        base = CrMaskOptions(
+            **{
+                **{f: getattr(base, f) for f in base.__dataclass_fields__},
+                "flux_factor": tuple(float(e / np.median(exptimes)) for e in exptimes),
+            }
+        )
+    per_exposure: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {i.rootname: {} for i in infos}
+    for extver in infos[0].sci_extvers:
+        frames, goods = [], []
+        for info in infos:
+            with fits.open(info.path, memmap=False) as hdul:
+                frames.append(np.asarray(hdul["SCI", extver].data, dtype=np.float32))
+                goods.append(dq_good(hdul["DQ", extver].data))
+        result = compute_crmasks(frames, base)
+        if plots:
+            write_diagnostic_plots(result, frames, out_dir, prefix=f"{infos[0].rootname[:6]}_sci{extver}")
+        all_good = np.logical_and.reduce(goods)
+        for k, info in enumerate(infos):
+            valid = all_good & ~saturation_mask(frames[k], level_e=profile.saturation_e)
+            per_exposure[info.rootname][extver] = (result.frame_masks[k], valid.astype(np.uint8))
+    from crlib.truth.quality import count_events
+
+    results = []
+    for info in infos:
+        masks = per_exposure[info.rootname]
+        chips = tuple(
+            ChipTruth(
+                extver,
+                int((m.astype(bool) & v.astype(bool)).sum()),
+                count_events(m.astype(bool) & v.astype(bool)),
+                float(v.mean()),
+            )
+            for extver, (m, v) in sorted(masks.items())
+        )
+        provenance = {
+            "METHOD": "multiframe",
+            "NEXP": len(infos),
+            "RDNOISE": base.read_noise,
+            "DILATION": base.dilation,
+            "MINMAXRN": base.minimum_max2d_rnoise,
+            "STATUS": "ok",
+        }
+        path = write_truth_product(
+            out_dir / f"{info.rootname}_crtruth.fits",
+            rootname=info.rootname,
+            masks=masks,
+            provenance=provenance,
+        )
+        results.append(
+            TruthResult(
+                info.rootname,
+                "multiframe",
+                "ok",
+                str(path),
+                chips,
+                (),
+                {k.lower(): v for k, v in provenance.items()},
+            )
+        )
+    return results

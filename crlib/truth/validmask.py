@@ -1,0 +1,218 @@
+"""Valid-pixel mask per chip: where a ground-truth CR label can be trusted.
+
+A pixel is valid when
+
+* its DQ is 0 apart from the CR bits 4096/8192 that are what we are labelling (the deepCR-ACS/WFC
+  paper excludes DQ-flagged pixels; hot and warm pixels, bits 16/64, are "good" for drizzle and get
+  flagged as CRs by driz_cr when the exposures are dithered),
+* at least one *other* exposure of the visit covers it with a pixel drizzle uses (DQ clean apart
+  from drizzlepac SVM's ``driz_sep_bits`` 336; driz_cr compares each exposure with the median of
+  the others: with fewer than two exposures it cannot work),
+* it is not within the 7x7-dilated footprint of a saturated pixel (> ``profile.saturation_e``),
+* optionally, it lies more than ``border_px`` pixels from the chip edge (the deepCR-ACS/WFC paper
+  discards 128 px).
+
+Coverage is computed from the (aligned) WCS of every chip: this chip's pixel grid is mapped to the
+sky and into each other chip on a coarse grid (distortion is smooth) and bilinearly interpolated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crlib.profiles import InstrumentProfile
+
+log = logging.getLogger(__name__)
+
+#: CR flags: 4096 (AstroDrizzle) and 8192 (calacs CR-SPLIT rejection); they never invalidate a pixel.
+CR_DQ_BITS = 4096 | 8192
+
+#: DQ bits drizzle treats as good: drizzlepac SVM's ``driz_sep_bits``/``final_bits`` (336 = 16 + 64 + 256).
+DRIZZLE_GOOD_BITS = 336
+
+#: DQ bits ignored when deciding whether a pixel *covers* another exposure (what drizzle uses).
+IGNORED_DQ_BITS = DRIZZLE_GOOD_BITS | CR_DQ_BITS
+
+#: Edge of the square kernel that dilates the saturation mask (deepCR-ACS/WFC paper: 7x7).
+SATURATION_DILATION = 7
+
+#: Spacing of the coarse grid on which WCS mappings are evaluated, pixels.
+COARSE_STEP = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ChipFrame:
+    """One chip of one exposure: its WCS, size and DQ-good pixels.
+
+    Attributes
+    ----------
+    rootname, sci_extver
+        Which chip.
+    wcs
+        The chip's full (distortion-including) WCS, e.g. ``stwcs.wcsutil.HSTWCS``.
+    shape
+        ``(ny, nx)`` pixels.
+    good
+        bool (ny, nx): pixels drizzle uses (DQ clean apart from :data:`IGNORED_DQ_BITS`).
+    clean
+        bool (ny, nx): pixels with no DQ flag apart from the CR bits.
+    """
+
+    rootname: str
+    sci_extver: int
+    wcs: object
+    shape: tuple[int, int]
+    good: np.ndarray
+    clean: np.ndarray
+
+
+def dq_good(dq: np.ndarray, *, ignored_bits: int = IGNORED_DQ_BITS) -> np.ndarray:
+    """bool array: True where no DQ bit outside ``ignored_bits`` is set."""
+    return (np.asarray(dq).astype(np.int64) & ~ignored_bits) == 0
+
+
+def saturation_mask(sci: np.ndarray, *, level_e: float, size: int = SATURATION_DILATION) -> np.ndarray:
+    """bool array: pixels above ``level_e`` electrons, dilated with a ``size`` x ``size`` square."""
+    from scipy.ndimage import binary_dilation
+
+    saturated = np.asarray(sci) > level_e
+    if not saturated.any():
+        return saturated
+    return binary_dilation(saturated, structure=np.ones((size, size), dtype=bool))
+
+
+def read_chip_frames(path: Path) -> list[ChipFrame]:
+    """Every chip of one exposure file as a :class:`ChipFrame` (WCS as currently in the file)."""
+    from astropy.io import fits
+    from stwcs.wcsutil import HSTWCS
+
+    frames = []
+    rootname = Path(path).name.split("_")[0].lower()
+    with fits.open(path, memmap=False) as hdul:
+        for hdu in hdul:
+            if hdu.header.get("EXTNAME", "").upper() != "SCI":
+                continue
+            extver = int(hdu.header.get("EXTVER", 1))
+            wcs = HSTWCS(hdul, ext=("SCI", extver))
+            dq = hdul["DQ", extver].data
+            shape = (int(hdu.data.shape[0]), int(hdu.data.shape[1]))
+            frames.append(
+                ChipFrame(rootname, extver, wcs, shape, dq_good(dq), dq_good(dq, ignored_bits=CR_DQ_BITS))
+            )
+    return frames
+
+
+def _interpolation_matrix(n: int, nodes: np.ndarray) -> np.ndarray:
+    """(n, len(nodes)) matrix of linear-interpolation weights from ``nodes`` to 0..n-1."""
+    positions = np.arange(n, dtype=float)
+    upper = np.clip(np.searchsorted(nodes, positions, side="right"), 1, len(nodes) - 1)
+    lower = upper - 1
+    frac = (positions - nodes[lower]) / (nodes[upper] - nodes[lower])
+    matrix = np.zeros((n, len(nodes)))
+    matrix[np.arange(n), lower] = 1.0 - frac
+    matrix[np.arange(n), upper] += frac
+    return matrix
+
+
+def map_pixels(
+    source: ChipFrame, target: ChipFrame, *, step: int = COARSE_STEP
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where every pixel of ``source`` falls in ``target`` (0-based pixel coordinates).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(x, y)``, each float (ny, nx) of the source chip.
+    """
+    ny, nx = source.shape
+    ynodes = np.unique(np.append(np.arange(0, ny, step), ny - 1)).astype(float)
+    xnodes = np.unique(np.append(np.arange(0, nx, step), nx - 1)).astype(float)
+    gx, gy = np.meshgrid(xnodes, ynodes)
+    ra, dec = source.wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)  # type: ignore[attr-defined]
+    tx, ty = target.wcs.all_world2pix(ra, dec, 0, quiet=True)  # type: ignore[attr-defined]
+    wy = _interpolation_matrix(ny, ynodes)
+    wx = _interpolation_matrix(nx, xnodes)
+    x = wy @ np.asarray(tx).reshape(gx.shape) @ wx.T
+    y = wy @ np.asarray(ty).reshape(gy.shape) @ wx.T
+    return x, y
+
+
+def coverage_count(frame: ChipFrame, others: Sequence[ChipFrame], *, step: int = COARSE_STEP) -> np.ndarray:
+    """Number of *other exposures* that cover each pixel of ``frame`` with a DQ-good pixel.
+
+    Parameters
+    ----------
+    frame
+        The chip whose pixels are counted.
+    others
+        Chips of the visit's other exposures (any chip of an exposure may overlap).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (ny, nx).
+    """
+    count = np.zeros(frame.shape, dtype=np.uint8)
+    by_exposure: dict[str, list[ChipFrame]] = {}
+    for other in others:
+        if other.rootname != frame.rootname:
+            by_exposure.setdefault(other.rootname, []).append(other)
+    for chips in by_exposure.values():
+        covered = np.zeros(frame.shape, dtype=bool)
+        for other in chips:
+            x, y = map_pixels(frame, other, step=step)
+            xi = np.rint(x).astype(np.int64)
+            yi = np.rint(y).astype(np.int64)
+            inside = (xi >= 0) & (xi < other.shape[1]) & (yi >= 0) & (yi < other.shape[0])
+            hit = np.zeros(frame.shape, dtype=bool)
+            hit[inside] = other.good[yi[inside], xi[inside]]
+            covered |= hit
+        count += covered.astype(np.uint8)
+    return count
+
+
+def valid_mask(
+    sci: np.ndarray,
+    frame: ChipFrame,
+    others: Sequence[ChipFrame],
+    *,
+    profile: InstrumentProfile,
+    min_exposures: int = 2,
+    border_px: int = 0,
+) -> np.ndarray:
+    """Valid-pixel mask of one chip.
+
+    Parameters
+    ----------
+    sci
+        float (ny, nx) science array, electrons (for the saturation mask).
+    frame
+        This chip (WCS and DQ flags; its own pixels must be free of any non-CR DQ flag).
+    others
+        Chips of the other exposures of the visit.
+    profile
+        Supplies the saturation level.
+    min_exposures
+        Exposures (including this one) that must cover a pixel.
+    border_px
+        Pixels discarded along every chip edge (0: none; the paper uses 128).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (ny, nx), 1 = valid.
+    """
+    valid = frame.clean.copy()
+    valid &= ~saturation_mask(sci, level_e=profile.saturation_e)
+    if min_exposures > 1:
+        valid &= coverage_count(frame, others) >= (min_exposures - 1)
+    if border_px > 0:
+        edge = np.zeros_like(valid)
+        edge[border_px:-border_px, border_px:-border_px] = True
+        valid &= edge
+    return valid.astype(np.uint8)

@@ -1,0 +1,348 @@
+"""Ground truth for one visit: copy -> align -> AstroDrizzle driz_cr -> valid mask -> gates -> product.
+
+:func:`build_visit_truth` is the stage function the CLI and the DAGs call. Every exposure ends with
+a :class:`~crlib.records.TruthResult` (``ok``/``suspect``/``failed`` with reasons): a corrupt file,
+a visit with one exposure or too few sources is recorded, not raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from crlib.align.exposures import ExposureInfo, copy_to_work_dir, find_exposures, read_exposure
+from crlib.align.visit import AlignOptions, align_visit
+from crlib.errors import InputDataError
+from crlib.profiles import InstrumentProfile, get_profile
+from crlib.records import AlignmentResult, ChipTruth, TruthResult
+from crlib.truth.drizzle import DrizzleRun, run_astrodrizzle
+from crlib.truth.product import write_truth_product
+from crlib.truth.quality import ChipQuality, QualityThresholds, assess, count_events, star_core_mask
+from crlib.truth.refine import DEFAULT_MIN_PEAK_SNR, prune_insignificant
+from crlib.truth.validmask import ChipFrame, read_chip_frames, valid_mask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TruthOptions:
+    """Options of the truth stage.
+
+    Attributes
+    ----------
+    align
+        Align the visit before drizzling (turn off only for pre-aligned data).
+    align_options
+        Catalog file / catalog chain / matching options.
+    border_px
+        Pixels discarded along chip edges in the valid mask (paper: 128; default 0).
+    min_exposures
+        Exposures that must cover a pixel for it to be valid.
+    thresholds
+        Quality-gate limits.
+    fix_skymatch
+        Make ``skymethod='match'`` really run (see :mod:`crlib.truth.drizzle`).
+    min_peak_snr
+        Drop driz_cr components whose brightest pixel is below this significance over the blotted
+        median (see :mod:`crlib.truth.refine`); 0 keeps driz_cr's mask as it is.
+    drizzle_overrides
+        Extra AstroDrizzle keywords.
+    """
+
+    align: bool = True
+    align_options: AlignOptions = field(default_factory=AlignOptions)
+    border_px: int = 0
+    min_exposures: int = 2
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    fix_skymatch: bool = True
+    min_peak_snr: float = DEFAULT_MIN_PEAK_SNR
+    drizzle_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VisitTruth:
+    """Everything the truth stage produced for one visit.
+
+    Attributes
+    ----------
+    visit
+        Visit id (directory name).
+    method
+        ``drizzle`` or ``multiframe``.
+    alignment
+        Alignment record, ``None`` when alignment was skipped or impossible.
+    exposures
+        One :class:`TruthResult` per exposure file found.
+    seconds
+        Wall time per step (``copy``, ``align``, ``drizzle``, ``masks``, ``total``), seconds.
+    work_dir, out_dir
+        Where the working copies and the products are.
+    """
+
+    visit: str
+    method: Literal["drizzle", "multiframe"]
+    alignment: AlignmentResult | None
+    exposures: tuple[TruthResult, ...]
+    seconds: dict[str, float]
+    work_dir: Path
+    out_dir: Path
+
+
+def _failed(rootname: str, method: str, reason: str, **parameters: Any) -> TruthResult:
+    return TruthResult(rootname, method, "failed", None, (), (reason,), dict(parameters))  # type: ignore[arg-type]
+
+
+def _blot_image(work_dir: Path, rootname: str, extver: int) -> np.ndarray | None:
+    from astropy.io import fits
+
+    for path in sorted(work_dir.glob(f"{rootname}*_sci{extver}_blt.fits")):
+        with fits.open(path, memmap=False) as hdul:
+            return np.asarray(hdul[0].data, dtype=np.float32)
+    return None
+
+
+def _exposure_truth(
+    info: ExposureInfo,
+    *,
+    run: DrizzleRun,
+    frames: dict[str, list[ChipFrame]],
+    alignment: AlignmentResult | None,
+    options: TruthOptions,
+    out_dir: Path,
+    provenance: dict[str, Any],
+) -> TruthResult:
+    from astropy.io import fits
+
+    profile = info.profile
+    others = [f for root, chip_frames in frames.items() if root != info.rootname for f in chip_frames]
+    own = {f.sci_extver: f for f in frames[info.rootname]}
+    masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    qualities: list[ChipQuality] = []
+    chips: list[ChipTruth] = []
+    missing = []
+    with fits.open(info.path, memmap=False) as hdul:
+        for extver in info.sci_extvers:
+            crmask = run.cr_mask(info.rootname, extver)
+            if crmask is None:
+                missing.append(extver)
+                continue
+            sci = np.asarray(hdul["SCI", extver].data, dtype=np.float32)
+            valid = valid_mask(
+                sci,
+                own[extver],
+                others,
+                profile=profile,
+                min_exposures=options.min_exposures,
+                border_px=options.border_px,
+            )
+            valid_bool = valid.astype(bool)
+            blot = _blot_image(run.work_dir, info.rootname, extver)
+            if blot is not None and options.min_peak_snr > 0:
+                crmask, _ = prune_insignificant(
+                    crmask, sci, blot, read_noise_e=info.read_noise_e, min_peak_snr=options.min_peak_snr
+                )
+            cr_valid = crmask.astype(bool) & valid_bool
+            core = (
+                star_core_mask(blot, valid=valid_bool, saturation_e=profile.saturation_e)
+                if blot is not None
+                else np.zeros_like(valid_bool)
+            )
+            events = count_events(cr_valid)
+            qualities.append(
+                ChipQuality(
+                    chip=extver,
+                    cr_pixels=int(cr_valid.sum()),
+                    cr_events=events,
+                    valid_pixels=int(valid_bool.sum()),
+                    total_pixels=int(valid.size),
+                    exptime_s=info.exptime_s,
+                    pixel_area_cm2=profile.pixel_area_cm2,
+                    star_core_pixels=int(core.sum()),
+                    star_core_flagged=int((core & crmask.astype(bool)).sum()),
+                )
+            )
+            chips.append(ChipTruth(extver, int(cr_valid.sum()), events, float(valid_bool.mean())))
+            masks[extver] = (crmask, valid)
+    if missing or not masks:
+        return _failed(
+            info.rootname, "drizzle", f"driz_cr produced no mask for chip(s) {missing}", **provenance
+        )
+    status, reasons = assess(
+        qualities,
+        expected_rate_per_cm2_s=profile.cr_rate_per_cm2_s,
+        alignment_rms_px=alignment.rms_px if alignment else None,
+        alignment_status=alignment.status if alignment else None,
+        alignment_matches=alignment.n_matches if alignment else 0,
+        thresholds=options.thresholds,
+    )
+    parameters = dict(provenance)
+    for q in qualities:
+        parameters[f"chip{q.chip}_cr_fraction"] = q.cr_fraction
+        parameters[f"chip{q.chip}_cr_rate_per_cm2_s"] = q.cr_rate_per_cm2_s
+        parameters[f"chip{q.chip}_star_core_contamination"] = q.star_core_contamination
+        parameters[f"chip{q.chip}_star_core_pixels"] = q.star_core_pixels
+    header = {k: v for k, v in provenance.items() if len(k) <= 8}
+    header["STATUS"] = status
+    path = write_truth_product(
+        out_dir / f"{info.rootname}_crtruth.fits",
+        rootname=info.rootname,
+        masks=masks,
+        provenance=header,
+        reasons=reasons,
+    )
+    return TruthResult(info.rootname, "drizzle", status, str(path), tuple(chips), reasons, parameters)
+
+
+def build_visit_truth(
+    visit_dir: Path,
+    *,
+    work_dir: Path,
+    out_dir: Path | None = None,
+    method: Literal["drizzle", "multiframe"] = "drizzle",
+    profile: InstrumentProfile | str | None = None,
+    options: TruthOptions | None = None,
+) -> VisitTruth:
+    """Build ground-truth CR masks for every exposure of one visit directory.
+
+    Parameters
+    ----------
+    visit_dir
+        Directory holding the visit's ``*_flc.fits`` (never modified).
+    work_dir
+        Per-visit working directory (emptied, then filled with copies and drizzle products).
+    out_dir
+        Where ``<rootname>_crtruth.fits`` go (default: ``work_dir/truth``).
+    method
+        ``drizzle`` (AstroDrizzle driz_cr) or ``multiframe`` (numina-style stack statistics).
+    profile
+        Instrument profile or name (default: from the first readable file's header).
+    options
+        Stage options.
+
+    Returns
+    -------
+    VisitTruth
+    """
+    opts = options or TruthOptions()
+    visit_dir = Path(visit_dir)
+    visit = visit_dir.name
+    work_dir = Path(work_dir)
+    out_dir = Path(out_dir) if out_dir is not None else work_dir / "truth"
+    wanted = get_profile(profile) if isinstance(profile, str) else profile
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    results: list[TruthResult] = []
+    infos: list[ExposureInfo] = []
+    for path in find_exposures(visit_dir):
+        try:
+            info = read_exposure(path, profile=wanted)
+        except InputDataError as exc:
+            results.append(_failed(path.name.split("_")[0].lower(), method, str(exc)))
+            continue
+        wanted = wanted or info.profile
+        infos.append(info)
+    if not infos and not results:
+        raise InputDataError(visit_dir, "no *_flc.fits or *_flt.fits files", fix="point at a visit directory")
+
+    if method == "multiframe":
+        from crlib.truth.multiframe import multiframe_visit_truth
+
+        results.extend(multiframe_visit_truth(infos, out_dir=out_dir))
+        seconds["total"] = time.perf_counter() - start
+        return VisitTruth(visit, method, None, tuple(results), seconds, work_dir, out_dir)
+
+    if len(infos) < 2:
+        for info in infos:
+            results.append(
+                _failed(
+                    info.rootname,
+                    method,
+                    f"only {len(infos)} usable exposure(s) in the visit: "
+                    "driz_cr needs at least 2 overlapping exposures",
+                )
+            )
+        seconds["total"] = time.perf_counter() - start
+        return VisitTruth(visit, method, None, tuple(results), seconds, work_dir, out_dir)
+
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    t0 = time.perf_counter()
+    copies = copy_to_work_dir([i.path for i in infos], work_dir)
+    seconds["copy"] = time.perf_counter() - t0
+    assert wanted is not None
+
+    alignment: AlignmentResult | None = None
+    if opts.align:
+        t0 = time.perf_counter()
+        alignment = align_visit(copies, visit=visit, profile=wanted, options=opts.align_options)
+        seconds["align"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    try:
+        run = run_astrodrizzle(
+            copies,
+            profile=wanted,
+            output_name=f"{visit}_truth",
+            fix_skymatch=opts.fix_skymatch,
+            overrides=opts.drizzle_overrides,
+        )
+    except Exception as exc:  # drizzlepac failing on a visit is an outcome to record, not a crash
+        log.exception("AstroDrizzle failed on visit %s", visit)
+        for info in infos:
+            results.append(
+                _failed(info.rootname, method, f"AstroDrizzle failed: {type(exc).__name__}: {exc}")
+            )
+        seconds["total"] = time.perf_counter() - start
+        return VisitTruth(visit, method, alignment, tuple(results), seconds, work_dir, out_dir)
+    seconds["drizzle"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    frames = {copy.name.split("_")[0].lower(): read_chip_frames(copy) for copy in copies}
+    import drizzlepac
+
+    import crlib
+
+    provenance: dict[str, Any] = {
+        "METHOD": "drizzle",
+        "PARSET": run.condition,
+        "SKYREQ": run.skymethod_requested,
+        "SKYMETH": run.skymethod_used,
+        "NEXP": len(infos),
+        "ALIGNST": alignment.status if alignment else "skipped",
+        "ALIGNRMS": alignment.rms_px if alignment and alignment.rms_px is not None else -1.0,
+        "ALIGNCAT": (alignment.catalog or "none") if alignment else "none",
+        "WCSNAME": (alignment.wcsname or "unchanged") if alignment else "unchanged",
+        "BORDER": opts.border_px,
+        "MINPKSNR": opts.min_peak_snr,
+        "DRIZVER": drizzlepac.__version__,
+        "CRLIBVER": getattr(crlib, "__version__", "unknown"),
+        "driz_cr_snr": run.parameters.get("driz_cr_snr"),
+        "driz_cr_scale": run.parameters.get("driz_cr_scale"),
+        "combine_type": run.parameters.get("combine_type"),
+    }
+    for info in infos:
+        if run.problems and not any(key[0] == info.rootname for key in run.crmask_files):
+            results.append(_failed(info.rootname, method, "; ".join(run.problems), **provenance))
+            continue
+        results.append(
+            _exposure_truth(
+                info,
+                run=run,
+                frames=frames,
+                alignment=alignment,
+                options=opts,
+                out_dir=out_dir,
+                provenance=provenance,
+            )
+        )
+    seconds["masks"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - start
+    results.sort(key=lambda r: r.rootname)
+    return VisitTruth(visit, method, alignment, tuple(results), seconds, work_dir, out_dir)

@@ -1,0 +1,120 @@
+"""Whole DAG runs with ``dag.test()``: a simulated archive served by the fake MAST, real Postgres.
+
+One module-scoped archive: two visits (globular cluster, extragalactic) of three small exposures,
+one of which is corrupt (garbage bytes with a matching archive checksum, so it downloads fine and
+must be rejected by screening without failing the run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pendulum
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TABLES = (
+    "exposures",
+    "screening_verdicts",
+    "screening_reasons",
+    "alignment_results",
+    "truth_results",
+    "truth_chips",
+    "predictions",
+    "exposure_metrics",
+    "cr_statistics",
+)
+
+
+def _corrupt(archive_root: Path, rootname: str) -> None:
+    manifest_path = archive_root / "observations.json"
+    manifest = json.loads(manifest_path.read_text())
+    for product in manifest["products"]:
+        if product["obs_id"] == rootname:
+            path = archive_root / product["crlib_path"]
+            path.write_bytes(b"SIMPLE  = this is not a FITS file" + bytes(5000))
+            product["size"] = path.stat().st_size
+            product["md5"] = hashlib.md5(path.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def served_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, object]]:
+    from crlib.archive.fake_mast import FakeMast
+    from crlib.simulate import simulate_archive
+
+    root = tmp_path_factory.mktemp("dag-archive")
+    archive = simulate_archive(root, visits=2, exposures=3, field_type="mixed", size="small", seed=31)
+    _corrupt(root, archive.visits[1].exposures[2].rootname)
+    with FakeMast(root) as fake:
+        yield archive, fake
+
+
+@pytest.fixture
+def pipeline_env(monkeypatch: pytest.MonkeyPatch, served_archive, database_url: str):
+    archive, fake = served_archive
+    monkeypatch.setenv("CRLIB_ARCHIVE", "mast")
+    monkeypatch.setenv("CRLIB_MAST_SERVER", fake.url)
+    monkeypatch.setenv("CRLIB_DATABASE_URL", database_url)
+    monkeypatch.setenv("CRLIB_THREADS", "2")
+    return archive, database_url
+
+
+def _counts(database_url: str) -> dict[str, int]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        counts = {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
+    engine.dispose()
+    return counts
+
+
+def _query(database_url: str, sql: str) -> list[tuple]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        rows = [tuple(r) for r in connection.execute(text(sql))]
+    engine.dispose()
+    return rows
+
+
+def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pipeline_env) -> None:
+    archive, database_url = pipeline_env
+    corrupt = archive.visits[1].exposures[2].rootname
+    nightly = dagbag.dags["crlib_nightly_ingest"]
+    logical_date = pendulum.datetime(2026, 11, 20, 3, 30, tz="UTC")
+
+    run = nightly.test(logical_date=logical_date)
+    assert run.state == "success"
+    first = _counts(database_url)
+    assert first["exposures"] == 6
+    assert first["screening_verdicts"] == 6
+    # The corrupt file is rejected with a reason naming the problem; the other five are predicted.
+    verdicts = dict(_query(database_url, "SELECT rootname, verdict FROM screening_verdicts"))
+    assert verdicts[corrupt] == "reject"
+    assert sum(1 for v in verdicts.values() if v == "accept") == 5
+    assert first["predictions"] == 5
+    assert first["truth_results"] == 5
+    assert first["exposure_metrics"] == 5
+    assert first["cr_statistics"] == 10  # two chips each
+    statuses = _query(database_url, "SELECT status FROM pipeline_runs WHERE dag_id = 'crlib_nightly_ingest'")
+    assert statuses == [("success",)]
+    assert _query(database_url, "SELECT count(*) FROM archive_watermarks") == [(1,)]
+
+    # The same logical date again: the watermark has moved, nothing new is found, nothing is added.
+    again = nightly.test(logical_date=logical_date)
+    assert again.state == "success"
+    assert _counts(database_url) == first
+
+    # An operator reprocesses the first visit's proposal: its rows are replaced, never duplicated.
+    proposal = archive.visits[0].proposal_id
+    reprocess = dagbag.dags["crlib_reprocess_proposal"]
+    run = reprocess.test(run_conf={"proposal_id": proposal, "visits": [archive.visits[0].visit]})
+    assert run.state == "success"
+    assert _counts(database_url) == first

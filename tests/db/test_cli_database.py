@@ -1,0 +1,133 @@
+"""``crlib db`` / ``crlib stats`` / ``crlib bench db`` as a user runs them (real subprocesses)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def run_cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CRLIB_DATABASE_URL": url, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "crlib", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+@pytest.fixture
+def recorded_url(factory: Any, database_url: str) -> str:
+    result = run_cli("db", "upgrade", url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "-> 0002" in result.stdout
+    from crlib.db.engine import make_engine, session_factory
+
+    engine = make_engine(database_url)
+    with session_factory(engine)() as session:
+        factory.record_visit(session, factory.visit_records())
+        factory.record_visit(
+            session,
+            factory.visit_records(
+                "jc4a01", proposal_id=12000, filter_name="F814W", field_type="extragalactic", mjd=56000.5
+            ),
+        )
+    engine.dispose()
+    return database_url
+
+
+def test_stats_cr_rate_json_csv_and_plot(recorded_url: str, tmp_path: Path) -> None:
+    result = run_cli("stats", "cr-rate", "--by", "filter", "--format", "json", "--refresh", url=recorded_url)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["filter"] for r in rows] == ["F606W", "F814W"]
+    assert all(r["n_chips"] == 6 for r in rows)
+
+    plot = tmp_path / "trend.png"
+    result = run_cli(
+        "stats",
+        "cr-rate",
+        "--by",
+        "month",
+        "--format",
+        "csv",
+        "--filter",
+        "F814W",
+        "--plot",
+        str(plot),
+        url=recorded_url,
+    )
+    assert result.returncode == 0, result.stderr
+    parsed = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["month"] for r in parsed] == ["2012-03-01"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stats_performance_table_and_roc_plot(recorded_url: str, tmp_path: Path) -> None:
+    run_cli("stats", "refresh", url=recorded_url)
+    plot = tmp_path / "roc.png"
+    result = run_cli(
+        "stats", "performance", "--field-type", "extragalactic", "--plot", str(plot), url=recorded_url
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deepcr-acs-wfc:1" in result.stdout and "F814W" in result.stdout
+    assert "F606W" not in result.stdout
+    assert plot.stat().st_size > 1000
+    result = run_cli("stats", "performance", "--proposal", "10775", "--format", "json", url=recorded_url)
+    rows = json.loads(result.stdout)
+    assert len(rows) == 1 and 0 <= rows[0]["tpr_at_fpr_0.005"] <= 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stats", "cr-rate", "--by", "galaxy"],
+        ["stats", "performance", "--field-type", "spiral_arm"],
+        ["stats", "cr-rate", "--since", "2020-13-01"],
+        ["stats", "cr-rate", "--since", "2020-01-01", "--until", "2019-01-01"],
+    ],
+)
+def test_bad_stats_options_are_one_line_errors(recorded_url: str, args: list[str]) -> None:
+    result = run_cli(*args, url=recorded_url)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unreachable_database_is_one_line_with_masked_url() -> None:
+    result = run_cli("stats", "cr-rate", url="postgresql://svc:topsecret@127.0.0.1:9/crlib")
+    assert result.returncode != 0
+    assert "topsecret" not in result.stderr
+    assert "127.0.0.1:9" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_db_status_reports_revision(recorded_url: str) -> None:
+    result = run_cli("db", "status", url=recorded_url)
+    assert result.returncode == 0, result.stderr
+    assert "revision: 0002 (newest: 0002)" in result.stdout
+
+
+def test_bench_db_runs_with_a_tiny_archive(database_url: str) -> None:
+    result = run_cli(
+        "bench",
+        "db",
+        "--exposures",
+        "400",
+        "--bins",
+        "32",
+        "--record-rows",
+        "100",
+        "--format",
+        "json",
+        url=database_url,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {r["measure"]: r for r in json.loads(result.stdout)}
+    assert rows["query: cr_rate by month"]["unit"] == "s"
+    assert rows["record_metrics (COPY + upsert)"]["value"] > 0

@@ -1,0 +1,93 @@
+"""Synthetic chips (sky + noise + stars + CR tracks, with truth) and FLC files on the real template header."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from crlib.profiles import ACS_WFC
+
+
+def synthetic_chip(
+    shape: tuple[int, int], *, seed: int, n_stars: int = 40, n_crs: int = 80, sky: float = 80.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(image in electrons, truth CR mask)`` of one chip: Poisson sky, read noise, PSF stars, CR tracks."""
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    model = np.full(shape, sky, dtype=np.float64)
+    yy, xx = np.mgrid[:ny, :nx]
+    for _ in range(n_stars):
+        cy, cx = rng.uniform(0, ny), rng.uniform(0, nx)
+        flux = 10 ** rng.uniform(3, 5.5)
+        sigma = rng.uniform(0.9, 1.6)
+        box = (slice(max(int(cy) - 8, 0), int(cy) + 9), slice(max(int(cx) - 8, 0), int(cx) + 9))
+        r2 = (yy[box] - cy) ** 2 + (xx[box] - cx) ** 2
+        model[box] += flux / (2 * np.pi * sigma**2) * np.exp(-r2 / (2 * sigma**2))
+    image = rng.poisson(model).astype(np.float64) + rng.normal(0, 4.5, shape)
+    truth = np.zeros(shape, dtype=bool)
+    for _ in range(n_crs):
+        length = int(rng.integers(1, 14))
+        angle = rng.uniform(0, np.pi)
+        y0, x0 = rng.uniform(5, ny - 5), rng.uniform(5, nx - 5)
+        charge = 10 ** rng.uniform(2.0, 3.6)
+        for step in range(length):
+            y = round(float(y0 + step * np.sin(angle)))
+            x = round(float(x0 + step * np.cos(angle)))
+            if 0 <= y < ny and 0 <= x < nx:
+                image[y, x] += charge * rng.uniform(0.5, 1.0)
+                truth[y, x] = True
+    return image.astype(np.float32), truth
+
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "crlib" / "data" / "jbt122x8q_sample_flc_header.fits"
+
+
+def write_flc(
+    path: Path,
+    chips: dict[int, np.ndarray],
+    *,
+    rootname: str = "jtest01aq",
+    filter_name: str = "F814W",
+    instrume: str = "ACS",
+    detector: str = "WFC",
+    dq: dict[int, np.ndarray] | None = None,
+) -> Path:
+    """An FLC file on the real ACS/WFC template header with the given SCI arrays (electrons)."""
+    with fits.open(TEMPLATE) as template:
+        primary = fits.PrimaryHDU(header=template[0].header.copy())
+        primary.header["ROOTNAME"] = rootname
+        primary.header["FILTER1"] = "CLEAR1L"
+        primary.header["FILTER2"] = filter_name
+        primary.header["INSTRUME"] = instrume
+        primary.header["DETECTOR"] = detector
+        hdus: list = [primary]
+        for layout in ACS_WFC.chips:
+            data = chips[layout.sci_extver]
+            sci = fits.ImageHDU(
+                data.astype(np.float32), header=template["SCI", layout.sci_extver].header.copy()
+            )
+            err = fits.ImageHDU(np.sqrt(np.abs(data)).astype(np.float32), name="ERR", ver=layout.sci_extver)
+            flags = (dq or {}).get(layout.sci_extver, np.zeros(data.shape, dtype=np.int16))
+            hdus += [sci, err, fits.ImageHDU(flags.astype(np.int16), name="DQ", ver=layout.sci_extver)]
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+@pytest.fixture
+def flc_factory(tmp_path: Path) -> Callable[..., tuple[Path, dict[int, np.ndarray]]]:
+    """Build a small two-chip FLC; returns its path and the truth masks per SCI extver."""
+
+    def build(
+        name: str = "jtest01aq", *, shape: tuple[int, int] = (200, 260), seed: int = 3, **kwargs
+    ) -> tuple[Path, dict[int, np.ndarray]]:
+        chips, truths = {}, {}
+        for offset, layout in enumerate(ACS_WFC.chips):
+            chips[layout.sci_extver], truths[layout.sci_extver] = synthetic_chip(shape, seed=seed + offset)
+        path = write_flc(tmp_path / f"{name}_flc.fits", chips, rootname=name, **kwargs)
+        return path, truths
+
+    return build

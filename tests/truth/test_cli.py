@@ -1,0 +1,39 @@
+"""``crlib align`` and ``crlib truth`` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from crlib.cli.app import app, register_commands
+
+
+def test_align_and_truth_commands(truth_archive, tmp_path):
+    register_commands()
+    visit = next(v for v in truth_archive.visits if v.field_type == "extragalactic")
+    runner = CliRunner()
+    aligned = runner.invoke(
+        app, ["align", str(visit.directory), "--no-query", "--work-dir", str(tmp_path / "a"), "--json"]
+    )
+    assert aligned.exit_code == 0, aligned.output
+    record = json.loads(aligned.output)
+    assert record["status"] == "aligned_relative"
+    assert record["wcsname"].endswith("FIT_REL_NONE")
+
+    truth = runner.invoke(
+        app, ["truth", str(visit.directory), "--no-query", "--work-dir", str(tmp_path / "t"), "--json"]
+    )
+    assert truth.exit_code in (0, 2), truth.output
+    payload = json.loads(truth.output)
+    assert {e["rootname"] for e in payload["exposures"]} == {e.rootname for e in visit.exposures}
+    for exposure in payload["exposures"]:
+        assert Path(exposure["path"]).name == f"{exposure['rootname']}_crtruth.fits"
+        assert exposure["status"] in ("ok", "suspect")
+
+
+def test_truth_command_rejects_missing_directory(tmp_path):
+    register_commands()
+    result = CliRunner().invoke(app, ["truth", str(tmp_path / "nope")])
+    assert result.exit_code != 0
