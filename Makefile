@@ -41,3 +41,10 @@ bench: setup
 
 clean:
 	rm -rf .crlib build *.egg-info
+
+# Airflow UI + scheduler on 127.0.0.1 with crlib's DAGs (state under .crlib/airflow).
+airflow: setup
+	AIRFLOW_HOME=$(CURDIR)/.crlib/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__API__HOST=127.0.0.1 PYTHONPATH=$(CURDIR)/plugins PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+	$(VENV)/bin/airflow standalone

@@ -48,3 +48,28 @@ def demo_command(
     settings = load_settings()
     summary = run_demo(settings, out=Path(out) if out else None, seed=seed)
     typer.echo(summary)
+
+
+@app.command("run")
+def run_command(
+    proposal: Annotated[int | None, typer.Option(help="Reprocess this proposal instead of polling.")] = None,
+    visit: Annotated[list[str] | None, typer.Option(help="With --proposal: only these visits.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the profile's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Run the whole ingestion (poll, fetch, screen, truth, infer, score) in-process, like the nightly DAG."""
+    from crlib.config import load_settings
+    from crlib.pipeline.sequential import run_pipeline
+
+    summary = run_pipeline(
+        load_settings(),
+        proposal_id=proposal,
+        visits=list(visit or []),
+        model=model,
+        progress=lambda stage, item: typer.echo(f"{stage:7s} {item}", err=True),
+    )
+    typer.echo(
+        json.dumps(summary, indent=2, default=str)
+        if as_json
+        else "\n".join(f"{key}: {value}" for key, value in summary.items())
+    )

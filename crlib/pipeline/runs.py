@@ -42,10 +42,8 @@ def record_dag_run(
     try:
         with sessions() as session:
             if state == "running":
-                start_run(
-                    session, run_id=run_id, dag_id=dag_id, trigger=run_type.split(".")[-1].lower() or "unknown",
-                    started_at=started,
-                )
+                trigger = run_type.split(".")[-1].lower() or "unknown"
+                start_run(session, run_id=run_id, dag_id=dag_id, trigger=trigger, started_at=started)
             else:
                 finish_run(session, run_id=run_id, status=state, message=message, finished_at=ended)
     finally:
