@@ -1,0 +1,371 @@
+"""One retraining run end to end: patches -> train -> score -> MLflow run -> challenger version.
+
+The run is logged in experiment ``crlib-train-<instrument>``: parameters, per-epoch metrics,
+the dataset manifest, the test-split TPR table and ROC plots of the new model and of the model it
+started from, then the new weights are registered (alias ``challenger``). Nothing is promoted
+here: that is the gate's job (:func:`crlib.registry.promotion.promote`).
+
+Runs are resumable: the checkpoint directory is derived from the dataset, the configuration and
+the starting model, so running the same command again after a crash continues the same epoch
+sequence and the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from crlib.errors import ConfigError
+from crlib.registry.package import ModelMetadata, write_package
+from crlib.registry.tracking import EXPERIMENT_PREFIX, active_tracking, experiment_id, mlflow_client
+from crlib.registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    RegisteredVersion,
+    bootstrap_registry,
+    load_registered_model,
+    log_model_package,
+    register_version,
+    registered_model_name,
+)
+from crlib.training.evaluation import EvaluationReport, evaluate_network
+from crlib.training.patches import PatchDataset, PatchParameters, build_patch_dataset
+from crlib.training.sources import TrainingExposure
+from crlib.training.splits import SplitFractions
+from crlib.training.trainer import EpochRecord, TrainingConfig, TrainingProgress, train_network
+
+log = logging.getLogger(__name__)
+
+InitialModel = Literal["champion", "deepcr", "scratch"]
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What to train.
+
+    Attributes
+    ----------
+    instrument
+        Instrument profile; selects the registered model name.
+    initial
+        Start from the registered ``champion``, deepCR's shipped weights (``deepcr``), or ``scratch``.
+    config
+        Hyper-parameters.
+    hidden
+        Width of a network trained from scratch (fine-tuning keeps the starting model's width).
+    patches
+        Patch cutting parameters.
+    fractions
+        Visit split fractions for visits seen for the first time.
+    register
+        Register the result as a new version with alias ``challenger``.
+    """
+
+    instrument: str = "acs_wfc"
+    initial: InitialModel = "champion"
+    config: TrainingConfig = field(default_factory=TrainingConfig)
+    hidden: int = 32
+    patches: PatchParameters = field(default_factory=PatchParameters)
+    fractions: SplitFractions = field(default_factory=SplitFractions)
+    register: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingRunResult:
+    """What a training run produced.
+
+    Attributes
+    ----------
+    run_id
+        MLflow run id.
+    version
+        The registered challenger (``None`` when ``register`` was off).
+    dataset
+        The patch dataset used.
+    history
+        Per-epoch records.
+    patches_per_second
+        Training throughput.
+    test_report, initial_report
+        Test-split scores of the trained model and of the model training started from.
+    initial_label
+        What training started from (``deepcr-acs-wfc/1``, ``deepCR ACS-WFC`` or ``scratch``).
+    """
+
+    run_id: str
+    version: RegisteredVersion | None
+    dataset: PatchDataset
+    history: list[EpochRecord]
+    patches_per_second: float
+    test_report: EvaluationReport
+    initial_report: EvaluationReport
+    initial_label: str
+
+
+def initial_model(
+    request: TrainingRequest, *, tracking_uri: str
+) -> tuple[torch.nn.Module, ModelMetadata, str]:
+    """The starting network, its metadata, and a label for it."""
+    from crlib.model.weights import SHIPPED_MODELS, load_shipped_model
+    from crlib.profiles import get_profile
+
+    profile = get_profile(request.instrument)
+    spec = SHIPPED_MODELS[profile.deepcr_model]
+    if request.initial == "champion":
+        bootstrap_registry(tracking_uri, instrument=profile.name)
+        uri = f"models:/{registered_model_name(profile.name)}@{CHAMPION}"
+        network, version = load_registered_model(uri, tracking_uri=tracking_uri)
+        assert version.metadata is not None
+        return network, version.metadata, version.label
+    base = ModelMetadata(
+        architecture=spec.architecture,
+        hidden=spec.hidden,
+        scale=spec.scale,
+        normalise=spec.normalise,
+        threshold=profile.threshold,
+        instrument=profile.name,
+    )
+    if request.initial == "deepcr":
+        shipped = load_shipped_model(spec.name)
+        network = _copy_network(shipped.network)
+        return network, base, f"deepCR {spec.name}"
+    if request.initial == "scratch":
+        from crlib.model.networks import UNet2
+
+        torch.manual_seed(request.config.seed)
+        from dataclasses import replace
+
+        return (
+            UNet2(spec.architecture, hidden=request.hidden),
+            replace(base, hidden=request.hidden),
+            "scratch",
+        )
+    raise ConfigError(f"unknown starting model {request.initial!r}; use champion, deepcr or scratch")
+
+
+def _copy_network(network: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(network)
+
+
+def run_training(
+    exposures: Sequence[TrainingExposure],
+    *,
+    tracking_uri: str,
+    work_dir: Path,
+    request: TrainingRequest | None = None,
+    progress: Callable[[TrainingProgress], None] | None = None,
+) -> TrainingRunResult:
+    """Train, score and register a challenger.
+
+    Parameters
+    ----------
+    exposures
+        Training exposures (truth status ok, exposure time >= 100 s).
+    tracking_uri
+        MLflow tracking/registry URI.
+    work_dir
+        ``<data_root>/training``: datasets, split file, checkpoints.
+    request
+        What to train.
+    progress
+        Per-step callback (the CLI drives a progress bar with it).
+
+    Returns
+    -------
+    TrainingRunResult
+    """
+    import mlflow
+
+    request = request or TrainingRequest()
+    dataset = build_patch_dataset(
+        exposures,
+        work_dir / "datasets",
+        params=request.patches,
+        fractions=request.fractions,
+        seed=request.config.seed,
+    )
+    network, metadata, initial_label = initial_model(request, tracking_uri=tracking_uri)
+    run_key = hashlib.sha256(
+        json.dumps([dataset.dataset_id, request.config.key(), initial_label, request.hidden]).encode()
+    ).hexdigest()[:16]
+    checkpoint_dir = work_dir / "runs" / run_key
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    run_file = checkpoint_dir / "mlflow_run.json"
+    previous_run = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
+
+    client = mlflow_client(tracking_uri)
+    experiment = experiment_id(client, f"{EXPERIMENT_PREFIX}{request.instrument}")
+    model_name = registered_model_name(request.instrument)
+    with active_tracking(tracking_uri):
+        if previous_run is not None and client.get_run(previous_run).info.status != "FINISHED":
+            run = mlflow.start_run(run_id=previous_run)
+        else:
+            run = mlflow.start_run(
+                experiment_id=experiment, run_name=f"train-{request.initial}-{run_key[:8]}"
+            )
+            run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+        with run:
+            run_id = run.info.run_id
+            if previous_run != run_id:
+                _log_parameters(request, dataset, initial_label, metadata)
+            initial_report = evaluate_network(
+                network,
+                metadata,
+                dataset,
+                split="test",
+                model_label=initial_label,
+                device=request.config.device,
+            )
+
+            def log_epoch(record: EpochRecord) -> None:
+                metrics = {"train_loss": record.train_loss, "lr": record.lr, "epoch_seconds": record.seconds}
+                if record.validation_loss is not None:
+                    metrics["validation_loss"] = record.validation_loss
+                metrics["patches_per_second"] = record.patches / max(record.seconds, 1e-9)
+                mlflow.log_metrics(metrics, step=record.epoch)
+
+            result = train_network(
+                network,
+                metadata,
+                dataset,
+                config=request.config,
+                checkpoint_dir=checkpoint_dir,
+                progress=progress,
+                epoch_end=log_epoch,
+            )
+            network.load_state_dict(result.state_dict)
+            test_report = evaluate_network(
+                network, metadata, dataset, split="test", model_label="trained", device=request.config.device
+            )
+            mlflow.log_metrics(
+                {"train_patches_per_second": result.patches_per_second, "best_epoch": result.best_epoch}
+            )
+            _log_reports(test_report, initial_report)
+            version = None
+            if request.register:
+                with tempfile.TemporaryDirectory(prefix="crlib-package-") as tmp:
+                    package = Path(tmp) / "package"
+                    from dataclasses import replace
+
+                    written = write_package(
+                        package,
+                        result.state_dict,
+                        replace(
+                            metadata,
+                            source=f"crlib training run {run_id} from {initial_label}",
+                            state_dict_sha256="",
+                        ),
+                    )
+                    model_uri = log_model_package(package, written)
+                version = register_version(
+                    tracking_uri,
+                    model_uri=model_uri,
+                    model_name=model_name,
+                    run_id=run_id,
+                    alias=CHALLENGER,
+                    tags={
+                        "crlib.source": "training",
+                        "crlib.initial": initial_label,
+                        "crlib.dataset_id": dataset.dataset_id,
+                        "crlib.dataset_dir": str(dataset.directory),
+                    }
+                    | _summary_tags(test_report),
+                    reason=f"trained by run {run_id}",
+                )
+    return TrainingRunResult(
+        run_id=run_id,
+        version=version,
+        dataset=dataset,
+        history=result.history,
+        patches_per_second=result.patches_per_second,
+        test_report=test_report,
+        initial_report=initial_report,
+        initial_label=initial_label,
+    )
+
+
+def _log_parameters(
+    request: TrainingRequest, dataset: PatchDataset, initial_label: str, metadata: ModelMetadata
+) -> None:
+    import mlflow
+
+    config = asdict(request.config)
+    augmentation = config.pop("augmentation")
+    params = {f"train_{k}": v for k, v in config.items()}
+    params |= {f"augment_{k}": v for k, v in augmentation.items()}
+    params |= {f"patch_{k}": v for k, v in asdict(request.patches).items()}
+    params |= {f"split_{k}": v for k, v in asdict(request.fractions).items()}
+    params |= {
+        "initial": request.initial,
+        "initial_model": initial_label,
+        "architecture": metadata.architecture,
+        "hidden": metadata.hidden,
+        "input_scale": metadata.scale,
+        "dataset_id": dataset.dataset_id,
+        "dataset_dir": str(dataset.directory),
+        "exposures": len(dataset.manifest["exposures"]),
+        "visits": len(dataset.manifest["visits"]),
+    }
+    params |= {f"patches_{k}": v for k, v in dataset.manifest["patches_per_split"].items()}
+    mlflow.log_params(params)
+    manifest = {k: v for k, v in dataset.manifest.items() if k != "index"}
+    mlflow.log_dict(manifest, "dataset/manifest.json")
+    mlflow.log_dict({"index": dataset.index}, "dataset/patch_index.json")
+
+
+def _metric_name(prefix: str, key: str, fpr: str, dilated: bool) -> str:
+    return f"{prefix}/{key}/tpr_at_{fpr}{'_dilated' if dilated else ''}"
+
+
+def _log_reports(trained: EvaluationReport, initial: EvaluationReport) -> None:
+    """Test-split metrics, the per-field-type TPR table and ROC plots."""
+    import math
+
+    import mlflow
+    from crlib.metrics.roc import plot_roc
+
+    metrics = {}
+    for prefix, report in (("test", trained), ("test_initial", initial)):
+        for group in report.groups:
+            for dilated, values in ((False, group.tpr), (True, group.tpr_dilated)):
+                for fpr, tpr in values.items():
+                    if not math.isnan(tpr):
+                        metrics[_metric_name(prefix, group.key, fpr, dilated)] = 100.0 * tpr
+    if metrics:
+        mlflow.log_metrics(metrics)
+    mlflow.log_dict(
+        {"trained": trained.table(), "initial": {"model": initial.model_label, "rows": initial.table()}},
+        "evaluation/tpr_table.json",
+    )
+    with tempfile.TemporaryDirectory(prefix="crlib-roc-") as tmp:
+        for group in trained.groups:
+            curves = {"trained": group.curve(), "trained dilated": group.curve(dilated=True)}
+            try:
+                reference = initial.group(group.key)
+                curves |= {
+                    initial.model_label: reference.curve(),
+                    f"{initial.model_label} dilated": reference.curve(dilated=True),
+                }
+            except KeyError:
+                pass
+            name = group.key.replace("/", "_")
+            path = plot_roc(curves, Path(tmp) / f"roc_{name}.png", title=f"test split: {group.key}")
+            mlflow.log_artifact(str(path), "evaluation")
+
+
+def _summary_tags(report: EvaluationReport) -> dict[str, str]:
+    tags = {}
+    for group in report.groups:
+        for fpr, tpr in group.tpr.items():
+            tags[f"crlib.test.{group.key}.tpr_at_{fpr}"] = f"{100.0 * tpr:.3f}"
+    return tags

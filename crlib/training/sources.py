@@ -1,0 +1,219 @@
+"""Which exposures feed training: (FLC, truth) pairs with their visit, field type and filter.
+
+Training uses recorded ground truth with status ``ok`` only, and exposures of at least 100 s
+(deepCR-ACS/WFC paper). A truth file is any FITS file with a ``CRMASK`` image per chip
+(``EXTVER`` = the SCI extver; 1 = CR) and optionally ``VALID`` (1 = label trustworthy):
+``<rootname>_crtruth.fits`` from :mod:`crlib.truth`, or the simulator's ``<rootname>_simtruth.fits``
+(no ``VALID``: validity then comes from the DQ array alone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from crlib.errors import InputDataError
+from crlib.records import Observation, TruthResult
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+#: Shortest exposure used for training, seconds (deepCR-ACS/WFC paper).
+MIN_EXPTIME_S = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingExposure:
+    """One exposure usable for training.
+
+    Attributes
+    ----------
+    rootname, visit
+        Exposure id and its visit (``ipppss``); splits are made by visit.
+    field_type
+        ``globular_cluster`` / ``extragalactic`` / ``resolved_galaxy`` (``unknown`` if not known).
+    filter
+        Filter name, e.g. ``F606W``.
+    exptime_s
+        Exposure time, seconds.
+    flc_path
+        Calibrated exposure (electrons).
+    truth_path
+        Truth file with ``CRMASK`` (and ``VALID``) per chip.
+    """
+
+    rootname: str
+    visit: str
+    field_type: str
+    filter: str
+    exptime_s: float
+    flc_path: str
+    truth_path: str
+
+
+def select_for_training(
+    exposures: Iterable[TrainingExposure], *, min_exptime_s: float = MIN_EXPTIME_S
+) -> list[TrainingExposure]:
+    """Keep exposures of at least ``min_exptime_s`` seconds, sorted by rootname (log the rest)."""
+    kept = []
+    for exposure in exposures:
+        if exposure.exptime_s < min_exptime_s:
+            log.info(
+                "%s: %.0f s < %.0f s, not used for training",
+                exposure.rootname,
+                exposure.exptime_s,
+                min_exptime_s,
+            )
+            continue
+        kept.append(exposure)
+    return sorted(kept, key=lambda e: e.rootname)
+
+
+def exposures_from_truth_results(
+    pairs: Iterable[tuple[TruthResult, Observation, str]], *, min_exptime_s: float = MIN_EXPTIME_S
+) -> list[TrainingExposure]:
+    """Training exposures from recorded truth results with status ``ok``.
+
+    Parameters
+    ----------
+    pairs
+        ``(truth result, observation, FLC path)`` per exposure, e.g. read from the results database.
+    min_exptime_s
+        Shortest exposure kept, seconds.
+    """
+    exposures = []
+    for truth, observation, flc_path in pairs:
+        if truth.status != "ok" or truth.path is None:
+            log.info("%s: truth status %s, not used for training", truth.rootname, truth.status)
+            continue
+        exposures.append(
+            TrainingExposure(
+                rootname=observation.rootname,
+                visit=observation.visit,
+                field_type=observation.field_type or "unknown",
+                filter=observation.filter,
+                exptime_s=observation.exptime_s,
+                flc_path=str(flc_path),
+                truth_path=truth.path,
+            )
+        )
+    return select_for_training(exposures, min_exptime_s=min_exptime_s)
+
+
+def exposures_from_local_archive(
+    archive: Path, *, min_exptime_s: float = MIN_EXPTIME_S, truth_suffix: str = "_simtruth.fits"
+) -> list[TrainingExposure]:
+    """Training exposures of a local (simulated) archive, using the simulator's truth files.
+
+    Parameters
+    ----------
+    archive
+        Directory holding ``observations.json`` (see :mod:`crlib.simulate`).
+    min_exptime_s
+        Shortest exposure kept, seconds.
+    truth_suffix
+        Truth file name after the rootname, looked up in ``<visit>/truth/``.
+
+    Raises
+    ------
+    InputDataError
+        If ``observations.json`` is missing or malformed, or a listed file does not exist.
+    """
+    manifest = archive / "observations.json"
+    try:
+        data = json.loads(manifest.read_text())
+        observations = data["observations"]
+        products = {p["obs_id"]: p for p in data.get("products", [])}
+    except FileNotFoundError:
+        raise InputDataError(
+            manifest, "not found", fix="point at a directory written by `crlib simulate`"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputDataError(manifest, f"not a crlib local-archive manifest ({exc})") from None
+    exposures = []
+    for row in observations:
+        rootname = str(row["obs_id"]).lower()
+        visit = str(row.get("crlib_visit") or rootname[:6])
+        product = products.get(row["obs_id"], {})
+        flc = (
+            archive / product["crlib_path"]
+            if "crlib_path" in product
+            else archive / visit / f"{rootname}_flc.fits"
+        )
+        truth = flc.parent / "truth" / f"{rootname}{truth_suffix}"
+        for path in (flc, truth):
+            if not path.is_file():
+                raise InputDataError(
+                    path, "listed in observations.json but missing", fix="re-run the simulation"
+                )
+        exposures.append(
+            TrainingExposure(
+                rootname=rootname,
+                visit=visit,
+                field_type=str(row.get("crlib_field_type") or "unknown"),
+                filter=str(row.get("filters", "unknown")),
+                exptime_s=float(row["t_exptime"]),
+                flc_path=str(flc),
+                truth_path=str(truth),
+            )
+        )
+    return select_for_training(exposures, min_exptime_s=min_exptime_s)
+
+
+def exposures_from_database(
+    session: Session, *, min_exptime_s: float = MIN_EXPTIME_S
+) -> list[TrainingExposure]:
+    """Training exposures from the results database: recorded truth with status ``ok``.
+
+    The FLC is looked for next to the truth file (``<rootname>_flc.fits``, where the truth stage
+    works), then at the exposure's ``product_uri`` when that is a local path; exposures whose
+    files are gone are skipped with a log line.
+
+    Parameters
+    ----------
+    session
+        Results-database session.
+    min_exptime_s
+        Shortest exposure kept, seconds.
+    """
+    from sqlalchemy import select
+
+    from crlib.db.orm import Exposure, TruthResultRow
+
+    rows = session.execute(
+        select(TruthResultRow.path, Exposure)
+        .join(Exposure, Exposure.rootname == TruthResultRow.rootname)
+        .where(TruthResultRow.status == "ok", TruthResultRow.path.is_not(None))
+        .order_by(TruthResultRow.rootname, TruthResultRow.method)
+    ).all()
+    exposures: dict[str, TrainingExposure] = {}
+    for truth_path, exposure in rows:
+        if exposure.rootname in exposures:
+            continue  # one truth per exposure: the first method in name order (drizzle)
+        truth = Path(str(truth_path))
+        candidates = [
+            truth.parent / f"{exposure.rootname}_flc.fits",
+            truth.parent.parent / f"{exposure.rootname}_flc.fits",
+        ]
+        if not exposure.product_uri.startswith("mast:"):
+            candidates.append(Path(exposure.product_uri))
+        flc = next((c for c in candidates if c.is_file()), None)
+        if flc is None or not truth.is_file():
+            log.warning("%s: truth or FLC file missing on disk, not used for training", exposure.rootname)
+            continue
+        exposures[exposure.rootname] = TrainingExposure(
+            rootname=exposure.rootname,
+            visit=exposure.visit,
+            field_type=exposure.field_type or "unknown",
+            filter=exposure.filter,
+            exptime_s=float(exposure.exptime_s),
+            flc_path=str(flc),
+            truth_path=str(truth),
+        )
+    return select_for_training(exposures.values(), min_exptime_s=min_exptime_s)

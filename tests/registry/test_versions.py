@@ -1,0 +1,94 @@
+"""Registry: bootstrap from deepCR's weights, aliases and their history, loading by URI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crlib.errors import ModelError
+from crlib.registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    alias_history,
+    bootstrap_registry,
+    list_versions,
+    load_registered_model,
+    set_alias,
+)
+
+
+def test_bootstrap_registers_deepcr_as_champion_once(tracking_uri: str) -> None:
+    from crlib.model.weights import load_shipped_model
+
+    first = bootstrap_registry(tracking_uri)
+    again = bootstrap_registry(tracking_uri)
+    assert (first.name, first.version, first.aliases) == ("deepcr-acs-wfc", "1", (CHAMPION,))
+    assert again.version == "1" and len(list_versions(tracking_uri, "deepcr-acs-wfc")) == 1
+
+    network, version = load_registered_model("models:/deepcr-acs-wfc@champion", tracking_uri=tracking_uri)
+    assert version.label == "deepcr-acs-wfc/1"
+    assert version.metadata is not None and version.metadata.architecture == "unet2-batchnorm"
+    image = torch.from_numpy(np.random.default_rng(1).normal(120, 12, (1, 1, 64, 64)).astype(np.float32))
+    with torch.inference_mode():
+        assert torch.equal(network(image), load_shipped_model("ACS-WFC").network(image))
+
+
+def test_pyfunc_model_accepts_any_size_and_stores_no_pickle(tracking_uri: str, tmp_path: Path) -> None:
+    import mlflow
+
+    bootstrap_registry(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/deepcr-acs-wfc/1")
+        for shape in ((1, 1, 64, 96), (2, 1, 128, 32)):
+            out = model.predict(np.full(shape, 100.0, np.float32))
+            assert out.shape == shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+        local = Path(mlflow.artifacts.download_artifacts("models:/deepcr-acs-wfc/1", dst_path=str(tmp_path)))
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    files = {p.name for p in local.rglob("*") if p.is_file()}
+    assert {"MLmodel", "state_dict.pt", "crlib_model.json"} <= files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt2", ".py"))]
+    assert "loader_module: crlib.registry.pyfunc_flavor" in (local / "MLmodel").read_text()
+
+
+def test_alias_moves_are_kept_in_history(tracking_uri: str) -> None:
+    bootstrap_registry(tracking_uri)
+    set_alias(tracking_uri, "deepcr-acs-wfc", CHALLENGER, "1", reason="test")
+    set_alias(tracking_uri, "deepcr-acs-wfc", CHAMPION, "1", reason="again")
+    events = alias_history(tracking_uri, "deepcr-acs-wfc")
+    assert [(e.alias, e.version, e.reason) for e in events] == [
+        (CHAMPION, "1", "bootstrap from deepCR ACS-WFC"),
+        (CHALLENGER, "1", "test"),
+        (CHAMPION, "1", "again"),
+    ]
+    assert events[2].previous_version == "1" and events[0].previous_version is None
+
+
+def test_embedded_file_store_from_settings_works() -> None:
+    from crlib.config import load_settings
+
+    uri = load_settings().resolved_mlflow_uri()
+    assert uri.startswith("file:")
+    assert bootstrap_registry(uri).aliases == (CHAMPION,)
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("deepcr-acs-wfc@champion", "is not models:/"),
+        ("models:/deepcr-acs-wfc@nobody", "no version or alias"),
+    ],
+)
+def test_bad_model_uris_are_explained(tracking_uri: str, uri: str, message: str) -> None:
+    bootstrap_registry(tracking_uri)
+    with pytest.raises(ModelError, match=message):
+        load_registered_model(uri, tracking_uri=tracking_uri)
+
+
+def test_missing_model_says_how_to_bootstrap(tracking_uri: str) -> None:
+    with pytest.raises(ModelError, match="bootstrap"):
+        load_registered_model("models:/deepcr-acs-wfc@champion", tracking_uri=tracking_uri)

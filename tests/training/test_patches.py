@@ -1,0 +1,55 @@
+"""Patch datasets from simulated visits: border, ignore mask, memory-mapped and cut once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from crlib.training.patches import PatchParameters, build_patch_dataset, ignore_mask, patch_origins
+from crlib.training.sources import exposures_from_local_archive
+
+
+def test_ignore_mask_follows_the_paper() -> None:
+    sci = np.full((40, 40), 100.0, np.float32)
+    dq = np.zeros((40, 40), np.int16)
+    dq[5, 5] = 4096  # a CR flagged by AstroDrizzle: a label, not a defect
+    dq[6, 6] = 16  # hot pixel
+    sci[20, 20] = 80000.0  # saturated
+    valid = np.ones((40, 40), np.uint8)
+    valid[30, 30] = 0
+    ignored = ignore_mask(sci, dq, valid, params=PatchParameters())
+    assert not ignored[5, 5] and ignored[6, 6] and ignored[30, 30]
+    assert ignored[17:24, 17:24].all() and not ignored[16, 20] and not ignored[24, 20]  # 7x7 dilation
+    assert ignored.sum() == 49 + 2
+
+
+def test_border_is_discarded() -> None:
+    origins = patch_origins((512, 1024), PatchParameters(patch=256, border=128))
+    assert origins == [(128, 128), (128, 384), (128, 640)]
+
+
+def test_dataset_from_simulated_archive_is_written_once(small_archive, tmp_path: Path) -> None:
+    exposures = exposures_from_local_archive(small_archive.root)[:2]
+    params = PatchParameters(patch=256, border=128)
+    dataset = build_patch_dataset(exposures, tmp_path, params=params)
+    assert dataset.images.shape == (12, 256, 256) and isinstance(dataset.images, np.memmap)
+    assert dataset.images.dtype == np.float32 and dataset.masks.dtype == np.uint8
+    first = dataset.index[0]
+    from astropy.io import fits
+
+    with fits.open(exposures[0].flc_path) as flc, fits.open(exposures[0].truth_path) as truth:
+        window = np.s_[first["y0"] : first["y0"] + 256, first["x0"] : first["x0"] + 256]
+        assert np.array_equal(dataset.images[0], flc["SCI", first["chip"]].data[window])
+        assert np.array_equal(dataset.masks[0], truth["CRMASK", first["chip"]].data[window] > 0)
+    assert sum(row["cr_pixels"] for row in dataset.index) > 0
+    mtime = (dataset.directory / "images.npy").stat().st_mtime_ns
+    again = build_patch_dataset(exposures, tmp_path, params=params)
+    assert (
+        again.directory == dataset.directory and (again.directory / "images.npy").stat().st_mtime_ns == mtime
+    )
+
+
+def test_short_exposures_are_not_used(small_archive) -> None:
+    exposures = exposures_from_local_archive(small_archive.root, min_exptime_s=10_000)
+    assert exposures == []
