@@ -190,7 +190,12 @@ def run_astrodrizzle(
     sky_logger.addHandler(watcher)
     start = time.perf_counter()
     try:
-        with contextlib.chdir(work_dir):
+        # drizzlepac prints to stdout; keep it out of our callers' output (e.g. ``--json``)
+        with (
+            contextlib.chdir(work_dir),
+            open(work_dir / f"{output_name}_stdout.log", "w") as stdout_log,
+            contextlib.redirect_stdout(stdout_log),
+        ):
             shim = skymatch_compatibility() if fix_skymatch else contextlib.nullcontext(False)
             with shim:
                 astrodrizzle.AstroDrizzle(input=[p.name for p in paths], **parameters)

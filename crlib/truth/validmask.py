@@ -119,6 +119,25 @@ def _interpolation_matrix(n: int, nodes: np.ndarray) -> np.ndarray:
     return matrix
 
 
+def _coarse_map(
+    source: ChipFrame, target: ChipFrame, step: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ny, nx = source.shape
+    ynodes = np.unique(np.append(np.arange(0, ny, step), ny - 1)).astype(float)
+    xnodes = np.unique(np.append(np.arange(0, nx, step), nx - 1)).astype(float)
+    gx, gy = np.meshgrid(xnodes, ynodes)
+    ra, dec = source.wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)  # type: ignore[attr-defined]
+    tx, ty = target.wcs.all_world2pix(ra, dec, 0, quiet=True)  # type: ignore[attr-defined]
+    return ynodes, xnodes, np.asarray(tx), np.asarray(ty)
+
+
+def overlaps(source: ChipFrame, target: ChipFrame, *, step: int = COARSE_STEP) -> bool:
+    """Whether any coarse-grid pixel of ``source`` lands within ``step`` pixels of ``target``."""
+    _, _, tx, ty = _coarse_map(source, target, step)
+    ny, nx = target.shape
+    return bool(np.any((tx > -step) & (tx < nx + step) & (ty > -step) & (ty < ny + step)))
+
+
 def map_pixels(
     source: ChipFrame, target: ChipFrame, *, step: int = COARSE_STEP
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -130,15 +149,11 @@ def map_pixels(
         ``(x, y)``, each float (ny, nx) of the source chip.
     """
     ny, nx = source.shape
-    ynodes = np.unique(np.append(np.arange(0, ny, step), ny - 1)).astype(float)
-    xnodes = np.unique(np.append(np.arange(0, nx, step), nx - 1)).astype(float)
-    gx, gy = np.meshgrid(xnodes, ynodes)
-    ra, dec = source.wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)  # type: ignore[attr-defined]
-    tx, ty = target.wcs.all_world2pix(ra, dec, 0, quiet=True)  # type: ignore[attr-defined]
+    ynodes, xnodes, tx, ty = _coarse_map(source, target, step)
     wy = _interpolation_matrix(ny, ynodes)
     wx = _interpolation_matrix(nx, xnodes)
-    x = wy @ np.asarray(tx).reshape(gx.shape) @ wx.T
-    y = wy @ np.asarray(ty).reshape(gy.shape) @ wx.T
+    x = wy @ tx.reshape(len(ynodes), len(xnodes)) @ wx.T
+    y = wy @ ty.reshape(len(ynodes), len(xnodes)) @ wx.T
     return x, y
 
 
@@ -165,6 +180,8 @@ def coverage_count(frame: ChipFrame, others: Sequence[ChipFrame], *, step: int =
     for chips in by_exposure.values():
         covered = np.zeros(frame.shape, dtype=bool)
         for other in chips:
+            if not overlaps(frame, other, step=step):
+                continue
             x, y = map_pixels(frame, other, step=step)
             xi = np.rint(x).astype(np.int64)
             yi = np.rint(y).astype(np.int64)

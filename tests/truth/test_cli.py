@@ -18,7 +18,7 @@ def test_align_and_truth_commands(truth_archive, tmp_path):
         app, ["align", str(visit.directory), "--no-query", "--work-dir", str(tmp_path / "a"), "--json"]
     )
     assert aligned.exit_code == 0, aligned.output
-    record = json.loads(aligned.output)
+    record = json.loads(aligned.stdout)
     assert record["status"] == "aligned_relative"
     assert record["wcsname"].endswith("FIT_REL_NONE")
 
@@ -26,7 +26,7 @@ def test_align_and_truth_commands(truth_archive, tmp_path):
         app, ["truth", str(visit.directory), "--no-query", "--work-dir", str(tmp_path / "t"), "--json"]
     )
     assert truth.exit_code in (0, 2), truth.output
-    payload = json.loads(truth.output)
+    payload = json.loads(truth.stdout)
     assert {e["rootname"] for e in payload["exposures"]} == {e.rootname for e in visit.exposures}
     for exposure in payload["exposures"]:
         assert Path(exposure["path"]).name == f"{exposure['rootname']}_crtruth.fits"
