@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from crlib.config import Settings
+from crlib.pipeline.ledger import RunLedger
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ def run_demo(settings: Settings, *, out: Path | None = None, seed: int = 2026, a
     import datetime as dt
     import shutil
 
-    from crlib.config import load_settings
-    from crlib.pipeline.ledger import RunLedger
     from crlib.simulate import simulate_archive
 
     archive_dir = (out or settings.data_root / "demo" / "archive").resolve()
@@ -47,14 +46,8 @@ def run_demo(settings: Settings, *, out: Path | None = None, seed: int = 2026, a
     simulate_archive(
         archive_dir, visits=3, exposures=3, field_type="mixed", filters=("F606W",), size="small", seed=seed
     )
-    # Each demo is a fresh archive: start its watermark from scratch under its own source key.
-    run_settings = load_settings(
-        **{
-            **settings.model_dump(exclude={"archive", "database_url", "mast_token"}),
-            "archive": f"local:{archive_dir}",
-        },
-        database_url=settings.database_url.get_secret_value() if settings.database_url else None,
-    )
+    # Each demo is a fresh archive, polled under its own source key (its own watermark).
+    run_settings = settings.model_copy(update={"archive": f"local:{archive_dir}"})
     from crlib.db.session import open_results_db
 
     open_results_db(run_settings, upgrade=True)[0].dispose()
@@ -71,10 +64,10 @@ def run_demo(settings: Settings, *, out: Path | None = None, seed: int = 2026, a
         from crlib.pipeline.sequential import run_pipeline
 
         run_pipeline(run_settings, run_id=run_id)
-    return format_summary(run_settings, RunLedger(run_settings.data_root, run_id), archive_dir=archive_dir)
+    return format_summary(RunLedger(run_settings.data_root, run_id), archive_dir=archive_dir)
 
 
-def format_summary(settings: Settings, ledger, *, archive_dir: Path) -> str:  # type: ignore[no-untyped-def]
+def format_summary(ledger: RunLedger, *, archive_dir: Path) -> str:
     """Terminal summary of one run from its ledger (visits, rejections, truth, TPR per field type)."""
     from collections import defaultdict
 

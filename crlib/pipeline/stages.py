@@ -22,21 +22,27 @@ from crlib.pipeline.ledger import RunLedger, run_key
 from crlib.records import Observation, to_dict
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def _session(settings: Settings, *, upgrade: bool = False) -> Iterator[Session]:
+def _database(settings: Settings, *, upgrade: bool = False) -> Iterator[sessionmaker[Session]]:
+    """One engine for the task's database work; disposed when the block ends."""
     from crlib.db.session import open_results_db
 
     engine, sessions = open_results_db(settings, upgrade=upgrade, pool_size=1)
     try:
-        with sessions() as session:
-            yield session
+        yield sessions
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _session(settings: Settings, *, upgrade: bool = False) -> Iterator[Session]:
+    with _database(settings, upgrade=upgrade) as sessions, sessions() as session:
+        yield session
 
 
 def _observations(ledger: RunLedger, visit: str | None = None) -> list[Observation]:
@@ -84,7 +90,7 @@ def poll_visits(
 
     ledger = RunLedger(settings.data_root, run_id)
     archive = archive_from_settings(settings)
-    with _session(settings, upgrade=True) as session:
+    with _database(settings, upgrade=True) as sessions, sessions() as session:
         start_run(
             session,
             run_id=run_id,
@@ -96,9 +102,6 @@ def poll_visits(
         if proposal_id is not None:
             result = poll_proposal(archive, proposal_id)
         else:
-            from crlib.db.session import open_results_db
-
-            _, sessions = open_results_db(settings, pool_size=1)
             result = poll_released(archive, DatabaseWatermarkStore(sessions))
         observations = [o for o in result.observations if not visits or o.visit in visits]
         record_observations(session, observations)
@@ -273,11 +276,10 @@ def score_exposure(
             rootname, scored=False, score_note="no prediction" if truth_path else "no truth"
         )
         return rootname
-    field_type = next(
-        (o.field_type for o in _observations(ledger, rootname[:6]) if o.rootname == rootname), None
-    )
+    observation = next((o for o in _observations(ledger, rootname[:6]) if o.rootname == rootname), None)
+    field_type = observation.field_type if observation else None
     metrics, _ = score_prediction_file(Path(exposure["prediction"]), Path(truth_path), field_type=field_type)
-    exptime = next((o.exptime_s for o in _observations(ledger, rootname[:6]) if o.rootname == rootname), 0.0)
+    exptime = observation.exptime_s if observation else 0.0
     profile = get_profile(settings.instrument)
     statistics = [
         cr_statistics(mask, rootname=rootname, chip=chip, exptime_s=exptime, profile=profile, valid=valid)
@@ -321,15 +323,13 @@ def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermar
     }
     poll_state = ledger.poll()
     watermark = None
-    with _session(settings) as session:
-        record_finish(session, run_id=run_id, status="success", summary=summary)
-    if advance_watermark and not unrecorded and poll_state.get("until_mjd") is not None:
-        from crlib.db.session import open_results_db
-
-        _, sessions = open_results_db(settings, pool_size=1)
-        watermark = DatabaseWatermarkStore(sessions).advance(
-            poll_state["source"], float(poll_state["until_mjd"])
-        )
+    with _database(settings) as sessions:
+        with sessions() as session:
+            record_finish(session, run_id=run_id, status="success", summary=summary)
+        if advance_watermark and not unrecorded and poll_state.get("until_mjd") is not None:
+            watermark = DatabaseWatermarkStore(sessions).advance(
+                poll_state["source"], float(poll_state["until_mjd"])
+            )
     summary["watermark_mjd"] = watermark
     log.info("run %s finished: %s", run_id, summary)
     return summary
