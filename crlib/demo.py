@@ -24,7 +24,8 @@ def run_demo(settings: Settings, *, out: Path | None = None, seed: int = 2026, a
     settings
         Effective settings (data root, database).
     out
-        Archive directory to (re)write (default ``<data_root>/demo/archive``).
+        Directory under which this demo's archive ``archive-<UTC stamp>/`` is written (default
+        ``<data_root>/demo``, where older demo archives are removed).
     seed
         Random seed for the simulation.
     airflow
@@ -40,18 +41,22 @@ def run_demo(settings: Settings, *, out: Path | None = None, seed: int = 2026, a
 
     from crlib.simulate import simulate_archive
 
-    archive_dir = (out or settings.data_root / "demo" / "archive").resolve()
-    if archive_dir.exists():
-        shutil.rmtree(archive_dir)
+    stamp = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+    parent = (out or settings.data_root / "demo").resolve()
+    if out is None:  # keep the default location small: only the newest demo archive stays
+        for previous in parent.glob("archive-*"):
+            shutil.rmtree(previous, ignore_errors=True)
+    # A new directory per demo is a new archive source, with its own watermark: re-running the demo
+    # processes the freshly simulated visits instead of finding the previous run's watermark past them.
+    archive_dir = parent / f"archive-{stamp}"
     simulate_archive(
         archive_dir, visits=3, exposures=3, field_type="mixed", filters=("F606W",), size="small", seed=seed
     )
-    # Each demo is a fresh archive, polled under its own source key (its own watermark).
     run_settings = settings.model_copy(update={"archive": f"local:{archive_dir}"})
     from crlib.db.session import open_results_db
 
     open_results_db(run_settings, upgrade=True)[0].dispose()
-    run_id = f"demo__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    run_id = f"demo__{stamp}"
     if airflow:
         from crlib.pipeline.airflow_runner import airflow_environment, prepare_airflow, run_dag_test
 

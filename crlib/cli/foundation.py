@@ -35,7 +35,7 @@ def config_command(
 @app.command("demo")
 def demo_command(
     out: Annotated[
-        str | None, typer.Option(help="Where to write the demo archive (default: <data_root>/demo/archive).")
+        str | None, typer.Option(help="Parent of the demo archive-<stamp>/ (default: <data_root>/demo).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 2026,
 ) -> None:
