@@ -8,7 +8,7 @@ STAMP := $(VENV)/.crlib-installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: setup demo test test-fast lint bench airflow clean
+.PHONY: setup demo test test-fast lint bench airflow cluster clean
 
 setup: $(STAMP)
 
@@ -36,8 +36,11 @@ lint: setup
 	$(VENV)/bin/ruff format --check crlib tests dags plugins
 	$(VENV)/bin/mypy
 
+# Every benchmark, each printing ratios against the reference tools measured in the same run
+# (slow: full-size visits; run on a quiet machine). `crlib bench --help` lists them.
+BENCHES := screen infer truth db dag accuracy train cluster
 bench: setup
-	$(VENV)/bin/crlib bench all
+	set -e; for b in $(BENCHES); do echo "== crlib bench $$b"; $(VENV)/bin/crlib bench $$b; done
 
 clean:
 	rm -rf .crlib build *.egg-info
@@ -48,3 +51,9 @@ airflow: setup
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__API__HOST=127.0.0.1 PYTHONPATH=$(CURDIR)/plugins PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
 	$(VENV)/bin/airflow standalone
+
+# Airflow on the CeleryExecutor until Ctrl-C: PostgreSQL metadata (embedded, or CRLIB_DATABASE_URL's
+# server), a private redis-server, api-server on 127.0.0.1:8080, scheduler, dag-processor, triggerer
+# and Celery workers on queues cpu and gpu (process logs in .crlib/airflow-cluster/logs/cluster).
+cluster: setup
+	$(VENV)/bin/crlib cluster

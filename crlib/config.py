@@ -15,12 +15,13 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crlib.errors import ConfigError
 
 DeviceName = Literal["auto", "cpu", "cuda"]
+InferenceModelMode = Literal["auto", "registry", "deepcr"]
 
 
 def _default_data_root() -> Path:
@@ -52,6 +53,23 @@ class Settings(BaseSettings):
         MAST API token for exclusive-access data; never logged or printed.
     mast_server
         Base URL of the MAST service (tests point this at a fake on 127.0.0.1).
+    inference_model
+        Which weights inference uses when a stage or command names none: ``registry`` (the
+        registered model's ``champion``), ``deepcr`` (deepCR's shipped weights, per filter where
+        shipped), or ``auto`` (the champion when the registered model exists in the tracking
+        store, else the shipped weights, with a logged reason).
+    retrain_min_new_exposures
+        Retraining (``crlib_retrain``) runs only when at least this many exposures (truth status
+        ``ok``, >= 100 s) have been recorded that the last training run did not use.
+    train_epochs, train_batch_size, train_lr, train_max_patches_per_epoch
+        Training defaults of scheduled retraining (``crlib train`` options override them); the
+        learning rate is for fine-tuning from the champion.
+    train_validation_fraction, train_test_fraction
+        Share of newly seen visits per stratum put in the validation / held-out test split
+        (existing visits keep their split).
+    gate_max_drop_points, gate_min_mean_gain_points
+        Promotion gate: the largest allowed drop of any TPR number, and the mean gain the
+        challenger must exceed, in percentage points.
     """
 
     model_config = SettingsConfigDict(env_prefix="CRLIB_", extra="ignore", validate_default=True)
@@ -67,6 +85,16 @@ class Settings(BaseSettings):
     mast_server: str = "https://mast.stsci.edu"
     download_concurrency: int = Field(default=4, ge=1, le=64)
     log_level: str = "INFO"
+    inference_model: InferenceModelMode = "auto"
+    retrain_min_new_exposures: int = Field(default=20, ge=1, le=1_000_000)
+    train_epochs: int = Field(default=20, ge=1, le=10_000)
+    train_batch_size: int = Field(default=16, ge=1, le=1024)
+    train_lr: float = Field(default=0.001, gt=0.0, le=1.0)
+    train_max_patches_per_epoch: int | None = Field(default=None, ge=1)
+    train_validation_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
+    train_test_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
+    gate_max_drop_points: float = Field(default=0.5, ge=0.0, le=100.0)
+    gate_min_mean_gain_points: float = Field(default=0.0, ge=-100.0, le=100.0)
 
     @field_validator("archive")
     @classmethod
@@ -84,6 +112,14 @@ class Settings(BaseSettings):
         if key not in PROFILES:
             raise ValueError(f"unknown instrument profile {value!r}; choose one of {sorted(PROFILES)}")
         return key
+
+    @model_validator(mode="after")
+    def _check_split_fractions(self) -> Settings:
+        if self.train_validation_fraction + self.train_test_fraction >= 1.0:
+            raise ValueError(
+                "CRLIB_TRAIN_VALIDATION_FRACTION + CRLIB_TRAIN_TEST_FRACTION must leave visits for training"
+            )
+        return self
 
     # ------------------------------------------------------------------ derived values
     def archive_location(self) -> tuple[Literal["mast", "local"], Path | None]:
@@ -141,6 +177,9 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         problems = "; ".join(
-            f"CRLIB_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"CRLIB_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else str(err["msg"]).removeprefix("Value error, ")
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None

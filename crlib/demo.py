@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from crlib.config import Settings
+from crlib.errors import CrlibError
 from crlib.pipeline.ledger import RunLedger
 
 log = logging.getLogger(__name__)
@@ -58,27 +60,81 @@ def run_demo(settings: Settings, *, out: Path | None = None, seed: int = 2026, a
     open_results_db(run_settings, upgrade=True)[0].dispose()
     run_id = f"demo__{stamp}"
     if airflow:
-        from crlib.pipeline.airflow_runner import airflow_environment, prepare_airflow, run_dag_test
+        from crlib.pipeline.airflow_runner import (
+            airflow_environment,
+            inference_slots,
+            prepare_airflow,
+            run_dag_test,
+        )
 
         environment = airflow_environment(run_settings)
-        prepare_airflow(environment)
+        prepare_airflow(environment, inference_slots=inference_slots(run_settings))
         run_dag_test(environment, "crlib_nightly_ingest")
         runs = sorted((run_settings.data_root / "runs").glob("*"), key=lambda p: p.stat().st_mtime)
         run_id = runs[-1].name if runs else run_id
+        dag_id = "crlib_nightly_ingest"
     else:
         from crlib.pipeline.sequential import run_pipeline
 
         run_pipeline(run_settings, run_id=run_id)
-    return format_summary(RunLedger(run_settings.data_root, run_id), archive_dir=archive_dir)
+        dag_id = "crlib_cli_run"
+    return format_summary(RunLedger(run_settings.data_root, run_id), archive_dir=archive_dir, dag_id=dag_id)
 
 
-def format_summary(ledger: RunLedger, *, archive_dir: Path) -> str:
-    """Terminal summary of one run from its ledger (visits, rejections, truth, TPR per field type)."""
-    from collections import defaultdict
+def pooled_tpr_by_field(ledger: RunLedger) -> dict[str, dict[str, Any]]:
+    """TPR at FPR 0.05% / 0.5% per field type, pooled over the run's scored exposures.
 
+    The same definition as ``crlib stats performance`` (:func:`crlib.db.stats.pooled_roc` and
+    :func:`crlib.db.stats.tpr_at_fpr`): the exposures' score histograms, as the score stage
+    recorded them, are summed and the ROC is computed from the sums, so every valid pixel weighs
+    the same (not a mean of per-exposure TPRs).
+
+    Returns
+    -------
+    dict
+        ``{field_type: {"n_exposures": n, "tpr": {0.0005: tpr, 0.005: tpr}}}``.
+    """
+    import numpy as np
+
+    from crlib.db.stats import DEFAULT_FPRS, pooled_roc, tpr_at_fpr
+    from crlib.pipeline.reuse import StageOutputs
+
+    outputs = StageOutputs(ledger.data_root)
+    sums: dict[str, list[Any]] = {}
+    for rootname, state in ledger.exposures():
+        if not state.get("scored"):
+            continue
+        record = outputs.read("score", rootname)
+        if record is None:
+            raise CrlibError(f"{rootname} was scored but its metrics record is missing")
+        metrics = record["metrics"]
+        cr = np.asarray(metrics["hist_cr"], dtype=np.int64)
+        noncr = np.asarray(metrics["hist_noncr"], dtype=np.int64)
+        entry = sums.setdefault(str(state.get("field_type")), [0, np.zeros_like(cr), np.zeros_like(noncr)])
+        entry[0] += 1
+        entry[1] = entry[1] + cr
+        entry[2] = entry[2] + noncr
+    pooled: dict[str, dict[str, Any]] = {}
+    for field, (count, cr, noncr) in sorted(sums.items()):
+        fpr, tpr = pooled_roc(cr, noncr)
+        pooled[field] = {"n_exposures": count, "tpr": {f: tpr_at_fpr(fpr, tpr, f) for f in DEFAULT_FPRS}}
+    return pooled
+
+
+def format_summary(ledger: RunLedger, *, archive_dir: Path, dag_id: str = "crlib_nightly_ingest") -> str:
+    """Terminal summary of one run from its ledger (visits, rejections, truth, TPR per field type).
+
+    Parameters
+    ----------
+    ledger
+        The run's ledger.
+    archive_dir
+        The simulated archive the run read.
+    dag_id
+        Under which name the run was recorded (``crlib stats pipeline`` lists it so).
+    """
     visits = dict(ledger.visits())
-    exposures = dict(ledger.exposures())
-    lines = [f"Archive: {archive_dir}", f"Run: {ledger.run_id}", ""]
+    lines = [f"Archive: {archive_dir}", f"Run: {ledger.run_id} ({dag_id})", ""]
     lines.append(
         f"Visits {len(visits)}, exposures {sum(len(v.get('files', {})) for v in visits.values())}, "
         f"accepted {sum(len(v.get('accepted', [])) for v in visits.values())}"
@@ -89,21 +145,19 @@ def format_summary(ledger: RunLedger, *, archive_dir: Path) -> str:
         statuses = state.get("truth_status", {})
         if statuses:
             lines.append(f"  truth {visit}: " + ", ".join(f"{r}={s}" for r, s in sorted(statuses.items())))
-    by_field: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for state in exposures.values():
-        if state.get("scored"):
-            by_field[str(state.get("field_type"))].append(state["tpr_at_fpr"])
     lines.append("")
-    lines.append("TPR at FPR 0.05% / 0.5% (mean over exposures, no dilation):")
-    for field, values in sorted(by_field.items()):
-        low = sum(v["0.0005"] for v in values) / len(values)
-        high = sum(v["0.005"] for v in values) / len(values)
-        lines.append(f"  {field:18s} {100 * low:6.2f} / {100 * high:6.2f}   ({len(values)} exposures)")
+    lines.append(
+        "TPR at FPR 0.05% / 0.5%, no dilation, pooled over this run's scored exposures "
+        "(summed score histograms, as `crlib stats performance` computes it):"
+    )
+    for field, result in pooled_tpr_by_field(ledger).items():
+        low, high = (100 * result["tpr"][f] for f in sorted(result["tpr"]))
+        lines.append(f"  {field:18s} {low:6.2f} / {high:6.2f}   ({result['n_exposures']} exposures)")
     lines += [
         "",
-        "Look further:",
-        "  .venv/bin/crlib stats cr-rate --refresh",
-        "  .venv/bin/crlib stats performance --refresh",
+        "The run refreshed the statistics summaries. Look further:",
+        "  .venv/bin/crlib stats performance --by field_type",
+        "  .venv/bin/crlib stats cr-rate --by field_type",
         "  .venv/bin/crlib stats pipeline",
         "  make airflow   # Airflow UI on http://127.0.0.1:8080 with these DAGs",
     ]

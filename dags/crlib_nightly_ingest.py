@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag, task
-from crlib_airflow.assets import TRUTH_ASSET
-from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, INFERENCE_POOL, TAGS
+
+from crlib_airflow.assets import NEW_TRUTH
+from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, INFERENCE_TASK_ARGS, TAGS
 
 DOC = """
 ### crlib nightly ingestion
@@ -13,8 +14,10 @@ Polls the archive (`CRLIB_ARCHIVE` or the `mast` connection) for ACS/WFC visits 
 watermark, downloads and screens each visit, aligns and drizzles it for ground-truth CR masks, runs the
 champion deepCR model on every accepted exposure, scores it, and records everything in the results
 database. One bad visit or exposure is recorded with its reason and does not fail the others. The
-watermark advances only once the run's visits are recorded; new truth updates the `crlib://results/truth`
-asset, which can trigger retraining.
+watermark advances only once the run's visits are recorded, then the statistics summaries are refreshed
+(`crlib stats` includes the run). A run that recorded new truth updates the `crlib://results/truth`
+asset (extra: `new_truth`, the count), which can trigger retraining; a run without new truth does not.
+Files already downloaded and verified against the archive's checksums are not downloaded again.
 """
 
 
@@ -41,7 +44,8 @@ def crlib_nightly_ingest() -> None:
         from crlib.pipeline.stages import fetch_visit
         from crlib_airflow.connections import task_settings
 
-        return fetch_visit(task_settings(), run_id=str(context["run_id"]), visit=visit)
+        # A retried or repeated run keeps files whose size and md5 match the archive's listing.
+        return fetch_visit(task_settings(), run_id=str(context["run_id"]), visit=visit, redo=False)
 
     @task
     def screen(visit: str, **context: object) -> str:
@@ -64,7 +68,7 @@ def crlib_nightly_ingest() -> None:
 
         return list_exposures(task_settings(), run_id=str(context["run_id"]), visits=list(visits or []))
 
-    @task(pool=INFERENCE_POOL)
+    @task(**INFERENCE_TASK_ARGS)
     def infer(rootname: str, **context: object) -> str:
         from crlib.pipeline.stages import infer_exposure
         from crlib_airflow.connections import task_settings
@@ -78,19 +82,26 @@ def crlib_nightly_ingest() -> None:
 
         return score_exposure(task_settings(), run_id=str(context["run_id"]), rootname=rootname)
 
-    @task(trigger_rule="all_done", outlets=[TRUTH_ASSET])
+    @task(trigger_rule="all_done", outlets=[NEW_TRUTH])
     def summary(scored: list[str], **context: object) -> dict:
         from crlib.pipeline.stages import finish_run
+        from crlib_airflow.assets import announce_new_truth
         from crlib_airflow.connections import task_settings
 
-        return finish_run(
-            task_settings(), run_id=str(context["run_id"]), dag_id="crlib_nightly_ingest", advance_watermark=True
+        result = finish_run(
+            task_settings(),
+            run_id=str(context["run_id"]),
+            dag_id="crlib_nightly_ingest",
+            advance_watermark=True,
         )
+        announce_new_truth(result, context)
+        return result
 
     visits = poll()
     truths = truth.expand(visit=screen.expand(visit=fetch.expand(visit=visits)))
-    rootnames = exposures(truths)
-    summary(score.expand(rootname=infer.expand(rootname=rootnames)))
+    # TaskFlow passes XComArgs where the task functions declare the values they will receive.
+    rootnames = exposures(truths)  # type: ignore[arg-type]
+    summary(score.expand(rootname=infer.expand(rootname=rootnames)))  # type: ignore[arg-type]
 
 
 crlib_nightly_ingest()

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pendulum
 from airflow.sdk import Param, dag, task
+
 from crlib_airflow.defaults import DEFAULT_ARGS, TAGS
 
 DOC = """
 ### crlib promote model
 Evaluates the candidate (`challenger` or a version number) and the current champion on the fixed
-held-out test set and moves the `champion` alias only if the candidate passes the metrics gate.
-The decision and the numbers are recorded in the results database and as MLflow tags.
+held-out test set and moves the `champion` alias only if the candidate passes the metrics gate
+(no number worse by more than `CRLIB_GATE_MAX_DROP_POINTS`, mean gain above
+`CRLIB_GATE_MIN_MEAN_GAIN_POINTS`). Every decision, refusals and dry runs included, is recorded in
+the results database (`promotion_decisions`) and, except dry runs, as MLflow tags. A refusal is a
+successful run whose return value lists the numbers that failed. Inference picks a new champion up
+on its next run.
 """
 
 
@@ -24,17 +31,20 @@ The decision and the numbers are recorded in the results database and as MLflow 
     tags=[*TAGS, "training"],
     doc_md=DOC,
     params={
-        "model_name": Param(default="deepcr-acs-wfc", type="string", enum=["deepcr-acs-wfc", "deepcr-wfc3-uvis"]),
+        "model_name": Param(
+            default="deepcr-acs-wfc", type="string", enum=["deepcr-acs-wfc", "deepcr-wfc3-uvis"]
+        ),
         "version": Param(default="challenger", type="string", pattern="^(challenger|[0-9]+)$"),
         "dry_run": Param(default=False, type="boolean"),
     },
 )
 def crlib_promote_model() -> None:
     @task
-    def promote(params: dict, **context: object) -> dict:
+    def promote(**context: Any) -> dict:
         from crlib.pipeline.lifecycle import promote_model
         from crlib_airflow.connections import task_settings
 
+        params = context["params"]
         return promote_model(
             task_settings(),
             model_name=params["model_name"],

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, INFERENCE_POOL, TAGS
+
+from crlib_airflow.assets import NEW_TRUTH
+from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, INFERENCE_TASK_ARGS, TAGS
 
 STAGES = ["fetch", "screen", "truth", "infer", "score"]
+
 
 DOC = """
 ### crlib reprocess proposal
 Trigger from the Airflow UI with a proposal id. Re-runs the chosen `stages` for every visit of the
 proposal (or only `visits`), replacing that proposal's rows in the results database — never
 duplicating them. `model` is a registry alias (`champion`, `challenger`) or a version number.
+Stages not listed reuse what earlier runs produced (downloads, screening verdicts, truth masks,
+predictions, metrics) while their inputs and files are unchanged, and record it again; e.g.
+`stages: ["infer", "score"]` scores a new model against the recorded truth without drizzling again.
+New truth updates the `crlib://results/truth` asset.
 """
 
 
@@ -110,7 +117,7 @@ def crlib_reprocess_proposal() -> None:
             visits=list(visits or []),
         )
 
-    @task(pool=INFERENCE_POOL)
+    @task(**INFERENCE_TASK_ARGS)
     def infer(rootname: str, params: dict, **context: object) -> str:
         from crlib.pipeline.stages import infer_exposure
         from crlib_airflow.connections import task_settings
@@ -136,21 +143,26 @@ def crlib_reprocess_proposal() -> None:
             redo="score" in params["stages"],
         )
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", outlets=[NEW_TRUTH])
     def summary(scored: list[str], params: dict, **context: object) -> dict:
         from crlib.pipeline.stages import finish_run
+        from crlib_airflow.assets import announce_new_truth
         from crlib_airflow.connections import task_settings
 
-        return finish_run(
+        result = finish_run(
             task_settings(instrument=params["instrument"]),
             run_id=str(context["run_id"]),
             dag_id="crlib_reprocess_proposal",
             advance_watermark=False,
         )
+        announce_new_truth(result, context)
+        return result
 
     visits = poll()
     truths = truth.expand(visit=screen.expand(visit=fetch.expand(visit=visits)))
-    summary(score.expand(rootname=infer.expand(rootname=exposures(truths))))
+    # TaskFlow passes XComArgs (and the params) where the task functions declare plain values.
+    rootnames = exposures(truths)  # type: ignore[arg-type,call-arg,misc]
+    summary(score.expand(rootname=infer.expand(rootname=rootnames)))  # type: ignore[arg-type,call-arg,misc]
 
 
 crlib_reprocess_proposal()

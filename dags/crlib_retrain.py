@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+
 from crlib_airflow.assets import TRUTH_ASSET
 from crlib_airflow.defaults import DEFAULT_ARGS, TAGS
 
 DOC = """
 ### crlib retrain
 Weekly, and whenever new truth is recorded (`crlib://results/truth`): if at least
-`CRLIB_RETRAIN_MIN_NEW_EXPOSURES` new `ok` truth exposures exist since the last training run, build the
-patch dataset, fine-tune from the champion, log the run to MLflow and register the result as the
-`challenger`. Promotion is a separate, gated step (`crlib_promote_model`).
+`CRLIB_RETRAIN_MIN_NEW_EXPOSURES` (default 20) exposures with `ok` truth (>= 100 s) exist that the last
+training run did not use (the newest finished run of MLflow experiment `crlib-train-<instrument>`, by its
+logged dataset manifest), build the patch dataset, fine-tune from the champion (the registry is
+bootstrapped with deepCR's weights if empty), log the run to MLflow and register the result as the
+`challenger`. Training settings: `CRLIB_TRAIN_EPOCHS`, `CRLIB_TRAIN_BATCH_SIZE`, `CRLIB_TRAIN_LR`,
+`CRLIB_DEVICE`. Promotion is a separate, gated step (`crlib_promote_model`).
 """
 
 

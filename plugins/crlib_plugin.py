@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from airflow.plugins_manager import AirflowPlugin
 
 from crlib_airflow import listener
@@ -9,4 +11,4 @@ from crlib_airflow import listener
 
 class CrlibPlugin(AirflowPlugin):
     name = "crlib"
-    listeners = [listener]
+    listeners: ClassVar[list] = [listener]

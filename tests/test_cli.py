@@ -59,7 +59,9 @@ def test_simulate_bad_input_is_one_line_error(tmp_path: Path, args: list[str]) -
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.parametrize("args", [["simulate", "--visits", "abc"], ["config", "--no-such-option"], ["no-such-command"]])
+@pytest.mark.parametrize(
+    "args", [["simulate", "--visits", "abc"], ["config", "--no-such-option"], ["no-such-command"]]
+)
 def test_usage_errors_are_one_line(args: list[str]) -> None:
     result = run_cli(*args)
     assert result.returncode == 2

@@ -1,12 +1,32 @@
-"""The main job a newcomer runs: it must work twice in a row on the same data root."""
+"""The main job a newcomer runs: it must work twice in a row on the same data root, and what its
+summary reports must be what ``crlib stats`` reports right after it."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 pytestmark = pytest.mark.slow
+
+TPR_LINE = re.compile(r"^  (\w+)\s+([\d.]+)\s*/\s*([\d.]+)\s+\((\d+) exposures\)$", flags=re.M)
+
+
+def _crlib(*args: str) -> list[dict]:
+    """Run the crlib CLI in a subprocess (the environment names the demo's data root and database)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "crlib", *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
 
 
 def test_demo_processes_new_visits_on_every_run(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,8 +36,28 @@ def test_demo_processes_new_visits_on_every_run(database_url: str, monkeypatch: 
     monkeypatch.setenv("CRLIB_DATABASE_URL", database_url)
     monkeypatch.setenv("CRLIB_THREADS", "2")
     settings = load_settings()
-    for _ in range(2):
+    for runs in (1, 2):
         summary = run_demo(settings, seed=7, airflow=False)
         assert re.search(r"^Visits 3, exposures 9, accepted 9$", summary, flags=re.M), summary
         assert summary.count("(3 exposures)") == 3, summary  # TPR lines for all three field types
+
+        # The summary matches `crlib stats` right after the run. Both runs simulate the same
+        # rootnames (same seed), so the database holds exactly this run's nine exposures.
+        printed = {m[0]: (float(m[1]), float(m[2]), int(m[3])) for m in TPR_LINE.findall(summary)}
+        assert set(printed) == {"globular_cluster", "extragalactic", "resolved_galaxy"}, summary
+        stats = {
+            row["field_type"]: row
+            for row in _crlib("stats", "performance", "--by", "field_type", "--format", "json")
+        }
+        assert set(stats) == set(printed)
+        for field, (low, high, count) in printed.items():
+            assert stats[field]["n_exposures"] == count
+            assert abs(low - 100 * stats[field]["tpr_at_fpr_0.0005"]) <= 0.006, (field, low, stats[field])
+            assert abs(high - 100 * stats[field]["tpr_at_fpr_0.005"]) <= 0.006, (field, high, stats[field])
+        pipeline = [
+            r for r in _crlib("stats", "pipeline", "--format", "json") if r["dag_id"] == "crlib_cli_run"
+        ]
+        assert "(crlib_cli_run)" in summary
+        assert sum(r["runs"] for r in pipeline) == runs
+        assert sum(r["succeeded"] for r in pipeline) == runs
     assert len(list((settings.data_root / "demo").glob("archive-*"))) == 1

@@ -16,12 +16,13 @@ import typer
 from typer import exceptions as typer_exceptions
 from typer._click import exceptions as typer_click_exceptions
 
+from crlib.errors import CrlibError
+
 # Typer >= 0.2x vendors its own click; both exception families can reach main().
 _CLICK_EXIT = (click.exceptions.Exit, typer_exceptions.Exit)
 _CLICK_ABORT = (click.exceptions.Abort, typer_exceptions.Abort)
 _CLICK_ERROR = (click.ClickException, typer_click_exceptions.ClickException)
 
-from crlib.errors import CrlibError
 
 app = typer.Typer(
     name="crlib",
@@ -43,8 +44,10 @@ COMMAND_MODULES = (
     "crlib.cli.archive",
     "crlib.cli.truth",
     "crlib.cli.model",
+    "crlib.cli.accuracy",
     "crlib.cli.database",
     "crlib.cli.training",
+    "crlib.cli.cluster",
 )
 
 _registered = False
@@ -66,7 +69,9 @@ def register_commands() -> None:
 
 @app.callback()
 def _root(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
+    ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)

@@ -19,7 +19,12 @@ SizeOption = Literal["full", "small"]
 def infer_command(
     files: Annotated[list[Path], typer.Argument(help="Calibrated exposures (FLC/FLT, electrons).")],
     model: Annotated[
-        str | None, typer.Option(help="Model name (default: per-filter model if shipped, else global).")
+        str | None,
+        typer.Option(
+            help="champion, challenger, a registered version number, deepcr, or a shipped deepCR model "
+            "name (default: CRLIB_INFERENCE_MODEL; auto = the registry's champion if registered, else "
+            "deepCR's per-filter/global weights)."
+        ),
     ] = None,
     device: Annotated[DeviceOption, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
     precision: Annotated[
@@ -33,30 +38,54 @@ def infer_command(
 ) -> None:
     """Predict cosmic rays with a deepCR model; writes <rootname>_crpred.fits per exposure."""
     from crlib.config import load_settings
-    from crlib.model.exposure import predict_exposures
+    from crlib.errors import InputDataError
+    from crlib.model.exposure import failed_prediction, predict_exposure
+    from crlib.model.inference import MaskEngine
     from crlib.records import to_dict
+    from crlib.registry.serving import exposure_filter_of, load_inference_model, resolve_model_reference
 
     settings = load_settings()
+    engines: dict[tuple[str, str], MaskEngine] = {}
+    reasons: set[str] = set()
     results = []
     for path in files:
         target = out if out is not None else path.resolve().parent
-        results.extend(
-            predict_exposures(
-                [path],
-                out_dir=target,
-                model=model,
-                device=device,
-                precision=precision,
-                threshold=threshold,
-                threads=settings.torch_threads(),
+        reference = resolve_model_reference(settings, model, filter_name=exposure_filter_of(path))
+        if reference.reason not in reasons and not as_json:
+            reasons.add(reference.reason)
+            typer.echo(f"model {reference.label}: {reference.reason}", err=True)
+        key = (reference.name, reference.version)
+        try:
+            if key not in engines:
+                engines[key] = MaskEngine(
+                    load_inference_model(settings, reference),
+                    device=device,
+                    precision=precision,
+                    threads=settings.torch_threads(),
+                )
+            results.append(
+                predict_exposure(
+                    path,
+                    out_dir=target,
+                    device=device,
+                    precision=precision,
+                    threshold=threshold,
+                    engine=engines[key],
+                )
             )
-        )
+        except InputDataError as exc:
+            results.append(
+                failed_prediction(
+                    path, str(exc), model_name=reference.name, model_version=reference.version, device=device
+                )
+            )
     if as_json:
         typer.echo(json.dumps([to_dict(r) for r in results], indent=2, default=str))
     else:
         for r in results:
             if r.status == "ok":
-                typer.echo(f"{r.rootname}: {r.model_name} on {r.device} in {r.seconds:.1f} s -> {r.path}")
+                used = f"{r.model_name}:{r.model_version}"
+                typer.echo(f"{r.rootname}: {used} on {r.device} in {r.seconds:.1f} s -> {r.path}")
             else:
                 typer.echo(f"{r.rootname}: FAILED: {r.reason}", err=True)
     failed = [r for r in results if r.status != "ok"]

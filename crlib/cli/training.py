@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -14,19 +14,22 @@ InitialOption = Literal["champion", "deepcr", "scratch"]
 DeviceOption = Literal["auto", "cpu", "cuda"]
 
 
-def _device(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    import torch
+def _cli_run_id() -> str:
+    import datetime as dt
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return f"cli__{dt.datetime.now(dt.UTC):%Y-%m-%dT%H%M%S}"
 
 
 @app.command("train")
 def train_command(
     epochs: Annotated[
-        int, typer.Option(min=1, max=10000, help="Epochs (the first 40% with BatchNorm learning).")
-    ] = 20,
+        int | None,
+        typer.Option(
+            min=1,
+            max=10000,
+            help="Epochs (the first 40% with BatchNorm learning; default CRLIB_TRAIN_EPOCHS).",
+        ),
+    ] = None,
     initial: Annotated[
         InitialOption,
         typer.Option("--from", help="Start from the registered champion, deepCR's weights, or scratch."),
@@ -37,10 +40,14 @@ def train_command(
             help="Train on a local simulated archive (its _simtruth files) instead of recorded truth."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Patches per step.")] = 16,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, max=1024, help="Patches per step (default CRLIB_TRAIN_BATCH_SIZE).")
+    ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(min=1e-7, max=1.0, help="Adam learning rate (default 0.005 scratch, 0.001 fine-tune)."),
+        typer.Option(
+            min=1e-7, max=1.0, help="Adam learning rate (default 0.005 from scratch, else CRLIB_TRAIN_LR)."
+        ),
     ] = None,
     hidden: Annotated[
         int, typer.Option(min=2, max=256, help="Network width when training from scratch.")
@@ -49,60 +56,61 @@ def train_command(
     border: Annotated[int, typer.Option(min=0, max=1024, help="Chip border discarded, pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     validation_fraction: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of new visits per stratum for validation.")
-    ] = 0.15,
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Share of new visits per stratum for validation."),
+    ] = None,
     test_fraction: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of new visits per stratum held out for the gate.")
-    ] = 0.15,
-    device: Annotated[DeviceOption, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Share of new visits per stratum held out for the gate."),
+    ] = None,
+    max_patches: Annotated[
+        int | None, typer.Option(min=1, help="Subsample the training split to this many patches per epoch.")
+    ] = None,
+    device: Annotated[
+        DeviceOption | None,
+        typer.Option(help="auto (CUDA when available), cpu or cuda (default CRLIB_DEVICE)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Retrain on accumulated ground truth; log to MLflow and register the result as `challenger`."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from crlib.config import load_settings
-    from crlib.training.patches import PatchParameters
-    from crlib.training.pipeline import TrainingRequest, run_training
-    from crlib.training.trainer import TrainingConfig, TrainingProgress
-
-    if patch % 2:
-        raise typer.BadParameter("--patch must be even")
-    if validation_fraction + test_fraction >= 1.0:
-        raise typer.BadParameter("--validation-fraction + --test-fraction must leave visits for training")
-    from crlib.training.splits import SplitFractions
+    from crlib.errors import ConfigError
+    from crlib.pipeline.lifecycle import train_challenger, training_request
+    from crlib.training.trainer import TrainingProgress
 
     settings = load_settings()
-    import torch
+    try:
+        request = training_request(
+            settings,
+            initial=initial,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            hidden=hidden,
+            patch=patch,
+            border=border,
+            seed=seed,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            max_patches_per_epoch=max_patches,
+            device=device,
+        )
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    exposures = None
+    if archive is not None:
+        from crlib.training.sources import exposures_from_local_archive
 
-    torch.set_num_threads(settings.torch_threads())
-    exposures = _training_exposures(settings, archive)
-    config = TrainingConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr if lr is not None else (0.005 if initial == "scratch" else 0.001),
-        seed=seed,
-        device=_device(device),
-    )
-    from crlib.profiles import get_profile
-
-    request = TrainingRequest(
-        instrument=settings.instrument,
-        initial=initial,
-        config=config,
-        hidden=hidden,
-        patches=PatchParameters(
-            patch=patch, border=border, saturation_e=get_profile(settings.instrument).saturation_e
-        ),
-        fractions=SplitFractions(
-            1.0 - validation_fraction - test_fraction, validation_fraction, test_fraction
-        ),
-    )
+        exposures = exposures_from_local_archive(archive)
     with Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
         TextColumn("loss {task.fields[loss]:.4f}"),
         TimeRemainingColumn(),
         transient=True,
+        disable=as_json,
     ) as bar:
         task = bar.add_task("train", total=None, epoch="-", loss=0.0)
 
@@ -115,63 +123,44 @@ def train_command(
                 loss=event.loss,
             )
 
-        result = run_training(
-            exposures,
-            tracking_uri=settings.resolved_mlflow_uri(),
-            work_dir=settings.data_root / "training",
+        summary = train_challenger(
+            settings,
+            run_id=_cli_run_id(),
             request=request,
+            exposures=exposures,
+            record=archive is None,
             progress=update,
         )
-    summary = {
-        "run_id": result.run_id,
-        "version": result.version.label if result.version else None,
-        "dataset": str(result.dataset.directory),
-        "patches_per_split": result.dataset.manifest["patches_per_split"],
-        "patches_per_second": round(result.patches_per_second, 2),
-        "test": {"trained": result.test_report.table(), result.initial_label: result.initial_report.table()},
-    }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     typer.echo(
-        f"run {result.run_id}: registered {summary['version']} as challenger "
-        f"({result.patches_per_second:.1f} patches/s)"
+        f"run {summary['run_id']}: registered {summary['label']} as challenger "
+        f"({summary['patches_per_second']:.1f} patches/s)"
     )
-    _print_comparison(result.initial_label, result.initial_report, "trained", result.test_report)
+    _print_comparison(summary)
 
 
-def _training_exposures(settings, archive: Path | None):  # type: ignore[no-untyped-def]
-    from crlib.training.sources import exposures_from_database, exposures_from_local_archive
-
-    if archive is not None:
-        return exposures_from_local_archive(archive)
-    from crlib.db.session import open_results_db
-
-    _, sessions = open_results_db(settings, upgrade=True)
-    with sessions() as session:
-        return exposures_from_database(session)
-
-
-def _print_comparison(label_a: str, report_a, label_b: str, report_b) -> None:  # type: ignore[no-untyped-def]
+def _print_comparison(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"test split TPR (%) at FPR 0.05% / 0.5% [dilated]: {label_a} -> {label_b}")
-    for column in ("group", label_a, label_b):
+    table = Table(title=f"test split TPR (%) at FPR 0.05% / 0.5% [dilated]: {summary['initial']} -> trained")
+    for column in ("group", summary["initial"], "trained"):
         table.add_column(column)
-    a = {g.key: g for g in report_a.groups}
-    for group in report_b.groups:
-        old = a.get(group.key)
 
-        def cell(g) -> str:  # type: ignore[no-untyped-def]
-            if g is None:
-                return "-"
-            return (
-                f"{100 * g.tpr['0.0005']:.2f} / {100 * g.tpr['0.005']:.2f} "
-                f"[{100 * g.tpr_dilated['0.0005']:.2f} / {100 * g.tpr_dilated['0.005']:.2f}]"
-            )
+    def cell(numbers: dict[str, float | None] | None) -> str:
+        if not numbers:
+            return "-"
 
-        table.add_row(group.key, cell(old), cell(group))
+        def shown(key: str) -> str:
+            value = numbers.get(key)
+            return "n/a" if value is None else f"{value:.2f}"
+
+        return f"{shown('0.0005')} / {shown('0.005')} [{shown('0.0005_dilated')} / {shown('0.005_dilated')}]"
+
+    for group, numbers in summary["tpr"].items():
+        table.add_row(group, cell(numbers.get("initial")), cell(numbers.get("trained")))
     Console().print(table)
 
 
@@ -184,65 +173,64 @@ def promote_command(
         typer.Option(help="Patch dataset whose test split is scored (default: the challenger's)."),
     ] = None,
     max_drop: Annotated[
-        float, typer.Option(min=0.0, max=100.0, help="Largest allowed drop of any number, points.")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=100.0,
+            help="Largest allowed drop of any number, points (CRLIB_GATE_MAX_DROP_POINTS).",
+        ),
+    ] = None,
     min_mean_gain: Annotated[
-        float, typer.Option(min=-100.0, max=100.0, help="Mean gain must exceed this, points.")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            min=-100.0,
+            max=100.0,
+            help="Mean gain must exceed this, points (CRLIB_GATE_MIN_MEAN_GAIN_POINTS).",
+        ),
+    ] = None,
     record: Annotated[bool, typer.Option(help="Record the decision in the results database.")] = True,
-    device: Annotated[DeviceOption, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[DeviceOption | None, typer.Option(help="auto, cpu or cuda.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
 ) -> None:
     """Promote the challenger to champion only if it beats the champion on the fixed test set."""
     from crlib.config import load_settings
-    from crlib.errors import ConfigError
-    from crlib.registry.promotion import GateThresholds, promote
-    from crlib.registry.versions import get_version, registered_model_name
-    from crlib.training.patches import open_patch_dataset
+    from crlib.pipeline.lifecycle import promote_model
+    from crlib.registry.promotion import GateThresholds
 
     settings = load_settings()
-    uri = settings.resolved_mlflow_uri()
-    name = registered_model_name(settings.instrument)
-    if dataset is None:
-        tag = get_version(uri, name, version).tags.get("crlib.dataset_dir")
-        if not tag:
-            raise ConfigError(
-                f"{name} {version} has no recorded dataset; pass --dataset <patch dataset directory>"
-            )
-        dataset = Path(tag)
-    recorder = None
-    if record and not dry_run:
-        from crlib.db.session import open_results_db
-        from crlib.registry.decisions import database_recorder
-
-        _, sessions = open_results_db(settings, upgrade=True)
-        recorder = database_recorder(sessions, tracking_uri=uri)
-    decision = promote(
-        uri,
-        model_name=name,
-        dataset=open_patch_dataset(dataset),
-        challenger=version,
-        thresholds=GateThresholds(max_drop_points=max_drop, min_mean_gain_points=min_mean_gain),
+    thresholds = GateThresholds(
+        max_drop_points=settings.gate_max_drop_points if max_drop is None else max_drop,
+        min_mean_gain_points=settings.gate_min_mean_gain_points if min_mean_gain is None else min_mean_gain,
+    )
+    decision = promote_model(
+        settings,
+        version=version,
         dry_run=dry_run,
-        device=_device(device),
-        recorder=recorder,
+        run_id=_cli_run_id(),
+        dataset=dataset,
+        thresholds=thresholds,
+        device=device,
+        record=record,
     )
     if as_json:
-        typer.echo(json.dumps(decision.to_json(), indent=2, default=str))
+        typer.echo(json.dumps(decision, indent=2))
     else:
-        for c in decision.comparisons:
-            mark = "FAIL" if c.failed else "ok"
+        for c in decision["comparisons"]:
+            mark = "FAIL" if c["failed"] else "ok"
+            dilated = " dilated" if c["dilated"] else ""
             typer.echo(
-                f"{mark:4} {c.group:32} FPR {float(c.fpr) * 100:g}%{' dilated' if c.dilated else '':8} "
-                f"champion {c.champion_percent:6.2f}  challenger {c.challenger_percent:6.2f}  "
-                f"{c.delta_points:+.2f}"
+                f"{mark:4} {c['group']:32} FPR {float(c['fpr']) * 100:g}%{dilated:8} "
+                f"champion {c['champion_percent']:6.2f}  challenger {c['challenger_percent']:6.2f}  "
+                f"{c['delta_points']:+.2f}"
             )
-        typer.echo(f"mean difference {decision.mean_delta_points:+.3f} points")
-    if decision.promoted:
+        mean = decision["mean_delta_points"]
+        typer.echo(f"mean difference {'n/a' if mean is None else f'{mean:+.3f}'} points")
+    name = decision["model_name"]
+    if decision["promoted"]:
         verb = "would be promoted (dry run)" if dry_run else "promoted to champion"
-        typer.echo(f"{name} v{decision.challenger_version} {verb}", err=as_json)
+        typer.echo(f"{name} v{decision['challenger_version']} {verb}", err=as_json)
     else:
-        fail(f"{name} v{decision.challenger_version} not promoted: " + "; ".join(decision.reasons))
+        fail(f"{name} v{decision['challenger_version']} not promoted: " + "; ".join(decision["reasons"]))
 
 
 @app.command("models")
@@ -252,9 +240,13 @@ def models_command(
         typer.Option("--bootstrap", help="Register deepCR's shipped weights as champion if none exists."),
     ] = False,
     history: Annotated[bool, typer.Option("--history", help="Also list every alias move.")] = False,
+    decisions: Annotated[
+        int,
+        typer.Option(min=0, max=1000, help="Show this many recent promotion decisions (results database)."),
+    ] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List registered model versions with their aliases and test metrics."""
+    """List registered model versions with their aliases, test metrics and recent gate decisions."""
     from dataclasses import asdict
 
     from crlib.config import load_settings
@@ -272,6 +264,7 @@ def models_command(
         bootstrap_registry(uri, instrument=settings.instrument)
     versions = list_versions(uri, name)
     events = alias_history(uri, name) if history else []
+    recorded, note = _recent_decisions(settings, name, decisions)
     if as_json:
         typer.echo(
             json.dumps(
@@ -279,6 +272,7 @@ def models_command(
                     "model": name,
                     "versions": [asdict(v) for v in versions],
                     "alias_history": [asdict(e) for e in events],
+                    "decisions": [asdict(d) | {"outcome": d.outcome} for d in recorded],
                 },
                 indent=2,
                 default=str,
@@ -313,6 +307,34 @@ def models_command(
         typer.echo(
             f"{event.at_ms}: {event.alias} -> v{event.version} (was {event.previous_version}): {event.reason}"
         )
+    if note:
+        typer.echo(note, err=True)
+    for d in recorded:
+        mean = "n/a" if d.mean_delta_points is None else f"{d.mean_delta_points:+.3f}"
+        why = f": {'; '.join(d.reasons)}" if d.reasons else ""
+        typer.echo(
+            f"{d.decided_at:%Y-%m-%d %H:%M:%S} v{d.challenger_version} vs champion v{d.champion_version}: "
+            f"{d.outcome}, mean {mean} points{why}"
+        )
+
+
+def _recent_decisions(settings: Any, model_name: str, limit: int) -> tuple[list[Any], str | None]:
+    """The last ``limit`` recorded gate decisions, or a note why they cannot be shown."""
+    if limit <= 0:
+        return [], None
+    from crlib.db.model_registry import decision_history
+    from crlib.db.session import open_results_db
+    from crlib.errors import CrlibError
+
+    try:
+        engine, sessions = open_results_db(settings, upgrade=True, pool_size=1)
+    except CrlibError as exc:
+        return [], f"promotion decisions not shown: {exc}"
+    try:
+        with sessions() as session:
+            return decision_history(session, model_name, limit=limit), None
+    finally:
+        engine.dispose()
 
 
 @app.command("tracking-server")

@@ -159,15 +159,34 @@ def bench_truth_command(
     size: Annotated[ChipSize, typer.Option(help="Simulated chip size.")] = ChipSize.full,
     exposures: Annotated[int, typer.Option(min=2, max=12, help="Exposures per visit.")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    field_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field-type",
+            help="Field type(s) to simulate (repeatable; default: all three).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Truth fidelity on simulated visits: alignment, recall, FPR, star cores, time vs AstroDrizzle."""
     from crlib.config import load_settings
+    from crlib.profiles import FIELD_TYPES
     from crlib.truth.fidelity import format_report, run_truth_benchmark
 
+    unknown = sorted(set(field_type or ()) - set(FIELD_TYPES))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown field type(s) {', '.join(unknown)}; choose from {', '.join(FIELD_TYPES)}",
+            param_hint="--field-type",
+        )
     scratch = out or load_settings().data_root / "bench" / "truth"
     report = run_truth_benchmark(
-        scratch, size="full" if size == ChipSize.full else "small", exposures=exposures, seed=seed
+        scratch,
+        size="full" if size == ChipSize.full else "small",
+        exposures=exposures,
+        seed=seed,
+        field_types=tuple(field_type) if field_type else FIELD_TYPES,
     )
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))

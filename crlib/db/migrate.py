@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from crlib.errors import DatabaseError
 
@@ -76,6 +76,42 @@ def upgrade(engine: Engine, *, revision: str = "head") -> str:
     DatabaseError
         When a migration fails (naming the database URL, password masked, and the revision).
     """
+    return _migrate(
+        engine,
+        "upgrade",
+        revision,
+        advice=". Check that the user may create tables, or run `crlib db upgrade` as the database owner.",
+    )
+
+
+def downgrade(engine: Engine, *, revision: str) -> str:
+    """Migrate the database back to ``revision`` (for rolling back a deployment; data of newer
+    revisions that the old schema cannot hold, such as dilated histograms, is dropped).
+
+    Parameters
+    ----------
+    engine
+        Engine of the results database (its owner).
+    revision
+        Target revision id (e.g. ``0003``).
+
+    Returns
+    -------
+    str
+        The revision the database is at afterwards.
+
+    Raises
+    ------
+    DatabaseError
+        When a migration fails.
+    """
+    return _migrate(engine, "downgrade", revision, advice="")
+
+
+def _migrate(
+    engine: Engine, direction: Literal["upgrade", "downgrade"], revision: str, *, advice: str
+) -> str:
+    """Run Alembic's ``direction`` to ``revision`` under the migration advisory lock."""
     from alembic import command
     from sqlalchemy import text
 
@@ -86,15 +122,14 @@ def upgrade(engine: Engine, *, revision: str = "head") -> str:
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            getattr(command, direction)(config, revision)
     except DatabaseError:
         raise
     except Exception as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
         raise DatabaseError(
-            f"could not upgrade the results database at {mask_url(engine.url.render_as_string())} "
-            f"to {revision}: {reason}. Check that the user may create tables, or run `crlib db upgrade` "
-            "as the database owner."
+            f"could not {direction} the results database at {mask_url(engine.url.render_as_string())} "
+            f"to {revision}: {reason}{advice}"
         ) from exc
     reached = current_revision(engine)
     log.info("results database at revision %s", reached)

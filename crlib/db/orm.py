@@ -27,7 +27,9 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -391,8 +393,21 @@ class PredictionRow(Base):
     recorded_at: Mapped[dt.datetime] = now_column()
 
 
+def encoded_histogram(column: str) -> str:
+    """SQL condition: ``column`` holds ``n_bins`` counts in :mod:`crlib.db.histcodec`'s encoding."""
+    return (
+        f"CASE WHEN length({column}) < 2 THEN false ELSE get_byte({column}, 0) IN (0, 1, 2, 3, 4, 8) "
+        f"AND length({column}) = 2 + 10 * get_byte({column}, 1) + n_bins * get_byte({column}, 0) END"
+    )
+
+
 class ExposureMetricsRow(Base):
-    """Scores of one model version against one exposure's truth (histograms as integer arrays)."""
+    """Scores of one model version against one exposure's truth.
+
+    The four score histograms (CR / non-CR pixels per probability bin, plain and 3x3-dilated) are
+    ``bytea`` in the fixed-width encoding of :mod:`crlib.db.histcodec` (``n_bins`` counts each;
+    the dilated pair is NULL when it was not measured). SQL: ``hist_decode(hist_cr, n_bins)``.
+    """
 
     __tablename__ = "exposure_metrics"
     __table_args__ = (
@@ -402,9 +417,14 @@ class ExposureMetricsRow(Base):
         CheckConstraint("tn >= 0", name="tn"),
         CheckConstraint("jsonb_typeof(tpr_at_fpr) = 'object'", name="tpr_at_fpr"),
         CheckConstraint("jsonb_typeof(tpr_at_fpr_dilated) = 'object'", name="tpr_at_fpr_dilated"),
-        CheckConstraint("cardinality(hist_cr) > 0 AND 0 <= ALL(hist_cr)", name="hist_cr"),
+        CheckConstraint("n_bins >= 1", name="n_bins"),
+        CheckConstraint(encoded_histogram("hist_cr"), name="hist_cr"),
+        CheckConstraint(encoded_histogram("hist_noncr"), name="hist_noncr"),
+        CheckConstraint(encoded_histogram("hist_cr_dilated"), name="hist_cr_dilated"),
         CheckConstraint(
-            "cardinality(hist_noncr) = cardinality(hist_cr) AND 0 <= ALL(hist_noncr)", name="hist_noncr"
+            "(hist_cr_dilated IS NULL) = (hist_noncr_dilated IS NULL) AND "
+            + encoded_histogram("hist_noncr_dilated"),
+            name="hist_noncr_dilated",
         ),
         CheckConstraint(
             one_of("field_type", ("globular_cluster", "extragalactic", "resolved_galaxy")), name="field_type"
@@ -424,19 +444,108 @@ class ExposureMetricsRow(Base):
     tn: Mapped[int] = mapped_column(BigInteger)
     tpr_at_fpr: Mapped[dict[str, float]] = mapped_column(JSONB)
     tpr_at_fpr_dilated: Mapped[dict[str, float]] = mapped_column(JSONB)
-    hist_cr: Mapped[list[int]] = mapped_column(ARRAY(Integer))
-    hist_noncr: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    hist_cr: Mapped[bytes] = mapped_column(LargeBinary)
+    hist_noncr: Mapped[bytes] = mapped_column(LargeBinary)
     recorded_at: Mapped[dt.datetime] = now_column()
+    n_bins: Mapped[int] = mapped_column(SmallInteger)
+    hist_cr_dilated: Mapped[bytes | None] = mapped_column(LargeBinary)
+    hist_noncr_dilated: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class SummaryRefresh(Base):
-    """When each materialised summary (``cr_rate_daily``, ``model_performance_monthly``) was refreshed."""
+    """When each summary (``cr_rate_daily``, ``performance_monthly``, ``performance_total``) was refreshed."""
 
     __tablename__ = "summary_refreshes"
 
     view_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     refreshed_at: Mapped[dt.datetime] = now_column()
     seconds: Mapped[float] = mapped_column(Float)
+
+
+# --------------------------------------------------------------------------- statistics summaries
+class CrRateDaily(Base):
+    """CR sums per observation day x filter x field type x chip x exposure-time bin (a summary).
+
+    Written only by :func:`crlib.db.summaries.refresh_summaries`; ``field_type`` is ``unknown``
+    where the exposure has none, ``exptime_bin_s`` the lower edge of the exposure-time bin.
+    """
+
+    __tablename__ = "cr_rate_daily"
+
+    obs_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    filter: Mapped[str] = mapped_column(String(16), primary_key=True)
+    field_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    chip: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    exptime_bin_s: Mapped[float] = mapped_column(Float, primary_key=True)
+    n_chips: Mapped[int] = mapped_column(BigInteger)
+    cr_pixels: Mapped[int] = mapped_column(BigInteger)
+    cr_events: Mapped[int] = mapped_column(BigInteger)
+    exptime_s: Mapped[float] = mapped_column(Float)
+    rate_exptime: Mapped[float] = mapped_column(Float)
+
+
+class _PerformanceSums:
+    """Columns shared by the performance summaries: confusion sums and summed encoded histograms."""
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    filter: Mapped[str] = mapped_column(String(16), primary_key=True)
+    field_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n_bins: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    n_exposures: Mapped[int] = mapped_column(BigInteger)
+    n_dilated: Mapped[int] = mapped_column(BigInteger)
+    tp: Mapped[int] = mapped_column(BigInteger)
+    fp: Mapped[int] = mapped_column(BigInteger)
+    fn: Mapped[int] = mapped_column(BigInteger)
+    tn: Mapped[int] = mapped_column(BigInteger)
+    hist_cr: Mapped[bytes] = mapped_column(LargeBinary)
+    hist_noncr: Mapped[bytes] = mapped_column(LargeBinary)
+    hist_cr_dilated: Mapped[bytes | None] = mapped_column(LargeBinary)
+    hist_noncr_dilated: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class PerformanceMonthly(_PerformanceSums, Base):
+    """Pooled counts per model version x month x filter x field type x histogram length (a summary).
+
+    ``n_dilated`` of the ``n_exposures`` had dilated histograms (summed in the ``*_dilated``
+    columns, NULL when none had). SQL users read the view ``model_performance_monthly``.
+    """
+
+    __tablename__ = "performance_monthly"
+    __table_args__ = (
+        CheckConstraint("n_exposures > 0", name="n_exposures"),
+        CheckConstraint("n_dilated >= 0 AND n_dilated <= n_exposures", name="n_dilated"),
+        Index("ix_performance_monthly_month_filter", "month", "filter"),
+    )
+
+    month: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+
+
+class PerformanceTotal(_PerformanceSums, Base):
+    """:class:`PerformanceMonthly` summed over all months (view ``model_performance_total``)."""
+
+    __tablename__ = "performance_total"
+    __table_args__ = (
+        CheckConstraint("n_exposures > 0", name="n_exposures"),
+        CheckConstraint("n_dilated >= 0 AND n_dilated <= n_exposures", name="n_dilated"),
+    )
+
+
+class SummaryChange(Base):
+    """A (month, filter) cell whose summaries are out of date until the next refresh.
+
+    Written by statement triggers (CR statistics, metrics updates/deletes, exposure changes) and
+    by :func:`crlib.db.metric_store.record_metrics`; consumed by ``refresh_summaries``.
+    """
+
+    __tablename__ = "summary_changes"
+    __table_args__ = (Index("ix_summary_changes_month_filter", "month", "filter"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    month: Mapped[dt.date] = mapped_column(Date)
+    filter: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[dt.datetime] = now_column()
 
 
 def table_of(model: type[Base]) -> Table:
@@ -461,3 +570,44 @@ def constraint_fields() -> dict[str, str]:
             elif isinstance(constraint, ForeignKeyConstraint):
                 fields[name] = f"{table.name}.{', '.join(c.name for c in constraint.columns)}"
     return fields
+
+
+# --------------------------------------------------------------------------- promotion gate
+class PromotionDecisionRow(Base):
+    """One decision of the promotion gate: promoted, refused, or a dry run (every one is kept).
+
+    ``comparisons`` holds every compared number (group x FPR x dilation: champion and challenger
+    TPR in percent, the difference in points, whether it failed); ``mean_delta_points`` is NULL
+    when nothing could be compared.
+    """
+
+    __tablename__ = "promotion_decisions"
+    __table_args__ = (
+        UniqueConstraint(
+            "model_id", "challenger_version_id", "decided_at", name="uq_promotion_decisions_decision"
+        ),
+        CheckConstraint(finite("mean_delta_points", minimum=None), name="mean_delta_points"),
+        CheckConstraint(finite("max_drop_points"), name="max_drop_points"),
+        CheckConstraint(finite("min_mean_gain_points", minimum=None), name="min_mean_gain_points"),
+        CheckConstraint("NOT applied OR (promoted AND NOT dry_run)", name="applied"),
+        CheckConstraint("jsonb_typeof(comparisons) = 'array'", name="comparisons"),
+        CheckConstraint("length(dataset_id) > 0", name="dataset_id"),
+        Index("ix_promotion_decisions_model_decided", "model_id", "decided_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    challenger_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    champion_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    promoted: Mapped[bool] = mapped_column(Boolean)
+    applied: Mapped[bool] = mapped_column(Boolean)
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    mean_delta_points: Mapped[float | None] = mapped_column(Float)
+    max_drop_points: Mapped[float] = mapped_column(Float)
+    min_mean_gain_points: Mapped[float] = mapped_column(Float)
+    reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    comparisons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    dataset_id: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[str | None] = mapped_column(String(250))
+    recorded_at: Mapped[dt.datetime] = now_column()

@@ -8,6 +8,8 @@ keys, so recording the same result again replaces the rows (child rows such as s
 and truth chips are replaced as a set) and never duplicates them. A crash or kill mid-way leaves
 nothing of the stage result behind.
 
+Exposure metrics are written by :mod:`crlib.db.metric_store` (binary COPY), re-exported here.
+
 Values are validated before any SQL runs; a bad value raises :class:`~crlib.errors.DatabaseError`
 naming the ``table.column`` and the record.
 
@@ -22,18 +24,17 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
-import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, text
+from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from crlib.db.atomic import mjd_to_date, require_exposures, stage_transaction, upsert
+from crlib.db.metric_store import load_metrics, record_metrics
 from crlib.db.model_registry import (
     current_aliases,
     model_version_id,
@@ -65,7 +66,6 @@ from crlib.errors import DatabaseError
 from crlib.records import (
     AlignmentResult,
     CrStatistics,
-    ExposureMetrics,
     Observation,
     PredictionResult,
     ScreeningVerdict,
@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "current_aliases",
     "finish_run",
+    "load_metrics",
     "mjd_to_date",
     "model_version_id",
     "observation_row",
@@ -190,7 +191,10 @@ def record_observations(session: Session, observations: Sequence[Observation]) -
 def record_screening(session: Session, verdicts: Sequence[ScreeningVerdict]) -> int:
     """Record screening verdicts with every reason; re-recording replaces an exposure's reasons.
 
-    The verdict's ``header_summary`` is stored on the exposure.
+    The verdict's ``header_summary`` is stored on the exposure. An exposure recorded as rejected
+    loses the results an earlier run derived from it (truth, CR statistics, predictions, metrics) in
+    the same transaction: reprocessing under changed rules replaces a proposal's rows, and rows of
+    exposures the service now rejects no longer count in the statistics.
     """
     verdict_rows: list[dict[str, Any]] = []
     reason_rows: list[dict[str, Any]] = []
@@ -249,6 +253,16 @@ def record_screening(session: Session, verdicts: Sequence[ScreeningVerdict]) -> 
                 .where(Exposure.rootname == rootname)
                 .values(header_summary=summaries[rootname])
             )
+        rejected = sorted(r["rootname"] for r in verdict_rows if r["verdict"] == "reject")
+        if rejected:
+            dropped = {
+                table.__tablename__: session.execute(
+                    delete(table).where(table.rootname.in_(rejected))
+                ).rowcount  # type: ignore[attr-defined]
+                for table in (ExposureMetricsRow, PredictionRow, CrStatisticsRow, TruthResultRow)
+            }
+            if any(dropped.values()):
+                log.info("rejected exposures %s: dropped earlier results %s", ", ".join(rejected), dropped)
     return len(verdict_rows)
 
 
@@ -418,175 +432,3 @@ def record_predictions(session: Session, predictions: Sequence[PredictionResult]
         rows.sort(key=lambda r: (r["rootname"], r["model_version_id"], r["code_version"]))
         upsert(session, PredictionRow, rows, touch="recorded_at")
     return len(rows)
-
-
-def _metrics_row(metric: ExposureMetrics) -> dict[str, Any]:
-    rootname = metric.rootname.strip().lower()
-    record = f"metrics of exposure {rootname} ({metric.model_name} {metric.model_version})"
-    row: dict[str, Any] = {
-        "rootname": rootname,
-        "field_type": metric.field_type,
-        "tp": metric.tp,
-        "fp": metric.fp,
-        "fn": metric.fn,
-        "tn": metric.tn,
-        "tpr_at_fpr": dict(metric.tpr_at_fpr),
-        "tpr_at_fpr_dilated": dict(metric.tpr_at_fpr_dilated),
-        "hist_cr": metric.hist_cr,
-        "hist_noncr": metric.hist_noncr,
-    }
-    check_row(
-        table_of(ExposureMetricsRow),
-        row,
-        record=record,
-        checks={
-            "field_type": _FIELD_TYPE,
-            "tp": _NON_NEGATIVE,
-            "fp": _NON_NEGATIVE,
-            "fn": _NON_NEGATIVE,
-            "tn": _NON_NEGATIVE,
-        },
-    )
-    for column in ("tpr_at_fpr", "tpr_at_fpr_dilated"):
-        for key, value in row[column].items():
-            bad = (
-                isinstance(value, bool)
-                or not isinstance(value, int | float | np.integer | np.floating)
-                or not (0.0 <= float(value) <= 1.0)  # also false for NaN
-            )
-            if bad:
-                raise DatabaseError(
-                    f"exposure_metrics.{column}[{key!r}] of {record} must be a rate in [0, 1], "
-                    f"got {value!r}; nothing was stored"
-                )
-            row[column][key] = float(value)
-    if len(metric.hist_cr) != len(metric.hist_noncr):
-        raise DatabaseError(
-            f"exposure_metrics.hist_noncr of {record} has {len(metric.hist_noncr)} bins but hist_cr has "
-            f"{len(metric.hist_cr)}; nothing was stored"
-        )
-    return row
-
-
-METRICS_COPY_COLUMNS = (
-    "rootname",
-    "model_version_id",
-    "field_type",
-    "tp",
-    "fp",
-    "fn",
-    "tn",
-    "tpr_at_fpr",
-    "tpr_at_fpr_dilated",
-    "hist_cr",
-    "hist_noncr",
-)
-
-
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_INT4_OID = 23
-
-
-def _binary_field(data: bytes | None) -> bytes:
-    return struct.pack(">i", -1) if data is None else struct.pack(">i", len(data)) + data
-
-
-def _binary_int4_array(values: Sequence[int]) -> bytes:
-    """A 1-D ``integer[]`` in PostgreSQL's binary COPY format (built with numpy, no per-item Python)."""
-    array = np.asarray(values, dtype=np.int64)
-    cells = np.empty((array.size, 2), dtype=">i4")
-    cells[:, 0] = 4
-    cells[:, 1] = array
-    return struct.pack(">iiiii", 1, 0, _INT4_OID, array.size, 1) + cells.tobytes()
-
-
-def _binary_copy(rows: Sequence[tuple[int, Mapping[str, Any]]]) -> bytes:
-    """``COPY ... (FORMAT binary)`` payload of validated metrics rows in :data:`METRICS_COPY_COLUMNS` order.
-
-    Text COPY spends most of its time formatting and parsing the histogram integers; the binary
-    form is about ten times faster for ~1700-bin histograms.
-    """
-    import json
-
-    parts = [_COPY_HEADER]
-    count = struct.pack(">h", len(METRICS_COPY_COLUMNS))
-    for version_id, r in rows:
-        field_type = r["field_type"]
-        parts.append(
-            count
-            + _binary_field(r["rootname"].encode())
-            + _binary_field(struct.pack(">i", version_id))
-            + _binary_field(field_type.encode() if field_type is not None else None)
-            + b"".join(_binary_field(struct.pack(">q", int(r[c]))) for c in ("tp", "fp", "fn", "tn"))
-            + _binary_field(b"\x01" + json.dumps(r["tpr_at_fpr"]).encode())
-            + _binary_field(b"\x01" + json.dumps(r["tpr_at_fpr_dilated"]).encode())
-            + _binary_field(_binary_int4_array(r["hist_cr"]))
-            + _binary_field(_binary_int4_array(r["hist_noncr"]))
-        )
-    parts.append(struct.pack(">h", -1))
-    return b"".join(parts)
-
-
-def record_metrics(session: Session, metrics: Sequence[ExposureMetrics]) -> int:
-    """Bulk-record exposure metrics (binary COPY into a staging table, then one upsert).
-
-    Parameters
-    ----------
-    session
-        Session on the results database.
-    metrics
-        Any number of metrics; all are written in one transaction.
-
-    Returns
-    -------
-    int
-        Number of metric rows recorded.
-    """
-    if not metrics:
-        return 0
-    prepared = [(m.model_name, m.model_version, _metrics_row(m)) for m in metrics]
-    keys = {(r["rootname"], name, version) for name, version, r in prepared}
-    if len(keys) != len(prepared):
-        raise DatabaseError(
-            "metrics batch names the same exposure and model version twice; nothing was stored"
-        )
-    with stage_transaction(session, f"metrics of {len(prepared)} exposures"):
-        ids: dict[tuple[str, str], int] = {}
-        for name, version, _ in prepared:
-            if (name, version) not in ids:
-                ids[(name, version)] = model_version_id(session, name, version)
-        ordered = sorted(prepared, key=lambda p: (p[2]["rootname"], ids[(p[0], p[1])]))
-        buffer = io.BytesIO(_binary_copy([(ids[(name, version)], r) for name, version, r in ordered]))
-        columns = ", ".join(METRICS_COPY_COLUMNS)
-        session.execute(
-            text(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS metrics_staging "
-                "(LIKE exposure_metrics INCLUDING DEFAULTS) ON COMMIT DELETE ROWS; "
-                # Staged histograms stay uncompressed: they are compressed once, in exposure_metrics.
-                "ALTER TABLE metrics_staging ALTER COLUMN hist_cr SET STORAGE EXTERNAL, "
-                "ALTER COLUMN hist_noncr SET STORAGE EXTERNAL"
-            )
-        )
-        session.execute(text("TRUNCATE metrics_staging"))
-        cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.copy_expert(f"COPY metrics_staging ({columns}) FROM STDIN WITH (FORMAT binary)", buffer)
-        finally:
-            cursor.close()
-        missing = session.scalars(
-            text(
-                "SELECT s.rootname FROM metrics_staging s LEFT JOIN exposures e USING (rootname) "
-                "WHERE e.rootname IS NULL ORDER BY 1 LIMIT 6"
-            )
-        ).all()
-        if missing:
-            require_exposures(session, missing, what="metrics")
-        session.execute(
-            text(
-                f"INSERT INTO exposure_metrics ({columns}) SELECT {columns} FROM metrics_staging "
-                "ON CONFLICT (rootname, model_version_id) DO UPDATE SET "
-                + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns.split(", ")[2:])
-                + ", recorded_at = now()"
-            )
-        )
-    return len(prepared)

@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 
 WRITER_ROLE = "crlib_writer"
 READER_ROLE = "crlib_reader"
-SUMMARY_VIEWS = ("cr_rate_daily", "model_performance_monthly", "model_performance_total")
 
 
 def _ensure_role(connection: Connection, role: str, password: str | None) -> None:
@@ -91,11 +90,13 @@ def ensure_roles(
                     f'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "{WRITER_ROLE}"'
                 )
             )
-            # Refreshing a materialised view needs ownership: give the summaries to the writer group.
-            for view in SUMMARY_VIEWS:
-                present = connection.execute(text("SELECT to_regclass(:v)"), {"v": view}).scalar_one()
-                if present is not None:
-                    connection.execute(text(f'ALTER MATERIALIZED VIEW {view} OWNER TO "{WRITER_ROLE}"'))
+            # The summaries are plain tables (revision 0004): the writer refreshes them with the
+            # privileges above. Databases still at 0002/0003 have materialised views, which only
+            # their owner may refresh: give those to the writer group.
+            for view in connection.execute(
+                text("SELECT matviewname FROM pg_matviews WHERE schemaname = 'public'")
+            ).scalars():
+                connection.execute(text(f'ALTER MATERIALIZED VIEW "{view}" OWNER TO "{WRITER_ROLE}"'))
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseError(

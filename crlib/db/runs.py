@@ -55,8 +55,16 @@ def finish_run(
     message: str | None = None,
     finished_at: dt.datetime | None = None,
 ) -> None:
-    """Record the end of a pipeline run (``success`` or ``failed``) with a summary of counts."""
-    row = {"status": status, "summary": json_safe(dict(summary or {})), "message": message}
+    """Record the end of a pipeline run (``success`` or ``failed``) with a summary of counts.
+
+    ``summary`` and ``message`` left as ``None`` keep what is recorded: the Airflow listener marks
+    the DAG run's final state after the summary task recorded the counts, and must not erase them.
+    """
+    row: dict[str, Any] = {"status": status}
+    if summary is not None:
+        row["summary"] = json_safe(dict(summary))
+    if message is not None:
+        row["message"] = message
     check_row(table_of(PipelineRun), row, record=f"run {run_id}", checks={"status": one_of(RUN_STATUSES)})
     with stage_transaction(session, f"end of run {run_id}"):
         result = session.execute(

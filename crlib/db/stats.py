@@ -1,22 +1,23 @@
 """CR statistics and model performance over the whole archive (``crlib stats``).
 
-Queries read the materialised summaries ``cr_rate_daily`` and ``model_performance_monthly``
-(see ``sql/README.md``), which keep answers near a second for millions of exposures; a
-``proposal`` filter reads the always-current base views through the proposal index instead.
-:func:`refresh_summaries` brings the summaries up to date (the nightly pipeline calls it after
-recording; ``crlib stats ... --refresh`` does it on demand).
+Answers come from the summary tables (see :mod:`crlib.db.summaries`) for every (month x filter)
+cell that has not changed since the last refresh, and from the recorded rows for the cells logged
+in ``summary_changes``, within one SQL statement (one snapshot). So they are exact right after
+recording, before :func:`refresh_summaries` has run; a refresh only makes them cheaper again.
+:func:`crlib.db.summaries.summary_state` tells how many cells were answered from live rows.
+A ``proposal`` filter always reads the recorded rows (through the proposal index).
 
-Model performance is pooled: score histograms are summed element-wise over the selected
-exposures (the ``hist_sum`` aggregate the migrations define) and the ROC is computed from the
-sums, so every valid pixel weighs the same. TPR at a fixed FPR is interpolated linearly between
-histogram bin edges (resolution: the bin width).
+Model performance is pooled: score histograms are summed over the selected exposures and the
+ROC is computed from the sums, so every valid pixel weighs the same. Histograms travel as
+encoded ``bytea`` by binary COPY and are summed with numpy. TPR at a fixed FPR is interpolated
+linearly between histogram bin edges (resolution: the bin width). The dilated TPR is reported
+when every pooled exposure has dilated histograms.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +26,36 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from crlib.db import copyio
+from crlib.db.summaries import (
+    CELLS,
+    CELLS_PY,
+    CR_CHIP_COLUMNS,
+    PooledSums,
+    exposures_in,
+    pending_cells,
+    refresh_summaries,
+    summary_state,
+)
 from crlib.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
-SUMMARY_VIEWS: tuple[str, ...] = ("cr_rate_daily", "model_performance_monthly", "model_performance_total")
+__all__ = [
+    "CR_RATE_DIMENSIONS",
+    "PERFORMANCE_DIMENSIONS",
+    "PerformanceRow",
+    "StatsFilter",
+    "cr_rate",
+    "model_performance",
+    "pipeline_status",
+    "pooled_roc",
+    "refresh_summaries",
+    "summaries_refreshed_at",
+    "summary_state",
+    "tpr_at_fpr",
+]
+
 DEFAULT_FPRS: tuple[float, ...] = (0.0005, 0.005)
 
 #: Dimension name -> SQL expression over the summary/base rows.
@@ -42,12 +68,14 @@ CR_RATE_DIMENSIONS: dict[str, str] = {
     "chip": "chip",
     "exptime": "exptime_bin_s",
 }
+#: Dimension name -> SQL text expression over the pooled sources (model_name, model_version, month,
+#: filter, field_type).
 PERFORMANCE_DIMENSIONS: dict[str, str] = {
     "model": "model_name || ':' || model_version",
     "field_type": "field_type",
     "filter": "filter",
-    "month": "month",
-    "year": "date_part('year', month)::int",
+    "month": "to_char(month, 'YYYY-MM-DD')",
+    "year": "date_part('year', month)::int::text",
 }
 
 
@@ -93,6 +121,11 @@ class PerformanceRow:
         ``{fpr: tpr}`` from the pooled ROC.
     fpr, tpr
         Pooled ROC points, shape (n_bins + 1,), from "everything is a CR" to "nothing is".
+    n_dilated
+        Pooled exposures that had dilated (3x3) histograms.
+    tpr_at_fpr_dilated
+        ``{fpr: tpr}`` of the pooled dilated ROC; NaN unless every pooled exposure had dilated
+        histograms (a partial pool would not be comparable).
     """
 
     group: dict[str, Any]
@@ -104,6 +137,8 @@ class PerformanceRow:
     tpr_at_fpr: dict[float, float]
     fpr: np.ndarray = field(repr=False)
     tpr: np.ndarray = field(repr=False)
+    n_dilated: int = 0
+    tpr_at_fpr_dilated: dict[float, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for tables, CSV and JSON (ROC arrays left out)."""
@@ -111,6 +146,8 @@ class PerformanceRow:
         shown.update(n_exposures=self.n_exposures, tp=self.tp, fp=self.fp, fn=self.fn, tn=self.tn)
         for fpr, tpr in self.tpr_at_fpr.items():
             shown[f"tpr_at_fpr_{fpr:g}"] = None if np.isnan(tpr) else round(tpr, 5)
+        for fpr, tpr in self.tpr_at_fpr_dilated.items():
+            shown[f"tpr_dilated_at_fpr_{fpr:g}"] = None if np.isnan(tpr) else round(tpr, 5)
         return shown
 
 
@@ -174,6 +211,19 @@ def _dimensions(by: Sequence[str], known: dict[str, str]) -> list[tuple[str, str
     return [(name, known[name]) for name in by]
 
 
+def _no_jit(session: Session) -> None:
+    """Turn off JIT compilation for the rest of the transaction.
+
+    At a million exposures JIT adds ~0.1 s of compiling to queries that take a few tenths of a
+    second without it.
+    """
+    session.execute(text("SET LOCAL jit = off"))
+
+
+def _cell_params(cells: Sequence[tuple[dt.date, str]]) -> dict[str, Any]:
+    return {"cell_months": [c[0] for c in cells], "cell_filters": [c[1] for c in cells]}
+
+
 def cr_rate(
     session: Session, *, by: Sequence[str] = ("month",), where: StatsFilter | None = None
 ) -> list[dict]:
@@ -196,15 +246,31 @@ def cr_rate(
     """
     flt = where or StatsFilter()
     dims = _dimensions(by, CR_RATE_DIMENSIONS)
+    _no_jit(session)
     clause, params = _where(flt, month_column=None, date_column="obs_date")
+    columns = "obs_date, filter, field_type, chip, exptime_bin_s"
     if flt.proposal_id is not None:
         source = (
-            "(SELECT obs_date, filter, field_type, chip, exptime_bin_s, 1 AS n_chips, cr_pixels, cr_events, "
-            "exptime_s, rate_exptime FROM exposure_cr_rates WHERE proposal_id = :proposal_id) AS src"
+            f"(SELECT {columns}, 1 AS n_chips, cr_pixels, cr_events, exptime_s, rate_exptime "
+            "FROM exposure_cr_rates WHERE proposal_id = :proposal_id) AS src"
         )
         params["proposal_id"] = flt.proposal_id
     else:
-        source = "cr_rate_daily"
+        cells = pending_cells(session)
+        if cells:
+            # Summary rows of unchanged cells, recorded rows of the changed ones (one snapshot).
+            params.update(_cell_params(cells))
+            source = (
+                f"(SELECT d.{columns.replace(', ', ', d.')}, d.n_chips, d.cr_pixels, d.cr_events, "
+                "d.exptime_s, d.rate_exptime FROM cr_rate_daily d "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {CELLS} WHERE c.filter = d.filter "
+                "AND c.month = date_trunc('month', d.obs_date)::date) "
+                f"UNION ALL SELECT {columns}, 1, cr_pixels, cr_events, exptime_s, rate_exptime "
+                f"FROM (SELECT {CR_CHIP_COLUMNS} FROM {exposures_in(CELLS)} "
+                "JOIN cr_statistics s ON s.rootname = e.rootname) AS live) AS src"
+            )
+        else:
+            source = "cr_rate_daily"
     select_dims = ", ".join(f"{expr} AS {name}" for name, expr in dims)
     group = ", ".join(str(i + 1) for i in range(len(dims)))
     sql = (
@@ -227,15 +293,85 @@ def cr_rate(
     return rows
 
 
-def _model_clause(model: str | None, params: dict[str, Any]) -> str:
-    if not model:
-        return ""
-    name, _, version = model.partition(":")
-    params["model_name"] = name
-    if version:
-        params["model_version"] = version
-        return " AND mo.name = :model_name AND v.version = :model_version"
-    return " AND mo.name = :model_name"
+_SUMS = "n_exposures, n_dilated, tp, fp, fn, tn, hist_cr, hist_noncr, hist_cr_dilated, hist_noncr_dilated"
+_LIVE_SUMS = (
+    "1::bigint, (m.hist_cr_dilated IS NOT NULL)::int::bigint, "
+    "m.tp, m.fp, m.fn, m.tn, m.hist_cr, m.hist_noncr, m.hist_cr_dilated, m.hist_noncr_dilated"
+)
+_NAMES = "JOIN model_versions v ON v.id = {t}.model_version_id JOIN models mo ON mo.id = v.model_id"
+#: Columns every pooled source provides, in this order (then the sums).
+_SOURCE_COLUMNS = "model_name, model_version, month, obs_date, filter, field_type, n_bins, sign"
+
+
+def _summary_source(table: str, *, sign: int, changed: str | None = None, inside: bool = False) -> str:
+    """Rows of a performance summary; with ``changed``, only rows in (or outside) the changed cells."""
+    monthly = table == "performance_monthly"
+    restrict = ""
+    if changed is not None:
+        test = f"EXISTS (SELECT 1 FROM {changed} WHERE p.month = c.month AND p.filter = c.filter)"
+        restrict = f" WHERE {test if inside else 'NOT ' + test}"
+    return (
+        f"SELECT mo.name, v.version, {'p.month' if monthly else 'NULL::date'}, NULL::date, p.filter, "
+        f"p.field_type, p.n_bins, {sign}, {_SUMS} FROM {table} p {_NAMES.format(t='p')}{restrict}"
+    )
+
+
+def _live_source(rows: str) -> str:
+    """Recorded metrics of the exposures ``e`` in ``rows`` (a FROM item)."""
+    return (
+        "SELECT mo.name, v.version, date_trunc('month', e.obs_date)::date, e.obs_date, e.filter, "
+        f"COALESCE(m.field_type, e.field_type, 'unknown'), m.n_bins, 1, {_LIVE_SUMS} FROM {rows} "
+        f"JOIN exposure_metrics m ON m.rootname = e.rootname {_NAMES.format(t='m')}"
+    )
+
+
+def _performance_sources(session: Session, flt: StatsFilter, *, dated: bool, params: dict[str, Any]) -> str:
+    """``UNION ALL`` of the pooled sources (columns :data:`_SOURCE_COLUMNS` and the sums).
+
+    Without a proposal: the monthly summary outside changed cells (``dated``), or the totals
+    minus the stale monthly rows of changed cells; plus the recorded rows of changed cells.
+    """
+    if flt.proposal_id is not None:
+        params["proposal_id"] = flt.proposal_id
+        return _live_source("exposures e") + " WHERE e.proposal_id = %(proposal_id)s"
+    cells = pending_cells(session)
+    params.update(_cell_params(cells))
+    changed = CELLS_PY if cells else None
+    if dated:
+        sources = [_summary_source("performance_monthly", sign=1, changed=changed)]
+    else:
+        sources = [_summary_source("performance_total", sign=1)]
+        if changed:
+            sources.append(_summary_source("performance_monthly", sign=-1, changed=changed, inside=True))
+    if changed:
+        sources.append(_live_source(exposures_in(CELLS_PY)))
+    return " UNION ALL ".join(f"({source})" for source in sources)
+
+
+def _performance_where(flt: StatsFilter, params: dict[str, Any]) -> str:
+    clauses: list[str] = []
+    if flt.filters:
+        clauses.append("filter = ANY(%(filters)s)")
+        params["filters"] = [f.upper() for f in flt.filters]
+    if flt.field_types:
+        clauses.append("field_type = ANY(%(field_types)s)")
+        params["field_types"] = list(flt.field_types)
+    if flt.model:
+        name, _, version = flt.model.partition(":")
+        clauses.append("model_name = %(model_name)s")
+        params["model_name"] = name
+        if version:
+            clauses.append("model_version = %(model_version)s")
+            params["model_version"] = version
+    # A proposal's rows carry their dates; summaries match whole months.
+    column = "obs_date" if flt.proposal_id is not None else "month"
+    if flt.since is not None:
+        clauses.append(f"{column} >= %(since)s")
+        params["since"] = flt.since if flt.proposal_id is not None else flt.since.replace(day=1)
+    if flt.until is not None:
+        clauses.append(f"{column} <= %(until)s")
+        params["until"] = flt.until
+    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
 def model_performance(
@@ -244,6 +380,7 @@ def model_performance(
     by: Sequence[str] = ("model", "field_type", "filter"),
     where: StatsFilter | None = None,
     fprs: Sequence[float] = DEFAULT_FPRS,
+    dilated: bool = True,
 ) -> list[PerformanceRow]:
     """Pooled ROC and TPR at fixed FPR per group (model version x field type x filter by default).
 
@@ -257,56 +394,58 @@ def model_performance(
         Which exposures to include (dates match whole months unless a proposal is given).
     fprs
         False-positive rates at which to report the TPR.
+    dilated
+        Also pool the dilated histograms (``tpr_at_fpr_dilated``); ``False`` moves half the bytes.
     """
     flt = where or StatsFilter()
     dims = _dimensions(by, PERFORMANCE_DIMENSIONS)
+    _no_jit(session)
+    dated = flt.since is not None or flt.until is not None or bool({"month", "year"} & set(by))
     params: dict[str, Any] = {}
-    model_clause = _model_clause(flt.model, params)
-    if flt.proposal_id is not None:
-        params["proposal_id"] = flt.proposal_id
-        inner = (
-            "SELECT model_name, model_version, month, filter, field_type, n_bins, 1 AS n_exposures, "
-            "tp, fp, fn, tn, hist_cr, hist_noncr, obs_date FROM exposure_performance "
-            "WHERE proposal_id = :proposal_id"
-            + model_clause.replace("mo.name", "model_name").replace("v.version", "model_version")
+    union = _performance_sources(session, flt, dated=dated, params=params)
+    clause = _performance_where(flt, params)
+    keys = [f"{expr} AS {name}" for name, expr in dims]
+    wanted = _SUMS if dilated else _SUMS.replace("hist_cr_dilated, hist_noncr_dilated", "NULL, NULL")
+    query = (
+        f"SELECT {', '.join([*keys, 'n_bins', 'sign', wanted])} "
+        f"FROM ({union}) AS src({_SOURCE_COLUMNS}, {_SUMS}){clause}"
+    )
+    width = len(dims)
+    pooled: dict[tuple, PooledSums] = {}
+
+    def on_row(f: copyio.Row) -> None:
+        n_bins = int(copyio.int_value(f[width]) or 0)
+        key = (*(copyio.text_value(v) for v in f[:width]), n_bins)
+        entry = pooled.get(key)
+        if entry is None:
+            entry = pooled[key] = PooledSums(n_bins)
+        counts = [int(copyio.int_value(v) or 0) for v in f[width + 2 : width + 8]]
+        entry.add(
+            counts[0],
+            counts[1],
+            counts[2:],
+            f[width + 8 : width + 12],
+            sign=int(copyio.int_value(f[width + 1]) or 1),
         )
-        clause, more = _where(flt, month_column=None, date_column="obs_date")
-    else:
-        dated = flt.since is not None or flt.until is not None or {"month", "year"} & set(by)
-        summary, month = (
-            ("model_performance_monthly", "p.month") if dated else ("model_performance_total", "NULL")
-        )
-        inner = (
-            f"SELECT mo.name AS model_name, v.version AS model_version, {month} AS month, p.filter, "
-            "p.field_type, p.n_bins, p.n_exposures, p.tp, p.fp, p.fn, p.tn, p.hist_cr, p.hist_noncr "
-            f"FROM {summary} p JOIN model_versions v ON v.id = p.model_version_id "
-            "JOIN models mo ON mo.id = v.model_id WHERE TRUE" + model_clause
-        )
-        clause, more = _where(flt, month_column="month", date_column=None)
-    params.update(more)
-    source = f"(SELECT * FROM ({inner}) AS raw{clause}) AS src"
-    keys = [f"{expr} AS {name}" for name, expr in dims] + ["n_bins"]
-    group = ", ".join(str(i + 1) for i in range(len(keys)))
-    totals = session.execute(
-        text(
-            f"SELECT {', '.join(keys)}, sum(n_exposures)::bigint AS n_exposures, sum(tp)::bigint AS tp, "
-            f"sum(fp)::bigint AS fp, sum(fn)::bigint AS fn, sum(tn)::bigint AS tn, "
-            f"hist_sum(hist_cr) AS hist_cr, hist_sum(hist_noncr) AS hist_noncr FROM {source} "
-            f"GROUP BY {group} ORDER BY {group}"
-        ),
-        params,
-    ).all()
-    width = len(keys)
+
+    copyio.copy_out(session, query, params, on_row)
     results = []
-    for row in totals:
-        key = tuple(row[:width])
-        fpr, tpr = pooled_roc(np.asarray(row.hist_cr, np.int64), np.asarray(row.hist_noncr, np.int64))
-        group_values = {name: _plain(value) for (name, _), value in zip(dims, key, strict=False)}
-        n_exposures, tp, fp, fn, tn = (int(v) for v in row[width : width + 5])
+    for key in sorted(pooled, key=lambda k: (*("" if v is None else v for v in k[:-1]), k[-1])):
+        sums = pooled[key]
+        if sums.n_exposures <= 0:
+            continue
+        fpr, tpr = pooled_roc(sums.hists[0], sums.hists[1])
+        if dilated and sums.n_dilated == sums.n_exposures:
+            d_fpr, d_tpr = pooled_roc(sums.hists[2], sums.hists[3])
+            dilated_tpr = {f: tpr_at_fpr(d_fpr, d_tpr, f) for f in fprs}
+        else:
+            dilated_tpr = dict.fromkeys(fprs, float("nan")) if dilated else {}
+        group = {name: _group_value(name, value) for (name, _), value in zip(dims, key, strict=False)}
+        tp, fp, fn, tn = sums.counts
         results.append(
             PerformanceRow(
-                group=group_values,
-                n_exposures=n_exposures,
+                group=group,
+                n_exposures=sums.n_exposures,
                 tp=tp,
                 fp=fp,
                 fn=fn,
@@ -314,9 +453,17 @@ def model_performance(
                 tpr_at_fpr={f: tpr_at_fpr(fpr, tpr, f) for f in fprs},
                 fpr=fpr,
                 tpr=tpr,
+                n_dilated=sums.n_dilated,
+                tpr_at_fpr_dilated=dilated_tpr,
             )
         )
     return results
+
+
+def _group_value(name: str, value: str | None) -> Any:
+    if name == "year" and value is not None:
+        return int(value)
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -343,45 +490,6 @@ def pipeline_status(session: Session, *, where: StatsFilter | None = None) -> li
     return rows
 
 
-def refresh_summaries(session: Session, *, concurrently: bool = True) -> dict[str, float]:
-    """Recompute the materialised summaries; readers keep seeing the old ones meanwhile.
-
-    Parameters
-    ----------
-    session
-        Session on the results database (its user must own the summaries or be in ``crlib_writer``).
-    concurrently
-        Use ``REFRESH ... CONCURRENTLY`` (readers not blocked; slower for large changes).
-
-    Returns
-    -------
-    dict
-        Seconds each summary took.
-    """
-    timings: dict[str, float] = {}
-    for view in SUMMARY_VIEWS:
-        start = time.perf_counter()
-        mode = "CONCURRENTLY " if concurrently else ""
-        with session.begin_nested() if session.in_transaction() else session.begin():
-            # Summing histograms groups (summary row x bin): keep that hash table in memory.
-            session.execute(text("SET LOCAL work_mem = '512MB'"))
-            session.execute(text(f"REFRESH MATERIALIZED VIEW {mode}{view}"))
-            seconds = time.perf_counter() - start
-            session.execute(
-                text(
-                    "INSERT INTO summary_refreshes (view_name, refreshed_at, seconds) VALUES (:v, now(), :s) "
-                    "ON CONFLICT (view_name) DO UPDATE SET refreshed_at = now(), seconds = EXCLUDED.seconds"
-                ),
-                {"v": view, "s": seconds},
-            )
-        timings[view] = seconds
-        log.info("refreshed %s in %.2f s", view, seconds)
-    return timings
-
-
 def summaries_refreshed_at(session: Session) -> dict[str, dt.datetime | None]:
-    """When each summary was last refreshed (``None``: only at creation)."""
-    found: dict[str, dt.datetime] = dict(
-        session.execute(text("SELECT view_name, refreshed_at FROM summary_refreshes")).all()
-    )
-    return {view: found.get(view) for view in SUMMARY_VIEWS}
+    """When each summary table was last refreshed (``None``: never)."""
+    return summary_state(session).refreshed_at

@@ -320,15 +320,18 @@ def predict_exposures(
             )
         except InputDataError as exc:
             log.warning("%s", exc)
-            results.append(_failed(path, str(exc), model or "", device))
+            results.append(failed_prediction(path, str(exc), model_name=model or "", device=device))
     return results
 
 
-def _failed(path: Path, reason: str, model_name: str, device: str) -> PredictionResult:
+def failed_prediction(
+    path: Path, reason: str, *, model_name: str, device: str, model_version: str = ""
+) -> PredictionResult:
+    """The record of an exposure that could not be predicted (``status="failed"`` with ``reason``)."""
     return PredictionResult(
         rootname=path.name.split("_")[0].lower(),
         model_name=model_name,
-        model_version="",
+        model_version=model_version,
         code_version=code_version(),
         threshold=float("nan"),
         device=device,

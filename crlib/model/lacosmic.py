@@ -11,22 +11,37 @@ pseudo-probability: the pixel's score is the level of the strictest sigclip that
 (:data:`SIGCLIP_SWEEP` strictest last; the score of level ``i`` of ``n`` is ``(i + 1) / (n + 1)``).
 Thresholding the score between two levels gives the union of the masks at or above that
 strictness, which is LACosmic's mask at that sigclip whenever the sweep's masks are nested.
+
+:func:`predict_exposure_lacosmic` runs the sweep on every chip of an exposure and writes the
+pseudo-probability as an ordinary ``<rootname>_crpred.fits`` (``CRMODEL = 'LACosmic'``), so
+:func:`crlib.metrics.scoring.score_prediction_file` scores LACosmic exactly like a deepCR model.
 """
 
 from __future__ import annotations
 
+import logging
+import resource
+import time
 from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from crlib.errors import InputDataError
+from crlib.errors import ConfigError, InputDataError
 from crlib.profiles import InstrumentProfile
+from crlib.records import PredictionResult
+
+log = logging.getLogger(__name__)
+
+#: ``CRMODEL`` of LACosmic prediction files.
+LACOSMIC_MODEL_NAME = "LACosmic"
 
 #: objlim per field type (deepCR-ACS/WFC paper).
 OBJLIM_BY_FIELD: dict[str, float] = {"globular_cluster": 2.6, "extragalactic": 2.6, "resolved_galaxy": 4.5}
 #: sigclip values swept for the ROC, loosest first.
-SIGCLIP_SWEEP: tuple[float, ...] = (2.0, 3.0, 4.0, 4.5, 5.0, 6.0, 8.0, 10.0, 14.0, 20.0)
+SIGCLIP_SWEEP: tuple[float, ...] = (2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0, 10.0, 14.0, 20.0)
 #: sigclip of the single operating point (astroscrappy's default).
 DEFAULT_SIGCLIP = 4.5
 
@@ -110,3 +125,121 @@ def sweep_threshold(sigclip: float, sigclips: Sequence[float] = SIGCLIP_SWEEP) -
     levels = sorted(sigclips)
     index = levels.index(sigclip)
     return (index + 0.5) / (len(levels) + 1)
+
+
+def objlim_for(field_type: str) -> float:
+    """The deepCR-ACS/WFC paper's ``objlim`` for a field type.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown field type.
+    """
+    try:
+        return OBJLIM_BY_FIELD[field_type]
+    except KeyError:
+        raise ConfigError(
+            f"unknown field type {field_type!r}; choose one of {', '.join(OBJLIM_BY_FIELD)}"
+        ) from None
+
+
+def _astroscrappy_version() -> str:
+    try:
+        return version("astroscrappy")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def predict_exposure_lacosmic(
+    path: Path,
+    *,
+    out_dir: Path,
+    objlim: float,
+    sigclips: Sequence[float] = SIGCLIP_SWEEP,
+    operating_sigclip: float = DEFAULT_SIGCLIP,
+) -> PredictionResult:
+    """LACosmic's sigclip sweep on every chip of an exposure, written as ``<rootname>_crpred.fits``.
+
+    ``CRPROB`` holds the sweep's pseudo-probability (:func:`lacosmic_score`) and ``CRMASK`` LACosmic's
+    mask at the sweep value nearest ``operating_sigclip``; the read noise of each chip comes from its
+    amplifiers' ``READNSE*`` keywords.
+
+    Parameters
+    ----------
+    path
+        Calibrated exposure (FLC/FLT, electrons).
+    out_dir
+        Where the prediction file goes.
+    objlim
+        LACosmic's ``objlim`` (see :func:`objlim_for`).
+    sigclips
+        The sweep (at least one value; duplicates are dropped).
+    operating_sigclip
+        sigclip of the binary mask (the nearest sweep value is used).
+
+    Returns
+    -------
+    PredictionResult
+        ``model_name`` ``LACosmic``, ``model_version`` ``astroscrappy-<version>``.
+
+    Raises
+    ------
+    InputDataError
+        Bad input file, or a chip without read-noise keywords.
+    ConfigError
+        Empty sweep.
+    """
+    from crlib.model.exposure import code_version, read_exposure
+    from crlib.model.predfile import ChipPrediction, prediction_path, write_prediction
+
+    levels = sorted(set(float(s) for s in sigclips))
+    if not levels:
+        raise ConfigError("the LACosmic sigclip sweep needs at least one value")
+    operating = min(levels, key=lambda s: abs(s - operating_sigclip))
+    threshold = sweep_threshold(operating, levels)
+    start = time.perf_counter()
+    exposure = read_exposure(path)
+    chips = []
+    for extver, (sci, _dq) in exposure.chips.items():
+        noise = chip_read_noise(exposure.primary, exposure.profile, extver)
+        score = lacosmic_score(sci, read_noise=noise, objlim=objlim, sigclips=levels)
+        mask = (score > threshold).astype(np.uint8)
+        header = {
+            "CCDCHIP": exposure.profile.chip(extver).ccdchip,
+            "NNONFIN": int(np.count_nonzero(~np.isfinite(sci))),
+            "NCRPIX": int(mask.sum()),
+        }
+        chips.append(ChipPrediction(extver=extver, probability=score, mask=mask, header=header))
+        log.debug(
+            "%s SCI,%d: LACosmic %d CR pixels at sigclip %g", exposure.rootname, extver, mask.sum(), operating
+        )
+    seconds = time.perf_counter() - start
+    model_version = f"astroscrappy-{_astroscrappy_version()}"
+    primary = {
+        "ROOTNAME": exposure.rootname,
+        "INSTRUME": exposure.profile.instrume,
+        "DETECTOR": exposure.profile.detector,
+        "FILTER": exposure.filter or "",
+        "EXPTIME": exposure.exptime_s,
+        "CRMODEL": LACOSMIC_MODEL_NAME,
+        "CRMODVER": model_version,
+        "CRTHRESH": threshold,
+        "CROBJLIM": (float(objlim), "LACosmic objlim"),
+        "CRSIGCLP": (operating, "LACosmic sigclip of CRMASK"),
+        "CRSWEEP": (",".join(f"{s:g}" for s in levels), "sigclip sweep behind CRPROB"),
+        "CRLIBVER": code_version(),
+        "CRDEVICE": "cpu",
+        "CRSECS": round(seconds, 3),
+    }
+    written = write_prediction(prediction_path(out_dir, exposure.rootname), chips, primary=primary)
+    return PredictionResult(
+        rootname=exposure.rootname,
+        model_name=LACOSMIC_MODEL_NAME,
+        model_version=model_version,
+        code_version=code_version(),
+        threshold=threshold,
+        device="cpu",
+        seconds=seconds,
+        peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        path=str(written),
+    )

@@ -52,8 +52,8 @@ def airflow_environment(
     Parameters
     ----------
     settings
-        crlib settings; ``AIRFLOW_HOME`` is ``<data_root>/airflow``, and every ``CRLIB_*`` value is
-        passed on so tasks see the same configuration.
+        crlib settings; ``AIRFLOW_HOME`` is ``<data_root>/airflow``, and every setting is passed on
+        as its ``CRLIB_*`` variable (unset ones removed) so tasks see exactly this configuration.
     dags_folder
         Folder with the crlib DAG files (default: the checkout's ``dags/``).
     metadata_url
@@ -77,18 +77,41 @@ def airflow_environment(
             "PYTHONPATH": os.pathsep.join(p for p in (str(plugins), env.get("PYTHONPATH", "")) if p),
             "PATH": os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", ""))),
             "MLFLOW_DISABLE_TELEMETRY": "true",
-            "CRLIB_DATA_ROOT": str(settings.data_root.resolve()),
-            "CRLIB_ARCHIVE": settings.archive,
-            "CRLIB_INSTRUMENT": settings.instrument,
-            "CRLIB_DEVICE": settings.device,
-            "CRLIB_THREADS": str(settings.threads),
         }
     )
-    if settings.database_url is not None:
-        env["CRLIB_DATABASE_URL"] = settings.database_url.get_secret_value()
-    if settings.mlflow_tracking_uri:
-        env["CRLIB_MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    passed = settings_environment(settings)
+    for name in type(settings).model_fields:
+        env.pop(f"CRLIB_{name.upper()}", None)  # an inherited value must not stand in for an unset one
+    env.update(passed)
     return AirflowEnvironment(home=home, dags_folder=dags, plugins_folder=plugins, env=env)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """``CRLIB_*`` variables that rebuild ``settings`` in another process (secrets included).
+
+    Parameters
+    ----------
+    settings
+        The settings to pass on.
+
+    Returns
+    -------
+    dict
+        One variable per setting that is not ``None``; paths are absolute.
+    """
+    from pydantic import SecretStr
+
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, Path):
+            value = value.resolve()
+        env[f"CRLIB_{name.upper()}"] = str(value)
+    return env
 
 
 def _run(
@@ -103,8 +126,30 @@ def _run(
     return result
 
 
+def inference_slots(settings: Settings) -> int:
+    """Size of the ``crlib_inference`` pool for this machine.
+
+    One slot per GPU when inference runs on CUDA; on CPU, as many concurrent inferences as the
+    cores hold at ``threads`` torch threads each (``threads=0`` uses every core: one slot).
+    """
+    if settings.device == "cuda":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    cores = os.cpu_count() or 1
+    return max(1, cores // settings.torch_threads())
+
+
 def prepare_airflow(environment: AirflowEnvironment, *, inference_slots: int = 2) -> None:
-    """Migrate the metadata database and create the ``crlib_inference`` pool (idempotent)."""
+    """Migrate the metadata database and create the ``crlib_inference`` pool (idempotent).
+
+    Parameters
+    ----------
+    environment
+        From :func:`airflow_environment`.
+    inference_slots
+        Pool size (see :func:`inference_slots`).
+    """
     _run(environment, "db", "migrate", timeout=900)
     _run(
         environment,

@@ -8,8 +8,12 @@ killed task leaves the previous version intact, and re-running a task overwrites
 Layout under ``<data_root>/runs/<run key>/``::
 
     observations.json             the poll's observation records
+    summary.json                  the run's summary, once it finished
     visits/<visit>.json           per-visit state (files, verdicts, truth)
     exposures/<rootname>.json     per-exposure state (prediction, metrics)
+
+What outlives a run (a stage's outputs kept for reuse by later runs) is
+:mod:`crlib.pipeline.reuse`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ def run_key(run_id: str) -> str:
     return key[:200]
 
 
-def _atomic_write_json(path: Path, payload: Any) -> None:
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write ``payload`` as JSON to ``path`` via a temporary file and a rename (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -60,13 +65,14 @@ class RunLedger:
 
     def __init__(self, data_root: Path, run_id: str) -> None:
         self.run_id = run_id
-        self.root = Path(data_root) / "runs" / run_key(run_id)
+        self.data_root = Path(data_root)
+        self.root = self.data_root / "runs" / run_key(run_id)
 
     # --------------------------------------------------------------- observations
     def write_observations(self, rows: list[dict[str, Any]], *, poll: dict[str, Any] | None = None) -> Path:
         """Store the poll's observation records (plain dicts) and what was polled (source, window)."""
         path = self.root / "observations.json"
-        _atomic_write_json(path, {"run_id": self.run_id, "observations": rows, "poll": poll or {}})
+        write_json_atomic(path, {"run_id": self.run_id, "observations": rows, "poll": poll or {}})
         return path
 
     def poll(self) -> dict[str, Any]:
@@ -81,6 +87,18 @@ class RunLedger:
             return []
         return list(json.loads(path.read_text())["observations"])
 
+    # --------------------------------------------------------------- summary
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        """Store the run's summary (what :func:`crlib.pipeline.stages.finish_run` returns)."""
+        path = self.root / "summary.json"
+        write_json_atomic(path, summary)
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        """The run's summary; empty before the run finished."""
+        path = self.root / "summary.json"
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
     # --------------------------------------------------------------- visits
     def visit(self, visit: str) -> dict[str, Any]:
         """State of one visit (``{}`` before any stage touched it)."""
@@ -90,7 +108,7 @@ class RunLedger:
     def update_visit(self, visit: str, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into a visit's state and write it atomically; returns the new state."""
         state = {**self.visit(visit), **fields, "visit": visit}
-        _atomic_write_json(self._visit_path(visit), state)
+        write_json_atomic(self._visit_path(visit), state)
         return state
 
     def visits(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -108,7 +126,7 @@ class RunLedger:
     def update_exposure(self, rootname: str, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into an exposure's state and write it atomically."""
         state = {**self.exposure(rootname), **fields, "rootname": rootname}
-        _atomic_write_json(self._exposure_path(rootname), state)
+        write_json_atomic(self._exposure_path(rootname), state)
         return state
 
     def exposures(self) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -5,6 +5,11 @@ next task through :class:`~crlib.pipeline.ledger.RunLedger`, and records its res
 results database idempotently (re-running a task upserts the same rows). Expected per-exposure
 outcomes (rejected, failed QA, unreadable file) are recorded with their reason and never raise, so
 one bad exposure or visit never fails the others.
+
+``redo=False`` (the reprocessing DAG's stages not listed in its ``stages`` Param) makes a stage
+reuse what an earlier run produced (kept by :class:`~crlib.pipeline.reuse.StageOutputs` with
+fingerprints of its inputs) when its inputs and output files are unchanged, and record those
+results again; anything changed or missing is computed afresh.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crlib.config import Settings
+from crlib.pipeline import reuse
 from crlib.pipeline.ledger import RunLedger, run_key
 from crlib.records import Observation, to_dict
 
@@ -118,22 +124,54 @@ def poll_visits(
 def fetch_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = True) -> str:
     """Download a visit's calibrated products into ``<data_root>/archive/<visit>/``.
 
-    Files already present with the right size/checksum are kept (``redo`` only matters for the
-    local ledger state). Failed downloads are recorded in the ledger with their reason.
+    Parameters
+    ----------
+    settings
+        Effective settings (archive source, data root, download concurrency).
+    run_id
+        Pipeline run id.
+    visit
+        Visit id (``ipppss``).
+    redo
+        ``True``: delete the visit's files (and partial downloads) and download them again.
+        ``False``: keep files already there whose size and checksum match the archive's listing
+        (a retried task or a reprocessing without ``fetch`` downloads nothing twice).
+
+    Returns
+    -------
+    str
+        ``visit``. Failed downloads are recorded in the ledger with their reason, never raised;
+        the files' md5 checksums go to the ledger for the later stages' reuse checks.
     """
     from crlib.archive import archive_from_settings, fetch_observations
+    from crlib.archive.download import safe_destination
 
     ledger = RunLedger(settings.data_root, run_id)
     observations = _observations(ledger, visit)
+    if redo:
+        for observation in observations:
+            try:
+                dest = safe_destination(settings.data_root, observation.visit, observation.product_filename)
+            except ValueError:
+                continue  # fetch_observations records the unsafe name as a failed download
+            dest.unlink(missing_ok=True)
+            dest.with_name(dest.name + ".part").unlink(missing_ok=True)
     report = fetch_observations(
         archive_from_settings(settings),
         observations,
         data_root=settings.data_root,
         concurrency=settings.download_concurrency,
     )
-    files = {r.rootname: r.path for r in report.results if r.status != "failed"}
+    ok = [r for r in report.results if r.status != "failed"]
     failed = {r.rootname: r.reason for r in report.results if r.status == "failed"}
-    ledger.update_visit(visit, files=files, fetch_failed=failed, fetch_retries=report.retries)
+    ledger.update_visit(
+        visit,
+        files={r.rootname: r.path for r in ok},
+        checksums={r.rootname: r.checksum for r in ok if r.checksum},
+        fetch_failed=failed,
+        fetch_retries=report.retries,
+        fetch_reused=sorted(r.rootname for r in ok if r.status == "cached"),
+    )
     if failed:
         log.warning("visit %s: %d downloads failed: %s", visit, len(failed), failed)
     return visit
@@ -141,14 +179,46 @@ def fetch_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = Tru
 
 # ----------------------------------------------------------------------------- screen
 def screen_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = True) -> str:
-    """Screen a visit's files by header rules and record every verdict with its reasons."""
+    """Screen a visit's files by header rules and record every verdict with its reasons.
+
+    Parameters
+    ----------
+    settings
+        Effective settings (instrument profile, database).
+    run_id
+        Pipeline run id.
+    visit
+        Visit id.
+    redo
+        ``False``: reuse the verdicts recorded for this visit (``<data_root>/outputs/screen/``)
+        when they were made from the same files (checksums), profile and crlib version, and record
+        them again (idempotent upsert). ``True``: read the headers and screen again.
+
+    Returns
+    -------
+    str
+        ``visit``.
+    """
     from crlib.db.repo import record_screening
     from crlib.screening import group_verdicts, screen_files
 
     ledger = RunLedger(settings.data_root, run_id)
     state = ledger.visit(visit)
     files: dict[str, str] = state.get("files", {})
-    verdicts = screen_files(sorted(files.values()), profile=settings.instrument)
+    outputs = reuse.StageOutputs(settings.data_root)
+    identity = {
+        "inputs": reuse.input_identity(state),
+        "profile": settings.instrument,
+        "code": reuse.code_version(),
+    }
+    record = None if redo else outputs.matching("screen", visit, identity)
+    reused = record is not None
+    if record is not None:
+        verdicts = [reuse.verdict_from_dict(row) for row in record["verdicts"]]
+        log.info("visit %s: reusing %d recorded screening verdicts", visit, len(verdicts))
+    else:
+        verdicts = screen_files(sorted(files.values()), profile=settings.instrument)
+        outputs.write("screen", visit, {**identity, "verdicts": [to_dict(v) for v in verdicts]})
     with _session(settings) as session:
         record_screening(session, verdicts)
     sets = group_verdicts(verdicts)
@@ -164,42 +234,100 @@ def screen_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = Tr
         training_usable=sorted(v.rootname for v in verdicts if v.usable_for_training),
         truth_sets=[list(s.accepted) for s in sets if s.gets_truth],
         no_truth_notes=[s.note for s in sets if not s.gets_truth and s.note],
+        screen_reused=reused,
     )
     return visit
 
 
 # ----------------------------------------------------------------------------- truth
 def build_visit_truth(settings: Settings, *, run_id: str, visit: str, redo: bool = True) -> str:
-    """Align and drizzle each truth set of a visit; record alignment and per-exposure truth."""
+    """Align and drizzle each truth set of a visit; record alignment and per-exposure truth.
+
+    Parameters
+    ----------
+    settings
+        Effective settings (instrument profile, data root, database).
+    run_id
+        Pipeline run id.
+    visit
+        Visit id.
+    redo
+        ``False``: a truth set whose recorded truth (``<data_root>/outputs/truth/<visit>.json``)
+        was made from the same files (checksums), profile and crlib version, and whose
+        ``<rootname>_crtruth.fits`` files are unchanged since, is not aligned or drizzled again;
+        its recorded alignment and truth rows are recorded again (idempotent upsert). ``True``:
+        align and drizzle every set.
+
+    Returns
+    -------
+    str
+        ``visit``. The ledger lists the truth files, their statuses, and which exposures' truth
+        was reused (``truth_reused``) rather than made by this run.
+    """
     from crlib.db.repo import record_alignment, record_truth
     from crlib.truth.visit import build_visit_truth as build_truth
 
     ledger = RunLedger(settings.data_root, run_id)
     state = ledger.visit(visit)
     files: dict[str, str] = state.get("files", {})
+    inputs = reuse.input_identity(state)
+    outputs = reuse.StageOutputs(settings.data_root)
+    previous = None if redo else outputs.read("truth", visit)
     truth_paths: dict[str, str] = {}
     statuses: dict[str, str] = {}
+    reused: list[str] = []
+    entries: list[dict[str, Any]] = []
     for index, members in enumerate(state.get("truth_sets", [])):
-        work = settings.data_root / "work" / run_key(visit) / f"set{index}"
-        staged = work / "input" / visit
-        staged.mkdir(parents=True, exist_ok=True)
-        for old in staged.iterdir():
-            old.unlink()
-        for rootname in members:
-            os.symlink(Path(files[rootname]).resolve(), staged / Path(files[rootname]).name)
-        result = build_truth(
-            staged, work_dir=work / "drizzle", out_dir=work / "truth", profile=settings.instrument
+        member_inputs = {rootname: inputs.get(rootname) for rootname in sorted(members)}
+        entry = reuse.reusable_truth_set(
+            previous, members=members, inputs=member_inputs, profile=settings.instrument
         )
+        if entry is not None:
+            log.info(
+                "visit %s set %d: reusing recorded truth of %d exposures (no alignment, no drizzle)",
+                visit,
+                index,
+                len(members),
+            )
+            reused.extend(members)
+        else:
+            work = settings.data_root / "work" / run_key(visit) / f"set{index}"
+            staged = work / "input" / visit
+            staged.mkdir(parents=True, exist_ok=True)
+            for old in staged.iterdir():
+                old.unlink()
+            for rootname in members:
+                os.symlink(Path(files[rootname]).resolve(), staged / Path(files[rootname]).name)
+            result = build_truth(
+                staged, work_dir=work / "drizzle", out_dir=work / "truth", profile=settings.instrument
+            )
+            built = (
+                dataclasses.replace(result.alignment, visit=visit) if result.alignment is not None else None
+            )
+            entry = {
+                "members": sorted(members),
+                "inputs": member_inputs,
+                "profile": settings.instrument,
+                "code": reuse.code_version(),
+                "alignment": to_dict(built) if built is not None else None,
+                "results": [to_dict(t) for t in result.exposures],
+                "files": {t.rootname: reuse.file_fingerprint(t.path) for t in result.exposures if t.path},
+                "seconds": result.seconds,
+            }
+        entries.append(entry)
+        alignment = reuse.alignment_from_dict(entry["alignment"])
+        truths = [reuse.truth_from_dict(row) for row in entry["results"]]
         with _session(settings) as session:
-            if result.alignment is not None:
-                record_alignment(session, dataclasses.replace(result.alignment, visit=visit))
-            for truth in result.exposures:
+            if alignment is not None:
+                record_alignment(session, alignment)
+            for truth in truths:
                 record_truth(session, truth)
-        for truth in result.exposures:
+        for truth in truths:
             statuses[truth.rootname] = truth.status
             if truth.path and truth.status != "failed":
                 truth_paths[truth.rootname] = truth.path
-    ledger.update_visit(visit, truth=truth_paths, truth_status=statuses)
+    outputs.write("truth", visit, {"visit": visit, "sets": entries})
+    ledger.update_visit(visit, truth=truth_paths, truth_status=statuses, truth_reused=sorted(reused))
     return visit
 
 
@@ -220,49 +348,135 @@ def _visit_state_of(ledger: RunLedger, rootname: str) -> dict[str, Any]:
 def infer_exposure(
     settings: Settings, *, run_id: str, rootname: str, model: str | None = None, redo: bool = True
 ) -> str:
-    """Run the deepCR model on one exposure and record the prediction (failures with reason)."""
+    """Run the model on one exposure and record the prediction and its model version.
+
+    Parameters
+    ----------
+    settings
+        Effective settings (``inference_model``, tracking URI, device, threads).
+    run_id
+        Pipeline run id.
+    rootname
+        The exposure.
+    model
+        ``None`` (``CRLIB_INFERENCE_MODEL`` decides), ``champion``, ``challenger``, a registered
+        version number, or ``deepcr`` (see :mod:`crlib.registry.serving`). Aliases are resolved
+        on every call, so a promotion is used from the next exposure on; the loaded weights are
+        cached per process.
+    redo
+        ``False``: an existing ``_crpred.fits`` written by the same model version (its provenance
+        header) is reused, and its database row recorded if missing. ``True``: always predict.
+
+    Returns
+    -------
+    str
+        ``rootname``. A bad input file is recorded in the ledger with its reason; a model that
+        cannot be resolved or loaded raises :class:`~crlib.errors.ModelError` (the task fails
+        and is retried: it is not the exposure's fault).
+    """
+    from crlib.db.model_registry import has_prediction, record_model_version
     from crlib.db.repo import record_predictions
+    from crlib.errors import CrlibError
     from crlib.model.exposure import predict_exposure
+    from crlib.model.predfile import prediction_path
     from crlib.profiles import get_profile
+    from crlib.registry.serving import (
+        exposure_filter_of,
+        load_inference_model,
+        resolve_model_reference,
+        reusable_prediction,
+    )
 
     ledger = RunLedger(settings.data_root, run_id)
     path = Path(_visit_state_of(ledger, rootname)["files"][rootname])
     out_dir = settings.data_root / "predictions" / run_key(rootname[:6])
-    chosen = None if model in (None, "champion", "deepcr") else model
-    try:
-        prediction = predict_exposure(
-            path,
-            out_dir=out_dir,
-            model=chosen,
-            device=settings.device,
-            threads=settings.threads or None,
-            expected_profile=get_profile(settings.instrument),
+    profile = get_profile(settings.instrument)
+    reference = resolve_model_reference(settings, model, filter_name=exposure_filter_of(path))
+    prediction = None
+    if not redo:
+        prediction = reusable_prediction(
+            prediction_path(out_dir, rootname), reference=reference, threshold=profile.threshold
         )
-    except Exception as exc:
-        from crlib.errors import CrlibError
-
-        if not isinstance(exc, CrlibError):
-            raise
-        ledger.update_exposure(rootname, prediction=None, prediction_error=str(exc))
-        return rootname
+    reused = prediction is not None
+    if prediction is None:
+        loaded = load_inference_model(settings, reference)
+        try:
+            prediction = predict_exposure(
+                path,
+                out_dir=out_dir,
+                model=loaded,
+                device=settings.device,
+                threads=settings.threads or None,
+                expected_profile=profile,
+            )
+        except CrlibError as exc:
+            ledger.update_exposure(rootname, prediction=None, prediction_error=str(exc))
+            return rootname
     if prediction.status == "ok":
         with _session(settings) as session:
-            record_predictions(session, [prediction])
+            record_model_version(
+                session,
+                model_name=reference.name,
+                version=reference.version,
+                source=reference.source,
+                uri=reference.record_uri,
+                mlflow_run_id=reference.run_id,
+            )
+            if not (
+                reused
+                and has_prediction(
+                    session,
+                    rootname=prediction.rootname,
+                    model_name=prediction.model_name,
+                    model_version=prediction.model_version,
+                    code_version=prediction.code_version,
+                )
+            ):
+                record_predictions(session, [prediction])
     ledger.update_exposure(
         rootname,
         prediction=prediction.path if prediction.status == "ok" else None,
         prediction_error=prediction.reason,
         model=f"{prediction.model_name}:{prediction.model_version}",
+        model_source=reference.source,
+        reused_prediction=reused,
         seconds=prediction.seconds,
     )
+    action = "reused" if reused else "predicted"
+    log.info("%s: %s %s (%s)", rootname, action, reference.label, reference.reason)
     return rootname
 
 
 def score_exposure(
     settings: Settings, *, run_id: str, rootname: str, model: str | None = None, redo: bool = True
 ) -> str:
-    """Score a prediction against the exposure's truth; record metrics and CR statistics."""
+    """Score a prediction against the exposure's truth; record metrics and CR statistics.
+
+    Parameters
+    ----------
+    settings
+        Effective settings (instrument profile, database).
+    run_id
+        Pipeline run id.
+    rootname
+        The exposure.
+    model
+        Accepted for symmetry with :func:`infer_exposure`; the model scored is the one named in
+        the prediction file.
+    redo
+        ``False``: reuse the metrics and CR statistics recorded for this exposure
+        (``<data_root>/outputs/score/<rootname>.json``) when the prediction and truth files are
+        the same, unchanged files they were computed from, and record them again (idempotent
+        upsert). ``True``: score again.
+
+    Returns
+    -------
+    str
+        ``rootname``. An exposure without prediction or truth, or with unreadable files, is
+        recorded in the ledger as not scored with the reason.
+    """
     from crlib.db.repo import record_cr_statistics, record_metrics
+    from crlib.errors import InputDataError
     from crlib.metrics.crstats import cr_statistics
     from crlib.metrics.scoring import read_truth, score_prediction_file
     from crlib.profiles import get_profile
@@ -278,29 +492,85 @@ def score_exposure(
         return rootname
     observation = next((o for o in _observations(ledger, rootname[:6]) if o.rootname == rootname), None)
     field_type = observation.field_type if observation else None
-    metrics, _ = score_prediction_file(Path(exposure["prediction"]), Path(truth_path), field_type=field_type)
     exptime = observation.exptime_s if observation else 0.0
-    profile = get_profile(settings.instrument)
-    statistics = [
-        cr_statistics(mask, rootname=rootname, chip=chip, exptime_s=exptime, profile=profile, valid=valid)
-        for chip, (mask, valid) in sorted(read_truth(Path(truth_path)).items())
-    ]
+    identity = {
+        "prediction": str(exposure["prediction"]),
+        "prediction_file": reuse.file_fingerprint(exposure["prediction"]),
+        "truth": str(truth_path),
+        "truth_file": reuse.file_fingerprint(truth_path),
+        "field_type": field_type,
+        "exptime_s": exptime,
+        "profile": settings.instrument,
+        "code": reuse.code_version(),
+    }
+    outputs = reuse.StageOutputs(settings.data_root)
+    record = None if redo else outputs.matching("score", rootname, identity)
+    reused = record is not None
+    if record is not None:
+        metrics = reuse.metrics_from_dict(record["metrics"])
+        statistics = reuse.statistics_from_dicts(record["statistics"])
+        log.info("%s: reusing recorded metrics", rootname)
+    else:
+        profile = get_profile(settings.instrument)
+        try:
+            metrics, _ = score_prediction_file(
+                Path(exposure["prediction"]), Path(truth_path), field_type=field_type
+            )
+            statistics = [
+                cr_statistics(
+                    mask, rootname=rootname, chip=chip, exptime_s=exptime, profile=profile, valid=valid
+                )
+                for chip, (mask, valid) in sorted(read_truth(Path(truth_path)).items())
+            ]
+        except InputDataError as exc:
+            ledger.update_exposure(rootname, scored=False, score_note=str(exc))
+            return rootname
+        outputs.write(
+            "score",
+            rootname,
+            {**identity, "metrics": to_dict(metrics), "statistics": [to_dict(s) for s in statistics]},
+        )
     with _session(settings) as session:
         record_metrics(session, [metrics])
         record_cr_statistics(session, statistics)
-    ledger.update_exposure(rootname, scored=True, tpr_at_fpr=metrics.tpr_at_fpr, field_type=field_type)
+    ledger.update_exposure(
+        rootname,
+        scored=True,
+        tpr_at_fpr=metrics.tpr_at_fpr,
+        field_type=field_type,
+        score_reused=reused,
+        scored_model=f"{metrics.model_name}:{metrics.model_version}",
+    )
     return rootname
 
 
 # ----------------------------------------------------------------------------- finish
 def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermark: bool) -> dict[str, Any]:
-    """Summarise the run, record its end, and (nightly runs) advance the archive watermark.
+    """Summarise the run, record its end, advance the watermark, and refresh the statistics.
 
-    The watermark moves to the poll's upper bound only when every polled visit reached the
-    screening stage (its verdicts are recorded); otherwise it stays, and the next poll finds the
-    unrecorded visits again.
+    Parameters
+    ----------
+    settings
+        Effective settings (database).
+    run_id
+        Pipeline run id.
+    dag_id
+        Recorded with the run.
+    advance_watermark
+        Nightly runs: move the archive watermark to the poll's upper bound, but only when every
+        polled visit reached the screening stage (its verdicts are recorded); otherwise it stays,
+        and the next poll finds the unrecorded visits again.
+
+    Returns
+    -------
+    dict
+        Counts of the run: visits, exposures, accepted, rejections with reasons, truth statuses,
+        ``truth_new`` (truth made by this run with status ok/suspect, not reused), predictions,
+        scored exposures, what was reused, the new watermark and the summaries' refresh times.
+        The statistics summaries (``crlib stats``) are refreshed last, so they include this run.
     """
     from crlib.db.runs import finish_run as record_finish
+    from crlib.db.stats import refresh_summaries
     from crlib.db.watermarks import DatabaseWatermarkStore
 
     ledger = RunLedger(settings.data_root, run_id)
@@ -320,6 +590,19 @@ def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermar
             r: e["prediction_error"] for r, e in exposures.items() if e.get("prediction_error")
         },
         "scored": sum(1 for e in exposures.values() if e.get("scored")),
+        "truth_new": sum(
+            1
+            for s in visit_states.values()
+            for r, st in s.get("truth_status", {}).items()
+            if st != "failed" and r not in s.get("truth_reused", [])
+        ),
+        "reused": {
+            "fetch": sum(len(s.get("fetch_reused", [])) for s in visit_states.values()),
+            "screen": sum(1 for s in visit_states.values() if s.get("screen_reused")),
+            "truth": sum(len(s.get("truth_reused", [])) for s in visit_states.values()),
+            "infer": sum(1 for e in exposures.values() if e.get("reused_prediction")),
+            "score": sum(1 for e in exposures.values() if e.get("score_reused")),
+        },
     }
     poll_state = ledger.poll()
     watermark = None
@@ -330,6 +613,11 @@ def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermar
             watermark = DatabaseWatermarkStore(sessions).advance(
                 poll_state["source"], float(poll_state["until_mjd"])
             )
+        with sessions() as session:
+            refreshed = refresh_summaries(session, concurrently=True)
+            session.commit()
     summary["watermark_mjd"] = watermark
+    summary["summaries_refreshed_s"] = {view: round(seconds, 3) for view, seconds in refreshed.items()}
+    ledger.write_summary(summary)
     log.info("run %s finished: %s", run_id, summary)
     return summary

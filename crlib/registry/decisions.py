@@ -1,10 +1,12 @@
 """Recording promotion decisions in the results database.
 
-Uses the database helper's repository functions (:mod:`crlib.db.model_registry`): both versions
-are recorded as ``mlflow`` model versions and, when the champion alias moved, the move is added
-to ``model_alias_history`` with the gate numbers in its reason. The full decision (every compared
-number) is returned as JSON for a dedicated table once the schema has one; until then it lives in
-MLflow (version tags ``crlib.gate.*`` and the gate run's ``gate_decision.json``).
+Every decision of the gate is stored, promoted, refused or dry run: a row in
+``promotion_decisions`` with every compared number
+(:func:`crlib.db.model_registry.record_promotion_decision`).
+Both versions are recorded as ``mlflow`` model versions and, when the champion alias moved, the
+move is added to ``model_alias_history`` with the gate numbers in its reason. MLflow holds the
+same numbers (version tags ``crlib.gate.*`` and the gate run's ``gate_decision.json``) for
+decisions that are not dry runs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from crlib.registry.promotion import PromotionDecision
+from crlib.registry.promotion import DecisionRecorder, PromotionDecision
 from crlib.registry.versions import CHAMPION
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def decision_summary(decision: PromotionDecision) -> str:
     """One line with the outcome and the numbers that decided it."""
-    outcome = "promoted" if decision.applied else "refused"
+    outcome = decision.outcome
     text = (
         f"gate {outcome}: v{decision.challenger_version} vs champion v{decision.champion_version}, "
         f"mean {decision.mean_delta_points:+.3f} points on test set {decision.dataset_id}"
@@ -33,19 +35,31 @@ def decision_summary(decision: PromotionDecision) -> str:
     return text[:4000]
 
 
-def record_decision(session: Session, decision: PromotionDecision, *, tracking_uri: str) -> None:
-    """Record both versions and, if the champion moved, the alias change with the gate numbers.
+def record_decision(
+    session: Session, decision: PromotionDecision, *, tracking_uri: str, run_id: str | None = None
+) -> int:
+    """Record the decision, both versions and, if the champion moved, the alias change.
 
     Parameters
     ----------
     session
         Results-database session (schema current).
     decision
-        The gate's decision.
+        The gate's decision (promoted, refused or dry run).
     tracking_uri
         Tracking URI, stored in the versions' ``uri`` column.
+    run_id
+        The Airflow or CLI run that asked for the decision.
+
+    Returns
+    -------
+    int
+        The ``promotion_decisions`` row id.
     """
-    from crlib.db.model_registry import record_alias, record_model_version
+    import datetime as dt
+    from dataclasses import asdict
+
+    from crlib.db.model_registry import record_alias, record_model_version, record_promotion_decision
 
     for version in (decision.champion_version, decision.challenger_version):
         record_model_version(
@@ -55,6 +69,23 @@ def record_decision(session: Session, decision: PromotionDecision, *, tracking_u
             source="mlflow",
             uri=f"models:/{decision.model_name}/{version} @ {tracking_uri}"[:1024],
         )
+    decision_id = record_promotion_decision(
+        session,
+        model_name=decision.model_name,
+        challenger_version=decision.challenger_version,
+        champion_version=decision.champion_version,
+        decided_at=dt.datetime.fromtimestamp(decision.decided_at_ms / 1000.0, tz=dt.UTC),
+        promoted=decision.promoted,
+        applied=decision.applied,
+        dry_run=decision.dry_run,
+        mean_delta_points=decision.mean_delta_points,
+        max_drop_points=decision.thresholds.max_drop_points,
+        min_mean_gain_points=decision.thresholds.min_mean_gain_points,
+        reasons=decision.reasons,
+        comparisons=[asdict(c) for c in decision.comparisons],
+        dataset_id=decision.dataset_id,
+        run_id=run_id,
+    )
     if decision.applied:
         record_alias(
             session,
@@ -65,14 +96,23 @@ def record_decision(session: Session, decision: PromotionDecision, *, tracking_u
         )
     session.commit()
     log.info(
-        "recorded gate decision for %s v%s in the results database",
+        "recorded gate decision %d for %s v%s (%s) in the results database",
+        decision_id,
         decision.model_name,
         decision.challenger_version,
+        "dry run" if decision.dry_run else ("promoted" if decision.applied else "refused"),
     )
+    return decision_id
 
 
-def database_recorder(factory: sessionmaker[Session], *, tracking_uri: str):  # type: ignore[no-untyped-def]
-    """A recorder for :func:`crlib.registry.promotion.promote` writing with ``factory`` sessions."""
+def database_recorder(
+    factory: sessionmaker[Session], *, tracking_uri: str, run_id: str | None = None
+) -> DecisionRecorder:
+    """A recorder for :func:`crlib.registry.promotion.promote` writing with ``factory`` sessions.
+
+    The recorder raises :class:`~crlib.errors.DatabaseError` when the decision cannot be written
+    (it is in MLflow already), naming what to run.
+    """
 
     def record(decision: PromotionDecision) -> None:
         from sqlalchemy.exc import SQLAlchemyError
@@ -81,7 +121,7 @@ def database_recorder(factory: sessionmaker[Session], *, tracking_uri: str):  # 
 
         try:
             with factory() as session:
-                record_decision(session, decision, tracking_uri=tracking_uri)
+                record_decision(session, decision, tracking_uri=tracking_uri, run_id=run_id)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
             raise DatabaseError(

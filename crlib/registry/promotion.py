@@ -86,6 +86,8 @@ class PromotionDecision:
         Gate settings used.
     dataset_id
         Patch dataset whose test split was scored.
+    dry_run
+        Whether this was a dry run (nothing moved, no MLflow tags written).
     decided_at_ms
         Unix milliseconds.
     """
@@ -100,7 +102,15 @@ class PromotionDecision:
     reasons: tuple[str, ...]
     thresholds: GateThresholds
     dataset_id: str
+    dry_run: bool = False
     decided_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    @property
+    def outcome(self) -> str:
+        """``promoted``, ``refused``, ``would promote (dry run)`` or ``refused (dry run)``."""
+        if self.dry_run:
+            return "would promote (dry run)" if self.promoted else "refused (dry run)"
+        return "promoted" if self.applied else "refused"
 
     def failed(self) -> list[GateComparison]:
         """Numbers that dropped by more than the allowed amount."""
@@ -201,11 +211,11 @@ def promote(
     thresholds
         Gate settings.
     dry_run
-        Decide and report, but move no alias and write no tags.
+        Decide and report, but move no alias and write no MLflow tags.
     device
         Torch device for scoring.
     recorder
-        Called with the decision (e.g. to store it in the results database); not for dry runs.
+        Called with every decision, dry runs included (e.g. to store it in the results database).
 
     Returns
     -------
@@ -245,6 +255,7 @@ def promote(
         reasons=reasons,
         thresholds=thresholds,
         dataset_id=dataset.dataset_id,
+        dry_run=dry_run,
     )
     log.info(
         "%s v%s vs champion v%s: %s (mean %+.3f points)%s",
@@ -256,6 +267,8 @@ def promote(
         " [dry run]" if dry_run else "",
     )
     if dry_run:
+        if recorder is not None:
+            recorder(decision)
         return decision
     if decision.applied:
         set_alias(

@@ -56,6 +56,19 @@ def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return None
 
 
+def local_store_path(tracking_uri: str) -> Path | None:
+    """Path of a local store (``file:``, ``sqlite:///`` or a plain path); ``None`` for servers."""
+    from urllib.parse import unquote, urlparse
+
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///"))
+    if tracking_uri.startswith("file:"):
+        return Path(unquote(urlparse(tracking_uri).path))
+    if "://" not in tracking_uri and ":" not in tracking_uri.split("/")[0]:
+        return Path(tracking_uri)
+    return None
+
+
 def mlflow_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` for tracking and registry on ``tracking_uri`` (telemetry off)."""
     prepare_environment(tracking_uri)

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from crlib.errors import ConfigError, ModelError
 from crlib.registry.package import ModelMetadata, read_package, write_package
-from crlib.registry.tracking import REGISTRY_EXPERIMENT, active_tracking, experiment_id, mlflow_client
+from crlib.registry.tracking import (
+    REGISTRY_EXPERIMENT,
+    active_tracking,
+    experiment_id,
+    local_store_path,
+    mlflow_client,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -226,11 +232,28 @@ def get_version(tracking_uri: str, model_name: str, version_or_alias: str) -> Re
         else:
             found = client.get_model_version_by_alias(model_name, version_or_alias)
     except Exception:
-        known = ", ".join(f"{v.version}{list(v.aliases)}" for v in _all_versions(client, model_name))
+        known = ", ".join(f"{v.version}{list(v.aliases)}" for v in list_versions(tracking_uri, model_name))
         raise ModelError(
             f"{model_name}: no version or alias {version_or_alias!r} (versions: {known or 'none'})"
         ) from None
     return _as_registered(found)
+
+
+def registered_model_exists(tracking_uri: str, model_name: str) -> bool:
+    """Whether ``model_name`` is registered at ``tracking_uri``.
+
+    A local store (``file:`` or ``sqlite:///``) that does not exist yet answers ``False`` without
+    creating it or importing MLflow.
+
+    Raises
+    ------
+    ModelError
+        If the tracking server cannot be reached.
+    """
+    local = local_store_path(tracking_uri)
+    if local is not None and not local.exists():
+        return False
+    return _registered_model(mlflow_client(tracking_uri), model_name) is not None
 
 
 def list_versions(tracking_uri: str, model_name: str) -> list[RegisteredVersion]:

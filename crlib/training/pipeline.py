@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -164,6 +164,7 @@ def run_training(
     work_dir: Path,
     request: TrainingRequest | None = None,
     progress: Callable[[TrainingProgress], None] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> TrainingRunResult:
     """Train, score and register a challenger.
 
@@ -179,6 +180,9 @@ def run_training(
         What to train.
     progress
         Per-step callback (the CLI drives a progress bar with it).
+    tags
+        Extra tags for the MLflow run and the registered version (e.g. the pipeline run id,
+        which lets a retried task find the version it already registered).
 
     Returns
     -------
@@ -211,7 +215,9 @@ def run_training(
             run = mlflow.start_run(run_id=previous_run)
         else:
             run = mlflow.start_run(
-                experiment_id=experiment, run_name=f"train-{request.initial}-{run_key[:8]}"
+                experiment_id=experiment,
+                run_name=f"train-{request.initial}-{run_key[:8]}",
+                tags=dict(tags or {}),
             )
             run_file.write_text(json.dumps({"run_id": run.info.run_id}))
         with run:
@@ -279,7 +285,8 @@ def run_training(
                         "crlib.dataset_id": dataset.dataset_id,
                         "crlib.dataset_dir": str(dataset.directory),
                     }
-                    | _summary_tags(test_report),
+                    | _summary_tags(test_report)
+                    | dict(tags or {}),
                     reason=f"trained by run {run_id}",
                 )
     return TrainingRunResult(

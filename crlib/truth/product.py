@@ -21,8 +21,13 @@ log = logging.getLogger(__name__)
 def _header_value(value: Any) -> Any:
     if isinstance(value, bool | int | float) or value is None:
         return value
-    text = str(value)
+    text = _ascii(str(value))
     return text if len(text) <= 68 else text[:65] + "..."
+
+
+def _ascii(text: str) -> str:
+    """FITS cards are ASCII only: a non-ASCII character (a unit, a file name) must not lose the file."""
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def write_truth_product(
@@ -61,7 +66,7 @@ def write_truth_product(
     for key, value in provenance.items():
         primary.header[key[:8].upper()] = _header_value(value)
     for reason in reasons:
-        primary.header.add_comment(reason)
+        primary.header.add_comment(_ascii(reason))
     hdus: list[Any] = [primary]
     for extver in sorted(masks):
         crmask, valid = masks[extver]

@@ -225,7 +225,7 @@ def assess(
         expected_events = expected_rate_per_cm2_s * chip.valid_pixels * chip.pixel_area_cm2 * chip.exptime_s
         if expected_events >= limits.min_expected_events:
             ratio = chip.cr_events / expected_events
-            text = f"{name}: CR rate {chip.cr_rate_per_cm2_s:.2f}/cm²/s is {ratio:.2f}x the expected"
+            text = f"{name}: CR rate {chip.cr_rate_per_cm2_s:.2f}/cm2/s is {ratio:.2f}x the expected"
             if ratio < limits.cr_rate_ratio_low_failed or ratio > limits.cr_rate_ratio_high_failed:
                 verdicts.append(("failed", text))
             elif ratio < limits.cr_rate_ratio_low_suspect or ratio > limits.cr_rate_ratio_high_suspect:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 OWNER = "crlib"
@@ -22,5 +23,15 @@ ARCHIVE_TASK_ARGS = {
 
 #: Pool that bounds concurrent model inference (size it to the CPU cores / GPUs of the workers).
 INFERENCE_POOL = "crlib_inference"
+
+#: Celery queue the inference tasks go to (e.g. ``gpu``, served by GPU workers), from
+#: ``CRLIB_INFERENCE_QUEUE`` at parse time; unset: Airflow's default queue like every other task.
+INFERENCE_QUEUE = os.environ.get("CRLIB_INFERENCE_QUEUE", "").strip() or None
+
+#: Task arguments of the per-exposure inference tasks: bounded by the pool, routed to the queue.
+INFERENCE_TASK_ARGS: dict[str, object] = {
+    "pool": INFERENCE_POOL,
+    **({"queue": INFERENCE_QUEUE} if INFERENCE_QUEUE else {}),
+}
 
 TAGS = ["crlib"]

@@ -41,7 +41,9 @@ def test_dag_files_do_no_heavy_top_level_imports(dag_file: str, airflow_env: dic
         f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))\n"
     )
     env = {**airflow_env, "PYTHONPATH": str(PLUGINS), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
@@ -84,7 +86,13 @@ def test_reprocess_params_validate_against_json_schema(dagbag) -> None:
         params.update(conf)
         return params
 
-    assert merged({"proposal_id": 10775}).validate()["stages"] == ["fetch", "screen", "truth", "infer", "score"]
+    assert merged({"proposal_id": 10775}).validate()["stages"] == [
+        "fetch",
+        "screen",
+        "truth",
+        "infer",
+        "score",
+    ]
     for bad in (
         {"proposal_id": "ten"},
         {"proposal_id": 10775, "stages": ["drizzle-twice"]},

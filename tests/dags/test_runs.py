@@ -2,7 +2,9 @@
 
 One module-scoped archive: two visits (globular cluster, extragalactic) of three small exposures,
 one of which is corrupt (garbage bytes with a matching archive checksum, so it downloads fine and
-must be rejected by screening without failing the run).
+must be rejected by screening without failing the run). Also checked: the truth asset gets an
+event only from runs that recorded new truth, the statistics summaries are refreshed by the run,
+and reprocessing with ``stages: ["score"]`` reuses the recorded truth without drizzling again.
 """
 
 from __future__ import annotations
@@ -84,8 +86,41 @@ def _query(database_url: str, sql: str) -> list[tuple]:
     return rows
 
 
+def _truth_events(airflow_home: Path) -> list[dict]:
+    """Asset events of ``crlib://results/truth`` in the Airflow metadata database (their extras)."""
+    import sqlite3
+
+    with sqlite3.connect(airflow_home / "airflow.db") as connection:
+        rows = connection.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.uri = 'crlib://results/truth' ORDER BY e.id"
+        ).fetchall()
+    return [json.loads(extra) if isinstance(extra, str) else dict(extra or {}) for (extra,) in rows]
+
+
+def _pooled_exposures(database_url: str) -> int:
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from crlib.db.stats import model_performance
+
+    engine = create_engine(database_url)
+    with Session(engine) as session:
+        pooled = sum(row.n_exposures for row in model_performance(session, by=("field_type",)))
+    engine.dispose()
+    return pooled
+
+
+def _files_state(paths: list[Path]) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in paths}
+
+
 def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pipeline_env) -> None:
+    from crlib.config import load_settings
+    from crlib.pipeline.ledger import RunLedger
+
     archive, database_url = pipeline_env
+    data_root = load_settings().data_root
     corrupt = archive.visits[1].exposures[2].rootname
     nightly = dagbag.dags["crlib_nightly_ingest"]
     logical_date = pendulum.datetime(2026, 11, 20, 3, 30, tz="UTC")
@@ -106,11 +141,19 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     statuses = _query(database_url, "SELECT status FROM pipeline_runs WHERE dag_id = 'crlib_nightly_ingest'")
     assert statuses == [("success",)]
     assert _query(database_url, "SELECT count(*) FROM archive_watermarks") == [(1,)]
+    # New truth was recorded: one event on the truth asset, saying how much.
+    events = _truth_events(airflow_db)
+    assert [e["new_truth"] for e in events] == [5], events
+    # The run refreshed the statistics summaries: crlib stats pools the five scored exposures.
+    assert _pooled_exposures(database_url) == 5
+    assert RunLedger(data_root, run.run_id).summary()["summaries_refreshed_s"]
 
-    # The same logical date again: the watermark has moved, nothing new is found, nothing is added.
+    # The same logical date again: the watermark has moved, nothing new is found, nothing is added,
+    # and no truth event is emitted.
     again = nightly.test(logical_date=logical_date)
     assert again.state == "success"
     assert _counts(database_url) == first
+    assert len(_truth_events(airflow_db)) == 1
 
     # An operator reprocesses the first visit's proposal: its rows are replaced, never duplicated.
     proposal = archive.visits[0].proposal_id
@@ -118,3 +161,22 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     run = reprocess.test(run_conf={"proposal_id": proposal, "visits": [archive.visits[0].visit]})
     assert run.state == "success"
     assert _counts(database_url) == first
+    assert [e["new_truth"] for e in _truth_events(airflow_db)] == [5, 3]  # truth redone for 3
+
+    # Only the score stage redone: the recorded truth is reused (no alignment, no drizzle: the
+    # truth files and the drizzle work directory are untouched), rows are replaced, not added.
+    visit = archive.visits[0].visit
+    truth_files = sorted((data_root / "work" / visit).glob("set*/truth/*_crtruth.fits"))
+    assert len(truth_files) == 3
+    drizzle_dirs = sorted((data_root / "work" / visit).glob("set*/drizzle"))
+    before = _files_state(truth_files + drizzle_dirs)
+    run = reprocess.test(run_conf={"proposal_id": proposal, "visits": [visit], "stages": ["score"]})
+    assert run.state == "success"
+    assert _files_state(truth_files + drizzle_dirs) == before
+    assert _counts(database_url) == first
+    state = RunLedger(data_root, run.run_id).visit(visit)
+    assert state["truth_reused"] == sorted(o.rootname for o in archive.visits[0].exposures)
+    assert state["screen_reused"] is True and len(state["fetch_reused"]) == 3
+    assert len(_truth_events(airflow_db)) == 2  # reused truth is not new truth
+    summary = RunLedger(data_root, run.run_id).summary()
+    assert summary["truth_new"] == 0 and summary["reused"]["truth"] == 3 and summary["scored"] == 3

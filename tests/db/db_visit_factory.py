@@ -30,8 +30,12 @@ def visit_records(
     exptime_s: float = 500.0,
     bins: int = 16,
     seed: int = 1,
+    dilated: bool = True,
 ) -> dict[str, Any]:
-    """Every stage's records for one visit of ``n`` exposures (deterministic)."""
+    """Every stage's records for one visit of ``n`` exposures (deterministic).
+
+    Metrics carry dilated histograms unless ``dilated`` is false.
+    """
     rng = np.random.default_rng(seed)
     observations = [
         Observation(
@@ -104,6 +108,8 @@ def visit_records(
     for r in roots:
         hist_cr = rng.integers(0, 50, bins) * np.linspace(0.1, 1, bins)
         hist_noncr = rng.integers(0, 5000, bins) * np.linspace(1, 0.01, bins)
+        hist_cr_dilated = hist_cr + rng.integers(0, 10, bins)
+        hist_noncr_dilated = np.maximum(hist_noncr - rng.integers(0, 10, bins), 0)
         metrics.append(
             ExposureMetrics(
                 rootname=r,
@@ -118,6 +124,8 @@ def visit_records(
                 hist_cr=tuple(int(v) for v in hist_cr),
                 hist_noncr=tuple(int(v) for v in hist_noncr),
                 field_type=field_type,
+                hist_cr_dilated=tuple(int(v) for v in hist_cr_dilated) if dilated else (),
+                hist_noncr_dilated=tuple(int(v) for v in hist_noncr_dilated) if dilated else (),
             )
         )
     return {

@@ -25,7 +25,9 @@ def run_cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
 def recorded_url(factory: Any, database_url: str) -> str:
     result = run_cli("db", "upgrade", url=database_url)
     assert result.returncode == 0, result.stderr
-    assert "-> 0002" in result.stdout
+    from crlib.db.migrate import head_revision
+
+    assert f"-> {head_revision()}" in result.stdout
     from crlib.db.engine import make_engine, session_factory
 
     engine = make_engine(database_url)
@@ -107,27 +109,39 @@ def test_unreachable_database_is_one_line_with_masked_url() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_db_status_reports_revision(recorded_url: str) -> None:
+def test_db_status_reports_revision_and_summary_state(recorded_url: str) -> None:
+    from crlib.db.migrate import head_revision
+
     result = run_cli("db", "status", url=recorded_url)
     assert result.returncode == 0, result.stderr
-    assert "revision: 0002 (newest: 0002)" in result.stdout
+    assert f"revision: {head_revision()} (newest: {head_revision()})" in result.stdout
+    assert "2 month x filter cell(s) changed since" in result.stdout
+    result = run_cli("stats", "refresh", url=recorded_url)
+    assert result.returncode == 0, result.stderr
+    assert "2 changed month x filter cell(s) refreshed" in result.stdout
+    assert "up to date" in run_cli("db", "status", url=recorded_url).stdout
 
 
-def test_bench_db_runs_with_a_tiny_archive(database_url: str) -> None:
+def test_stats_are_current_before_a_refresh_and_say_so(recorded_url: str) -> None:
+    result = run_cli("stats", "cr-rate", "--by", "filter", "--format", "json", url=recorded_url)
+    assert result.returncode == 0, result.stderr
+    assert [r["n_chips"] for r in json.loads(result.stdout)] == [6, 6]
+    assert "changed since" in result.stderr and "answered from the recorded rows" in result.stderr
+    result = run_cli("stats", "performance", url=recorded_url)
+    assert result.returncode == 0, result.stderr
+    assert "changed since" in result.stdout  # the note under the table
+
+
+def test_bench_db_runs_with_a_small_archive(database_url: str) -> None:
+    """The full benchmark at 2,000 exposures with full-length (1,699-bin) histograms."""
     result = run_cli(
-        "bench",
-        "db",
-        "--exposures",
-        "400",
-        "--bins",
-        "32",
-        "--record-rows",
-        "100",
-        "--format",
-        "json",
-        url=database_url,
+        "bench", "db", "--exposures", "2000", "--record-rows", "500", "--format", "json", url=database_url
     )
     assert result.returncode == 0, result.stderr
     rows = {r["measure"]: r for r in json.loads(result.stdout)}
     assert rows["query: cr_rate by month"]["unit"] == "s"
-    assert rows["record_metrics (COPY + upsert)"]["value"] > 0
+    assert 0 < rows["query: performance by year, all time"]["value"] < 60
+    assert rows["record_metrics, 500 rows in one call"]["value"] > 0
+    assert rows["record_metrics, 500 rows in one call"]["unit"] == "rows/s"
+    assert rows["changed cells after recording"]["value"] > 0
+    assert 5000 < rows["storage per metrics row (4 histograms)"]["value"] < 30000

@@ -66,7 +66,11 @@ def _kill_while_recording_metrics(child: subprocess.Popen[str], url: str) -> Non
                 busy = connection.execute(
                     text(
                         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'crlib-kill-test' "
-                        "AND xact_start IS NOT NULL AND query ILIKE '%metrics_staging%'"
+                        "AND xact_start IS NOT NULL "
+                        # The metrics stage's own statements only: screening also deletes
+                        # exposure_metrics rows (of rejected exposures), in an earlier stage.
+                        "AND (query ILIKE 'COPY exposure_metrics%' "
+                        "OR query ILIKE 'DELETE FROM exposure_metrics m USING unnest%')"
                     )
                 ).scalar_one()
                 if busy:
@@ -85,6 +89,29 @@ def _counts(url: str, factory: Any) -> dict[str, int]:
     try:
         with engine.connect() as connection:
             return factory.table_counts(connection)
+    finally:
+        engine.dispose()
+
+
+def _statistics(url: str) -> dict[str, Any]:
+    """Every ``crlib stats`` answer, live and after a refresh (they must agree)."""
+    from crlib.db.engine import session_factory
+    from crlib.db.stats import cr_rate, model_performance, refresh_summaries
+
+    engine = create_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            live = {
+                "rates": cr_rate(session, by=("month", "chip")),
+                "performance": [r.as_dict() for r in model_performance(session, by=("model", "filter"))],
+            }
+            refresh_summaries(session)
+            refreshed = {
+                "rates": cr_rate(session, by=("month", "chip")),
+                "performance": [r.as_dict() for r in model_performance(session, by=("model", "filter"))],
+            }
+            assert refreshed == live
+            return refreshed
     finally:
         engine.dispose()
 
@@ -144,6 +171,7 @@ def test_sigkill_mid_recording_then_rerun_equals_clean_run(
         assert clean.returncode == 0, err
         assert _counts(database_url, factory) == _counts(clean_url, factory)
         assert _counts(database_url, factory)["exposure_metrics"] == N_EXPOSURES
+        assert _statistics(database_url) == _statistics(clean_url)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{clean_name}" WITH (FORCE)'))

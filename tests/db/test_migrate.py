@@ -24,8 +24,9 @@ def test_upgrade_creates_schema_and_is_idempotent(database_url: str) -> None:
             "archive_watermarks",
             "pipeline_runs",
         } <= tables
-        views = set(inspect(engine).get_materialized_view_names())
-        assert {"cr_rate_daily", "model_performance_monthly", "model_performance_total"} <= views
+        assert {"cr_rate_daily", "performance_monthly", "performance_total", "summary_changes"} <= tables
+        views = set(inspect(engine).get_view_names())
+        assert {"model_performance_monthly", "model_performance_total", "exposure_performance"} <= views
     finally:
         engine.dispose()
 
@@ -47,10 +48,9 @@ def test_migrations_ship_inside_the_package() -> None:
     folder = migrations_dir()
     assert folder.is_relative_to(__import__("crlib").__path__[0])
     assert (folder / "env.py").is_file()
-    assert sorted(p.name for p in (folder / "versions").glob("0*.py"))[:2] == [
-        "0001_initial_schema.py",
-        "0002_statistics_views.py",
-    ]
+    names = sorted(p.name for p in (folder / "versions").glob("0*.py"))
+    assert names[:2] == ["0001_initial_schema.py", "0002_statistics_views.py"]
+    assert "0004_compact_histograms.py" in names
 
 
 def test_filters_are_seeded(sessions: Any) -> None:
@@ -72,5 +72,71 @@ def test_open_results_db_upgrades_when_asked(database_url: str, monkeypatch: Any
         assert current_revision(engine) == head_revision()
         with sessions() as session:
             assert session.get_bind() is engine
+    finally:
+        engine.dispose()
+
+
+def test_0004_converts_recorded_histograms_and_downgrades(factory: Any, database_url: str) -> None:
+    """Metrics recorded as integer[] (revision 0003) survive the upgrade to encoded bytea and back."""
+    from sqlalchemy import text
+
+    from crlib.db.engine import make_engine, session_factory
+    from crlib.db.metric_store import load_metrics
+    from crlib.db.migrate import downgrade, upgrade
+    from crlib.db.stats import model_performance, refresh_summaries
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine, revision="0003")
+        records = factory.visit_records(bins=40)
+        metric = records["metrics"][0]
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO proposals (proposal_id, instrument) VALUES (10775, 'ACS/WFC');"
+                    "INSERT INTO visits (visit, proposal_id, instrument) VALUES ('jbt122', 10775, 'ACS/WFC');"
+                    "INSERT INTO models (name) VALUES ('deepcr-acs-wfc');"
+                    "INSERT INTO model_versions (model_id, version) SELECT id, '1' FROM models"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO exposures (rootname, visit, proposal_id, instrument, detector, filter, "
+                    "exptime_s, t_min_mjd, t_max_mjd, obs_date, target_name, ra_deg, dec_deg, field_type, "
+                    "product_filename, product_uri) VALUES (:r, 'jbt122', 10775, 'ACS/WFC', 'WFC', 'F606W', "
+                    "500, 55000.25, 55000.26, '2009-06-18', 'NGC-104', 6.0, -72.0, 'globular_cluster', "
+                    "'f', 'u')"
+                ),
+                {"r": metric.rootname},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO exposure_metrics (rootname, model_version_id, tp, fp, fn, tn, tpr_at_fpr, "
+                    "tpr_at_fpr_dilated, hist_cr, hist_noncr) SELECT :r, id, 1, 2, 3, 4, '{}', '{}', :c, :n "
+                    "FROM model_versions"
+                ),
+                {"r": metric.rootname, "c": list(metric.hist_cr), "n": list(metric.hist_noncr)},
+            )
+        upgrade(engine)
+        sessions = session_factory(engine)
+        with sessions() as session:
+            (loaded,) = load_metrics(session)
+            assert loaded.hist_cr == metric.hist_cr and loaded.hist_noncr == metric.hist_noncr
+            assert loaded.hist_cr_dilated == ()
+            decoded = session.execute(text("SELECT hist_cr FROM exposure_performance")).scalar_one()
+            assert decoded == list(metric.hist_cr)
+            live = [r.as_dict() for r in model_performance(session, by=("filter",))]
+            refresh_summaries(session)
+            assert [r.as_dict() for r in model_performance(session, by=("filter",))] == live
+            assert live[0]["n_exposures"] == 1 and live[0]["tp"] == 1
+        downgrade(engine, revision="0003")
+        with engine.connect() as connection:
+            back = connection.execute(text("SELECT hist_cr, hist_noncr FROM exposure_metrics")).one()
+            assert back.hist_cr == list(metric.hist_cr) and back.hist_noncr == list(metric.hist_noncr)
+            # The materialised views of 0002 are back, computed from the converted rows.
+            assert (
+                connection.execute(text("SELECT n_exposures FROM model_performance_total")).scalar_one() == 1
+            )
+        upgrade(engine)
     finally:
         engine.dispose()

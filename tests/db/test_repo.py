@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -57,7 +58,10 @@ def test_rerun_replaces_child_rows_and_values(factory: Any, sessions: Any) -> No
         )
         assert chips == [1]
         stored = session.execute(
-            text("SELECT tp, hist_cr FROM exposure_metrics WHERE rootname = :r"), {"r": rootname}
+            text(
+                "SELECT tp, hist_decode(hist_cr, n_bins) AS hist_cr FROM exposure_metrics WHERE rootname = :r"
+            ),
+            {"r": rootname},
         ).one()
         assert stored.tp == 7
         assert stored.hist_cr == list(metric.hist_cr)
@@ -104,9 +108,22 @@ def _replace_first(records: dict[str, Any], key: str, **changes: Any) -> Any:
         ("metrics", {"tp": -1}, "exposure_metrics.tp"),
         ("metrics", {"hist_cr": (1, 2)}, "exposure_metrics.hist_noncr"),
         ("metrics", {"hist_noncr": tuple([-1] * 16)}, "exposure_metrics.hist_noncr"),
+        ("metrics", {"hist_cr": (float("nan"),) * 16}, "exposure_metrics.hist_cr"),
+        ("metrics", {"hist_cr": (0.5,) * 16}, "exposure_metrics.hist_cr"),
+        ("metrics", {"hist_cr": ("12",) * 16}, "exposure_metrics.hist_cr"),
+        ("metrics", {"hist_cr_dilated": (2**70,) * 16}, "exposure_metrics.hist_cr_dilated"),
+        ("metrics", {"hist_noncr_dilated": ()}, "exposure_metrics.hist_noncr_dilated"),
+        ("metrics", {"tn": float("nan")}, "exposure_metrics.tn"),
+        ("metrics", {"field_type": "spiral_arm"}, "exposure_metrics.field_type"),
+        ("metrics", {"rootname": "jbt12200q-and-much-more"}, "exposure_metrics.rootname"),
+        ("metrics", {"model_version": "v" * 65}, "model_versions.version"),
+        ("observations", {"rootname": "jbt1220000000q"}, "exposures.rootname"),
+        ("observations", {"product_uri": "mast:" + "x" * 2000}, "exposures.product_uri"),
         ("predictions", {"seconds": float("inf")}, "predictions.seconds"),
         ("predictions", {"device": "cuda:" + "0" * 64}, "predictions.device"),
         ("statistics", {"rate_per_cm2_s": float("nan")}, "cr_statistics.rate_per_cm2_s"),
+        ("statistics", {"cr_events": -3}, "cr_statistics.cr_events"),
+        ("statistics", {"chip": 0}, "cr_statistics.chip"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(
@@ -118,12 +135,13 @@ def test_bad_values_are_rejected_naming_the_field(
             repo.record_observations(session, records["observations"])
         before = factory.table_counts(session)
         bad = _replace_first(records, stage, **changes)
-        recorder = {
+        recorders: dict[str, Callable[[Any, Any], Any]] = {
             "observations": repo.record_observations,
             "metrics": repo.record_metrics,
             "predictions": repo.record_predictions,
             "statistics": repo.record_cr_statistics,
-        }[stage]
+        }
+        recorder = recorders[stage]
         with pytest.raises(DatabaseError, match=field.replace(".", r"\.")):
             recorder(session, [*records[stage][1:], bad])
         assert factory.table_counts(session) == before
@@ -222,3 +240,80 @@ def test_pipeline_runs_start_and_finish(factory: Any, sessions: Any) -> None:
             repo.finish_run(session, run_id="manual__x", status="failed")
         with pytest.raises(DatabaseError, match=r"pipeline_runs\.status"):
             repo.finish_run(session, run_id="scheduled__2026-01-01", status="exploded")
+        # The Airflow listener marks the final state without a summary: the recorded counts stay.
+        repo.finish_run(session, run_id="scheduled__2026-01-01", status="failed")
+        row = session.execute(text("SELECT status, summary FROM pipeline_runs")).one()
+        assert (row.status, row.summary) == ("failed", {"exposures": 12})
+
+
+def test_concurrent_recorders_of_the_same_metrics_end_with_the_last_one(
+    factory: Any, sessions: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The second recorder waits on the first's uncommitted row, then replaces it (no duplicate)."""
+    import logging
+    import threading
+    import time
+
+    caplog.set_level(logging.INFO, logger="crlib.db.metric_store")
+    records = factory.visit_records()
+    first = records["metrics"][0]
+    second = dataclasses.replace(first, tp=first.tp + 500)
+    with sessions() as session:
+        repo.record_observations(session, records["observations"])
+        repo.record_model_version(
+            session, model_name=first.model_name, version=first.model_version, source="mlflow"
+        )
+    errors: list[BaseException] = []
+
+    def record_second() -> None:
+        try:
+            with sessions() as other:
+                repo.record_metrics(other, [second])
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    with sessions() as session:
+        with session.begin():
+            repo.record_metrics(session, [first])
+            thread = threading.Thread(target=record_second)
+            thread.start()
+            time.sleep(1.0)  # the second recorder is now blocked on the unique index
+            assert thread.is_alive()
+        thread.join(timeout=60)
+        assert not errors, errors
+        rows = session.execute(text("SELECT tp FROM exposure_metrics")).scalars().all()
+    assert rows == [second.tp]
+    assert "retrying" in caplog.text
+
+
+def test_rejecting_an_exposure_drops_the_results_derived_from_it(factory: Any, sessions: Any) -> None:
+    """Reprocessing under changed rules: an exposure now rejected stops counting in the statistics."""
+    records = factory.visit_records()
+    accepted = records["verdicts"][1]
+    assert accepted.verdict == "accept"
+    rootname = accepted.rootname
+    with sessions() as session:
+        factory.record_visit(session, records)
+        before = factory.table_counts(session)
+        rejected = dataclasses.replace(accepted, verdict="reject")
+        repo.record_screening(session, [rejected])
+        after = factory.table_counts(session)
+        for table, rows in (
+            ("exposure_metrics", 1),
+            ("predictions", 1),
+            ("cr_statistics", 2),
+            ("truth_chips", 2),
+        ):
+            assert after[table] == before[table] - rows, table
+        left = session.execute(
+            text(
+                "SELECT (SELECT count(*) FROM exposure_metrics WHERE rootname = :r)"
+                " + (SELECT count(*) FROM truth_results WHERE rootname = :r)"
+                " + (SELECT count(*) FROM predictions WHERE rootname = :r)"
+            ),
+            {"r": rootname},
+        ).scalar_one()
+        assert left == 0
+        # the exposure, its verdict and the other exposures' rows stay
+        assert after["exposures"] == before["exposures"]
+        assert after["screening_verdicts"] == before["screening_verdicts"]

@@ -32,11 +32,15 @@ def test_reader_can_select_and_cannot_write(
             assert connection.execute(text("SELECT count(*) FROM exposures")).scalar_one() == 3
             assert connection.execute(text("SELECT count(*) FROM cr_rate_daily")).scalar_one() >= 0
             assert connection.execute(text("SELECT count(*) FROM exposure_performance")).scalar_one() == 3
+            assert connection.execute(text("SELECT count(*) FROM summary_changes")).scalar_one() > 0
+            decoded = connection.execute(text("SELECT hist_cr FROM model_performance_total")).all()
+            assert decoded == []  # nothing refreshed yet; the view decodes with hist_decode
         for statement in (
             "INSERT INTO filters (name) VALUES ('F999W')",
             "UPDATE exposures SET exptime_s = 1",
             "DELETE FROM exposure_metrics",
-            "REFRESH MATERIALIZED VIEW cr_rate_daily",
+            "DELETE FROM cr_rate_daily",
+            "INSERT INTO summary_changes (month, filter) VALUES ('2020-01-01', 'F606W')",
         ):
             with (
                 reader.connect() as connection,
@@ -55,3 +59,15 @@ def test_reader_can_select_and_cannot_write(
             assert session.execute(text("SELECT count(*) FROM exposures")).scalar_one() == 6
     finally:
         writer.dispose()
+    reader = _login(database_url, READER_ROLE)
+    try:
+        from crlib.db.engine import session_factory
+        from crlib.db.stats import cr_rate, model_performance
+
+        with session_factory(reader)() as session:
+            assert cr_rate(session, by=("filter",))[0]["n_chips"] == 12
+            assert model_performance(session)[0].n_exposures == 6
+            row = session.execute(text("SELECT n_bins, hist_cr FROM model_performance_total")).one()
+            assert len(row.hist_cr) == row.n_bins
+    finally:
+        reader.dispose()

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
-from crlib.db.stats import StatsFilter, cr_rate, model_performance, pooled_roc, refresh_summaries, tpr_at_fpr
+from crlib.db import repo
+from crlib.db.stats import (
+    StatsFilter,
+    cr_rate,
+    model_performance,
+    pooled_roc,
+    refresh_summaries,
+    summary_state,
+    tpr_at_fpr,
+)
 
 
-@pytest.fixture
-def archive(factory: Any, sessions: Any) -> dict[str, Any]:
-    """Two visits in different proposals, filters, field types, months and exposure times."""
+@pytest.fixture(params=["refreshed", "live"])
+def archive(factory: Any, sessions: Any, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Two visits in different proposals, filters, field types, months and exposure times.
+
+    ``refreshed``: the summaries were refreshed after recording; ``live``: never refreshed, so
+    every answer comes from the recorded rows of the changed cells (they must agree).
+    """
     a = factory.visit_records("jbt122", proposal_id=10775, mjd=55000.25, seed=1)
     b = factory.visit_records(
         "jc4a01",
@@ -28,7 +43,11 @@ def archive(factory: Any, sessions: Any) -> dict[str, Any]:
     with sessions() as session:
         factory.record_visit(session, a)
         factory.record_visit(session, b)
-        refresh_summaries(session)
+        if request.param == "refreshed":
+            refresh_summaries(session)
+            assert summary_state(session).pending_cells == 0
+        else:
+            assert summary_state(session).pending_cells == 2
     return {"a": a, "b": b}
 
 
@@ -110,12 +129,97 @@ def test_pooled_roc_by_hand() -> None:
     assert tpr_at_fpr(fpr, tpr, 0.01) == pytest.approx(0.875)
 
 
-def test_summaries_need_refresh_to_see_new_records(factory: Any, sessions: Any) -> None:
+def _performance(session: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    return [r.as_dict() for r in model_performance(session, **kwargs)]
+
+
+def _every_answer(session: Any) -> dict[str, Any]:
+    return {
+        "rate_filter": cr_rate(session, by=("filter", "chip")),
+        "rate_month": cr_rate(session, by=("month", "field_type", "exptime")),
+        "perf": _performance(session),
+        "perf_month": _performance(session, by=("model", "month", "filter")),
+        "perf_year": _performance(session, by=("year",), where=StatsFilter(since=dt.date(2009, 1, 1))),
+    }
+
+
+def test_answers_are_exact_before_and_after_refresh_and_after_rerecording(
+    factory: Any, sessions: Any
+) -> None:
+    a = factory.visit_records("jbt122", seed=1)
+    b = factory.visit_records("jc4a01", proposal_id=12000, filter_name="F814W", mjd=56000.5, seed=2)
     with sessions() as session:
-        factory.record_visit(session, factory.visit_records())
-        assert cr_rate(session, by=("filter",)) == []
+        factory.record_visit(session, a)
+        factory.record_visit(session, b)
+        live = _every_answer(session)
+        assert live["rate_filter"] and live["perf"]
+        assert refresh_summaries(session).keys() == {
+            "cr_rate_daily",
+            "performance_monthly",
+            "performance_total",
+        }
+        assert summary_state(session).pending_cells == 0
+        assert _every_answer(session) == live
+        # Re-recording one exposure's metrics and CR statistics: answers change at once.
+        changed = dataclasses.replace(a["metrics"][0], tp=a["metrics"][0].tp + 1000, hist_cr=(0,) * 16)
+        repo.record_metrics(session, [changed])
+        stats = [dataclasses.replace(s, cr_events=s.cr_events + 7) for s in a["statistics"][:2]]
+        repo.record_cr_statistics(session, stats)
+        assert summary_state(session).pending_cells == 1
+        before_refresh = _every_answer(session)
+        assert before_refresh != live
+        f606w = next(r for r in before_refresh["perf"] if r["filter"] == "F606W")
+        assert f606w["tp"] == sum(m.tp for m in a["metrics"]) + 1000
+        rates = {(r["filter"], r["chip"]): r["cr_events"] for r in before_refresh["rate_filter"]}
+        assert rates[("F606W", 1)] == sum(s.cr_events for s in a["statistics"] if s.chip == 1) + 7
+        refresh_summaries(session, concurrently=False)
+        assert _every_answer(session) == before_refresh
+        refresh_summaries(session, full=True)
+        assert _every_answer(session) == before_refresh
+
+
+def test_moving_an_exposure_to_another_filter_moves_its_statistics(factory: Any, sessions: Any) -> None:
+    records = factory.visit_records()
+    with sessions() as session:
+        factory.record_visit(session, records)
         refresh_summaries(session)
-        assert cr_rate(session, by=("filter",))[0]["n_chips"] == 6
+        moved = dataclasses.replace(records["observations"][0], filter="F814W")
+        repo.record_observations(session, [moved])
+        chips = {r["filter"]: r["n_chips"] for r in cr_rate(session, by=("filter",))}
+        perf = {r["filter"]: r["n_exposures"] for r in _performance(session, by=("filter",))}
+        assert chips == {"F606W": 4, "F814W": 2}
+        assert perf == {"F606W": 2, "F814W": 1}
+        refresh_summaries(session)
+        assert {r["filter"]: r["n_chips"] for r in cr_rate(session, by=("filter",))} == chips
+        assert {r["filter"]: r["n_exposures"] for r in _performance(session, by=("filter",))} == perf
+        session.execute(text("DELETE FROM exposures WHERE rootname = :r"), {"r": moved.rootname})
+        session.commit()
+        assert {r["filter"]: r["n_chips"] for r in cr_rate(session, by=("filter",))} == {"F606W": 4}
+        refresh_summaries(session)
+        assert [r["n_exposures"] for r in _performance(session, by=("filter",))] == [2]
+
+
+def test_dilated_tpr_is_pooled_only_when_every_exposure_has_dilated_histograms(
+    factory: Any, sessions: Any
+) -> None:
+    with_dilated = factory.visit_records("jbt122", seed=4)
+    without = factory.visit_records("jbt123", seed=5, dilated=False, mjd=55000.5)
+    with sessions() as session:
+        factory.record_visit(session, with_dilated)
+        (row,) = model_performance(session, by=("filter",))
+        metrics = with_dilated["metrics"]
+        fpr, tpr = pooled_roc(
+            np.sum([m.hist_cr_dilated for m in metrics], axis=0),
+            np.sum([m.hist_noncr_dilated for m in metrics], axis=0),
+        )
+        assert row.n_dilated == 3
+        assert row.tpr_at_fpr_dilated[0.005] == pytest.approx(tpr_at_fpr(fpr, tpr, 0.005))
+        factory.record_visit(session, without)
+        refresh_summaries(session)
+        (row,) = model_performance(session, by=("filter",))
+        assert (row.n_exposures, row.n_dilated) == (6, 3)
+        assert np.isnan(row.tpr_at_fpr_dilated[0.005])
+        assert row.as_dict()["tpr_dilated_at_fpr_0.005"] is None
 
 
 QUERIES = sorted((Path(__file__).resolve().parents[2] / "sql" / "queries").glob("*.sql"))
@@ -123,9 +227,8 @@ QUERIES = sorted((Path(__file__).resolve().parents[2] / "sql" / "queries").glob(
 
 @pytest.mark.parametrize("query", QUERIES, ids=[q.stem for q in QUERIES])
 def test_example_queries_run_on_recorded_results(sessions: Any, archive: dict[str, Any], query: Path) -> None:
-    from sqlalchemy import text
-
     with sessions() as session:
+        refresh_summaries(session)  # SQL users read the summary tables as they are
         session.execute(
             text(
                 "INSERT INTO pipeline_runs (run_id, dag_id, trigger, status, started_at) "
@@ -147,10 +250,9 @@ def test_example_queries_run_on_recorded_results(sessions: Any, archive: dict[st
 
 
 def test_sql_pooled_tpr_agrees_with_python_at_bin_edges(sessions: Any, archive: dict[str, Any]) -> None:
-    from sqlalchemy import text
-
     query = next(q for q in QUERIES if q.stem == "model_performance_pooled")
     with sessions() as session:
+        refresh_summaries(session)
         rows = {r["filter"]: r for r in session.execute(text(query.read_text())).mappings()}
     metrics = archive["a"]["metrics"]
     fpr, tpr = pooled_roc(

@@ -33,3 +33,23 @@ def test_dataset(small_archive, tmp_path_factory: pytest.TempPathFactory):
         params=PatchParameters(patch=256, border=128),
         fractions=SplitFractions(train=0.0, validation=0.0, test=1.0),
     )
+
+
+@pytest.fixture
+def results_engine(database_url: str):
+    """Engine on a fresh results database upgraded to the newest schema."""
+    from crlib.db.engine import make_engine
+    from crlib.db.migrate import upgrade
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def results_sessions(results_engine):
+    """A sessionmaker on :func:`results_engine`."""
+    from crlib.db.engine import session_factory
+
+    return session_factory(results_engine)

@@ -67,11 +67,14 @@ def test_training_run_is_logged_and_registered_as_challenger(two_visit_archive: 
 
 
 @pytest.mark.slow
-def test_cli_train_models_and_promote(two_visit_archive: Path) -> None:
+def test_cli_train_models_and_promote(
+    two_visit_archive: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from crlib.cli.app import app, register_commands
 
+    monkeypatch.setenv("CRLIB_DATABASE_URL", database_url)
     register_commands()
     runner = CliRunner()
     trained = runner.invoke(
@@ -97,7 +100,8 @@ def test_cli_train_models_and_promote(two_visit_archive: Path) -> None:
     )
     assert trained.exit_code == 0, trained.output
     summary = json.loads(trained.stdout)
-    assert summary["version"] == "deepcr-acs-wfc/1" and summary["patches_per_second"] > 0
+    assert summary["label"] == "deepcr-acs-wfc/1" and summary["version"] == "1"
+    assert summary["patches_per_second"] > 0 and summary["initial"].startswith("deepCR ACS-WFC")
 
     listed = runner.invoke(app, ["models", "--bootstrap", "--history", "--json"])
     assert listed.exit_code == 0, listed.output
@@ -108,3 +112,13 @@ def test_cli_train_models_and_promote(two_visit_archive: Path) -> None:
     decision = json.loads(dry.stdout)
     assert decision["challenger_version"] == "1" and decision["champion_version"] == "2"
     assert decision["applied"] is False and len(decision["comparisons"]) == 4
+    assert decision["run_id"].startswith("cli__")
+
+    # the dry run is in the decision history `crlib models` shows
+    listed = runner.invoke(app, ["models", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (recorded,) = json.loads(listed.stdout)["decisions"]
+    assert recorded["dry_run"] is True and recorded["challenger_version"] == "1"
+    assert recorded["outcome"] == decision["outcome"]
+    shown = runner.invoke(app, ["models"])
+    assert "v1 vs champion v2: " + decision["outcome"] in shown.output

@@ -46,9 +46,10 @@ def test_training_lowers_the_loss_and_is_deterministic(tiny_dataset, tmp_path: P
 def test_batchnorm_statistics_are_frozen_in_phase_one(tiny_dataset, tmp_path: Path) -> None:
     config = TrainingConfig(epochs=2, batch_size=4, freeze_fraction=0.0, seed=1)
     network = _fresh()
-    before = network.inc.conv.conv[1].running_mean.clone()
+    batchnorm = network.get_submodule("inc.conv.conv.1")
+    before = batchnorm.get_buffer("running_mean").clone()
     train_network(network, METADATA, tiny_dataset, config=config, checkpoint_dir=tmp_path)
-    assert torch.equal(network.inc.conv.conv[1].running_mean, before)
+    assert torch.equal(batchnorm.get_buffer("running_mean"), before)
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(tiny_dataset, tmp_path: Path) -> None:

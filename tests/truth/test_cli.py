@@ -37,3 +37,37 @@ def test_truth_command_rejects_missing_directory(tmp_path):
     register_commands()
     result = CliRunner().invoke(app, ["truth", str(tmp_path / "nope")])
     assert result.exit_code != 0
+
+
+def test_bench_truth_runs_one_field_type_and_scores_it(tmp_path):
+    """``crlib bench truth --field-type`` simulates and scores only that field type."""
+    register_commands()
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "truth",
+            "--size",
+            "small",
+            "--field-type",
+            "extragalactic",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [v["field_type"] for v in report["visits"]] == ["extragalactic"]
+    visit = report["visits"][0]
+    assert visit["recall_50e"] > 0.9
+    assert visit["false_positive_rate"] < 1e-3
+    assert visit["bare_astrodrizzle_seconds"] > 0
+    assert not (tmp_path / "archive" / "globular_cluster").exists()
+
+
+def test_bench_truth_rejects_unknown_field_type(tmp_path):
+    register_commands()
+    result = CliRunner().invoke(app, ["bench", "truth", "--field-type", "nebula", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown field type(s) nebula" in result.output

@@ -93,3 +93,33 @@ def test_svm_parameter_sets_follow_exposure_count():
     assert "_mdriztab_btn_" not in pars
     with pytest.raises(ValueError, match="at least 2"):
         load_svm_parameters(ACS_WFC, 1)
+
+
+def test_every_gate_reason_fits_in_a_fits_header(tmp_path):
+    """Reasons become COMMENT cards: a reason FITS cannot hold would crash the visit's truth stage."""
+    from astropy.io import fits
+
+    from crlib.truth.product import write_truth_product
+
+    _, reasons = assess(
+        [_chip(cr_events=36000, cr_pixels=300_000, star_core_flagged=300, valid_pixels=300_000)],
+        expected_rate_per_cm2_s=1.2,
+        alignment_rms_px=0.7,
+        alignment_status="aligned_relative",
+        alignment_matches=9,
+    )
+    assert any("CR rate" in r for r in reasons)
+    assert all(r.isascii() for r in reasons)
+    mask = np.zeros((4, 4), dtype=np.uint8)
+    path = write_truth_product(
+        tmp_path / "x_crtruth.fits",
+        rootname="x",
+        masks={1: (mask, mask)},
+        provenance={"METHOD": "drizzle", "WORKDIR": "/data/visité"},
+        reasons=(*reasons, "flagged 5 events/cm²/s"),
+    )
+    with fits.open(path) as hdul:
+        comments = [str(c) for c in hdul[0].header["COMMENT"]]
+        assert hdul[0].header["WORKDIR"] == "/data/visit?"
+    assert any("events/cm?/s" in c for c in comments)
+    assert len(comments) == len(reasons) + 1

@@ -1,0 +1,177 @@
+"""``crlib bench accuracy``: TPR at FPR 0.05% / 0.5% per field type and filter, next to the paper."""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from crlib.cli.app import bench_app
+
+if TYPE_CHECKING:
+    from crlib.model.accuracy import AccuracyReport
+
+SizeOption = Literal["small", "full"]
+DeviceOption = Literal["auto", "cpu", "cuda"]
+
+
+class Detector(StrEnum):
+    """Compared detectors (:data:`crlib.model.accuracy.MODEL_KINDS`)."""
+
+    global_ = "global"
+    per_filter = "per_filter"
+    lacosmic = "lacosmic"
+
+
+_COLUMN_TITLES = {"global": "ours: ACS-WFC", "per_filter": "ours: per-filter", "lacosmic": "LACosmic"}
+
+
+@bench_app.command("accuracy")
+def bench_accuracy_command(
+    size: Annotated[SizeOption, typer.Option(help="Simulated exposure size.")] = "small",
+    visits_per_cell: Annotated[
+        int, typer.Option("--visits-per-cell", min=1, max=50, help="Visits per field type x filter.")
+    ] = 1,
+    exposures: Annotated[
+        int, typer.Option(min=3, max=8, help="Exposures per visit (drizzle truth needs >= 3).")
+    ] = 3,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Scratch directory; its crlib-accuracy/ is replaced (default: <data_root>/bench)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Simulator seed (same seed, same numbers).")] = 0,
+    field_type: Annotated[
+        list[str] | None,
+        typer.Option("--field-type", help="Field type (repeatable; default: all three).", show_default=False),
+    ] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="Filter (repeatable; default F435W F606W F814W).", show_default=False),
+    ] = None,
+    models: Annotated[
+        list[Detector] | None,
+        typer.Option("--model", help="Detector to compare (repeatable; default: all).", show_default=False),
+    ] = None,
+    sigclip: Annotated[
+        list[float] | None,
+        typer.Option("--sigclip", help="LACosmic sigclip sweep value (repeatable).", show_default=False),
+    ] = None,
+    include_suspect: Annotated[
+        bool, typer.Option("--include-suspect", help="Also score exposures whose truth is 'suspect'.")
+    ] = False,
+    device: Annotated[
+        DeviceOption | None, typer.Option(help="deepCR device (default: the configured one).")
+    ] = None,
+    keep_files: Annotated[
+        bool, typer.Option("--keep-files", help="Keep FLC, truth and prediction files.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """deepCR global and per-filter models and LACosmic on simulated visits with drizzle truth vs Table 3."""
+    from crlib.config import load_settings
+    from crlib.model.accuracy import ACCURACY_FILTERS, MODEL_KINDS, run_accuracy_benchmark
+    from crlib.model.lacosmic import SIGCLIP_SWEEP
+    from crlib.profiles import FIELD_TYPES
+
+    settings = load_settings()
+    report = run_accuracy_benchmark(
+        workdir if workdir is not None else settings.data_root / "bench",
+        field_types=tuple(field_type or FIELD_TYPES),
+        filters=tuple(f.upper() for f in (filters or ACCURACY_FILTERS)),
+        size=size,
+        visits_per_cell=visits_per_cell,
+        exposures=exposures,
+        seed=seed,
+        models=tuple(m.value for m in models) if models else MODEL_KINDS,
+        sigclips=tuple(sigclip or SIGCLIP_SWEEP),
+        include_suspect=include_suspect,
+        device=device or settings.device,
+        threads=settings.torch_threads(),
+        keep_files=keep_files,
+    )
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    print_report(report)
+
+
+def print_report(report: AccuracyReport) -> None:
+    """Print the two tables (no dilation, 3x3 dilation), truth status counts and the caveats."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from crlib.model.accuracy import ALL_FILTERS
+
+    console = Console()
+    console.width = max(console.width, 150)
+    kinds = report.settings["models"]
+    settings = report.settings
+    header = (
+        f"{settings['size']} exposures, {settings['visits_per_cell']} visit(s) per cell, "
+        f"{settings['exposures_per_visit']} exposures per visit, seed {settings['seed']}"
+    )
+    console.print(f"[bold]{report.caveat}[/bold]")
+    for label, title in (("plain", "no dilation"), ("dilated", "3x3 dilation of the predicted mask")):
+        table = Table(
+            title=f"TPR (%) at FPR 0.05% / 0.5%, {title}: {header}",
+            caption="'*': FPR point outside the pooled ROC's measured points (interpolated to an end). "
+            "Per-filter 'all' rows pool three models' scores at common thresholds.",
+            caption_justify="left",
+        )
+        for column in ("field type", "filter", "scored / truth", "CR px"):
+            table.add_column(column)
+        for kind in kinds:
+            table.add_column(_COLUMN_TITLES[kind], justify="right")
+        table.add_column("paper (ACS-WFC)", justify="right")
+        for group in report.groups:
+            status = ", ".join(f"{n} {s}" for s, n in group.truth_status.items()) or "-"
+            cells = [
+                group.field_type if group.filter != ALL_FILTERS else "",
+                group.filter,
+                f"{group.exposures} / {status}",
+                f"{group.n_cr:,}",
+            ]
+            for kind in kinds:
+                values = []
+                for fpr_key in ("0.0005", "0.005"):
+                    text = tpr_percent(group.tpr[kind][label][fpr_key])
+                    if text != "-" and not group.within_reach(kind, label, fpr_key):
+                        text += "*"
+                    values.append(text)
+                cells.append(" / ".join(values))
+            paper = group.paper
+            cells.append(
+                " / ".join(tpr_percent(paper[label][k]) for k in ("0.0005", "0.005")) if paper else "-"
+            )
+            table.add_row(*cells, end_section=group.filter == ALL_FILTERS)
+        console.print(table)
+    counts = report.truth_status_counts()
+    scored = settings["scored_truth_statuses"]
+    excluded = sorted(set(counts) - set(scored))
+    console.print(
+        f"truth over {sum(counts.values())} simulated exposures: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + f"; scored truth statuses: {', '.join(scored)}"
+        + (f" ({', '.join(excluded)} excluded)" if excluded else "")
+        + f"; {len(report.exposures)} exposures scored."
+    )
+    for visit in report.visits:
+        for rootname, reasons in visit.reasons.items():
+            console.print(f"  {visit.visit} {rootname} {visit.truth_status[rootname]}: {'; '.join(reasons)}")
+    if "lacosmic" in kinds:
+        objlim = ", ".join(f"{k} {v:g}" for k, v in settings["lacosmic_objlim"].items())
+        sweep = ", ".join(f"{s:g}" for s in settings["lacosmic_sigclips"])
+        console.print(f"LACosmic: objlim {objlim}; sigclip sweep {sweep}")
+    console.print(f"device {settings['device']}, {settings['threads']} threads; {report.seconds:.0f} s")
+    console.print("Evaluation differences from deepCR's deepCR.evaluate:")
+    for note in report.notes:
+        console.print(f"  - {note}")
+
+
+def tpr_percent(value: float) -> str:
+    """A TPR fraction as a percentage with two decimals, ``-`` for NaN."""
+    return f"{100 * value:.2f}" if math.isfinite(value) else "-"

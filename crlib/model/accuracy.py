@@ -1,0 +1,588 @@
+"""``crlib bench accuracy``: TPR at FPR 0.05% / 0.5% on simulated visits with drizzle truth.
+
+For every field type x filter cell, ``visits_per_cell`` seeded visits are simulated
+(:func:`crlib.simulate.simulate_visit`) and go through the truth stage
+(:func:`crlib.truth.build_visit_truth`: relative alignment without catalog queries, AstroDrizzle
+driz_cr, quality gates). Every exposure whose truth passed the gates (``ok``; ``suspect`` too when
+asked) is predicted by
+
+* ``global``: deepCR's global model ``ACS-WFC``;
+* ``per_filter``: the per-filter model of the visit's filter (``ACS-WFC-F435W`` ...);
+* ``lacosmic``: astroscrappy with the paper's ``objlim`` for the field type, its sigclip sweep
+  written as a pseudo-probability (:func:`crlib.model.lacosmic.predict_exposure_lacosmic`);
+
+and each prediction file is scored against the truth file by
+:func:`crlib.metrics.scoring.score_prediction_file`. A group's ROC is the sum of its exposures'
+histograms (:func:`crlib.metrics.scoring.pooled_histograms`), per (model, field type, filter) and per
+(model, field type); the TPR at each FPR point is read off it by :func:`crlib.metrics.roc.tpr_at_fpr`.
+A per-field-type group of ``per_filter`` pools three models' scores at common thresholds, so a
+difference in their calibration lowers its ROC below each filter's own.
+
+The visits are simulated and the truth is derived by drizzling, not the paper's real test sets
+(Table 2, DESIGN.md section 6) and their masks: the numbers say how the shipped models do on our
+simulator and our truth, next to the paper's Table 3 for orientation; differences are expected.
+Where deepCR's own evaluation code counts differently, :data:`EVALUATION_NOTES` says how.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from crlib.errors import ConfigError
+from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr_points
+from crlib.metrics.scoring import pooled_histograms, score_prediction_file
+from crlib.model.lacosmic import SIGCLIP_SWEEP, objlim_for, predict_exposure_lacosmic
+from crlib.profiles import ACS_WFC, FIELD_TYPES
+from crlib.records import ExposureMetrics
+
+log = logging.getLogger(__name__)
+
+#: The compared detectors, in table order.
+MODEL_KINDS: tuple[str, ...] = ("global", "per_filter", "lacosmic")
+#: Filters with a shipped per-filter model (the paper's three test filters).
+ACCURACY_FILTERS: tuple[str, ...] = ("F435W", "F606W", "F814W")
+#: ``filter`` of a group pooled over every filter of a field type.
+ALL_FILTERS = "all"
+#: Truth statuses scored by default.
+SCORED_STATUSES: tuple[str, ...] = ("ok",)
+
+CAVEAT = (
+    "Simulated ACS/WFC visits scored against drizzle-derived truth, not the paper's real test sets "
+    "(Table 2) and masks: differences from the paper's Table 3 are expected."
+)
+
+#: How deepCR 0.3.1's ``deepCR.evaluate`` (``roc``, ``roc_lacosmic``) counts, where it differs from us.
+EVALUATION_NOTES: tuple[str, ...] = (
+    "Ignored pixels: deepCR zeroes prediction and truth there and counts them as true negatives, so "
+    "its FPR denominator includes them; we leave invalid pixels out of every count.",
+    "Dilation: deepCR dilates the ignore-zeroed binary mask with disk(1) (3x3 cross) and does not "
+    "re-apply the ignore mask, so dilated pixels spilling into ignored pixels count as false "
+    "positives; we count valid pixels only.",
+    "Thresholds: deepCR samples the ROC at 500 thresholds linspace(0.001, 0.999) and has no "
+    "TPR-at-FPR function; we bin probabilities on float16 logit bins up to 1 - 4.9e-4 and interpolate "
+    "the TPR linearly in FPR.",
+    "Model input: deepCR's roc() runs clean(binary=False), 1024-px tiles without overlap; we tile "
+    "with overlap.",
+    "LACosmic: deepCR uses readnoise=5 e-, gain=1 and objlim=2 unless given; we use each chip's "
+    "READNSE* mean and the paper's objlim (2.6 sparse/cluster fields, 4.5 resolved galaxies). Its "
+    "line `pdt_mask *= (1 - image[3]).astype(bool)` multiplies by a row of the image, not the ignore "
+    "mask, so LACosmic detections in ignored pixels count as false positives there.",
+    "Pooling is the same: TP/FP/FN/TN summed over all images before TPR = TP/(TP+FN), "
+    "FPR = FP/(FP+TN); 'CR' means probability strictly above the threshold.",
+)
+
+#: deepCR-ACS/WFC paper, Table 3 (global model): ``(field type, filter) -> {"plain"|"dilated": {fpr: tpr}}``.
+PAPER_TABLE3: dict[tuple[str, str], dict[str, dict[str, float]]] = {
+    (field_type, filter_name): {
+        "plain": {"0.0005": values[0] / 100, "0.005": values[1] / 100},
+        "dilated": {"0.0005": values[2] / 100, "0.005": values[3] / 100},
+    }
+    for (field_type, filter_name), values in {
+        ("globular_cluster", "F435W"): (80.24, 95.53, 92.06, 96.93),
+        ("extragalactic", "F435W"): (87.47, 99.39, 98.63, 99.87),
+        ("resolved_galaxy", "F435W"): (76.46, 90.36, 89.95, 91.80),
+        ("globular_cluster", "F606W"): (85.98, 97.45, 95.52, 98.56),
+        ("extragalactic", "F606W"): (89.08, 99.37, 95.97, 99.75),
+        ("resolved_galaxy", "F606W"): (64.79, 86.80, 82.53, 92.11),
+        ("globular_cluster", "F814W"): (82.53, 94.63, 94.37, 96.86),
+        ("extragalactic", "F814W"): (92.00, 99.58, 98.31, 99.80),
+        ("resolved_galaxy", "F814W"): (67.01, 89.53, 85.32, 92.86),
+    }.items()
+}
+
+
+@dataclass(frozen=True)
+class ScoredExposure:
+    """One exposure scored by every compared detector.
+
+    Attributes
+    ----------
+    rootname, visit, field_type, filter
+        Which exposure.
+    truth_status
+        Its truth product's status (``ok`` or ``suspect``).
+    metrics
+        ``{model kind: ExposureMetrics}`` (with histograms).
+    seconds
+        ``{model kind: prediction wall time}``, seconds.
+    """
+
+    rootname: str
+    visit: str
+    field_type: str
+    filter: str
+    truth_status: str
+    metrics: dict[str, ExposureMetrics]
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class VisitOutcome:
+    """What the truth stage said about one simulated visit.
+
+    Attributes
+    ----------
+    visit, field_type, filter
+        Which visit.
+    truth_status
+        ``{rootname: ok|suspect|failed}``.
+    reasons
+        ``{rootname: gate reasons}`` for exposures that are not ``ok``.
+    seconds
+        Wall time per step (``simulate``, ``truth``, ``global``, ``per_filter``, ``lacosmic``, ``score``).
+    """
+
+    visit: str
+    field_type: str
+    filter: str
+    truth_status: dict[str, str]
+    reasons: dict[str, tuple[str, ...]]
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GroupAccuracy:
+    """Pooled accuracy of every detector on one (field type, filter) group.
+
+    Attributes
+    ----------
+    field_type, filter
+        The group (``filter`` is :data:`ALL_FILTERS` for a whole field type).
+    exposures
+        Exposures scored.
+    truth_status
+        Truth statuses of every exposure of the group's visits (scored or not).
+    n_cr, n_noncr
+        Valid CR / non-CR truth pixels pooled.
+    models
+        ``{model kind: model name(s)}``.
+    tpr
+        ``{model kind: {"plain"|"dilated": {"0.0005": tpr, "0.005": tpr}}}`` as fractions (NaN when
+        the group has no CR or no non-CR pixel).
+    fpr_reach
+        ``{model kind: {"plain"|"dilated": (lowest, highest)}}``: the FPR range the pooled ROC's own
+        points span (between 0 and 1 exclusive). An FPR point outside it is interpolated towards
+        (0, 0) or (1, 1) rather than between two measured points.
+    paper
+        The paper's Table 3 entry (global model) or ``None``.
+    """
+
+    field_type: str
+    filter: str
+    exposures: int
+    truth_status: dict[str, int]
+    n_cr: int
+    n_noncr: int
+    models: dict[str, str]
+    tpr: dict[str, dict[str, dict[str, float]]]
+    fpr_reach: dict[str, dict[str, tuple[float, float]]]
+    paper: dict[str, dict[str, float]] | None = None
+
+    def within_reach(self, kind: str, label: str, fpr_key: str) -> bool:
+        """Whether the FPR point lies between two measured points of the pooled ROC."""
+        lowest, highest = self.fpr_reach.get(kind, {}).get(label, (math.nan, math.nan))
+        fpr = FPR_POINTS[fpr_key]
+        return bool(lowest <= fpr <= highest)
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """Everything one accuracy benchmark run measured.
+
+    Attributes
+    ----------
+    settings
+        The run's parameters.
+    visits
+        One outcome per simulated visit.
+    exposures
+        Every scored exposure.
+    groups
+        Pooled results: per field type, each filter then :data:`ALL_FILTERS`.
+    seconds
+        Wall time of the whole run.
+    caveat, notes
+        :data:`CAVEAT` and :data:`EVALUATION_NOTES`.
+    """
+
+    settings: dict[str, Any]
+    visits: tuple[VisitOutcome, ...]
+    exposures: tuple[ScoredExposure, ...]
+    groups: tuple[GroupAccuracy, ...]
+    seconds: float
+    caveat: str = CAVEAT
+    notes: tuple[str, ...] = EVALUATION_NOTES
+
+    def truth_status_counts(self) -> dict[str, int]:
+        """Truth statuses over every simulated exposure."""
+        counts: Counter[str] = Counter()
+        for visit in self.visits:
+            counts.update(visit.truth_status.values())
+        return dict(sorted(counts.items()))
+
+    def group(self, field_type: str, filter_name: str) -> GroupAccuracy:
+        """The group of a field type and filter (or :data:`ALL_FILTERS`); KeyError if absent."""
+        for group in self.groups:
+            if (group.field_type, group.filter) == (field_type, filter_name):
+                return group
+        raise KeyError((field_type, filter_name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (no histograms; NaN as ``None``)."""
+        exposures = []
+        for exposure in self.exposures:
+            row = {k: v for k, v in asdict(exposure).items() if k != "metrics"}
+            row["metrics"] = {
+                kind: {k: v for k, v in asdict(m).items() if not k.startswith("hist_")}
+                for kind, m in exposure.metrics.items()
+            }
+            exposures.append(row)
+        return _json_safe(
+            {
+                "caveat": self.caveat,
+                "evaluation_notes": self.notes,
+                "settings": self.settings,
+                "seconds": self.seconds,
+                "truth_status": self.truth_status_counts(),
+                "groups": [asdict(group) for group in self.groups],
+                "visits": [asdict(visit) for visit in self.visits],
+                "exposures": exposures,
+            }
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def fpr_reach(curve: RocCurve) -> tuple[float, float]:
+    """Lowest and highest FPR among the curve's own points strictly between 0 and 1 (NaN if none)."""
+    inner = curve.fpr[1:-1]
+    inner = inner[(inner > 0) & (inner < 1)]
+    if inner.size == 0:
+        return (math.nan, math.nan)
+    return (float(inner.min()), float(inner.max()))
+
+
+def pool_group(
+    exposures: Sequence[ScoredExposure],
+    *,
+    field_type: str,
+    filter_name: str,
+    kinds: Sequence[str],
+    truth_status: dict[str, int] | None = None,
+) -> GroupAccuracy:
+    """Pool the histograms of a group's exposures per detector and read off TPR at the FPR points.
+
+    Parameters
+    ----------
+    exposures
+        The group's scored exposures (any order).
+    field_type, filter_name
+        Labels of the group (:data:`ALL_FILTERS` for a whole field type).
+    kinds
+        Detectors to pool (each exposure must have been scored by all of them).
+    truth_status
+        Truth status counts of the group's visits, stored as given.
+    """
+    tpr: dict[str, dict[str, dict[str, float]]] = {}
+    reach: dict[str, dict[str, tuple[float, float]]] = {}
+    models: dict[str, str] = {}
+    n_cr = n_noncr = 0
+    for kind in kinds:
+        records = [e.metrics[kind] for e in exposures]
+        models[kind] = ", ".join(sorted({r.model_name for r in records}))
+        tpr[kind], reach[kind] = {}, {}
+        for label, dilated in (("plain", False), ("dilated", True)):
+            hist_cr, hist_noncr = pooled_histograms(records, dilated=dilated)
+            curve = roc_from_histograms(hist_cr, hist_noncr)
+            tpr[kind][label] = tpr_at_fpr_points(curve)
+            reach[kind][label] = fpr_reach(curve)
+            if label == "plain":
+                n_cr, n_noncr = curve.n_cr, curve.n_noncr
+    return GroupAccuracy(
+        field_type=field_type,
+        filter=filter_name,
+        exposures=len(exposures),
+        truth_status=dict(sorted((truth_status or {}).items())),
+        n_cr=int(n_cr),
+        n_noncr=int(n_noncr),
+        models=models,
+        tpr=tpr,
+        fpr_reach=reach,
+        paper=PAPER_TABLE3.get((field_type, filter_name)),
+    )
+
+
+def pool_report_groups(
+    exposures: Sequence[ScoredExposure],
+    visits: Sequence[VisitOutcome],
+    *,
+    field_types: Sequence[str],
+    filters: Sequence[str],
+    kinds: Sequence[str],
+) -> tuple[GroupAccuracy, ...]:
+    """Groups per (field type, filter) and per field type, in table order (empty groups included)."""
+    groups = []
+    for field_type in field_types:
+        for filter_name in (*filters, ALL_FILTERS):
+            chosen = [
+                e for e in exposures if e.field_type == field_type and filter_name in (ALL_FILTERS, e.filter)
+            ]
+            statuses: Counter[str] = Counter()
+            for visit in visits:
+                if visit.field_type == field_type and filter_name in (ALL_FILTERS, visit.filter):
+                    statuses.update(visit.truth_status.values())
+            groups.append(
+                pool_group(
+                    chosen, field_type=field_type, filter_name=filter_name, kinds=kinds, truth_status=statuses
+                )
+            )
+    return tuple(groups)
+
+
+def _validate(
+    field_types: Sequence[str],
+    filters: Sequence[str],
+    size: str,
+    visits_per_cell: int,
+    exposures: int,
+    kinds: Sequence[str],
+    sigclips: Sequence[float],
+) -> None:
+    from crlib.simulate.programs import filter_spec
+
+    unknown = [f for f in field_types if f not in FIELD_TYPES]
+    if not field_types or unknown:
+        raise ConfigError(f"field types must be among {', '.join(FIELD_TYPES)} (got {list(field_types)})")
+    if not filters:
+        raise ConfigError("give at least one filter")
+    for name in filters:
+        filter_spec(name)
+    if size not in ("full", "small"):
+        raise ConfigError(f"size must be 'full' or 'small' (got {size!r})")
+    if visits_per_cell < 1:
+        raise ConfigError(f"visits per cell must be at least 1 (got {visits_per_cell})")
+    if not 3 <= exposures <= 8:
+        raise ConfigError(f"exposures per visit must be 3-8 for drizzle truth (got {exposures})")
+    bad = [k for k in kinds if k not in MODEL_KINDS]
+    if not kinds or bad:
+        raise ConfigError(f"models must be among {', '.join(MODEL_KINDS)} (got {list(kinds)})")
+    if "lacosmic" in kinds and (not sigclips or min(sigclips) <= 0):
+        raise ConfigError(f"the LACosmic sigclip sweep needs positive values (got {list(sigclips)})")
+
+
+def _clear_visit_files(archive_visit: Path, extra_dirs: Sequence[Path]) -> None:
+    """Delete a visit's pixel files (keep ``truth/visit.json`` so later visit ids stay the same)."""
+    for pattern in ("*_flc.fits", "truth/*_simtruth.fits"):
+        for path in archive_visit.glob(pattern):
+            path.unlink()
+    for directory in extra_dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_accuracy_benchmark(
+    workdir: Path,
+    *,
+    field_types: Sequence[str] = FIELD_TYPES,
+    filters: Sequence[str] = ACCURACY_FILTERS,
+    size: Literal["full", "small"] = "small",
+    visits_per_cell: int = 1,
+    exposures: int = 3,
+    seed: int = 0,
+    models: Sequence[str] = MODEL_KINDS,
+    sigclips: Sequence[float] = SIGCLIP_SWEEP,
+    include_suspect: bool = False,
+    device: str = "auto",
+    threads: int | None = None,
+    keep_files: bool = False,
+) -> AccuracyReport:
+    """Simulate, build truth, predict and score every field type x filter cell; pool the results.
+
+    Parameters
+    ----------
+    workdir
+        Scratch directory; its ``crlib-accuracy/`` subdirectory is replaced by this run.
+    field_types, filters
+        The grid (filters must be simulator filters; the per-filter model falls back to the global
+        one where none is shipped).
+    size
+        ``small`` (2 x 1024x512 crops) or ``full`` (2 x 4096x2048) exposures.
+    visits_per_cell
+        Visits simulated per (field type, filter).
+    exposures
+        Exposures per visit, 3-8.
+    seed
+        Simulator seed: the same seed and grid give the same visits and numbers.
+    models
+        Detectors to compare, a subset of :data:`MODEL_KINDS`.
+    sigclips
+        LACosmic's sigclip sweep (more values: a finer ROC, linearly more time).
+    include_suspect
+        Also score exposures whose truth is ``suspect`` (``failed`` never is).
+    device, threads
+        For the deepCR models (see :class:`crlib.model.inference.MaskEngine`).
+    keep_files
+        Keep FLC, truth and prediction files (default: deleted visit by visit to bound disk use).
+
+    Returns
+    -------
+    AccuracyReport
+
+    Raises
+    ------
+    ConfigError
+        For bad parameters or an unavailable device.
+    """
+    from crlib.align import AlignOptions
+    from crlib.model.exposure import predict_exposure
+    from crlib.model.inference import MaskEngine
+    from crlib.model.weights import choose_model_name, load_shipped_model
+    from crlib.simulate import simulate_visit
+    from crlib.truth import TruthOptions, build_visit_truth
+
+    kinds = tuple(k for k in MODEL_KINDS if k in models)
+    _validate(field_types, filters, size, visits_per_cell, exposures, kinds, sigclips)
+    accepted = SCORED_STATUSES + (("suspect",) if include_suspect else ())
+    run_dir = Path(workdir) / "crlib-accuracy"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    archive = run_dir / "archive"
+    truth_options = TruthOptions(align_options=AlignOptions(query_catalogs=False))
+    engines: dict[str, MaskEngine] = {}
+
+    def engine_for(name: str) -> MaskEngine:
+        if name not in engines:
+            engines[name] = MaskEngine(load_shipped_model(name), device=device, threads=threads)
+        return engines[name]
+
+    cells = [(ft, fl) for ft in field_types for fl in filters]
+    total_visits = len(cells) * visits_per_cell
+    start = time.perf_counter()
+    outcomes: list[VisitOutcome] = []
+    scored: list[ScoredExposure] = []
+    for cell_index, (field_type, filter_name) in enumerate(cells):
+        for repeat in range(visits_per_cell):
+            visit_index = cell_index * visits_per_cell + repeat
+            seconds: dict[str, float] = dict.fromkeys(("simulate", "truth", *kinds, "score"), 0.0)
+            t0 = time.perf_counter()
+            visit = simulate_visit(
+                archive,
+                field_type=field_type,
+                filter_name=filter_name,
+                exposures=exposures,
+                size=size,
+                seed=seed,
+                visit_index=visit_index,
+            )
+            seconds["simulate"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            work_dir = run_dir / "work" / visit.visit
+            truth_dir = run_dir / "truth" / visit.visit
+            try:
+                truth = build_visit_truth(
+                    visit.directory, work_dir=work_dir, out_dir=truth_dir, options=truth_options
+                )
+                results = {r.rootname: r for r in truth.exposures}
+                statuses: dict[str, str] = {root: str(r.status) for root, r in results.items()}
+                reasons = {root: r.reasons for root, r in results.items() if r.status != "ok"}
+            except Exception as exc:  # a truth-stage crash on one visit is an outcome, not the run's end
+                log.exception("truth stage raised on visit %s", visit.visit)
+                results = {}
+                statuses = {e.rootname: "failed" for e in visit.exposures}
+                reason = (f"truth stage raised {type(exc).__name__}: {exc}",)
+                reasons = dict.fromkeys(statuses, reason)
+            seconds["truth"] = time.perf_counter() - t0
+            pred_dirs = [run_dir / "pred" / kind / visit.visit for kind in kinds]
+            for rootname, result in sorted(results.items()):
+                if result.status not in accepted or result.path is None:
+                    continue
+                flc = visit.directory / f"{rootname}_flc.fits"
+                metrics: dict[str, ExposureMetrics] = {}
+                exposure_seconds: dict[str, float] = {}
+                for kind, pred_dir in zip(kinds, pred_dirs, strict=True):
+                    t0 = time.perf_counter()
+                    if kind == "lacosmic":
+                        prediction = predict_exposure_lacosmic(
+                            flc, out_dir=pred_dir, objlim=objlim_for(field_type), sigclips=sigclips
+                        )
+                    else:
+                        name = choose_model_name(ACS_WFC, filter_name if kind == "per_filter" else None)
+                        prediction = predict_exposure(flc, out_dir=pred_dir, engine=engine_for(name))
+                    exposure_seconds[kind] = time.perf_counter() - t0
+                    seconds[kind] += exposure_seconds[kind]
+                    t0 = time.perf_counter()
+                    metrics[kind], _ = score_prediction_file(
+                        Path(prediction.path), Path(result.path), field_type=field_type
+                    )
+                    seconds["score"] += time.perf_counter() - t0
+                scored.append(
+                    ScoredExposure(
+                        rootname=rootname,
+                        visit=visit.visit,
+                        field_type=field_type,
+                        filter=filter_name,
+                        truth_status=result.status,
+                        metrics=metrics,
+                        seconds=exposure_seconds,
+                    )
+                )
+            if not keep_files:
+                _clear_visit_files(visit.directory, [work_dir, truth_dir, *pred_dirs])
+            outcomes.append(VisitOutcome(visit.visit, field_type, filter_name, statuses, reasons, seconds))
+            done = len(outcomes)
+            elapsed = time.perf_counter() - start
+            counts = Counter(statuses.values())
+            log.info(
+                "[%d/%d] %s %s %s: truth %s; %s; elapsed %.0f s, about %.0f s left",
+                done,
+                total_visits,
+                visit.visit,
+                field_type,
+                filter_name,
+                ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+                ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+                elapsed,
+                elapsed / done * (total_visits - done),
+            )
+    groups = pool_report_groups(scored, outcomes, field_types=field_types, filters=filters, kinds=kinds)
+    device_names = sorted({engine.description for engine in engines.values()})
+    settings: dict[str, Any] = {
+        "field_types": list(field_types),
+        "filters": list(filters),
+        "size": size,
+        "visits_per_cell": visits_per_cell,
+        "exposures_per_visit": exposures,
+        "seed": seed,
+        "models": list(kinds),
+        "lacosmic_sigclips": sorted(float(s) for s in sigclips) if "lacosmic" in kinds else [],
+        "lacosmic_objlim": {ft: objlim_for(ft) for ft in field_types} if "lacosmic" in kinds else {},
+        "scored_truth_statuses": list(accepted),
+        "truth": "drizzle (AstroDrizzle driz_cr), relative alignment, no catalog queries",
+        "device": ", ".join(device_names) or device,
+        "threads": threads,
+        "fpr_points": dict(FPR_POINTS),
+        "workdir": str(run_dir),
+        "files_kept": keep_files,
+    }
+    return AccuracyReport(
+        settings=settings,
+        visits=tuple(outcomes),
+        exposures=tuple(scored),
+        groups=groups,
+        seconds=time.perf_counter() - start,
+    )
