@@ -36,6 +36,13 @@ def simulate_command(
         Path | None,
         typer.Option(help="'ra dec mag' star list to simulate a real sky (e.g. NGC 6791 Gaia DR2)."),
     ] = None,
+    dither: Annotated[
+        str,
+        typer.Option(
+            help="'pattern' (standard LINE/BOX dithers) or 'none' (undithered CR-SPLIT visits, "
+            "for `crlib truth --method multiframe`)."
+        ),
+    ] = "pattern",
 ) -> None:
     """Simulate HST ACS/WFC visits (FLC files + CR truth) into a local archive.
 
@@ -68,6 +75,7 @@ def simulate_command(
             proposal_id=proposal_id,
             exptime_s=exptime,
             gaia_catalog=gaia_catalog,
+            dither=dither,
             progress=report,
         )
     typer.echo(f"archive {archive.root}: {len(archive.visits)} visits, table {archive.observations_path}")

@@ -167,6 +167,13 @@ def bench_truth_command(
             show_default=False,
         ),
     ] = None,
+    method: Annotated[
+        TruthMethod,
+        typer.Option(
+            help="drizzle: dithered visits, time vs bare AstroDrizzle; multiframe: undithered CR-SPLIT "
+            "visits, multi-frame and drizzle truth side by side and their agreement."
+        ),
+    ] = TruthMethod.drizzle,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Truth fidelity on simulated visits: alignment, recall, FPR, star cores, time vs AstroDrizzle."""
@@ -181,6 +188,20 @@ def bench_truth_command(
             param_hint="--field-type",
         )
     scratch = out or load_settings().data_root / "bench" / "truth"
+    if method == TruthMethod.multiframe:
+        from crlib.truth.crosscheck import format_crosscheck, run_crosscheck_benchmark
+
+        if exposures < 3:
+            raise typer.BadParameter("the multi-frame method needs >= 3 exposures", param_hint="--exposures")
+        report = run_crosscheck_benchmark(
+            scratch,
+            size="full" if size == ChipSize.full else "small",
+            exposures=exposures,
+            seed=seed,
+            field_types=tuple(field_type) if field_type else FIELD_TYPES,
+        )
+        typer.echo(json.dumps(report, indent=2, default=str) if as_json else format_crosscheck(report))
+        return
     report = run_truth_benchmark(
         scratch,
         size="full" if size == ChipSize.full else "small",

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from crlib.errors import ConfigError, InputDataError
 from crlib.profiles import ACS_WFC, FIELD_TYPES
+from crlib.simulate.geometry import DITHER_CHOICES
 from crlib.simulate.programs import PROGRAM_VISITS, base36, filter_spec, visit_name
 from crlib.simulate.visit import VisitPlan, render_visit
 
@@ -125,7 +126,12 @@ def _validate(
         filter_spec(name)
 
 
-def _validate_optional(proposal_id: int | None, exptime_s: float | None) -> None:
+def _validate_optional(proposal_id: int | None, exptime_s: float | None, dither: str = "pattern") -> None:
+    if dither not in DITHER_CHOICES:
+        raise ConfigError(
+            f"dither must be one of {', '.join(DITHER_CHOICES)} (got {dither!r}); "
+            "'none' simulates an undithered CR-SPLIT visit"
+        )
     if proposal_id is not None and not 1 <= proposal_id < 36**3:
         raise ConfigError(f"proposal id must be between 1 and {36**3 - 1} (got {proposal_id})")
     if exptime_s is not None and not exptime_s > 0:
@@ -285,6 +291,7 @@ def simulate_visit(
     release_mjd: float = DEFAULT_FIRST_RELEASE_MJD,
     exptime_s: float | None = None,
     gaia_catalog: Path | None = None,
+    dither: str = "pattern",
     progress: ProgressCallback | None = None,
     progress_offset: int = 0,
     progress_total: int | None = None,
@@ -315,6 +322,9 @@ def simulate_visit(
         Exposure time of every exposure; default: a typical value for the field type.
     gaia_catalog
         ``ra dec mag`` file: point the visit at it and put the stars at the catalog positions.
+    dither
+        ``"pattern"`` (the standard LINE/BOX dither for the exposure count) or ``"none"`` (an
+        undithered CR-SPLIT visit with ~0.03 px frame-to-frame jitter, for the multi-frame truth).
     progress
         Called as ``progress(message, done, total)`` after each exposure.
 
@@ -325,7 +335,7 @@ def simulate_visit(
     _validate(1, exposures, field_type, (filter_name,), size, seed)
     if field_type == "mixed":
         raise ConfigError("simulate_visit needs a concrete field type, not 'mixed'")
-    _validate_optional(proposal_id, exptime_s)
+    _validate_optional(proposal_id, exptime_s, dither)
     _prepare_root(root)
     used = {v["visit"] for v in existing_visits(root)}
     proposal, code = _choose_program(field_type, proposal_id, used, seed + visit_index)
@@ -342,6 +352,7 @@ def simulate_visit(
         start_mjd=release_mjd - PROPRIETARY_DAYS,
         exptime_s=exptime_s,
         gaia_catalog=gaia_catalog,
+        dither=dither,
     )
     try:
         data = render_visit(
@@ -373,6 +384,7 @@ def simulate_archive(
     first_release_mjd: float | None = None,
     exptime_s: float | None = None,
     gaia_catalog: Path | None = None,
+    dither: str = "pattern",
     progress: ProgressCallback | None = None,
 ) -> SimulatedArchive:
     """Simulate ``visits`` new visits into a local archive and rewrite ``observations.json``.
@@ -403,6 +415,8 @@ def simulate_archive(
         Exposure time (default: typical per field type, 339–696 s).
     gaia_catalog
         Optional ``ra dec mag`` star list (e.g. the NGC 6791 Gaia DR2 file) to simulate a real sky.
+    dither
+        ``"pattern"`` (standard dithers) or ``"none"`` (undithered CR-SPLIT visits).
     progress
         ``progress(message, done, total)`` callback, one call per exposure.
 
@@ -419,7 +433,7 @@ def simulate_archive(
         If the directory cannot be written.
     """
     _validate(visits, exposures, field_type, filters, size, seed)
-    _validate_optional(proposal_id, exptime_s)
+    _validate_optional(proposal_id, exptime_s, dither)
     root = Path(out_dir)
     _prepare_root(root)
     previous = existing_visits(root)
@@ -442,6 +456,7 @@ def simulate_archive(
             release_mjd=float(first_release_mjd) + RELEASE_SPACING_DAYS * number,
             exptime_s=exptime_s,
             gaia_catalog=gaia_catalog,
+            dither=dither,
             progress=progress,
             progress_offset=number * exposures,
             progress_total=total,

@@ -162,12 +162,24 @@ DITHER_BOX_PX = ((0.0, 0.0), (5.0, 1.5), (2.5, 4.0), (-2.5, 2.5))
 DITHER_BOX_REPEAT_PX = (1.25, 0.75)
 
 
-def dither_pattern(n_exposures: int) -> tuple[str, list[tuple[float, float]]]:
+#: Pattern name of an undithered visit: every exposure at the same commanded pointing.
+CR_SPLIT = "NONE (CR-SPLIT)"
+
+#: ``dither`` choices of the simulator: the standard pattern for the exposure count, or none.
+DITHER_CHOICES = ("pattern", "none")
+
+
+def dither_pattern(n_exposures: int, *, dither: str = "pattern") -> tuple[str, list[tuple[float, float]]]:
     """Pattern name and per-exposure offsets (pixels) for a visit of ``n_exposures``.
 
-    1–3 exposures: LINE; 4: BOX; 5–8: BOX, then the BOX again shifted by a quarter-pixel phase
-    ``DITHER_BOX_REPEAT_PX``.
+    ``dither="pattern"``: 1–3 exposures LINE; 4 BOX; 5–8 BOX, then the BOX again shifted by a
+    quarter-pixel phase ``DITHER_BOX_REPEAT_PX``. ``dither="none"``: a CR-SPLIT-like visit, every
+    offset (0, 0).
     """
+    if dither == "none":
+        return CR_SPLIT, [(0.0, 0.0)] * n_exposures
+    if dither != "pattern":
+        raise ValueError(f"dither must be one of {DITHER_CHOICES} (got {dither!r})")
     if n_exposures <= len(DITHER_LINE_PX):
         return "ACS-WFC-DITHER-LINE", list(DITHER_LINE_PX[:n_exposures])
     offsets = []

@@ -43,6 +43,9 @@ TYPICAL_EXPTIMES_S = {
 OVERHEAD_S = 160.0
 VISIT_ERROR_RANGE_PX = (0.5, 1.5)
 JITTER_SIGMA_PX = 0.15
+#: Exposure-to-exposure pointing repeatability of an undithered (CR-SPLIT) visit: the telescope
+#: stays on the same guide stars, so frames agree to ~1-2 mas (0.02-0.04 ACS/WFC pixels).
+CR_SPLIT_JITTER_SIGMA_PX = 0.03
 SCENE_MARGIN_PX = 80.0
 CR_MODEL = CosmicRayModel(rate_per_cm2_s=PROFILE.cr_rate_per_cm2_s, pixel_area_cm2=PROFILE.pixel_area_cm2)
 
@@ -72,6 +75,7 @@ class VisitPlan:
     start_mjd: float
     exptime_s: float | None
     gaia_catalog: Path | None
+    dither: str = "pattern"
 
 
 def _visit_frame(pointing: Pointing) -> WCS:
@@ -158,7 +162,8 @@ def render_visit(
     error_size = rng.uniform(*VISIT_ERROR_RANGE_PX)
     error_angle = rng.uniform(0.0, 2.0 * math.pi)
     visit_error = (error_size * math.cos(error_angle), error_size * math.sin(error_angle))
-    jitter = rng.normal(0.0, JITTER_SIGMA_PX, (plan.exposures, 2))
+    jitter_sigma = CR_SPLIT_JITTER_SIGMA_PX if plan.dither == "none" else JITTER_SIGMA_PX
+    jitter = rng.normal(0.0, jitter_sigma, (plan.exposures, 2))
     exptime = (
         plan.exptime_s
         if plan.exptime_s is not None
@@ -175,7 +180,7 @@ def render_visit(
         zeropoint=plan.filter.ab_zeropoint,
         gaia=gaia,
     )
-    pattern, dithers = dither_pattern(plan.exposures)
+    pattern, dithers = dither_pattern(plan.exposures, dither=plan.dither)
     scale = PROFILE.plate_scale_arcsec
     visit_dir = root / plan.visit
     (visit_dir / "truth").mkdir(parents=True, exist_ok=True)
@@ -306,6 +311,7 @@ def render_visit(
         "visit_pointing_error_px": list(visit_error),
         "pointing_error_convention": "true star pixel = header-WCS pixel + error (at the anchor)",
         "dither_pattern": pattern,
+        "jitter_sigma_px": jitter_sigma,
         "dither_convention": "a fixed star moves by +dither_px from exposure 0 to k (header WCS, anchor)",
         "exptime_s": exptime,
         "psf_fwhm_px": plan.filter.psf_fwhm_px,

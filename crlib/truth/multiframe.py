@@ -32,8 +32,6 @@ from typing import Literal
 
 import numpy as np
 
-from crlib.records import ChipTruth, TruthResult
-
 log = logging.getLogger(__name__)
 
 
@@ -65,9 +63,20 @@ class CrMaskOptions:
     minimum_max2d_rnoise
         Only pixels whose maximum exceeds this many read noises above the bias can be CRs.
     dilation
-        Pixels by which masks are grown (0: none).
-    seed
-        Random seed of the simulations.
+        Pixels by which masks are grown (0: none, a pixel-level truth like driz_cr's with
+        ``driz_cr_grow=1``; numina's ``crmasks`` examples use 1).
+    grow_snr
+        Grow each frame's mask into neighbouring pixels that exceed the median by this many
+        standard deviations of the noise model (repeated while it adds pixels, at most 3 times);
+        not in numina, which grows by ``dilation`` only. A CR's faint edge pixels sit below the
+        one-expected-pixel boundary but are significant next to a detection, as driz_cr's second
+        threshold (``driz_cr_snr``) has it. 0 disables.
+    scale_noise_percent
+        Noise term proportional to the source signal above the sky, in percent, added in
+        quadrature (not in numina): calacs' ``acsrej`` ``SCALENSE``, 30 % in the ACS/WFC
+        CRREJTAB (29p1548cj_crr_WFC.fits), for frames that are not perfectly registered -- CR-SPLIT
+        frames move by a few hundredths of a pixel, enough to change a bright star's steep flank
+        by 10-20 % between frames. 0 reproduces the plain method.
     """
 
     gain: float = 1.0
@@ -80,23 +89,44 @@ class CrMaskOptions:
     niter_boundary_extension: int = 3
     weight_boundary_extension: float = 10.0
     minimum_max2d_rnoise: float = 5.0
-    dilation: int = 1
+    dilation: int = 0
+    grow_snr: float = 0.0
+    scale_noise_percent: float = 0.0
     seed: int = 1234
 
 
 @dataclass(frozen=True, slots=True)
 class Boundary:
-    """A detection boundary y(x) in a diagnostic diagram and the points it was fitted to."""
+    """A detection boundary y(x) in a diagnostic diagram and the points it was fitted to.
+
+    Unlike numina, which fits the data-unit points against ``x`` in equal-count bins, the spline
+    here is fitted in noise units: the points are divided by the noise model's sigma,
+    ``sqrt(read_noise**2 + (x - bias) / gain)``, against ``u = log(sigma(x))``, in equal-count
+    bins. Equal-count bins leave a star field's few bright pixels in one wide top bin, whose
+    data-unit quantile is dominated by its brightest pixels: the boundary came out far too high
+    at the bin's median level and far too low at a star's peak (flagged cores). In noise units
+    the points lie near a constant, so the wide bin's quantile holds for all its levels and
+    clamping at the ends of the range is safe. (Narrow bins of few pixels are no cure: "one
+    expected pixel per bin" then sits at a low quantile and each bin adds a false pixel.)
+    """
 
     x_points: np.ndarray
     y_points: np.ndarray
     x_range: tuple[float, float]
-    coefficients: object  # scipy spline
+    coefficients: object  # scipy spline of the boundary in sigma units against u = log(sigma)
+    noise: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    u_range: tuple[float, float] = (-np.inf, np.inf)
+
+    def sigma(self, x: np.ndarray | float) -> np.ndarray:
+        """Noise-model standard deviation at level ``x`` (data units)."""
+        read_noise, gain, bias = self.noise
+        return np.sqrt(read_noise**2 + np.clip(np.asarray(x, dtype=float) - bias, 0.0, None) / gain)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Boundary value at ``x`` (clamped to the fitted range)."""
-        clipped = np.clip(x, *self.x_range)
-        return np.asarray(self.coefficients(clipped))  # type: ignore[operator]
+        """Boundary value at ``x``: the sigma-unit spline (clamped to its range) times sigma(x)."""
+        sigma = self.sigma(x)
+        u = np.clip(np.log(np.maximum(sigma, 1e-6)), *self.u_range)
+        return np.asarray(self.coefficients(u)) * sigma  # type: ignore[operator]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,30 +201,79 @@ def fit_boundary(x: np.ndarray, y: np.ndarray, options: CrMaskOptions) -> Bounda
     from scipy.interpolate import LSQUnivariateSpline
 
     n_total = x.size
-    edges = np.unique(np.quantile(x, np.linspace(0, 1, options.nbins + 1)))
-    xs, ys, ws = [], [], []
+    noise = (options.read_noise, options.gain, options.bias)
+    sigma = np.sqrt(options.read_noise**2 + np.clip(x - options.bias, 0.0, None) / options.gain)
+    sigma = np.maximum(sigma, 1e-6)
+    z, u = y / sigma, np.log(sigma)
+    edges = np.unique(np.quantile(u, np.linspace(0, 1, options.nbins + 1)))
+    edges[-1] = np.nextafter(edges[-1], np.inf)  # the top sample belongs to the last bin
+    xs, us, zs, ws = [], [], [], []
     for lo, hi in itertools.pairwise(edges):
-        inside = (x >= lo) & (x < hi)
+        inside = (u >= lo) & (u < hi)
         count = int(inside.sum())
         if count < 20:
             continue
         # one expected pixel in the bin, scaled to the real image (simulations hold n_simulations copies)
         expected_one = 1.0 / max(count / options.n_simulations, 1.0)
-        ys.append(float(np.quantile(y[inside], 1.0 - expected_one)))
+        zs.append(float(np.quantile(z[inside], 1.0 - expected_one)))
+        us.append(float(np.median(u[inside])))
         xs.append(float(np.median(x[inside])))
         ws.append(np.sqrt(count))
-    xp, yp, weights = np.array(xs), np.array(ys), np.array(ws)
-    if xp.size < options.knots + 4:
-        raise ValueError(f"diagnostic diagram too sparse: {xp.size} bins from {n_total} pixels")
-    knots = np.quantile(xp, np.linspace(0, 1, options.knots + 2)[1:-1])
-    spline = LSQUnivariateSpline(xp, yp, knots, w=weights, k=3)
+    xp, up, zp, weights = np.array(xs), np.array(us), np.array(zs), np.array(ws)
+    if up.size < options.knots + 4:
+        raise ValueError(f"diagnostic diagram too sparse: {up.size} bins from {n_total} pixels")
+    knots = np.quantile(up, np.linspace(0, 1, options.knots + 2)[1:-1])
+    spline = LSQUnivariateSpline(up, zp, knots, w=weights, k=3)
     for _ in range(options.niter_boundary_extension):
-        above = yp > spline(xp)
+        above = zp > spline(up)
         if not above.any():
             break
         weights = np.where(above, weights * options.weight_boundary_extension, weights)
-        spline = LSQUnivariateSpline(xp, yp, knots, w=weights, k=3)
-    return Boundary(xp, yp, (float(xp.min()), float(xp.max())), spline)
+        spline = LSQUnivariateSpline(up, zp, knots, w=weights, k=3)
+    # points in data units, for the diagnostic plots
+    return Boundary(
+        xp,
+        zp * np.exp(up),
+        (float(xp.min()), float(xp.max())),
+        spline,
+        noise,
+        (float(up.min()), float(up.max())),
+    )
+
+
+def _scaled_noise(median2d: np.ndarray, opts: CrMaskOptions) -> np.ndarray:
+    """``scale_noise_percent`` of the signal above the sky (the median of the median image)."""
+    if opts.scale_noise_percent <= 0:
+        return np.zeros_like(median2d)
+    signal = np.clip(median2d - float(np.median(median2d)), 0.0, None)
+    return (opts.scale_noise_percent / 100.0) * signal
+
+
+def _grow_masks(
+    masks: np.ndarray, stack: np.ndarray, median2d: np.ndarray, opts: CrMaskOptions
+) -> np.ndarray:
+    """Add to each frame's mask the 8-neighbours significant at ``opts.grow_snr`` over the median."""
+    from scipy.ndimage import binary_dilation
+
+    sigma = np.sqrt(
+        opts.read_noise**2
+        + np.clip(median2d - opts.bias, 0, None) / opts.gain
+        + _scaled_noise(median2d, opts) ** 2
+    )
+    structure = np.ones((3, 3), dtype=bool)
+    grown = []
+    for mask, frame in zip(masks, stack, strict=True):
+        if not mask.any():
+            grown.append(mask)
+            continue
+        significant = (frame - median2d) > opts.grow_snr * sigma
+        for _ in range(3):
+            ring = binary_dilation(mask, structure=structure) & ~mask & significant
+            if not ring.any():
+                break
+            mask = mask | ring
+        grown.append(mask)
+    return np.stack(grown)
 
 
 def compute_crmasks(frames: Sequence[np.ndarray], options: CrMaskOptions | None = None) -> CrMasks:
@@ -253,9 +332,17 @@ def compute_crmasks(frames: Sequence[np.ndarray], options: CrMaskOptions | None 
     boundary_frame = fit_boundary(x, np.concatenate(sim_frame), sim_opts)
 
     eligible = max2d > opts.bias + opts.minimum_max2d_rnoise * opts.read_noise
-    mediancr_mask = ((median2d - min2d) > boundary_median(min2d)) & eligible
     frame_threshold = boundary_frame(min2d)
+    median_threshold = boundary_median(min2d)
+    if opts.scale_noise_percent > 0:
+        sigma = boundary_frame.sigma(min2d)
+        inflation = np.sqrt(sigma**2 + _scaled_noise(median2d, opts) ** 2) / sigma
+        frame_threshold = frame_threshold * inflation
+        median_threshold = median_threshold * inflation
+    mediancr_mask = ((median2d - min2d) > median_threshold) & eligible
     frame_masks = ((stack - min2d[None]) > frame_threshold[None]) & eligible[None]
+    if opts.grow_snr > 0:
+        frame_masks = _grow_masks(frame_masks, stack, median2d, opts)
     if opts.dilation > 0:
         structure = np.ones((2 * opts.dilation + 1,) * 2, dtype=bool)
         mediancr_mask = binary_dilation(mediancr_mask, structure=structure)
@@ -312,108 +399,3 @@ def write_diagnostic_plots(
         plt.close(fig)
         written.append(path)
     return written
-
-
-def multiframe_visit_truth(
-    infos: Sequence, *, out_dir: Path, options: CrMaskOptions | None = None, plots: bool = False
-) -> list[TruthResult]:
-    """Multi-frame truth for the exposures of one undithered visit (one :class:`TruthResult` each).
-
-    Parameters
-    ----------
-    infos
-        :class:`crlib.align.exposures.ExposureInfo` of the visit's readable exposures.
-    out_dir
-        Where ``<rootname>_crtruth.fits`` (and diagnostic PNGs) go.
-    options
-        Method parameters (gain/read noise default to the headers').
-    plots
-        Write diagnostic PNGs.
-    """
-    from astropy.io import fits
-
-    from crlib.truth.product import write_truth_product
-    from crlib.truth.validmask import dq_good, saturation_mask
-
-    if len(infos) < 3:
-        return [
-            TruthResult(
-                i.rootname,
-                "multiframe",
-                "failed",
-                None,
-                (),
-                (f"the multi-frame method needs >= 3 equivalent exposures, the visit has {len(infos)}",),
-            )
-            for i in infos
-        ]
-    shapes = {i.chip_shape for i in infos}
-    if len(shapes) != 1:
-        return [
-            TruthResult(i.rootname, "multiframe", "failed", None, (), ("exposures differ in chip shape",))
-            for i in infos
-        ]
-    profile = infos[0].profile
-    base = options or CrMaskOptions(read_noise=float(np.mean([i.read_noise_e for i in infos])) or 4.0)
-    exptimes = np.array([i.exptime_s for i in infos])
-    if base.flux_factor == "none" and np.ptp(exptimes) > 0:
-        base = CrMaskOptions(
-            **{
-                **{f: getattr(base, f) for f in base.__dataclass_fields__},
-                "flux_factor": tuple(float(e / np.median(exptimes)) for e in exptimes),
-            }
-        )
-    per_exposure: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {i.rootname: {} for i in infos}
-    for extver in infos[0].sci_extvers:
-        frames, goods = [], []
-        for info in infos:
-            with fits.open(info.path, memmap=False) as hdul:
-                frames.append(np.asarray(hdul["SCI", extver].data, dtype=np.float32))
-                goods.append(dq_good(hdul["DQ", extver].data))
-        result = compute_crmasks(frames, base)
-        if plots:
-            write_diagnostic_plots(result, frames, out_dir, prefix=f"{infos[0].rootname[:6]}_sci{extver}")
-        all_good = np.logical_and.reduce(goods)
-        for k, info in enumerate(infos):
-            valid = all_good & ~saturation_mask(frames[k], level_e=profile.saturation_e)
-            per_exposure[info.rootname][extver] = (result.frame_masks[k], valid.astype(np.uint8))
-    from crlib.truth.quality import count_events
-
-    results = []
-    for info in infos:
-        masks = per_exposure[info.rootname]
-        chips = tuple(
-            ChipTruth(
-                extver,
-                int((m.astype(bool) & v.astype(bool)).sum()),
-                count_events(m.astype(bool) & v.astype(bool)),
-                float(v.mean()),
-            )
-            for extver, (m, v) in sorted(masks.items())
-        )
-        provenance = {
-            "METHOD": "multiframe",
-            "NEXP": len(infos),
-            "RDNOISE": base.read_noise,
-            "DILATION": base.dilation,
-            "MINMAXRN": base.minimum_max2d_rnoise,
-            "STATUS": "ok",
-        }
-        path = write_truth_product(
-            out_dir / f"{info.rootname}_crtruth.fits",
-            rootname=info.rootname,
-            masks=masks,
-            provenance=provenance,
-        )
-        results.append(
-            TruthResult(
-                info.rootname,
-                "multiframe",
-                "ok",
-                str(path),
-                chips,
-                (),
-                {k.lower(): v for k, v in provenance.items()},
-            )
-        )
-    return results

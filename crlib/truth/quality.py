@@ -4,8 +4,11 @@ Gates (thresholds in :class:`QualityThresholds`):
 
 * **alignment** -- driz_cr flags star cores as CRs when exposures are misaligned (~1 px: 15-55 % of
   core pixels); the visit's relative-fit RMS must be small, and an unaligned visit is suspect;
-* **star-core contamination** -- the fraction of bright-source core pixels flagged as CR, with star
-  cores found in drizzlepac's CR-free blotted median image;
+* **star-core contamination** -- the fraction of bright-source core pixels flagged as CR above the
+  chance that real CRs hit them (the chip's CR pixel fraction), with star cores found in
+  drizzlepac's CR-free blotted median image (multi-frame: the CR-cleaned median); judged only
+  with >= ``min_star_core_pixels`` core pixels, since one real CR event in 250 core pixels is
+  already 2 %;
 * **CR rate** -- CR events per cm² per second over valid pixels against the profile's on-orbit rate
   (the rate-unit mistake gives ~36x too many CR pixels); and the CR pixel fraction itself;
 * **valid fraction** -- too little of the chip covered by two exposures makes the mask meaningless.
@@ -35,7 +38,7 @@ class QualityThresholds:
     alignment_error_suspect_px: float = 0.05
     star_core_suspect: float = 0.02
     star_core_failed: float = 0.10
-    min_star_core_pixels: int = 50
+    min_star_core_pixels: int = 1000
     cr_rate_ratio_low_suspect: float = 0.25
     cr_rate_ratio_high_suspect: float = 4.0
     cr_rate_ratio_low_failed: float = 0.02
@@ -96,6 +99,17 @@ class ChipQuality:
     def star_core_contamination(self) -> float | None:
         """Fraction of star-core pixels flagged as CR (``None`` without star cores)."""
         return self.star_core_flagged / self.star_core_pixels if self.star_core_pixels else None
+
+    @property
+    def star_core_excess(self) -> float | None:
+        """Star-core contamination above chance: real CRs hit star cores as often as any pixel.
+
+        ``(flagged - cr_fraction * core_pixels) / core_pixels``, ``None`` without star cores.
+        """
+        if not self.star_core_pixels:
+            return None
+        chance = self.cr_fraction * self.star_core_pixels
+        return (self.star_core_flagged - chance) / self.star_core_pixels
 
 
 def count_events(mask: np.ndarray) -> int:
@@ -231,12 +245,20 @@ def assess(
             elif ratio < limits.cr_rate_ratio_low_suspect or ratio > limits.cr_rate_ratio_high_suspect:
                 verdicts.append(("suspect", text))
         contamination = chip.star_core_contamination
-        if contamination is not None and chip.star_core_pixels >= limits.min_star_core_pixels:
+        excess = chip.star_core_excess
+        if (
+            contamination is not None
+            and excess is not None
+            and chip.star_core_pixels >= limits.min_star_core_pixels
+        ):
             share = f"{100 * contamination:.1f}% of {chip.star_core_pixels}"
-            text = f"{name}: {share} star-core pixels flagged as CR"
-            if contamination > limits.star_core_failed:
+            text = (
+                f"{name}: {share} star-core pixels flagged as CR "
+                f"({100 * excess:.1f}% above the chip's CR pixel fraction)"
+            )
+            if excess > limits.star_core_failed:
                 verdicts.append(("failed", text))
-            elif contamination > limits.star_core_suspect:
+            elif excess > limits.star_core_suspect:
                 verdicts.append(("suspect", text))
     status = _worst(v[0] for v in verdicts)
     return status, tuple(reason for _, reason in verdicts)

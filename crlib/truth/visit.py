@@ -252,9 +252,13 @@ def build_visit_truth(
         raise InputDataError(visit_dir, "no *_flc.fits or *_flt.fits files", fix="point at a visit directory")
 
     if method == "multiframe":
-        from crlib.truth.multiframe import multiframe_visit_truth
+        from crlib.truth.multiframe_visit import multiframe_visit_truth
 
-        results.extend(multiframe_visit_truth(infos, out_dir=out_dir))
+        results.extend(
+            multiframe_visit_truth(
+                infos, out_dir=out_dir, thresholds=opts.thresholds, border_px=opts.border_px
+            )
+        )
         seconds["total"] = time.perf_counter() - start
         return VisitTruth(visit, method, None, tuple(results), seconds, work_dir, out_dir)
 

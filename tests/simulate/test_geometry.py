@@ -73,3 +73,30 @@ def test_dither_patterns_have_sub_pixel_phases(count: int) -> None:
     if count > 1:
         phases = {(round(x % 1, 2), round(y % 1, 2)) for x, y in offsets}
         assert len(phases) > 1
+
+
+def test_undithered_visit_keeps_every_exposure_on_one_pixel_grid(tmp_path) -> None:
+    """``dither="none"``: CR-SPLIT-like, same commanded pointing, only a few hundredths of a pixel jitter."""
+    import json
+
+    from astropy.io import fits
+
+    from crlib.errors import ConfigError
+    from crlib.simulate import simulate_visit
+    from crlib.simulate.geometry import CR_SPLIT
+
+    assert dither_pattern(3, dither="none") == (CR_SPLIT, [(0.0, 0.0)] * 3)
+    visit = simulate_visit(tmp_path, field_type="extragalactic", exposures=3, size="small", dither="none")
+    truth = json.loads(visit.truth_json.read_text())
+    assert truth["dither_pattern"] == CR_SPLIT
+    assert all(e["dither_px"] == [0.0, 0.0] for e in truth["exposures"])
+    jitters = np.array([e["jitter_px"] for e in truth["exposures"]])
+    assert np.abs(jitters).max() < 0.15  # dithered visits use 0.15 px sigma; CR-SPLIT 0.03
+    headers = []
+    for exposure in visit.exposures:
+        with fits.open(exposure.path) as hdul:
+            assert hdul[0].header["POSTARG1"] == 0.0 and hdul[0].header["POSTARG2"] == 0.0
+            headers.append((hdul["SCI", 1].header["CRVAL1"], hdul["SCI", 1].header["CRVAL2"]))
+    assert len(set(headers)) == 1
+    with pytest.raises(ConfigError, match="dither must be one of"):
+        simulate_visit(tmp_path / "b", field_type="extragalactic", exposures=3, dither="box")

@@ -49,3 +49,55 @@ def test_needs_three_frames():
     frames, _ = _stack()
     with pytest.raises(ValueError, match="at least 3"):
         compute_crmasks(frames[:2])
+
+
+def _star_stack(shift_px: float, seed: int = 2):
+    """Three frames of one bright Gaussian star; frame 1 is shifted by ``shift_px`` in x."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:120, 0:120].astype(float)
+    frames = []
+    for k in range(3):
+        dx = shift_px if k == 1 else 0.0
+        model = 60.0 + 60000.0 * np.exp(-((xx - 60.0 - dx) ** 2 + (yy - 60.0) ** 2) / (2 * 1.0**2))
+        frames.append(rng.poisson(model).astype(float) + rng.normal(0, 4.0, model.shape))
+    return frames
+
+
+def test_scaled_noise_keeps_a_jittered_star_out_of_the_mask():
+    """CR-SPLIT frames move by a few hundredths of a pixel; the star's flanks must not become CRs."""
+    frames = _star_stack(shift_px=0.05)
+    plain = compute_crmasks(frames, CrMaskOptions(dilation=0))
+    tolerant = compute_crmasks(frames, CrMaskOptions(dilation=0, scale_noise_percent=10.0))
+    assert plain.frame_masks[1][55:66, 55:66].sum() >= 5  # the plain method flags the moved star
+    assert tolerant.frame_masks[:, 55:66, 55:66].sum() == 0
+
+
+def test_bright_star_core_is_judged_by_its_own_noise():
+    """The boundary scales with the noise above the fitted range: a 60000 e- core is not a CR,
+    a 2000 e- hit on it is."""
+    frames = _star_stack(shift_px=0.0)
+    frames[0][60, 60] += 2000.0
+    result = compute_crmasks(frames, CrMaskOptions(dilation=0))
+    assert result.frame_masks[0][60, 60]
+    assert result.frame_masks[1:, 58:63, 58:63].sum() == 0
+
+
+def test_grow_snr_recovers_a_hits_faint_edge_pixels():
+    """Edge pixels below the one-expected-pixel boundary join a detection when significant."""
+    model = np.full((400, 400), 80.0)  # 4000 pixels per diagram bin: the boundary is ~4 sigma
+    frames = [model.copy() for _ in range(4)]  # noiseless: min = median = 80 everywhere
+    frames[2][50, 50] += 2000.0  # the track's core
+    plain = compute_crmasks(frames, CrMaskOptions(dilation=0))
+    sigma = float(plain.boundaries["frame"].sigma(80.0))
+    boundary = float(plain.boundaries["frame"](np.array([80.0]))[0])
+    assert boundary > 3.7 * sigma  # the one-expected-pixel boundary lies above the grow threshold
+    edge = (3.5 * sigma + boundary) / 2  # between the two: only growing can find it
+    frames[2][50, 51] += edge
+    frames[2][51, 50] += edge
+    frames[2][20, 20] += edge  # the same excess with no detection beside it
+    plain = compute_crmasks(frames, CrMaskOptions(dilation=0))
+    grown = compute_crmasks(frames, CrMaskOptions(dilation=0, grow_snr=3.5))
+    assert plain.frame_masks[2][50, 50] and not plain.frame_masks[2][50, 51]
+    assert grown.frame_masks[2][50, 51] and grown.frame_masks[2][51, 50]
+    assert not grown.frame_masks[2][20, 20]
+    assert grown.frame_masks.sum() == plain.frame_masks.sum() + 2
