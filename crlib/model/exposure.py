@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,10 @@ from crlib.model.inference import MaskEngine, Precision, peak_memory_mb
 from crlib.model.predfile import ChipPrediction, prediction_path, write_prediction
 from crlib.model.weights import LoadedModel, choose_model_name, load_shipped_model
 from crlib.profiles import InstrumentProfile, profile_for_header
+from crlib.provenance import code_version
 from crlib.records import PredictionResult
 
 log = logging.getLogger(__name__)
-
-
-def code_version() -> str:
-    """crlib's package version."""
-    try:
-        return version("crlib")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ A stage that may be asked not to redo its work keeps, per visit or exposure, a r
 results (as plain dicts) and of what identifies the inputs they came from, under
 ``<data_root>/outputs/<stage>/<key>.json`` (:class:`StageOutputs`). A later run reuses a record only
 while it is still valid: the same input files (the md5 the fetch verified against the archive, or
-size and modification time), the same instrument profile and crlib version, and output files
+size and modification time), the same instrument profile and crlib code version
+(:func:`crlib.provenance.code_version`: package version plus source digest), and output files
 unchanged since they were written (:func:`file_fingerprint`). Anything else is computed afresh.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crlib.pipeline.ledger import run_key, write_json_atomic
+from crlib.provenance import code_version
 from crlib.records import (
     AlignmentResult,
     ChipTruth,
@@ -24,13 +26,6 @@ from crlib.records import (
     ScreeningVerdict,
     TruthResult,
 )
-
-
-def code_version() -> str:
-    """crlib's version, recorded with every reusable output."""
-    import crlib
-
-    return str(getattr(crlib, "__version__", "unknown"))
 
 
 def file_fingerprint(path: Path | str) -> dict[str, int] | None:

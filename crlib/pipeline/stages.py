@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from crlib.config import Settings
 from crlib.pipeline import reuse
 from crlib.pipeline.ledger import RunLedger, run_key
+from crlib.provenance import code_version
 from crlib.records import Observation, to_dict
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ def screen_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = Tr
     identity = {
         "inputs": reuse.input_identity(state),
         "profile": settings.instrument,
-        "code": reuse.code_version(),
+        "code": code_version(),
     }
     record = None if redo else outputs.matching("screen", visit, identity)
     reused = record is not None
@@ -308,7 +309,7 @@ def build_visit_truth(settings: Settings, *, run_id: str, visit: str, redo: bool
                 "members": sorted(members),
                 "inputs": member_inputs,
                 "profile": settings.instrument,
-                "code": reuse.code_version(),
+                "code": code_version(),
                 "alignment": to_dict(built) if built is not None else None,
                 "results": [to_dict(t) for t in result.exposures],
                 "files": {t.rootname: reuse.file_fingerprint(t.path) for t in result.exposures if t.path},
@@ -501,7 +502,7 @@ def score_exposure(
         "field_type": field_type,
         "exptime_s": exptime,
         "profile": settings.instrument,
-        "code": reuse.code_version(),
+        "code": code_version(),
     }
     outputs = reuse.StageOutputs(settings.data_root)
     record = None if redo else outputs.matching("score", rootname, identity)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
 from crlib.errors import ModelError
+from crlib.provenance import code_version
 from crlib.registry.versions import CHALLENGER, CHAMPION, registered_model_name
 
 if TYPE_CHECKING:
@@ -216,7 +217,8 @@ def reusable_prediction(
     """The record of an existing ``_crpred.fits`` if ``reference``'s weights wrote it, else ``None``.
 
     The file must be readable, hold CRPROB/CRMASK extensions, and its provenance header must name
-    the same model (``CRMODEL``), version (``CRMODVER``) and threshold (``CRTHRESH``). The record
+    the same model (``CRMODEL``), version (``CRMODVER``), threshold (``CRTHRESH``) and crlib code
+    version (``CRLIBVER``, see :func:`crlib.provenance.code_version`). The record
     carries the header's code version, device and seconds; peak memory is not in the file (0).
     """
     from astropy.io import fits
@@ -233,15 +235,18 @@ def reusable_prediction(
                 str(header.get("CRMODEL", "")) == reference.name
                 and str(header.get("CRMODVER", "")) == reference.version
                 and abs(float(header.get("CRTHRESH", -1.0)) - threshold) < 1e-9
+                and str(header.get("CRLIBVER", "")) == code_version()
                 and {"CRPROB", "CRMASK"} <= names
             )
             if not same:
                 log.info(
-                    "%s was written by %s:%s; predicting again with %s",
+                    "%s was written by %s:%s with crlib %s; predicting again with %s and crlib %s",
                     path.name,
                     header.get("CRMODEL"),
                     header.get("CRMODVER"),
+                    header.get("CRLIBVER"),
                     reference.label,
+                    code_version(),
                 )
                 return None
             return PredictionResult(

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from crlib.align.exposures import ExposureInfo
+from crlib.provenance import code_version
 from crlib.records import ChipTruth, TruthResult
 from crlib.truth.multiframe import CrMaskOptions, compute_crmasks, write_diagnostic_plots
 from crlib.truth.quality import ChipQuality, QualityThresholds, assess, count_events, star_core_mask
@@ -211,6 +212,7 @@ def multiframe_visit_truth(
             "GROWSNR": base.grow_snr,
             "MAXOFFPX": round(largest, 4),
             "BORDER": border_px,
+            "CRLIBVER": code_version(),
             "STATUS": status,
         }
         path = write_truth_product(

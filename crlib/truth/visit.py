@@ -20,6 +20,7 @@ from crlib.align.exposures import ExposureInfo, copy_to_work_dir, find_exposures
 from crlib.align.visit import AlignOptions, align_visit
 from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile, get_profile
+from crlib.provenance import code_version
 from crlib.records import AlignmentResult, ChipTruth, TruthResult
 from crlib.truth.drizzle import DrizzleRun, run_astrodrizzle
 from crlib.truth.product import write_truth_product
@@ -311,8 +312,6 @@ def build_visit_truth(
     frames = {copy.name.split("_")[0].lower(): read_chip_frames(copy) for copy in copies}
     import drizzlepac
 
-    import crlib
-
     provenance: dict[str, Any] = {
         "METHOD": "drizzle",
         "PARSET": run.condition,
@@ -326,7 +325,7 @@ def build_visit_truth(
         "BORDER": opts.border_px,
         "MINPKSNR": opts.min_peak_snr,
         "DRIZVER": drizzlepac.__version__,
-        "CRLIBVER": getattr(crlib, "__version__", "unknown"),
+        "CRLIBVER": code_version(),
         "driz_cr_snr": run.parameters.get("driz_cr_snr"),
         "driz_cr_scale": run.parameters.get("driz_cr_scale"),
         "combine_type": run.parameters.get("combine_type"),
