@@ -45,12 +45,16 @@ bench: setup
 clean:
 	rm -rf .crlib build *.egg-info
 
-# Airflow UI + scheduler on 127.0.0.1 with crlib's DAGs (state under .crlib/airflow).
-airflow: setup
-	AIRFLOW_HOME=$(CURDIR)/.crlib/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+# Airflow UI + scheduler on 127.0.0.1 with crlib's DAGs (state under .crlib/airflow). The pools the
+# DAGs use are created first: the scheduler never starts a task whose pool does not exist.
+AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.crlib/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	AIRFLOW__API__HOST=127.0.0.1 PYTHONPATH=$(CURDIR)/plugins PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
-	$(VENV)/bin/airflow standalone
+	AIRFLOW__API__HOST=127.0.0.1 PYTHONPATH=$(CURDIR)/plugins PATH=$(CURDIR)/$(VENV)/bin:$$PATH
+airflow: setup
+	$(AIRFLOW_ENV) $(VENV)/bin/airflow db migrate
+	$(AIRFLOW_ENV) $(VENV)/bin/airflow pools set crlib_inference 2 "deepCR inference (crlib)"
+	$(AIRFLOW_ENV) $(VENV)/bin/airflow pools set crlib_mast 4 "MAST queries and downloads (crlib)"
+	$(AIRFLOW_ENV) $(VENV)/bin/airflow standalone
 
 # Airflow on the CeleryExecutor until Ctrl-C: PostgreSQL metadata (embedded, or CRLIB_DATABASE_URL's
 # server), a private redis-server, api-server on 127.0.0.1:8080, scheduler, dag-processor, triggerer

@@ -39,6 +39,9 @@ crlib db roles
 step "pool crlib_inference"
 airflow pools set crlib_inference "$CRLIB_INFERENCE_POOL_SLOTS" "deepCR inference (crlib)"
 
+step "pool crlib_mast"
+airflow pools set crlib_mast "$CRLIB_MAST_POOL_SLOTS" "MAST queries and downloads (crlib)"
+
 step "connections crlib_db, crlib_mlflow, mast"
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT

@@ -140,15 +140,25 @@ def inference_slots(settings: Settings) -> int:
     return max(1, cores // settings.torch_threads())
 
 
-def prepare_airflow(environment: AirflowEnvironment, *, inference_slots: int = 2) -> None:
-    """Migrate the metadata database and create the ``crlib_inference`` pool (idempotent).
+#: Default size of the ``crlib_mast`` pool: concurrent MAST queries/downloads cluster-wide.
+MAST_POOL_SLOTS = 4
+
+
+def prepare_airflow(
+    environment: AirflowEnvironment, *, inference_slots: int = 2, mast_slots: int = MAST_POOL_SLOTS
+) -> None:
+    """Migrate the metadata database and create the ``crlib_inference`` and ``crlib_mast`` pools.
+
+    Idempotent.
 
     Parameters
     ----------
     environment
         From :func:`airflow_environment`.
     inference_slots
-        Pool size (see :func:`inference_slots`).
+        ``crlib_inference`` pool size (see :func:`inference_slots`).
+    mast_slots
+        ``crlib_mast`` pool size: archive tasks (poll, fetch) running at once.
     """
     _run(environment, "db", "migrate", timeout=900)
     _run(
@@ -158,6 +168,14 @@ def prepare_airflow(environment: AirflowEnvironment, *, inference_slots: int = 2
         "crlib_inference",
         str(inference_slots),
         "Concurrent deepCR inference tasks (size to cores/GPUs)",
+    )
+    _run(
+        environment,
+        "pools",
+        "set",
+        "crlib_mast",
+        str(mast_slots),
+        "Concurrent MAST queries and downloads (crlib archive tasks)",
     )
 
 

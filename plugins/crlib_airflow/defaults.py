@@ -13,8 +13,13 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(seconds=30),
 }
 
-#: Archive tasks talk to MAST: more retries with exponential backoff.
+#: Pool that bounds concurrent archive tasks (MAST queries and downloads) across the cluster, so
+#: that scaling out the workers does not open one MAST connection per worker slot.
+MAST_POOL = "crlib_mast"
+
+#: Archive tasks talk to MAST: more retries with exponential backoff, bounded by the MAST pool.
 ARCHIVE_TASK_ARGS = {
+    "pool": MAST_POOL,
     "retries": 4,
     "retry_delay": timedelta(seconds=20),
     "retry_exponential_backoff": 2.0,

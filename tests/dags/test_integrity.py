@@ -71,6 +71,9 @@ def test_nightly_schedule_is_single_active_and_inference_pooled(dagbag) -> None:
     dag = dagbag.dags["crlib_nightly_ingest"]
     assert dag.max_active_runs == 1
     assert dag.get_task("infer").pool == "crlib_inference"
+    for dag_id in ("crlib_nightly_ingest", "crlib_reprocess_proposal"):
+        archive_tasks = [t for t in dagbag.dags[dag_id].tasks if t.retry_exponential_backoff]
+        assert archive_tasks and {t.pool for t in archive_tasks} == {"crlib_mast"}
     assert any("truth" in str(outlet) for outlet in dag.get_task("summary").outlets)
 
 

@@ -55,7 +55,9 @@ def test_init_creates_the_pool_and_connections_the_dags_use(tmp_path: Path) -> N
     )
     defaults = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(defaults)  # type: ignore[union-attr]
-    assert f"airflow pools set {defaults.INFERENCE_POOL} " in (cf.DOCKER / "crlib-init.sh").read_text()
+    init_script = (cf.DOCKER / "crlib-init.sh").read_text()
+    assert f"airflow pools set {defaults.INFERENCE_POOL} " in init_script
+    assert f"airflow pools set {defaults.MAST_POOL} " in init_script
     used = set(
         re.findall(r'_connection\("(\w+)"\)', (cf.REPO / "plugins/crlib_airflow/connections.py").read_text())
     )
@@ -236,6 +238,9 @@ def test_crlib_init_script_initialises_everything_twice_without_printing_a_secre
         assert c.execute(
             text("SELECT slots FROM slot_pool WHERE pool = 'crlib_inference'")
         ).scalar_one() == int(service_env["CRLIB_INFERENCE_POOL_SLOTS"])
+        assert c.execute(text("SELECT slots FROM slot_pool WHERE pool = 'crlib_mast'")).scalar_one() == int(
+            service_env["CRLIB_MAST_POOL_SLOTS"]
+        )
         rows = c.execute(
             text(
                 "SELECT conn_id, conn_type, host, login, schema, port, is_encrypted, password FROM connection"
