@@ -77,6 +77,8 @@ class CrMaskOptions:
         CRREJTAB (29p1548cj_crr_WFC.fits), for frames that are not perfectly registered -- CR-SPLIT
         frames move by a few hundredths of a pixel, enough to change a bright star's steep flank
         by 10-20 % between frames. 0 reproduces the plain method.
+    seed
+        Random seed of the simulations.
     """
 
     gain: float = 1.0
