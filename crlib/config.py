@@ -183,3 +183,17 @@ def load_settings(**overrides: Any) -> Settings:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def worker_count(requested: int, tasks: int) -> int:
+    """Threads for ``tasks`` independent jobs: ``requested`` (0: one per CPU core), at most ``tasks``.
+
+    Parameters
+    ----------
+    requested
+        Wanted threads, e.g. :attr:`Settings.threads`; 0 means one per CPU core.
+    tasks
+        Number of jobs (no more threads than jobs, at least one).
+    """
+    cores = requested if requested > 0 else (os.cpu_count() or 1)
+    return max(1, min(cores, tasks))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from crlib.align.catalogs import CatalogOptions, exposure_catalogs
 from crlib.align.fit import ChipCorrector, FitOutcome, MatchOptions, fit_with_fallback
 from crlib.align.refcat import ReferenceCatalog, fetch_reference_catalog, read_catalog_file
 from crlib.align.wcsupdate import write_wcs
+from crlib.config import worker_count
 from crlib.profiles import InstrumentProfile
 from crlib.records import AlignmentResult
 
@@ -47,6 +49,8 @@ class AlignOptions:
         Matching options of the two fits (the absolute search radius covers arcsec-level pointing errors).
     catalog
         Source-finding options.
+    workers
+        Threads that build the exposures' source catalogs at once (0: one per CPU core).
     """
 
     catalog_file: Path | None = None
@@ -58,6 +62,7 @@ class AlignOptions:
     relative_match: MatchOptions = field(default_factory=MatchOptions)
     absolute_match: MatchOptions = field(default_factory=lambda: MatchOptions(searchrad=25.0))
     catalog: CatalogOptions = field(default_factory=CatalogOptions)
+    workers: int = 0
 
 
 def _read_wcs(path: Path, extvers: Sequence[int]) -> dict[int, Any]:
@@ -162,9 +167,12 @@ def align_visit(
     chips: list[ChipCorrector] = []
     wcs: dict[tuple[str, int], Any] = {}
     n_sources: dict[str, int] = {}
-    for path in paths:
+    # Source finding (photutils, numpy, scipy: mostly outside the GIL) runs in threads, one
+    # exposure each; the WCSs are read afterwards in this thread.
+    with ThreadPoolExecutor(max_workers=worker_count(opts.workers, len(paths))) as pool:
+        found = list(pool.map(lambda p: exposure_catalogs(p, profile=profile, options=opts.catalog), paths))
+    for path, catalogs in zip(paths, found, strict=True):
         rootname = path.name.split("_")[0].lower()
-        catalogs = exposure_catalogs(path, profile=profile, options=opts.catalog)
         chip_wcs = _read_wcs(path, list(catalogs))
         n_sources[rootname] = 0
         for extver, chip_catalog in catalogs.items():

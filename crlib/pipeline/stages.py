@@ -265,7 +265,9 @@ def build_visit_truth(settings: Settings, *, run_id: str, visit: str, redo: bool
         ``visit``. The ledger lists the truth files, their statuses, and which exposures' truth
         was reused (``truth_reused``) rather than made by this run.
     """
+    from crlib.align.visit import AlignOptions
     from crlib.db.repo import record_alignment, record_truth
+    from crlib.truth.visit import TruthOptions
     from crlib.truth.visit import build_visit_truth as build_truth
 
     ledger = RunLedger(settings.data_root, run_id)
@@ -300,7 +302,13 @@ def build_visit_truth(settings: Settings, *, run_id: str, visit: str, redo: bool
             for rootname in members:
                 os.symlink(Path(files[rootname]).resolve(), staged / Path(files[rootname]).name)
             result = build_truth(
-                staged, work_dir=work / "drizzle", out_dir=work / "truth", profile=settings.instrument
+                staged,
+                work_dir=work / "drizzle",
+                out_dir=work / "truth",
+                profile=settings.instrument,
+                options=TruthOptions(
+                    workers=settings.threads, align_options=AlignOptions(workers=settings.threads)
+                ),
             )
             built = (
                 dataclasses.replace(result.alignment, visit=visit) if result.alignment is not None else None

@@ -47,19 +47,27 @@ def prune_insignificant(
     tuple
         ``(pruned mask as uint8, number of components removed)``.
     """
-    from scipy.ndimage import label, maximum
+    from scipy.ndimage import label
 
     mask = np.asarray(crmask, dtype=bool)
     if min_peak_snr <= 0 or not mask.any():
         return mask.astype(np.uint8), 0
+    sci = np.asarray(sci, dtype=np.float32)
     model = np.asarray(clean_model, dtype=np.float32)
-    residual = np.asarray(sci, dtype=np.float32) - model
-    offset = float(np.median(residual[~mask]))
-    sigma = np.sqrt(np.clip(model, 0, None) + read_noise_e**2)
-    snr = (residual - offset) / sigma
+    # a global bias of the model: the median residual of the unflagged pixels, from every 4th
+    # pixel in each direction (500,000 on a full chip: far more than its precision needs)
+    sample = (slice(None, None, 4), slice(None, None, 4))
+    background = ~mask[sample]
+    offset = float(np.median((sci[sample] - model[sample])[background])) if background.any() else 0.0
     labels, n = label(mask, structure=np.ones((3, 3), dtype=bool))
-    peaks = np.asarray(maximum(snr, labels=labels, index=np.arange(1, n + 1)))
-    keep = np.concatenate([[False], peaks >= min_peak_snr])
+    # significance of the flagged pixels only, and each component's peak by an unbuffered maximum
+    # (scipy.ndimage.maximum over tens of thousands of labels took ~0.8 s per full chip)
+    flagged_model = model[mask]
+    snr = (sci[mask] - flagged_model - offset) / np.sqrt(np.clip(flagged_model, 0, None) + read_noise_e**2)
+    peaks = np.full(n + 1, -np.inf, dtype=np.float32)
+    np.maximum.at(peaks, labels[mask], snr)
+    keep = peaks >= min_peak_snr
+    keep[0] = False
     pruned = keep[labels]
     removed = int(n - keep.sum())
     log.debug("pruned %d of %d CR components below %.1f sigma", removed, n, min_peak_snr)

@@ -131,11 +131,27 @@ def _coarse_map(
     return ynodes, xnodes, np.asarray(tx), np.asarray(ty)
 
 
+def _lands_on(tx: np.ndarray, ty: np.ndarray, target: ChipFrame, step: int) -> bool:
+    ny, nx = target.shape
+    return bool(np.any((tx > -step) & (tx < nx + step) & (ty > -step) & (ty < ny + step)))
+
+
 def overlaps(source: ChipFrame, target: ChipFrame, *, step: int = COARSE_STEP) -> bool:
     """Whether any coarse-grid pixel of ``source`` lands within ``step`` pixels of ``target``."""
     _, _, tx, ty = _coarse_map(source, target, step)
-    ny, nx = target.shape
-    return bool(np.any((tx > -step) & (tx < nx + step) & (ty > -step) & (ty < ny + step)))
+    return _lands_on(tx, ty, target, step)
+
+
+def _interpolate(
+    shape: tuple[int, int], coarse: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    ny, nx = shape
+    ynodes, xnodes, tx, ty = coarse
+    wy = _interpolation_matrix(ny, ynodes)
+    wx = _interpolation_matrix(nx, xnodes)
+    x = wy @ tx.reshape(len(ynodes), len(xnodes)) @ wx.T
+    y = wy @ ty.reshape(len(ynodes), len(xnodes)) @ wx.T
+    return x, y
 
 
 def map_pixels(
@@ -148,13 +164,7 @@ def map_pixels(
     tuple of numpy.ndarray
         ``(x, y)``, each float (ny, nx) of the source chip.
     """
-    ny, nx = source.shape
-    ynodes, xnodes, tx, ty = _coarse_map(source, target, step)
-    wy = _interpolation_matrix(ny, ynodes)
-    wx = _interpolation_matrix(nx, xnodes)
-    x = wy @ tx.reshape(len(ynodes), len(xnodes)) @ wx.T
-    y = wy @ ty.reshape(len(ynodes), len(xnodes)) @ wx.T
-    return x, y
+    return _interpolate(source.shape, _coarse_map(source, target, step))
 
 
 def coverage_count(frame: ChipFrame, others: Sequence[ChipFrame], *, step: int = COARSE_STEP) -> np.ndarray:
@@ -180,15 +190,14 @@ def coverage_count(frame: ChipFrame, others: Sequence[ChipFrame], *, step: int =
     for chips in by_exposure.values():
         covered = np.zeros(frame.shape, dtype=bool)
         for other in chips:
-            if not overlaps(frame, other, step=step):
+            coarse = _coarse_map(frame, other, step)  # one WCS mapping for the test and the map
+            if not _lands_on(coarse[2], coarse[3], other, step):
                 continue
-            x, y = map_pixels(frame, other, step=step)
-            xi = np.rint(x).astype(np.int64)
-            yi = np.rint(y).astype(np.int64)
+            x, y = _interpolate(frame.shape, coarse)
+            xi = np.rint(x).astype(np.int32)
+            yi = np.rint(y).astype(np.int32)
             inside = (xi >= 0) & (xi < other.shape[1]) & (yi >= 0) & (yi < other.shape[0])
-            hit = np.zeros(frame.shape, dtype=bool)
-            hit[inside] = other.good[yi[inside], xi[inside]]
-            covered |= hit
+            covered[inside] |= other.good[yi[inside], xi[inside]]
         count += covered.astype(np.uint8)
     return count
 
@@ -201,6 +210,7 @@ def valid_mask(
     profile: InstrumentProfile,
     min_exposures: int = 2,
     border_px: int = 0,
+    coverage: np.ndarray | None = None,
 ) -> np.ndarray:
     """Valid-pixel mask of one chip.
 
@@ -218,6 +228,9 @@ def valid_mask(
         Exposures (including this one) that must cover a pixel.
     border_px
         Pixels discarded along every chip edge (0: none; the paper uses 128).
+    coverage
+        :func:`coverage_count` of this chip if already computed (e.g. in the thread that owns the
+        WCS objects); computed here otherwise.
 
     Returns
     -------
@@ -227,7 +240,8 @@ def valid_mask(
     valid = frame.clean.copy()
     valid &= ~saturation_mask(sci, level_e=profile.saturation_e)
     if min_exposures > 1:
-        valid &= coverage_count(frame, others) >= (min_exposures - 1)
+        counts = coverage if coverage is not None else coverage_count(frame, others)
+        valid &= counts >= (min_exposures - 1)
     if border_px > 0:
         edge = np.zeros_like(valid)
         edge[border_px:-border_px, border_px:-border_px] = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ import numpy as np
 
 from crlib.align.exposures import ExposureInfo, copy_to_work_dir, find_exposures, read_exposure
 from crlib.align.visit import AlignOptions, align_visit
+from crlib.config import worker_count
 from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile, get_profile
 from crlib.provenance import code_version
@@ -26,7 +28,7 @@ from crlib.truth.drizzle import DrizzleRun, run_astrodrizzle
 from crlib.truth.product import write_truth_product
 from crlib.truth.quality import ChipQuality, QualityThresholds, assess, count_events, star_core_mask
 from crlib.truth.refine import DEFAULT_MIN_PEAK_SNR, prune_insignificant
-from crlib.truth.validmask import ChipFrame, read_chip_frames, valid_mask
+from crlib.truth.validmask import ChipFrame, coverage_count, read_chip_frames, valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class TruthOptions:
         median (see :mod:`crlib.truth.refine`); 0 keeps driz_cr's mask as it is.
     drizzle_overrides
         Extra AstroDrizzle keywords.
+    workers
+        Threads that build the exposures' masks at once (0: one per CPU core).
     """
 
     align: bool = True
@@ -64,6 +68,7 @@ class TruthOptions:
     fix_skymatch: bool = True
     min_peak_snr: float = DEFAULT_MIN_PEAK_SNR
     drizzle_overrides: dict[str, Any] = field(default_factory=dict)
+    workers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +113,27 @@ def _blot_image(work_dir: Path, rootname: str, extver: int) -> np.ndarray | None
     return None
 
 
+def _coverages(
+    infos: list[ExposureInfo], frames: dict[str, list[ChipFrame]]
+) -> dict[tuple[str, int], np.ndarray]:
+    """:func:`coverage_count` of every chip, ``{(rootname, extver): uint8 (ny, nx)}``.
+
+    Run in one thread: the chips' WCS objects (wcslib) are shared and not safe to call from several.
+    """
+    coverages = {}
+    for info in infos:
+        others = [f for root, chips in frames.items() if root != info.rootname for f in chips]
+        for frame in frames.get(info.rootname, []):
+            coverages[(info.rootname, frame.sci_extver)] = coverage_count(frame, others)
+    return coverages
+
+
 def _exposure_truth(
     info: ExposureInfo,
     *,
     run: DrizzleRun,
     frames: dict[str, list[ChipFrame]],
+    coverages: dict[tuple[str, int], np.ndarray],
     alignment: AlignmentResult | None,
     options: TruthOptions,
     out_dir: Path,
@@ -141,6 +162,7 @@ def _exposure_truth(
                 profile=profile,
                 min_exposures=options.min_exposures,
                 border_px=options.border_px,
+                coverage=coverages.get((info.rootname, extver)),
             )
             valid_bool = valid.astype(bool)
             blot = _blot_image(run.work_dir, info.rootname, extver)
@@ -330,21 +352,31 @@ def build_visit_truth(
         "driz_cr_scale": run.parameters.get("driz_cr_scale"),
         "combine_type": run.parameters.get("combine_type"),
     }
-    for info in infos:
-        if run.problems and not any(key[0] == info.rootname for key in run.crmask_files):
-            results.append(_failed(info.rootname, method, "; ".join(run.problems), **provenance))
-            continue
-        results.append(
-            _exposure_truth(
-                info,
-                run=run,
-                frames=frames,
-                alignment=alignment,
-                options=opts,
-                out_dir=out_dir,
-                provenance=provenance,
-            )
+    failed = {
+        info.rootname
+        for info in infos
+        if run.problems and not any(key[0] == info.rootname for key in run.crmask_files)
+    }
+    results.extend(_failed(r, method, "; ".join(run.problems), **provenance) for r in sorted(failed))
+    todo = [info for info in infos if info.rootname not in failed]
+    coverages = _coverages(todo, frames) if opts.min_exposures > 1 else {}
+
+    def one_exposure(info: ExposureInfo) -> TruthResult:
+        return _exposure_truth(
+            info,
+            run=run,
+            frames=frames,
+            coverages=coverages,
+            alignment=alignment,
+            options=opts,
+            out_dir=out_dir,
+            provenance=provenance,
         )
+
+    # pixel work per exposure (pruning, star cores, events, products) in threads: numpy and scipy
+    # release the GIL; nothing in it calls a WCS.
+    with ThreadPoolExecutor(max_workers=worker_count(opts.workers, len(todo))) as pool:
+        results.extend(pool.map(one_exposure, todo))
     seconds["masks"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - start
     results.sort(key=lambda r: r.rootname)

@@ -43,6 +43,28 @@ def test_truth_matches_simulated_cosmic_rays(gc_truth):
         assert scores["star_core_contamination"] < 0.01
 
 
+def test_threads_change_nothing_in_the_products(gc_truth, tmp_path):
+    """Source catalogs and masks built by several threads equal a single-threaded run, bit for bit."""
+    from crlib.align import AlignOptions
+
+    visit, threaded = gc_truth  # built with workers=0: one thread per core (2 here)
+    options = TruthOptions(workers=1, align_options=AlignOptions(query_catalogs=False, workers=1))
+    single = build_visit_truth(Path(visit.directory), work_dir=tmp_path / "w", options=options)
+    assert single.alignment == threaded.alignment
+    for one, many in zip(single.exposures, threaded.exposures, strict=True):
+        assert (one.rootname, one.status, one.chips, one.reasons) == (
+            many.rootname,
+            many.status,
+            many.chips,
+            many.reasons,
+        )
+        _, masks_one = read_truth_product(Path(one.path))
+        _, masks_many = read_truth_product(Path(many.path))
+        for extver, (crmask, valid) in masks_one.items():
+            assert np.array_equal(crmask, masks_many[extver][0])
+            assert np.array_equal(valid, masks_many[extver][1])
+
+
 def test_alignment_recovers_injected_relative_error(gc_truth):
     visit, truth = gc_truth
     alignment = truth.alignment
