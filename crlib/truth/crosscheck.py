@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -102,12 +101,12 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
     """
     from crlib.align.exposures import find_exposures, read_exposure
     from crlib.align.visit import AlignOptions
-    from crlib.truth.fidelity import mask_fidelity
+    from crlib.truth.fidelity import FIDELITY_KEYS, mean_finite, score_against_simulator
     from crlib.truth.visit import TruthOptions, build_visit_truth
 
     visit_dir = Path(visit_dir)
     info = json.loads((visit_dir / "truth" / "visit.json").read_text())
-    exposures = {e.rootname: e for e in (read_exposure(p) for p in find_exposures(visit_dir))}
+    exposures = [read_exposure(p) for p in find_exposures(visit_dir)]
     options = TruthOptions(align_options=AlignOptions(query_catalogs=False))
     report: dict[str, Any] = {"visit": visit_dir.name, "field_type": info.get("field_type")}
     products: dict[str, dict[str, Path]] = {}
@@ -116,40 +115,18 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
         start = time.perf_counter()
         truth = build_visit_truth(visit_dir, work_dir=work_dir, method=method, options=options)  # type: ignore[arg-type]
         seconds = time.perf_counter() - start
-        fidelity = []
-        products[method] = {}
-        for result in truth.exposures:
-            if result.path is None:
-                continue
-            products[method][result.rootname] = Path(result.path)
-            exposure = exposures[result.rootname]
-            fidelity.append(
-                mask_fidelity(
-                    Path(result.path),
-                    visit_dir / "truth" / f"{result.rootname}_simtruth.fits",
-                    read_noise_e=exposure.read_noise_e,
-                    sky_e=0.0,
-                    profile=exposure.profile,
-                )
-            )
+        products[method] = {r.rootname: Path(r.path) for r in truth.exposures if r.path is not None}
+        fidelity = score_against_simulator(visit_dir, truth.exposures, exposures)
         report[method] = {
             "statuses": {r.rootname: r.status for r in truth.exposures},
             "reasons": {r.rootname: list(r.reasons) for r in truth.exposures if r.reasons},
             "seconds": seconds,
-            **{key: _mean(fidelity, key) for key in _FIDELITY_KEYS},
+            **{key: mean_finite(fidelity, key) for key in FIDELITY_KEYS},
         }
     shared = sorted(set(products["multiframe"]) & set(products["drizzle"]))
     agreements = [truth_agreement(products["multiframe"][r], products["drizzle"][r]) for r in shared]
-    report["agreement"] = {key: _mean(agreements, key) for key in (agreements[0] if agreements else {})}
+    report["agreement"] = {key: mean_finite(agreements, key) for key in (agreements[0] if agreements else {})}
     return report
-
-
-_FIDELITY_KEYS = ("recall_50e", "recall_3sigma", "false_positive_rate", "star_core_contamination")
-
-
-def _mean(rows: list[dict[str, float]], key: str) -> float:
-    values = [row[key] for row in rows if np.isfinite(row[key])]
-    return float(np.mean(values)) if values else float("nan")
 
 
 def run_crosscheck_benchmark(
@@ -161,28 +138,22 @@ def run_crosscheck_benchmark(
     field_types: tuple[str, ...] = FIELD_TYPES,
 ) -> dict[str, Any]:
     """Simulate one undithered visit per field type and cross-check the two truth methods on each."""
-    from crlib.simulate import simulate_archive
+    from crlib.truth.fidelity import simulate_field_visits
 
     if exposures < 3:
         raise ValueError(f"the multi-frame method needs >= 3 exposures per visit (got {exposures})")
     scratch = Path(scratch)
     visits = []
-    for index, field_type in enumerate(field_types):
-        archive_dir = scratch / "archive-crsplit" / field_type
-        if archive_dir.exists():
-            shutil.rmtree(archive_dir)
-        archive = simulate_archive(
-            archive_dir,
-            visits=1,
-            exposures=exposures,
-            field_type=field_type,
-            size=size,
-            seed=seed + index,
-            dither="none",
-        )
-        for visit in archive.visits:
-            log.info("cross-checking truth methods on %s (%s)", visit.visit, field_type)
-            visits.append(crosscheck_visit(visit.directory, scratch / "runs-crsplit"))
+    for field_type, visit_dir in simulate_field_visits(
+        scratch / "archive-crsplit",
+        size=size,
+        exposures=exposures,
+        seed=seed,
+        field_types=field_types,
+        dither="none",
+    ):
+        log.info("cross-checking truth methods on %s (%s)", visit_dir.name, field_type)
+        visits.append(crosscheck_visit(visit_dir, scratch / "runs-crsplit"))
     return {"targets": TARGETS, "size": size, "exposures": exposures, "visits": visits}
 
 

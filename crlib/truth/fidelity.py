@@ -17,14 +17,19 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from crlib.profiles import FIELD_TYPES, InstrumentProfile
 from crlib.truth.product import read_truth_product
 from crlib.truth.quality import star_core_mask
+
+if TYPE_CHECKING:
+    from crlib.align.exposures import ExposureInfo
+    from crlib.records import TruthResult
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +127,85 @@ def mask_fidelity(
     }
 
 
+#: The per-exposure :func:`mask_fidelity` numbers the benchmarks average over a visit.
+FIDELITY_KEYS = (
+    "recall_50e",
+    "recall_3sigma",
+    "false_positive_rate",
+    "false_positive_rate_outside_grow_ring",
+    "star_core_contamination",
+)
+
+
+def score_against_simulator(
+    visit_dir: Path, results: Sequence[TruthResult], exposures: Sequence[ExposureInfo]
+) -> list[dict[str, float]]:
+    """:func:`mask_fidelity` of every result with a product, against ``visit_dir/truth/*_simtruth.fits``.
+
+    ``exposures`` supply each exposure's read noise and profile (matched by rootname).
+    """
+    by_rootname = {e.rootname: e for e in exposures}
+    scores = []
+    for result in results:
+        if result.path is None:
+            continue
+        exposure = by_rootname[result.rootname]
+        simtruth = Path(visit_dir) / "truth" / f"{result.rootname}_simtruth.fits"
+        scores.append(
+            mask_fidelity(
+                Path(result.path),
+                simtruth,
+                read_noise_e=exposure.read_noise_e,
+                sky_e=0.0,
+                profile=exposure.profile,
+            )
+        )
+    return scores
+
+
+def mean_finite(rows: Sequence[dict[str, float]], key: str) -> float:
+    """Mean of ``row[key]`` over the rows where it is finite (NaN when none is)."""
+    values = [row[key] for row in rows if np.isfinite(row[key])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def simulate_field_visits(
+    root: Path,
+    *,
+    size: Literal["full", "small"],
+    exposures: int,
+    seed: int,
+    field_types: tuple[str, ...],
+    dither: str = "pattern",
+) -> list[tuple[str, Path]]:
+    """A fresh one-visit archive per field type under ``root/<field type>`` (seed ``seed + index``).
+
+    Returns
+    -------
+    list
+        ``(field_type, visit directory)`` in the order of ``field_types``.
+    """
+    from crlib.simulate import simulate_archive
+
+    visits: list[tuple[str, Path]] = []
+    for index, field_type in enumerate(field_types):
+        archive_dir = Path(root) / field_type
+        if archive_dir.exists():
+            shutil.rmtree(archive_dir)
+        archive = simulate_archive(
+            archive_dir,
+            visits=1,
+            exposures=exposures,
+            field_type=field_type,
+            filters=("F606W",),
+            size=size,
+            seed=seed + index,
+            dither=dither,
+        )
+        visits.extend((field_type, Path(visit.directory)) for visit in archive.visits)
+    return visits
+
+
 def _injected_shifts(visit_json: dict[str, Any]) -> dict[str, tuple[float, float]]:
     """``{rootname: (dx, dy)}`` injected header errors in pixels, from the simulator's visit.json."""
     shifts: dict[str, tuple[float, float]] = {}
@@ -172,18 +256,7 @@ def benchmark_visit(visit_dir: Path, scratch: Path, *, catalog_file: Path | None
             align_errors[exp.rootname] = wcs_correction_error(
                 exp.path, truth.work_dir / exp.path.name, dict.fromkeys(exp.sci_extvers, expected)
             )
-    fidelity = []
-    for exp, result in zip(exposures, truth.exposures, strict=False):
-        if result.path is None:
-            continue
-        sim = visit_dir / "truth" / f"{result.rootname}_simtruth.fits"
-        fidelity.append(
-            mask_fidelity(Path(result.path), sim, read_noise_e=exp.read_noise_e, sky_e=0.0, profile=profile)
-        )
-
-    def mean(key: str) -> float:
-        values = [f[key] for f in fidelity if np.isfinite(f[key])]
-        return float(np.mean(values)) if values else float("nan")
+    fidelity = score_against_simulator(visit_dir, truth.exposures, exposures)
 
     return {
         "visit": visit_dir.name,
@@ -194,11 +267,7 @@ def benchmark_visit(visit_dir: Path, scratch: Path, *, catalog_file: Path | None
         "injected_error_px": {k: list(v) for k, v in injected.items()},
         "statuses": {r.rootname: r.status for r in truth.exposures},
         "reasons": {r.rootname: list(r.reasons) for r in truth.exposures if r.reasons},
-        "recall_50e": mean("recall_50e"),
-        "recall_3sigma": mean("recall_3sigma"),
-        "false_positive_rate": mean("false_positive_rate"),
-        "false_positive_rate_outside_grow_ring": mean("false_positive_rate_outside_grow_ring"),
-        "star_core_contamination": mean("star_core_contamination"),
+        **{key: mean_finite(fidelity, key) for key in FIDELITY_KEYS},
         "truth_seconds": truth_s,
         "truth_step_seconds": truth.seconds,
         "bare_astrodrizzle_seconds": bare_s,
@@ -221,26 +290,13 @@ def run_truth_benchmark(
     dict
         ``{"targets": ..., "visits": [per-visit dict, ...]}``.
     """
-    from crlib.simulate import simulate_archive
-
     scratch = Path(scratch)
     visits = []
-    for index, field_type in enumerate(field_types):
-        archive_dir = scratch / "archive" / field_type
-        if archive_dir.exists():
-            shutil.rmtree(archive_dir)
-        simulate_archive(
-            archive_dir,
-            visits=1,
-            exposures=exposures,
-            field_type=field_type,
-            filters=("F606W",),
-            size=size,
-            seed=seed + index,
-        )
-        for visit_dir in sorted(p.parent.parent for p in archive_dir.glob("*/truth/visit.json")):
-            log.info("benchmarking %s (%s)", visit_dir.name, field_type)
-            visits.append(benchmark_visit(visit_dir, scratch / "runs"))
+    for field_type, visit_dir in simulate_field_visits(
+        scratch / "archive", size=size, exposures=exposures, seed=seed, field_types=field_types
+    ):
+        log.info("benchmarking %s (%s)", visit_dir.name, field_type)
+        visits.append(benchmark_visit(visit_dir, scratch / "runs"))
     return {"targets": TARGETS, "size": size, "exposures": exposures, "visits": visits}
 
 

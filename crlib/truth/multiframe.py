@@ -23,6 +23,7 @@ drizzle truth.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Sequence
@@ -324,12 +325,7 @@ def compute_crmasks(frames: Sequence[np.ndarray], options: CrMaskOptions | None 
         sim_frame.append((sim.max(axis=0) - smin).ravel())
     x = np.concatenate(sim_x)
     scale = float(median2d.size) / model.size
-    sim_opts = CrMaskOptions(
-        **{
-            **{f: getattr(opts, f) for f in opts.__dataclass_fields__},
-            "n_simulations": max(1, round(opts.n_simulations / scale)),
-        }
-    )
+    sim_opts = dataclasses.replace(opts, n_simulations=max(1, round(opts.n_simulations / scale)))
     boundary_median = fit_boundary(x, np.concatenate(sim_med), sim_opts)
     boundary_frame = fit_boundary(x, np.concatenate(sim_frame), sim_opts)
 

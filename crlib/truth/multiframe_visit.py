@@ -11,6 +11,7 @@ and enough of the chip must be valid.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,15 @@ from crlib.align.exposures import ExposureInfo
 from crlib.provenance import code_version
 from crlib.records import ChipTruth, TruthResult
 from crlib.truth.multiframe import CrMaskOptions, compute_crmasks, write_diagnostic_plots
-from crlib.truth.quality import ChipQuality, QualityThresholds, assess, count_events, star_core_mask
+from crlib.truth.quality import (
+    ChipQuality,
+    QualityThresholds,
+    assess,
+    count_events,
+    failed_truth,
+    gate_parameters,
+    star_core_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +89,7 @@ def frame_offsets_px(infos: Sequence[ExposureInfo], *, step: int = 256) -> dict[
 
 
 def _failed_all(infos: Sequence[ExposureInfo], reason: str) -> list[TruthResult]:
-    return [TruthResult(i.rootname, "multiframe", "failed", None, (), (reason,)) for i in infos]
-
-
-def _border(shape: tuple[int, ...], border_px: int) -> np.ndarray:
-    inside = np.zeros(shape, dtype=bool)
-    if border_px > 0:
-        inside[border_px:-border_px, border_px:-border_px] = True
-    else:
-        inside[...] = True
-    return inside
+    return [failed_truth(i.rootname, "multiframe", reason) for i in infos]
 
 
 def multiframe_visit_truth(
@@ -131,7 +131,7 @@ def multiframe_visit_truth(
     from astropy.io import fits
 
     from crlib.truth.product import write_truth_product
-    from crlib.truth.validmask import dq_good, saturation_mask
+    from crlib.truth.validmask import dq_good, inside_border, saturation_mask
 
     if len(infos) < 3:
         return _failed_all(
@@ -156,9 +156,8 @@ def multiframe_visit_truth(
     )
     exptimes = np.array([i.exptime_s for i in infos])
     if base.flux_factor == "none" and np.ptp(exptimes) > 0:
-        fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
         factors = tuple(float(e / np.median(exptimes)) for e in exptimes)
-        base = CrMaskOptions(**{**fields, "flux_factor": factors})
+        base = dataclasses.replace(base, flux_factor=factors)
 
     masks: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {i.rootname: {} for i in infos}
     qualities: dict[str, list[ChipQuality]] = {i.rootname: [] for i in infos}
@@ -171,7 +170,7 @@ def multiframe_visit_truth(
         result = compute_crmasks(frames, base)
         if plots:
             write_diagnostic_plots(result, frames, out_dir, prefix=f"{infos[0].rootname[:6]}_sci{extver}")
-        common = np.logical_and.reduce(goods) & _border(frames[0].shape, border_px)
+        common = np.logical_and.reduce(goods) & inside_border(frames[0].shape, border_px)
         cores = star_core_mask(result.mediancr, valid=common, saturation_e=profile.saturation_e)
         for k, info in enumerate(infos):
             valid = common & ~saturation_mask(frames[k], level_e=profile.saturation_e)
@@ -222,13 +221,11 @@ def multiframe_visit_truth(
             provenance=provenance,
             reasons=reasons,
         )
-        parameters: dict[str, object] = {k.lower(): v for k, v in provenance.items()}
-        parameters["frame_offset_px"] = offsets[info.rootname]
-        for q in qualities[info.rootname]:
-            parameters[f"chip{q.chip}_cr_fraction"] = q.cr_fraction
-            parameters[f"chip{q.chip}_cr_rate_per_cm2_s"] = q.cr_rate_per_cm2_s
-            parameters[f"chip{q.chip}_star_core_contamination"] = q.star_core_contamination
-            parameters[f"chip{q.chip}_star_core_pixels"] = q.star_core_pixels
+        parameters: dict[str, object] = {
+            **{k.lower(): v for k, v in provenance.items()},
+            "frame_offset_px": offsets[info.rootname],
+            **gate_parameters(qualities[info.rootname]),
+        }
         chips = tuple(
             ChipTruth(q.chip, q.cr_pixels, q.cr_events, q.valid_pixels / q.total_pixels)
             for q in qualities[info.rootname]

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from crlib.records import QualityStatus
+from crlib.records import QualityStatus, TruthResult
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,22 @@ class ChipQuality:
             return None
         chance = self.cr_fraction * self.star_core_pixels
         return (self.star_core_flagged - chance) / self.star_core_pixels
+
+
+def failed_truth(rootname: str, method: str, reason: str, **parameters: Any) -> TruthResult:
+    """A ``failed`` :class:`~crlib.records.TruthResult` (no product) with its reason."""
+    return TruthResult(rootname, method, "failed", None, (), (reason,), dict(parameters))  # type: ignore[arg-type]
+
+
+def gate_parameters(chips: Iterable[ChipQuality]) -> dict[str, float | int | None]:
+    """The gate numbers of each chip as flat record parameters (``chip<N>_cr_fraction`` ...)."""
+    parameters: dict[str, float | int | None] = {}
+    for chip in chips:
+        parameters[f"chip{chip.chip}_cr_fraction"] = chip.cr_fraction
+        parameters[f"chip{chip.chip}_cr_rate_per_cm2_s"] = chip.cr_rate_per_cm2_s
+        parameters[f"chip{chip.chip}_star_core_contamination"] = chip.star_core_contamination
+        parameters[f"chip{chip.chip}_star_core_pixels"] = chip.star_core_pixels
+    return parameters
 
 
 def count_events(mask: np.ndarray) -> int:

@@ -243,7 +243,15 @@ def valid_mask(
         counts = coverage if coverage is not None else coverage_count(frame, others)
         valid &= counts >= (min_exposures - 1)
     if border_px > 0:
-        edge = np.zeros_like(valid)
-        edge[border_px:-border_px, border_px:-border_px] = True
-        valid &= edge
+        valid &= inside_border(valid.shape, border_px)
     return valid.astype(np.uint8)
+
+
+def inside_border(shape: tuple[int, ...], border_px: int) -> np.ndarray:
+    """bool ``shape``: False within ``border_px`` pixels of the edge (all True for 0)."""
+    inside = np.zeros(shape, dtype=bool)
+    if border_px > 0:
+        inside[border_px:-border_px, border_px:-border_px] = True
+    else:
+        inside[...] = True
+    return inside

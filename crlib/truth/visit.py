@@ -26,7 +26,15 @@ from crlib.provenance import code_version
 from crlib.records import AlignmentResult, ChipTruth, TruthResult
 from crlib.truth.drizzle import DrizzleRun, run_astrodrizzle
 from crlib.truth.product import write_truth_product
-from crlib.truth.quality import ChipQuality, QualityThresholds, assess, count_events, star_core_mask
+from crlib.truth.quality import (
+    ChipQuality,
+    QualityThresholds,
+    assess,
+    count_events,
+    failed_truth,
+    gate_parameters,
+    star_core_mask,
+)
 from crlib.truth.refine import DEFAULT_MIN_PEAK_SNR, prune_insignificant
 from crlib.truth.validmask import ChipFrame, coverage_count, read_chip_frames, valid_mask
 
@@ -98,10 +106,6 @@ class VisitTruth:
     seconds: dict[str, float]
     work_dir: Path
     out_dir: Path
-
-
-def _failed(rootname: str, method: str, reason: str, **parameters: Any) -> TruthResult:
-    return TruthResult(rootname, method, "failed", None, (), (reason,), dict(parameters))  # type: ignore[arg-type]
 
 
 def _blot_image(work_dir: Path, rootname: str, extver: int) -> np.ndarray | None:
@@ -193,7 +197,7 @@ def _exposure_truth(
             chips.append(ChipTruth(extver, int(cr_valid.sum()), events, float(valid_bool.mean())))
             masks[extver] = (crmask, valid)
     if missing or not masks:
-        return _failed(
+        return failed_truth(
             info.rootname, "drizzle", f"driz_cr produced no mask for chip(s) {missing}", **provenance
         )
     status, reasons = assess(
@@ -204,12 +208,7 @@ def _exposure_truth(
         alignment_matches=alignment.n_matches if alignment else 0,
         thresholds=options.thresholds,
     )
-    parameters = dict(provenance)
-    for q in qualities:
-        parameters[f"chip{q.chip}_cr_fraction"] = q.cr_fraction
-        parameters[f"chip{q.chip}_cr_rate_per_cm2_s"] = q.cr_rate_per_cm2_s
-        parameters[f"chip{q.chip}_star_core_contamination"] = q.star_core_contamination
-        parameters[f"chip{q.chip}_star_core_pixels"] = q.star_core_pixels
+    parameters = {**provenance, **gate_parameters(qualities)}
     header = {k: v for k, v in provenance.items() if len(k) <= 8}
     header["STATUS"] = status
     path = write_truth_product(
@@ -267,7 +266,7 @@ def build_visit_truth(
         try:
             info = read_exposure(path, profile=wanted)
         except InputDataError as exc:
-            results.append(_failed(path.name.split("_")[0].lower(), method, str(exc)))
+            results.append(failed_truth(path.name.split("_")[0].lower(), method, str(exc)))
             continue
         wanted = wanted or info.profile
         infos.append(info)
@@ -288,7 +287,7 @@ def build_visit_truth(
     if len(infos) < 2:
         for info in infos:
             results.append(
-                _failed(
+                failed_truth(
                     info.rootname,
                     method,
                     f"only {len(infos)} usable exposure(s) in the visit: "
@@ -324,7 +323,7 @@ def build_visit_truth(
         log.exception("AstroDrizzle failed on visit %s", visit)
         for info in infos:
             results.append(
-                _failed(info.rootname, method, f"AstroDrizzle failed: {type(exc).__name__}: {exc}")
+                failed_truth(info.rootname, method, f"AstroDrizzle failed: {type(exc).__name__}: {exc}")
             )
         seconds["total"] = time.perf_counter() - start
         return VisitTruth(visit, method, alignment, tuple(results), seconds, work_dir, out_dir)
@@ -357,7 +356,7 @@ def build_visit_truth(
         for info in infos
         if run.problems and not any(key[0] == info.rootname for key in run.crmask_files)
     }
-    results.extend(_failed(r, method, "; ".join(run.problems), **provenance) for r in sorted(failed))
+    results.extend(failed_truth(r, method, "; ".join(run.problems), **provenance) for r in sorted(failed))
     todo = [info for info in infos if info.rootname not in failed]
     coverages = _coverages(todo, frames) if opts.min_exposures > 1 else {}
 

@@ -71,3 +71,24 @@ def test_bench_truth_rejects_unknown_field_type(tmp_path):
     result = CliRunner().invoke(app, ["bench", "truth", "--field-type", "nebula", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "unknown field type(s) nebula" in result.output
+
+
+def test_bench_truth_multiframe_compares_both_methods_on_a_crsplit_visit(tmp_path):
+    """``crlib bench truth --method multiframe`` simulates undithered visits and scores both methods."""
+    register_commands()
+    runner = CliRunner()
+    args = ["bench", "truth", "--method", "multiframe", "--size", "small", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--exposures", "3", "--field-type", "extragalactic", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    (visit,) = report["visits"]
+    assert visit["field_type"] == "extragalactic"
+    truth_json = next((tmp_path / "archive-crsplit" / "extragalactic").glob("*/truth/visit.json"))
+    assert json.loads(truth_json.read_text())["dither_pattern"] == "NONE (CR-SPLIT)"
+    assert set(visit["multiframe"]["statuses"].values()) == {"ok"}
+    assert visit["multiframe"]["recall_50e"] > 0.9 and visit["drizzle"]["recall_50e"] > 0.9
+    assert visit["agreement"]["first_in_second_1px"] > 0.9
+    assert visit["agreement"]["second_in_first_1px"] > 0.9
+
+    refused = runner.invoke(app, [*args, "--exposures", "2"])
+    assert refused.exit_code == 2 and "needs >= 3 exposures" in refused.output
