@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     gate_max_drop_points, gate_min_mean_gain_points
         Promotion gate: the largest allowed drop of any TPR number, and the mean gain the
         challenger must exceed, in percentage points.
+    run_lease_minutes
+        A run still ``running`` whose last heartbeat (every stage touches it) is older than this
+        is recorded as ``abandoned`` when a later run starts or ``crlib stats pipeline`` looks.
+        A ``crlib run`` whose process is gone from this host is abandoned at once.
     """
 
     model_config = SettingsConfigDict(env_prefix="CRLIB_", extra="ignore", validate_default=True)
@@ -95,6 +99,7 @@ class Settings(BaseSettings):
     train_test_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
     gate_max_drop_points: float = Field(default=0.5, ge=0.0, le=100.0)
     gate_min_mean_gain_points: float = Field(default=0.0, ge=-100.0, le=100.0)
+    run_lease_minutes: float = Field(default=180.0, gt=0.0, le=7 * 24 * 60)
 
     @field_validator("archive")
     @classmethod

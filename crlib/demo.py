@@ -51,9 +51,10 @@ def run_demo(settings: Settings, *, out: Path | None = None, seed: int = 2026, a
     # A new directory per demo is a new archive source, with its own watermark: re-running the demo
     # processes the freshly simulated visits instead of finding the previous run's watermark past them.
     archive_dir = parent / f"archive-{stamp}"
-    simulate_archive(
+    archive = simulate_archive(
         archive_dir, visits=3, exposures=3, field_type="mixed", filters=("F606W",), size="small", seed=seed
     )
+    plant_demo_problems(archive_dir, visit=archive.visits[0].visit, seed=seed)
     run_settings = settings.model_copy(update={"archive": f"local:{archive_dir}"})
     from crlib.db.session import open_results_db
 
@@ -79,6 +80,37 @@ def run_demo(settings: Settings, *, out: Path | None = None, seed: int = 2026, a
         run_pipeline(run_settings, run_id=run_id)
         dag_id = "crlib_cli_run"
     return format_summary(RunLedger(run_settings.data_root, run_id), archive_dir=archive_dir, dag_id=dag_id)
+
+
+#: What the demo plants beside its three clean visits, so that screening and quarantine show.
+DEMO_DAMAGE = "all_nan"
+DEMO_SHORT_EXPTIME_S = 30.0
+
+
+def plant_demo_problems(archive_dir: Path, *, visit: str, seed: int) -> None:
+    """Add the demo's two planted problems to its simulated archive.
+
+    - a damaged copy of one of ``visit``'s exposures (SCI,1 all NaN, as a failed transfer or a
+      broken mirror leaves it): screening quarantines it with its reason, the visit's other
+      exposures are processed, and the run ends ``partial``;
+    - a fourth visit of one 30 s exposure: accepted (inferred) but excluded from training
+      (< 100 s, the paper's rule), and without drizzle truth (one exposure cannot give any).
+    """
+    from crlib.simulate import simulate_visit
+    from crlib.simulate.archive import write_observations
+    from crlib.simulate.damage import plant_damaged_exposure
+
+    plant_damaged_exposure(archive_dir, visit, DEMO_DAMAGE)
+    simulate_visit(
+        archive_dir,
+        field_type="extragalactic",
+        exposures=1,
+        exptime_s=DEMO_SHORT_EXPTIME_S,
+        size="small",
+        seed=seed + 1,
+        visit_index=3,
+    )
+    write_observations(archive_dir)
 
 
 def pooled_tpr_by_field(ledger: RunLedger) -> dict[str, dict[str, Any]]:
@@ -134,17 +166,34 @@ def format_summary(ledger: RunLedger, *, archive_dir: Path, dag_id: str = "crlib
         Under which name the run was recorded (``crlib stats pipeline`` lists it so).
     """
     visits = dict(ledger.visits())
-    lines = [f"Archive: {archive_dir}", f"Run: {ledger.run_id} ({dag_id})", ""]
+    summary = ledger.summary()
+    status = summary.get("status", "unknown")
+    lines = [f"Archive: {archive_dir}", f"Run: {ledger.run_id} ({dag_id}): {status}"]
+    if summary.get("message"):
+        lines.append(f"  {summary['message']}")
+    lines.append("")
     lines.append(
         f"Visits {len(visits)}, exposures {sum(len(v.get('files', {})) for v in visits.values())}, "
         f"accepted {sum(len(v.get('accepted', [])) for v in visits.values())}"
     )
     for visit, state in visits.items():
-        for rootname, reasons in state.get("rejected", {}).items():
-            lines.append(f"  rejected {rootname}: {'; '.join(reasons)}")
+        quarantined = state.get("quarantined", {})
+        for rootname, why in sorted(quarantined.items()):
+            lines.append(f"  quarantined {rootname} (damaged file, planted): {why}")
+        for rootname, reasons in sorted(state.get("rejected", {}).items()):
+            if rootname not in quarantined:
+                lines.append(f"  rejected {rootname}: {'; '.join(reasons)}")
+        for rootname, notes in sorted(state.get("notes", {}).items()):
+            lines.append(f"  accepted {rootname}, with notes: {'; '.join(notes)}")
+        for note in state.get("no_truth_notes", []):
+            lines.append(f"  no truth for {visit}: {note}")
         statuses = state.get("truth_status", {})
         if statuses:
             lines.append(f"  truth {visit}: " + ", ".join(f"{r}={s}" for r, s in sorted(statuses.items())))
+    for fallback in summary.get("model_fallbacks", []):
+        lines.append(f"  model: {fallback}")
+    for key, error in sorted(summary.get("errors", {}).items()):
+        lines.append(f"  error {key}: {error}")
     lines.append("")
     lines.append(
         "TPR at FPR 0.05% / 0.5%, no dilation, pooled over this run's scored exposures "

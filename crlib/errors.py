@@ -39,3 +39,7 @@ class DatabaseError(CrlibError):
 
 class ModelError(CrlibError):
     """A model's weights are missing, corrupt or incompatible with its architecture."""
+
+
+class RequestError(CrlibError):
+    """A request names nothing to process (a proposal or visit without exposures, a bad id)."""

@@ -37,7 +37,7 @@ def crlib_nightly_ingest() -> None:
         from crlib.pipeline.stages import poll_visits
         from crlib_airflow.connections import task_settings
 
-        return poll_visits(task_settings(), run_id=str(context["run_id"]))
+        return poll_visits(task_settings(), run_id=str(context["run_id"]), dag_id="crlib_nightly_ingest")
 
     @task(**ARCHIVE_TASK_ARGS)
     def fetch(visit: str, **context: object) -> str:
@@ -84,6 +84,8 @@ def crlib_nightly_ingest() -> None:
 
     @task(trigger_rule="all_done", outlets=[NEW_TRUTH])
     def summary(scored: list[str], **context: object) -> dict:
+        from airflow.exceptions import AirflowFailException
+
         from crlib.pipeline.stages import finish_run
         from crlib_airflow.assets import announce_new_truth
         from crlib_airflow.connections import task_settings
@@ -95,6 +97,8 @@ def crlib_nightly_ingest() -> None:
             advance_watermark=True,
         )
         announce_new_truth(result, context)
+        if result["status"] == "failed":  # recorded with its reason; the DAG run must not look green
+            raise AirflowFailException(f"run failed: {result['message']}")
         return result
 
     visits = poll()

@@ -23,6 +23,11 @@ New truth updates the `crlib://results/truth` asset.
 """
 
 
+def _stages(params: dict) -> list[str]:
+    """The stages to redo (an emptied optional field means all of them)."""
+    return list(params.get("stages") or STAGES)
+
+
 @dag(
     dag_id="crlib_reprocess_proposal",
     schedule=None,
@@ -32,27 +37,30 @@ New truth updates the `crlib://results/truth` asset.
     tags=[*TAGS, "reprocess"],
     doc_md=DOC,
     params={
+        # No minimum/maximum: the form would clamp -5 to 1 and run a proposal nobody asked for. The
+        # poll task checks the number and fails with the reason (crlib.pipeline.stages.normalise_request).
         "proposal_id": Param(
-            type="integer", minimum=1, maximum=99999, description="HST proposal number, e.g. 10775."
+            type="integer", description="HST proposal number (1-99999), e.g. 10775. Required."
         ),
         "visits": Param(
-            default=[],
-            type="array",
-            items={"type": "string", "pattern": "^[a-z0-9]{6}$"},
-            description="Optional visit ids (ipppss); empty means every visit of the proposal.",
+            default=None,
+            type=["null", "array"],
+            items={"type": "string", "pattern": "^[A-Za-z0-9]{6}$"},
+            description="Optional visit ids (ipppss, any case); empty means every visit of the proposal.",
         ),
         "model": Param(
             default="champion",
-            type="string",
+            type=["null", "string"],
             pattern="^(champion|challenger|deepcr|[0-9]+)$",
-            description="Registry alias, version number, or 'deepcr' for the shipped weights.",
+            description="Optional: registry alias, version number, or 'deepcr' for the shipped weights "
+            "(default: champion, or deepCR's weights with a warning when none is registered).",
         ),
         "stages": Param(
             default=STAGES,
-            type="array",
+            type=["null", "array"],
             items={"type": "string", "enum": STAGES},
             uniqueItems=True,
-            description="Stages to redo; stages not listed reuse what is recorded.",
+            description="Optional: stages to redo (default: all); stages not listed reuse what is recorded.",
         ),
         "instrument": Param(default="acs_wfc", type="string", enum=["acs_wfc", "wfc3_uvis"]),
     },
@@ -60,15 +68,22 @@ New truth updates the `crlib://results/truth` asset.
 def crlib_reprocess_proposal() -> None:
     @task(**ARCHIVE_TASK_ARGS)
     def poll(params: dict, **context: object) -> list[str]:
+        from airflow.exceptions import AirflowFailException
+
+        from crlib.errors import RequestError
         from crlib.pipeline.stages import poll_visits
         from crlib_airflow.connections import task_settings
 
-        return poll_visits(
-            task_settings(instrument=params["instrument"]),
-            run_id=str(context["run_id"]),
-            proposal_id=int(params["proposal_id"]),
-            visits=list(params["visits"]),
-        )
+        try:
+            return poll_visits(
+                task_settings(instrument=params["instrument"]),
+                run_id=str(context["run_id"]),
+                dag_id="crlib_reprocess_proposal",
+                proposal_id=int(params["proposal_id"]),
+                visits=list(params["visits"] or []),
+            )
+        except RequestError as exc:  # nothing to process: fail at once with the reason, no retries
+            raise AirflowFailException(str(exc)) from exc
 
     @task(**ARCHIVE_TASK_ARGS)
     def fetch(visit: str, params: dict, **context: object) -> str:
@@ -79,7 +94,7 @@ def crlib_reprocess_proposal() -> None:
             task_settings(instrument=params["instrument"]),
             run_id=str(context["run_id"]),
             visit=visit,
-            redo="fetch" in params["stages"],
+            redo="fetch" in _stages(params),
         )
 
     @task
@@ -91,7 +106,7 @@ def crlib_reprocess_proposal() -> None:
             task_settings(instrument=params["instrument"]),
             run_id=str(context["run_id"]),
             visit=visit,
-            redo="screen" in params["stages"],
+            redo="screen" in _stages(params),
         )
 
     @task
@@ -103,7 +118,7 @@ def crlib_reprocess_proposal() -> None:
             task_settings(instrument=params["instrument"]),
             run_id=str(context["run_id"]),
             visit=visit,
-            redo="truth" in params["stages"],
+            redo="truth" in _stages(params),
         )
 
     @task(trigger_rule="all_done")
@@ -126,8 +141,8 @@ def crlib_reprocess_proposal() -> None:
             task_settings(instrument=params["instrument"]),
             run_id=str(context["run_id"]),
             rootname=rootname,
-            model=params["model"],
-            redo="infer" in params["stages"],
+            model=params["model"] or None,
+            redo="infer" in _stages(params),
         )
 
     @task
@@ -139,12 +154,14 @@ def crlib_reprocess_proposal() -> None:
             task_settings(instrument=params["instrument"]),
             run_id=str(context["run_id"]),
             rootname=rootname,
-            model=params["model"],
-            redo="score" in params["stages"],
+            model=params["model"] or None,
+            redo="score" in _stages(params),
         )
 
     @task(trigger_rule="all_done", outlets=[NEW_TRUTH])
     def summary(scored: list[str], params: dict, **context: object) -> dict:
+        from airflow.exceptions import AirflowFailException
+
         from crlib.pipeline.stages import finish_run
         from crlib_airflow.assets import announce_new_truth
         from crlib_airflow.connections import task_settings
@@ -156,6 +173,8 @@ def crlib_reprocess_proposal() -> None:
             advance_watermark=False,
         )
         announce_new_truth(result, context)
+        if result["status"] == "failed":  # recorded with its reason; the DAG run must not look green
+            raise AirflowFailException(f"run failed: {result['message']}")
         return result
 
     visits = poll()

@@ -38,8 +38,18 @@ def test_demo_processes_new_visits_on_every_run(database_url: str, monkeypatch: 
     settings = load_settings()
     for runs in (1, 2):
         summary = run_demo(settings, seed=7, airflow=False)
-        assert re.search(r"^Visits 3, exposures 9, accepted 9$", summary, flags=re.M), summary
+        # Three clean visits, one damaged exposure planted in the first, one 30 s exposure alone.
+        assert re.search(r"^Visits 4, exposures 11, accepted 10$", summary, flags=re.M), summary
         assert summary.count("(3 exposures)") == 3, summary  # TPR lines for all three field types
+        # The planted problems are listed with their reasons; the run says it is partial.
+        assert re.search(r"^Run: demo__\S+ \(crlib_cli_run\): partial$", summary, flags=re.M), summary
+        assert re.search(r"^  1 of 11 exposure\(s\) failed \(1 at screen\)$", summary, flags=re.M), summary
+        quarantined = re.findall(
+            r"^  quarantined (\w+) \(damaged file, planted\): (.*)$", summary, flags=re.M
+        )
+        assert len(quarantined) == 1 and "SCI,1" in quarantined[0][1], summary
+        assert re.search(r"^  accepted \w+, with notes: EXPTIME=30.0 s < 100 s", summary, flags=re.M), summary
+        assert "no truth for" in summary and "suspect" not in summary, summary
 
         # The summary matches `crlib stats` right after the run. Both runs simulate the same
         # rootnames (same seed), so the database holds exactly this run's nine exposures.
@@ -59,5 +69,5 @@ def test_demo_processes_new_visits_on_every_run(database_url: str, monkeypatch: 
         ]
         assert "(crlib_cli_run)" in summary
         assert sum(r["runs"] for r in pipeline) == runs
-        assert sum(r["succeeded"] for r in pipeline) == runs
+        assert sum(r["partial"] for r in pipeline) == runs and sum(r["succeeded"] for r in pipeline) == 0
     assert len(list((settings.data_root / "demo").glob("archive-*"))) == 1

@@ -280,8 +280,16 @@ def screen_command(
         typer.Option("--instrument", help="Screening profile: acs_wfc or wfc3_uvis (CRLIB_INSTRUMENT)."),
     ] = None,
     as_json: JsonOpt = False,
+    data_check: Annotated[
+        bool,
+        typer.Option(
+            "--data-check/--no-data-check",
+            help="Also check each chip's pixels (all-NaN, mostly NaN, constant): ~20 ms per full-size FLC.",
+        ),
+    ] = True,
 ) -> None:
-    """Screen exposures by their headers: drizzlepac single-visit rules, calibration state, training rules."""
+    """Screen exposures by their headers (drizzlepac single-visit rules, calibration state, training
+    rules), their extensions (SCI/ERR/DQ for every chip in the file) and a cheap check of their pixels."""
     from crlib.config import load_settings
     from crlib.screening import get_screening_profile, screen_files
 
@@ -291,7 +299,7 @@ def screen_command(
     except KeyError as exc:
         fail(f"--instrument: {exc.args[0]}", code=2)
         raise
-    verdicts = screen_files(files, profile=profile)
+    verdicts = screen_files(files, profile=profile, data_check=data_check)
     if as_json:
         rows = [
             {
@@ -358,7 +366,8 @@ def bench_screen_command(
                 path.write_bytes(Path(source).read_bytes())
             paths.append(path)
         start = time.perf_counter()
-        verdicts = [screen_file(path) for path in paths]
+        # headers only: the template has header-only chips (the pixel check is measured separately)
+        verdicts = [screen_file(path, data_check=False) for path in paths]
         seconds = time.perf_counter() - start
         sample = paths[: min(n, 200)]
         start = time.perf_counter()

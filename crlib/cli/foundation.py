@@ -53,7 +53,9 @@ def demo_command(
 @app.command("run")
 def run_command(
     proposal: Annotated[int | None, typer.Option(help="Reprocess this proposal instead of polling.")] = None,
-    visit: Annotated[list[str] | None, typer.Option(help="With --proposal: only these visits.")] = None,
+    visit: Annotated[
+        list[str] | None, typer.Option(help="With --proposal: only these visits (ipppss, any case).")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model name (default: the profile's).")] = None,
     redo: Annotated[
         list[str] | None,
@@ -64,7 +66,12 @@ def run_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
-    """Run the whole ingestion (poll, fetch, screen, truth, infer, score) in-process, like the nightly DAG."""
+    """Run the whole ingestion (poll, fetch, screen, truth, infer, score) in-process, like the nightly DAG.
+
+    Exit status: 0 when the run ends ``success`` or ``partial`` (some exposures failed: each is
+    listed under ``failed`` with its reason), 1 when it ends ``failed`` or the request names
+    nothing (a proposal without exposures, an unknown visit).
+    """
     import click
 
     from crlib.config import load_settings
@@ -75,6 +82,11 @@ def run_command(
         raise click.BadParameter(
             f"{', '.join(unknown)}; choose from {', '.join(STAGES)}", param_hint="--redo"
         )
+    if visit and proposal is None:
+        raise click.BadParameter(
+            "--visit needs the visit's --proposal (without it the run polls for new releases)",
+            param_hint="--visit",
+        )
     summary = run_pipeline(
         load_settings(),
         proposal_id=proposal,
@@ -83,11 +95,28 @@ def run_command(
         redo=STAGES if redo is None else tuple(redo),
         progress=lambda stage, item: typer.echo(f"{stage:7s} {item}", err=True),
     )
-    typer.echo(
-        json.dumps(summary, indent=2, default=str)
-        if as_json
-        else "\n".join(f"{key}: {value}" for key, value in summary.items())
-    )
+    typer.echo(json.dumps(summary, indent=2, default=str) if as_json else format_run_summary(summary))
+    if summary.get("status") == "failed":
+        raise typer.Exit(1)
+
+
+def format_run_summary(summary: dict) -> str:
+    """The run summary for a terminal: status first, then one line per key, failures one per line."""
+    lines = [
+        f"status: {summary.get('status')}" + (f" ({summary['message']})" if summary.get("message") else "")
+    ]
+    for key, value in summary.items():
+        if key in ("status", "message"):
+            continue
+        if key in ("failed", "errors", "rejected") and isinstance(value, dict):
+            lines.append(f"{key}: {len(value)}")
+            lines.extend(
+                f"  {name}: {'; '.join(why) if isinstance(why, list) else why}"
+                for name, why in sorted(value.items())
+            )
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
 
 
 @bench_app.command("dag")

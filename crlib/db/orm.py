@@ -35,9 +35,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from crlib.db.vocabulary import RUN_STATUSES
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -170,10 +173,15 @@ class PipelineRun(Base):
 
     __tablename__ = "pipeline_runs"
     __table_args__ = (
-        CheckConstraint(one_of("status", ("queued", "running", "success", "failed")), name="status"),
+        CheckConstraint(one_of("status", RUN_STATUSES), name="status"),
         CheckConstraint("length(trigger) > 0", name="trigger"),
         CheckConstraint("finished_at IS NULL OR finished_at >= started_at", name="finished_at"),
         Index("ix_pipeline_runs_started_at", "started_at"),
+        Index(
+            "ix_pipeline_runs_running",
+            "status",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -187,6 +195,10 @@ class PipelineRun(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     message: Mapped[str | None] = mapped_column(Text)
+    #: Last sign of life: every stage of the run touches it (see :mod:`crlib.db.runs`).
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: ``host:pid`` of a run that lives in one process (``crlib run``); ``None`` for Airflow runs.
+    owner: Mapped[str | None] = mapped_column(String(250))
 
 
 # --------------------------------------------------------------------------- screening

@@ -105,7 +105,11 @@ QUALITY_STATUSES: tuple[str, ...] = ("ok", "suspect", "failed")
 TRUTH_METHODS: tuple[str, ...] = ("drizzle", "multiframe")
 ALIGNMENT_STATUSES: tuple[str, ...] = ("aligned_absolute", "aligned_relative", "not_aligned", "failed")
 PREDICTION_STATUSES: tuple[str, ...] = ("ok", "failed")
-RUN_STATUSES: tuple[str, ...] = ("queued", "running", "success", "failed")
+#: Run outcomes: ``partial`` finished with some exposures failed (counts in the summary);
+#: ``abandoned`` was found still ``running`` after its process died or its heartbeat lapsed.
+RUN_STATUSES: tuple[str, ...] = ("queued", "running", "success", "partial", "failed", "abandoned")
+#: Statuses of a run that has not ended.
+RUN_UNFINISHED: tuple[str, ...] = ("queued", "running")
 MODEL_SOURCES: tuple[str, ...] = ("deepcr_package", "mlflow")
 
 

@@ -9,6 +9,7 @@ Layout under ``<data_root>/runs/<run key>/``::
 
     observations.json             the poll's observation records
     summary.json                  the run's summary, once it finished
+    errors/<visit or rootname>.json   unexpected exceptions (bugs) a stage hit, one line each
     visits/<visit>.json           per-visit state (files, verdicts, truth)
     exposures/<rootname>.json     per-exposure state (prediction, metrics)
 
@@ -134,6 +135,24 @@ class RunLedger:
         folder = self.root / "exposures"
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             yield path.stem, json.loads(path.read_text())
+
+    # --------------------------------------------------------------- errors
+    def record_error(self, key: str, text: str) -> None:
+        """Record an unexpected exception (a bug) hit while processing ``key`` (a visit or rootname).
+
+        One file per key, so concurrent mapped tasks never write the same file; a later error
+        for the same key replaces the earlier one.
+        """
+        write_json_atomic(self.root / "errors" / f"{run_key(key)}.json", {"key": key, "error": text})
+
+    def errors(self) -> dict[str, str]:
+        """Every recorded error, ``{visit or rootname: one-line text}``."""
+        folder = self.root / "errors"
+        found: dict[str, str] = {}
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            row = json.loads(path.read_text())
+            found[str(row["key"])] = str(row["error"])
+        return found
 
     def _visit_path(self, visit: str) -> Path:
         return self.root / "visits" / f"{run_key(visit)}.json"

@@ -20,6 +20,10 @@ def record_dag_run(
 ) -> None:
     """Upsert the pipeline-run row of a DAG run: ``running`` starts it, ``success``/``failed`` end it.
 
+    Airflow's ``success`` never hides what the run's summary task found: a run recorded
+    ``partial`` (some exposures failed) or ``failed`` (a stage hit a bug, the request named
+    nothing) keeps that status and its message.
+
     Parameters
     ----------
     settings
@@ -35,7 +39,7 @@ def record_dag_run(
     message
         Airflow's message for the state change.
     """
-    from crlib.db.runs import finish_run, start_run
+    from crlib.db.runs import finish_run, run_status, start_run
     from crlib.db.session import open_results_db
 
     engine, sessions = open_results_db(settings, upgrade=True, pool_size=1)
@@ -44,6 +48,11 @@ def record_dag_run(
             if state == "running":
                 trigger = run_type.split(".")[-1].lower() or "unknown"
                 start_run(session, run_id=run_id, dag_id=dag_id, trigger=trigger, started_at=started)
+            elif (recorded := run_status(session, run_id=run_id)) == "failed" or (
+                state == "success" and recorded == "partial"
+            ):
+                # The summary task recorded the outcome and its message: keep both.
+                finish_run(session, run_id=run_id, status=str(recorded), finished_at=ended)
             else:
                 finish_run(session, run_id=run_id, status=state, message=message, finished_at=ended)
     finally:

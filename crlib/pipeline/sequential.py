@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 #: Stages a run can redo or reuse (the reprocessing DAG's ``stages`` Param).
 STAGES: tuple[str, ...] = ("fetch", "screen", "truth", "infer", "score")
 
+#: The DAG id ``crlib run`` records its runs under.
+CLI_DAG_ID = "crlib_cli_run"
+
 
 def run_pipeline(
     settings: Settings,
@@ -28,6 +31,11 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Poll, fetch, screen, build truth, infer and score every visit, then finish the run.
 
+    Like the DAG, one visit's or exposure's failure never stops the others: bad data is a
+    recorded outcome of its exposure, and an unexpected exception (a bug) in a stage is recorded
+    (ledger ``errors``, traceback in the log), that visit's or exposure's later stages are
+    skipped, and the run goes on; the run then ends ``failed``.
+
     Parameters
     ----------
     settings
@@ -35,7 +43,8 @@ def run_pipeline(
     run_id
         Run id (default ``cli__<UTC timestamp>``).
     proposal_id, visits
-        Reprocess a proposal (optionally some visits) instead of polling for new releases.
+        Reprocess a proposal (optionally some visits, any case) instead of polling for new
+        releases.
     model
         Model to apply (default: the profile's per-filter/global shipped model or the champion).
     redo
@@ -47,8 +56,17 @@ def run_pipeline(
     Returns
     -------
     dict
-        The run summary (see :func:`crlib.pipeline.stages.finish_run`).
+        The run summary (see :func:`crlib.pipeline.stages.finish_run`); ``status`` is
+        ``success``, ``partial`` or ``failed``.
+
+    Raises
+    ------
+    RequestError
+        The request resolves to nothing (see :func:`crlib.pipeline.stages.poll_visits`).
     """
+    from crlib.db.runs import process_owner
+    from crlib.errors import ModelError
+
     unknown = sorted(set(redo) - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
@@ -56,7 +74,12 @@ def run_pipeline(
     notify = progress or (lambda stage, item: None)
     notify("poll", run_id)
     found = stages.poll_visits(
-        settings, run_id=run_id, proposal_id=proposal_id, visits=visits, dag_id="crlib_cli_run"
+        settings,
+        run_id=run_id,
+        proposal_id=proposal_id,
+        visits=visits,
+        dag_id=CLI_DAG_ID,
+        owner=process_owner(),
     )
     for visit in found:
         for name, step in (
@@ -65,13 +88,49 @@ def run_pipeline(
             ("truth", stages.build_visit_truth),
         ):
             notify(name, visit)
-            step(settings, run_id=run_id, visit=visit, redo=name in redo)
+            if not _guarded(settings, run_id, visit, name, step, redo=name in redo):
+                break  # later stages of this visit would only fail again
     for rootname in stages.list_exposures(settings, run_id=run_id, visits=found):
         notify("infer", rootname)
-        stages.infer_exposure(settings, run_id=run_id, rootname=rootname, model=model, redo="infer" in redo)
-        notify("score", rootname)
-        stages.score_exposure(settings, run_id=run_id, rootname=rootname, model=model, redo="score" in redo)
+        try:
+            predicted = _guarded(
+                settings, run_id, rootname, "infer", stages.infer_exposure, model=model, redo="infer" in redo
+            )
+        except ModelError as exc:  # the model, not the exposure: every exposure would fail the same way
+            stages.abort_run(settings, run_id=run_id, message=f"infer: {exc}")
+            raise
+        if predicted:
+            notify("score", rootname)
+            _guarded(
+                settings, run_id, rootname, "score", stages.score_exposure, model=model, redo="score" in redo
+            )
     notify("finish", run_id)
     return stages.finish_run(
-        settings, run_id=run_id, dag_id="crlib_cli_run", advance_watermark=proposal_id is None
+        settings, run_id=run_id, dag_id=CLI_DAG_ID, advance_watermark=proposal_id is None
     )
+
+
+def _guarded(
+    settings: Settings, run_id: str, item: str, stage: str, step: Callable[..., str], **options: Any
+) -> bool:
+    """Run one stage step; an unexpected exception is recorded (the stage did) and swallowed.
+
+    Returns whether the step finished. Errors that are about the whole run (a model that cannot
+    be loaded, the database gone) propagate.
+    """
+    from crlib.errors import DatabaseError, ModelError, RequestError
+
+    key = "rootname" if stage in ("infer", "score") else "visit"
+    try:
+        step(settings, run_id=run_id, **{key: item}, **options)
+    except (ModelError, DatabaseError, RequestError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        from crlib.pipeline.ledger import RunLedger
+
+        ledger = RunLedger(settings.data_root, run_id)
+        if item not in ledger.errors():  # the stage records its own; anything else is recorded here
+            ledger.record_error(item, f"{stage}: internal error {type(exc).__name__}: {exc}".splitlines()[0])
+            log.exception("%s %s failed", stage, item)
+        return False
+    return True

@@ -6,6 +6,13 @@ results database idempotently (re-running a task upserts the same rows). Expecte
 outcomes (rejected, failed QA, unreadable file) are recorded with their reason and never raise, so
 one bad exposure or visit never fails the others.
 
+Quarantine: bad data of one exposure (damaged, unreadable, all-NaN ...) ends as a recorded outcome
+of that exposure with a one-line reason. An unexpected exception (a bug) is first recorded in the
+ledger (``errors``) and on the exposures it hit, then raised: the Airflow task fails loudly while
+the other mapped tasks go on, and ``crlib run`` goes on with the next visit (see
+:mod:`crlib.pipeline.sequential`). :func:`finish_run` turns all of it into the run's status:
+``success``, ``partial`` (some exposures failed; counts and reasons in the summary) or ``failed``.
+
 ``redo=False`` (the reprocessing DAG's stages not listed in its ``stages`` Param) makes a stage
 reuse what an earlier run produced (kept by :class:`~crlib.pipeline.reuse.StageOutputs` with
 fingerprints of its inputs) when its inputs and output files are unchanged, and record those
@@ -17,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,21 +43,40 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def _database(settings: Settings, *, upgrade: bool = False) -> Iterator[sessionmaker[Session]]:
-    """One engine for the task's database work; disposed when the block ends."""
+def _database(
+    settings: Settings, *, run_id: str | None = None, upgrade: bool = False
+) -> Iterator[sessionmaker[Session]]:
+    """One engine for the task's database work; disposed when the block ends.
+
+    With ``run_id`` the run's heartbeat is touched first: every stage is a sign of life, and a run
+    without one for ``CRLIB_RUN_LEASE_MINUTES`` is recorded as abandoned by the next run.
+    """
+    from crlib.db.runs import touch_run
     from crlib.db.session import open_results_db
 
     engine, sessions = open_results_db(settings, upgrade=upgrade, pool_size=1)
     try:
+        if run_id is not None:
+            with sessions() as session:
+                touch_run(session, run_id=run_id)
         yield sessions
     finally:
         engine.dispose()
 
 
 @contextmanager
-def _session(settings: Settings, *, upgrade: bool = False) -> Iterator[Session]:
-    with _database(settings, upgrade=upgrade) as sessions, sessions() as session:
+def _session(settings: Settings, *, run_id: str | None = None, upgrade: bool = False) -> Iterator[Session]:
+    with _database(settings, run_id=run_id, upgrade=upgrade) as sessions, sessions() as session:
         yield session
+
+
+def _record_error(ledger: RunLedger, key: str, stage: str, exc: BaseException) -> str:
+    """Put an unexpected exception (a bug) in the ledger's ``errors``; returns its one-line text."""
+    text = f"{stage}: internal error {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    text = text.rstrip(": ") + " (a crlib bug: the traceback is in the log)"
+    ledger.record_error(key, text)
+    log.exception("%s %s failed", stage, key)
+    return text
 
 
 def _observations(ledger: RunLedger, visit: str | None = None) -> list[Observation]:
@@ -57,18 +84,47 @@ def _observations(ledger: RunLedger, visit: str | None = None) -> list[Observati
     return [Observation(**row) for row in rows if visit is None or row["visit"] == visit]
 
 
-def _visit_dir(settings: Settings, visit: str) -> Path:
-    return settings.data_root / "archive" / run_key(visit)
-
-
 # ----------------------------------------------------------------------------- poll
+#: A visit id as MAST and the file names spell it: ``ipppss`` (instrument, program, visit).
+_VISIT_ID = re.compile(r"^[a-z0-9]{6}$")
+
+
+def normalise_request(proposal_id: int | None, visits: list[str] | None) -> list[str]:
+    """Check a reprocessing request; return its visit ids in lower case.
+
+    Raises
+    ------
+    RequestError
+        A proposal id that is not a positive number, visits without a proposal, or a visit id
+        that is not six letters/digits.
+    """
+    from crlib.errors import RequestError
+
+    if proposal_id is not None and not 0 < int(proposal_id) <= 99999:
+        raise RequestError(f"proposal {proposal_id} is not an HST proposal number (1-99999)")
+    wanted = sorted({str(v).strip().lower() for v in visits or [] if str(v).strip()})
+    if wanted and proposal_id is None:
+        raise RequestError(
+            f"visits {', '.join(wanted)} given without their proposal: name the proposal too "
+            "(crlib run --proposal N --visit ID; the reprocess DAG's proposal_id)"
+        )
+    bad = [v for v in wanted if not _VISIT_ID.match(v)]
+    if bad:
+        raise RequestError(
+            f"visit id(s) {', '.join(bad)} are not visit ids: a visit is 6 letters/digits "
+            "(ipppss, the first 6 characters of its exposures' rootnames, e.g. j9l960)"
+        )
+    return wanted
+
+
 def poll_visits(
     settings: Settings,
     *,
     run_id: str,
+    dag_id: str,
     proposal_id: int | None = None,
     visits: list[str] | None = None,
-    dag_id: str = "crlib_nightly_ingest",
+    owner: str | None = None,
 ) -> list[str]:
     """Find the visits to process and record their observations.
 
@@ -78,26 +134,44 @@ def poll_visits(
         Effective settings (archive source, database).
     run_id
         Pipeline run id (Airflow run id).
+    dag_id
+        The caller's DAG id (``crlib_nightly_ingest``, ``crlib_reprocess_proposal``,
+        ``crlib_cli_run``), recorded with the run.
     proposal_id
         Reprocess every visit of this proposal instead of polling by release date.
     visits
-        With ``proposal_id``: restrict to these visit ids.
-    dag_id
-        Recorded with the run.
+        With ``proposal_id``: restrict to these visit ids (any case).
+    owner
+        ``host:pid`` of a run that lives in this process (``crlib run``): if the process dies,
+        the next run marks it abandoned at once (see :func:`crlib.db.runs.reap_abandoned`).
 
     Returns
     -------
     list of str
-        Visit ids (``ipppss``), sorted. The watermark is *not* advanced here (see :func:`finish_run`).
+        Visit ids (``ipppss``), sorted; empty when a nightly poll finds nothing new. The
+        watermark is *not* advanced here (see :func:`finish_run`).
+
+    Raises
+    ------
+    RequestError
+        A reprocessing request that resolves to no exposures (a proposal without any for this
+        instrument, a visit not in the proposal) or is malformed; the run is recorded ``failed``
+        with the same message.
     """
+    import datetime as dt
+
     from crlib.archive import archive_from_settings, poll_proposal, poll_released
     from crlib.db.repo import record_observations
-    from crlib.db.runs import start_run
+    from crlib.db.runs import finish_run as record_finish
+    from crlib.db.runs import reap_abandoned, start_run
     from crlib.db.watermarks import DatabaseWatermarkStore
+    from crlib.errors import RequestError
+    from crlib.profiles import get_profile
 
     ledger = RunLedger(settings.data_root, run_id)
     archive = archive_from_settings(settings)
     with _database(settings, upgrade=True) as sessions, sessions() as session:
+        reap_abandoned(session, lease=dt.timedelta(minutes=settings.run_lease_minutes), exclude=run_id)
         start_run(
             session,
             run_id=run_id,
@@ -105,12 +179,34 @@ def poll_visits(
             trigger="proposal" if proposal_id else "poll",
             proposal_id=proposal_id,
             params={"visits": visits or [], "archive": archive.source},
+            owner=owner,
         )
-        if proposal_id is not None:
-            result = poll_proposal(archive, proposal_id)
-        else:
-            result = poll_released(archive, DatabaseWatermarkStore(sessions))
-        observations = [o for o in result.observations if not visits or o.visit in visits]
+        try:
+            wanted = normalise_request(proposal_id, visits)
+            if proposal_id is not None:
+                result = poll_proposal(archive, proposal_id)
+                if not result.observations:
+                    instrument = get_profile(settings.instrument).mast_instrument_name
+                    raise RequestError(
+                        f"proposal {proposal_id} has no {instrument} exposures "
+                        f"in {archive.source}: check the proposal number (and CRLIB_INSTRUMENT)"
+                    )
+            else:
+                result = poll_released(archive, DatabaseWatermarkStore(sessions))
+            observations = [o for o in result.observations if not wanted or o.visit in wanted]
+            missing = sorted(set(wanted) - {o.visit for o in observations})
+            if missing:
+                known = sorted({o.visit for o in result.observations})
+                raise RequestError(
+                    f"visit(s) {', '.join(missing)} not found in proposal {proposal_id} "
+                    f"(its visits: {', '.join(known[:20])}{' ...' if len(known) > 20 else ''})"
+                )
+        except RequestError as exc:
+            ledger.record_error("poll", str(exc))
+            record_finish(
+                session, run_id=run_id, status="failed", message=str(exc), summary={"error": str(exc)}
+            )
+            raise
         record_observations(session, observations)
     ledger.write_observations(
         [to_dict(o) for o in observations],
@@ -149,6 +245,8 @@ def fetch_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = Tru
 
     ledger = RunLedger(settings.data_root, run_id)
     observations = _observations(ledger, visit)
+    with _session(settings, run_id=run_id):
+        pass  # heartbeat: the download below can take a while
     if redo:
         for observation in observations:
             try:
@@ -198,14 +296,19 @@ def screen_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = Tr
     Returns
     -------
     str
-        ``visit``.
+        ``visit``. Exposures whose download failed are recorded as rejected (rule
+        ``file.download_failed``, with the download's reason), so what an earlier run derived
+        from them leaves the current statistics; damaged files (screening rules ``file.*`` and
+        ``data.*``) are listed in the ledger's ``quarantined`` with their one-line reason.
     """
     from crlib.db.repo import record_screening
-    from crlib.screening import group_verdicts, screen_files
+    from crlib.records import ScreeningReason, ScreeningVerdict
+    from crlib.screening import group_verdicts, is_damage, is_duplicate, screen_files
 
     ledger = RunLedger(settings.data_root, run_id)
     state = ledger.visit(visit)
     files: dict[str, str] = state.get("files", {})
+    fetch_failed: dict[str, str] = state.get("fetch_failed", {})
     outputs = reuse.StageOutputs(settings.data_root)
     identity = {
         "inputs": reuse.input_identity(state),
@@ -218,10 +321,41 @@ def screen_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = Tr
         verdicts = [reuse.verdict_from_dict(row) for row in record["verdicts"]]
         log.info("visit %s: reusing %d recorded screening verdicts", visit, len(verdicts))
     else:
-        verdicts = screen_files(sorted(files.values()), profile=settings.instrument)
+        # One verdict per exposure: a second copy of a rootname (rejected as a duplicate) is not
+        # recorded, the copy screening kept stands for the exposure.
+        verdicts = [
+            v
+            for v in screen_files(sorted(files.values()), profile=settings.instrument)
+            if not is_duplicate(v)
+        ]
         outputs.write("screen", visit, {**identity, "verdicts": [to_dict(v) for v in verdicts]})
-    with _session(settings) as session:
-        record_screening(session, verdicts)
+    not_downloaded = [
+        ScreeningVerdict(
+            file=rootname,
+            rootname=rootname,
+            verdict="reject",
+            usable_for_training=False,
+            reasons=(
+                ScreeningReason(
+                    rule="file.download_failed",
+                    keyword="",
+                    value=None,
+                    message=f"{rootname}: download failed: {why} (the next run downloads it again)",
+                ),
+            ),
+        )
+        for rootname, why in sorted(fetch_failed.items())
+        if rootname not in files
+    ]
+    with _session(settings, run_id=run_id) as session:
+        record_screening(session, [*verdicts, *not_downloaded])
+    quarantined = {
+        v.rootname: "; ".join(r.message for r in v.reasons if is_damage(r))
+        for v in verdicts
+        if v.verdict == "reject" and any(is_damage(r) for r in v.reasons)
+    }
+    for rootname, why in quarantined.items():
+        log.warning("quarantined %s: %s", rootname, why)
     sets = group_verdicts(verdicts)
     accepted = sorted(v.rootname for v in verdicts if v.verdict == "accept")
     ledger.update_visit(
@@ -235,6 +369,12 @@ def screen_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = Tr
         training_usable=sorted(v.rootname for v in verdicts if v.usable_for_training),
         truth_sets=[list(s.accepted) for s in sets if s.gets_truth],
         no_truth_notes=[s.note for s in sets if not s.gets_truth and s.note],
+        quarantined=quarantined,
+        notes={
+            v.rootname: [r.message for r in v.reasons if r.severity != "reject"]
+            for v in verdicts
+            if v.verdict == "accept" and any(r.severity != "reject" for r in v.reasons)
+        },
         screen_reused=reused,
     )
     return visit
@@ -266,7 +406,7 @@ def build_visit_truth(settings: Settings, *, run_id: str, visit: str, redo: bool
         was reused (``truth_reused``) rather than made by this run.
     """
     from crlib.align.visit import AlignOptions
-    from crlib.db.repo import record_alignment, record_truth
+    from crlib.errors import CrlibError
     from crlib.truth.visit import TruthOptions
     from crlib.truth.visit import build_visit_truth as build_truth
 
@@ -301,15 +441,23 @@ def build_visit_truth(settings: Settings, *, run_id: str, visit: str, redo: bool
                 old.unlink()
             for rootname in members:
                 os.symlink(Path(files[rootname]).resolve(), staged / Path(files[rootname]).name)
-            result = build_truth(
-                staged,
-                work_dir=work / "drizzle",
-                out_dir=work / "truth",
-                profile=settings.instrument,
-                options=TruthOptions(
-                    workers=settings.threads, align_options=AlignOptions(workers=settings.threads)
-                ),
-            )
+            bug: Exception | None = None
+            try:
+                result = build_truth(
+                    staged,
+                    work_dir=work / "drizzle",
+                    out_dir=work / "truth",
+                    profile=settings.instrument,
+                    options=TruthOptions(
+                        workers=settings.threads, align_options=AlignOptions(workers=settings.threads)
+                    ),
+                )
+            except CrlibError as exc:  # bad data of the set: a recorded outcome, the run goes on
+                log.warning("visit %s set %d: no truth: %s", visit, index, exc)
+                result = _failed_set(visit, members, f"{exc}".splitlines()[0])
+            except Exception as exc:  # a bug: recorded on the exposures and in the ledger, then raised
+                bug = exc
+                result = _failed_set(visit, members, _record_error(ledger, visit, f"truth set {index}", exc))
             built = (
                 dataclasses.replace(result.alignment, visit=visit) if result.alignment is not None else None
             )
@@ -323,14 +471,22 @@ def build_visit_truth(settings: Settings, *, run_id: str, visit: str, redo: bool
                 "files": {t.rootname: reuse.file_fingerprint(t.path) for t in result.exposures if t.path},
                 "seconds": result.seconds,
             }
+            if bug is not None:
+                _record_truth_set(
+                    settings, run_id, None, [reuse.truth_from_dict(r) for r in entry["results"]]
+                )
+                ledger.update_visit(
+                    visit,
+                    truth_status={
+                        **ledger.visit(visit).get("truth_status", {}),
+                        **{t.rootname: t.status for t in result.exposures},
+                    },
+                )
+                raise bug
         entries.append(entry)
         alignment = reuse.alignment_from_dict(entry["alignment"])
         truths = [reuse.truth_from_dict(row) for row in entry["results"]]
-        with _session(settings) as session:
-            if alignment is not None:
-                record_alignment(session, alignment)
-            for truth in truths:
-                record_truth(session, truth)
+        _record_truth_set(settings, run_id, alignment, truths)
         for truth in truths:
             statuses[truth.rootname] = truth.status
             if truth.path and truth.status != "failed":
@@ -338,6 +494,25 @@ def build_visit_truth(settings: Settings, *, run_id: str, visit: str, redo: bool
     outputs.write("truth", visit, {"visit": visit, "sets": entries})
     ledger.update_visit(visit, truth=truth_paths, truth_status=statuses, truth_reused=sorted(reused))
     return visit
+
+
+def _failed_set(visit: str, members: list[str], reason: str) -> Any:
+    """A :class:`~crlib.truth.visit.VisitTruth` in which every member failed for ``reason``."""
+    from crlib.truth.quality import failed_truth
+    from crlib.truth.visit import VisitTruth
+
+    failed = tuple(failed_truth(rootname, "drizzle", reason) for rootname in sorted(members))
+    return VisitTruth(visit, "drizzle", None, failed, {}, Path(), Path())
+
+
+def _record_truth_set(settings: Settings, run_id: str, alignment: Any, truths: list[Any]) -> None:
+    from crlib.db.repo import record_alignment, record_truth
+
+    with _session(settings, run_id=run_id) as session:
+        if alignment is not None:
+            record_alignment(session, alignment)
+        for truth in truths:
+            record_truth(session, truth)
 
 
 def list_exposures(settings: Settings, *, run_id: str, visits: list[str]) -> list[str]:
@@ -385,7 +560,7 @@ def infer_exposure(
     """
     from crlib.db.model_registry import has_prediction, record_model_version
     from crlib.db.repo import record_predictions
-    from crlib.errors import CrlibError
+    from crlib.errors import CrlibError, ModelError
     from crlib.model.exposure import predict_exposure
     from crlib.model.predfile import prediction_path
     from crlib.profiles import get_profile
@@ -418,11 +593,18 @@ def infer_exposure(
                 threads=settings.threads or None,
                 expected_profile=profile,
             )
+        except ModelError:
+            raise  # not the exposure's fault: the task fails (and is retried)
         except CrlibError as exc:
-            ledger.update_exposure(rootname, prediction=None, prediction_error=str(exc))
+            log.warning("%s: no prediction: %s", rootname, exc)
+            ledger.update_exposure(rootname, prediction=None, prediction_error=str(exc).splitlines()[0])
             return rootname
+        except Exception as exc:  # a bug: recorded on the exposure and in the ledger, then raised
+            text = _record_error(ledger, rootname, "infer", exc)
+            ledger.update_exposure(rootname, prediction=None, prediction_error=text)
+            raise
     if prediction.status == "ok":
-        with _session(settings) as session:
+        with _session(settings, run_id=run_id) as session:
             record_model_version(
                 session,
                 model_name=reference.name,
@@ -448,6 +630,7 @@ def infer_exposure(
         prediction_error=prediction.reason,
         model=f"{prediction.model_name}:{prediction.model_version}",
         model_source=reference.source,
+        model_fallback=getattr(reference, "fallback", None),
         reused_prediction=reused,
         seconds=prediction.seconds,
     )
@@ -532,14 +715,19 @@ def score_exposure(
                 for chip, (mask, valid) in sorted(read_truth(Path(truth_path)).items())
             ]
         except InputDataError as exc:
-            ledger.update_exposure(rootname, scored=False, score_note=str(exc))
+            log.warning("%s: not scored: %s", rootname, exc)
+            ledger.update_exposure(rootname, scored=False, score_note=str(exc), score_failed=True)
             return rootname
+        except Exception as exc:  # a bug: recorded on the exposure and in the ledger, then raised
+            text = _record_error(ledger, rootname, "score", exc)
+            ledger.update_exposure(rootname, scored=False, score_note=text, score_failed=True)
+            raise
         outputs.write(
             "score",
             rootname,
             {**identity, "metrics": to_dict(metrics), "statistics": [to_dict(s) for s in statistics]},
         )
-    with _session(settings) as session:
+    with _session(settings, run_id=run_id) as session:
         record_metrics(session, [metrics])
         record_cr_statistics(session, statistics)
     ledger.update_exposure(
@@ -554,8 +742,74 @@ def score_exposure(
 
 
 # ----------------------------------------------------------------------------- finish
+def run_outcome(ledger: RunLedger) -> tuple[str, str | None, dict[str, Any]]:
+    """The run's status, a one-line message, and its per-exposure failures and errors.
+
+    ``failed``: the poll did not complete, a visit never reached screening, or a stage hit an
+    unexpected exception (a bug; ``errors``). ``partial``: everything ran, but some exposures
+    failed: download failed, damaged file quarantined by screening, no prediction, scoring
+    failed, or never predicted (its task did not finish). ``success`` otherwise. Exposures
+    rejected by science rules (too short, wrong mode ...) and truth QA outcomes are expected
+    results, not failures.
+
+    Returns
+    -------
+    status, message, details
+        ``details`` holds ``failed`` (``{rootname: "stage: reason"}``), ``errors``
+        (``{visit or rootname: text}``) and ``visits_unrecorded``.
+    """
+    visit_states = dict(ledger.visits())
+    exposures = dict(ledger.exposures())
+    polled = sorted({o.visit for o in _observations(ledger)})
+    unrecorded = [v for v in polled if "accepted" not in visit_states.get(v, {})]
+    errors = ledger.errors()
+    failed: dict[str, str] = {}
+    for state in visit_states.values():
+        failed.update(
+            {r: f"fetch: {r}: download failed: {why}" for r, why in state.get("fetch_failed", {}).items()}
+        )
+        failed.update({r: f"screen: {why}" for r, why in state.get("quarantined", {}).items()})
+        for rootname in state.get("accepted", []):
+            exposure = exposures.get(rootname, {})
+            if exposure.get("prediction_error"):
+                failed[rootname] = f"infer: {exposure['prediction_error']}"
+            elif exposure.get("score_failed"):
+                failed[rootname] = f"score: {exposure.get('score_note')}"
+            elif not exposure.get("prediction"):
+                failed[rootname] = "infer: never predicted (its task did not finish)"
+    details = {"failed": failed, "errors": errors, "visits_unrecorded": unrecorded}
+    if not ledger.poll():
+        return "failed", errors.get("poll", "the poll did not complete (see the poll task's log)"), details
+    if errors or unrecorded:
+        parts = []
+        if errors:
+            parts.append(f"{len(errors)} internal error(s): " + "; ".join(list(errors.values())[:3]))
+        if unrecorded:
+            parts.append(f"visit(s) {', '.join(unrecorded)} never reached screening")
+        return "failed", "; ".join(parts), details
+    if failed:
+        stages_hit: dict[str, int] = {}
+        for why in failed.values():
+            stage = why.split(":", 1)[0]
+            stages_hit[stage] = stages_hit.get(stage, 0) + 1
+        total = sum(len(state.get("files", {})) for state in visit_states.values()) + sum(
+            len(state.get("fetch_failed", {})) for state in visit_states.values()
+        )
+        counts = ", ".join(f"{n} at {stage}" for stage, n in sorted(stages_hit.items()))
+        return "partial", f"{len(failed)} of {total} exposure(s) failed ({counts})", details
+    return "success", None, details
+
+
+def abort_run(settings: Settings, *, run_id: str, message: str) -> None:
+    """Record a run as ``failed`` with ``message`` when it cannot go on (e.g. no model to load)."""
+    from crlib.db.runs import finish_run as record_finish
+
+    with _session(settings) as session:
+        record_finish(session, run_id=run_id, status="failed", message=message)
+
+
 def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermark: bool) -> dict[str, Any]:
-    """Summarise the run, record its end, advance the watermark, and refresh the statistics.
+    """Summarise the run, record its end and status, advance the watermark, refresh the statistics.
 
     Parameters
     ----------
@@ -564,7 +818,7 @@ def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermar
     run_id
         Pipeline run id.
     dag_id
-        Recorded with the run.
+        The caller's DAG id (checked against the recorded one; logged).
     advance_watermark
         Nightly runs: move the archive watermark to the poll's upper bound, but only when every
         polled visit reached the screening stage (its verdicts are recorded); otherwise it stays,
@@ -573,32 +827,47 @@ def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermar
     Returns
     -------
     dict
-        Counts of the run: visits, exposures, accepted, rejections with reasons, truth statuses,
-        ``truth_new`` (truth made by this run with status ok/suspect, not reused), predictions,
-        scored exposures, what was reused, the new watermark and the summaries' refresh times.
-        The statistics summaries (``crlib stats``) are refreshed last, so they include this run.
+        ``status`` (see :func:`run_outcome`: ``success``, ``partial`` or ``failed``) and
+        ``message``; counts of the run: visits, exposures, accepted, ``rejected`` (science rules,
+        with reasons), ``failed`` (``{rootname: "stage: reason"}``: downloads, damaged files,
+        predictions, scoring), ``errors`` (bugs), truth statuses, ``truth_new`` (truth made by
+        this run with status ok/suspect, not reused), predictions, scored exposures,
+        ``model_fallbacks`` (why shipped weights were used instead of a registered model), what
+        was reused, the new watermark and the summaries' refresh times. The statistics
+        summaries (``crlib stats``) are refreshed last, so they include this run.
     """
     from crlib.db.runs import finish_run as record_finish
     from crlib.db.stats import refresh_summaries
     from crlib.db.watermarks import DatabaseWatermarkStore
 
     ledger = RunLedger(settings.data_root, run_id)
-    polled = sorted({o.visit for o in _observations(ledger)})
+    status, message, details = run_outcome(ledger)
     visit_states = dict(ledger.visits())
-    unrecorded = [v for v in polled if "accepted" not in visit_states.get(v, {})]
     exposures = dict(ledger.exposures())
+    quarantined = {r for s in visit_states.values() for r in s.get("quarantined", {})}
     summary: dict[str, Any] = {
-        "visits": len(polled),
-        "visits_unrecorded": unrecorded,
-        "exposures": sum(len(s.get("files", {})) for s in visit_states.values()),
+        "status": status,
+        "message": message,
+        "dag_id": dag_id,
+        "visits": len({o.visit for o in _observations(ledger)}),
+        "visits_unrecorded": details["visits_unrecorded"],
+        "exposures": sum(len(s.get("files", {})) for s in visit_states.values())
+        + sum(len(s.get("fetch_failed", {})) for s in visit_states.values()),
         "accepted": sum(len(s.get("accepted", [])) for s in visit_states.values()),
-        "rejected": {r: why for s in visit_states.values() for r, why in s.get("rejected", {}).items()},
+        "rejected": {
+            r: why
+            for s in visit_states.values()
+            for r, why in s.get("rejected", {}).items()
+            if r not in quarantined
+        },
+        "failed": details["failed"],
+        "errors": details["errors"],
         "truth": {r: st for s in visit_states.values() for r, st in s.get("truth_status", {}).items()},
         "predicted": sum(1 for e in exposures.values() if e.get("prediction")),
-        "prediction_errors": {
-            r: e["prediction_error"] for r, e in exposures.items() if e.get("prediction_error")
-        },
         "scored": sum(1 for e in exposures.values() if e.get("scored")),
+        "model_fallbacks": sorted(
+            {e["model_fallback"] for e in exposures.values() if e.get("model_fallback")}
+        ),
         "truth_new": sum(
             1
             for s in visit_states.values()
@@ -617,8 +886,9 @@ def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermar
     watermark = None
     with _database(settings) as sessions:
         with sessions() as session:
-            record_finish(session, run_id=run_id, status="success", summary=summary)
-        if advance_watermark and not unrecorded and poll_state.get("until_mjd") is not None:
+            record_finish(session, run_id=run_id, status=status, summary=summary, message=message)
+        unrecorded = details["visits_unrecorded"]
+        if advance_watermark and poll_state and not unrecorded and poll_state.get("until_mjd") is not None:
             watermark = DatabaseWatermarkStore(sessions).advance(
                 poll_state["source"], float(poll_state["until_mjd"])
             )
@@ -628,5 +898,11 @@ def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermar
     summary["watermark_mjd"] = watermark
     summary["summaries_refreshed_s"] = {view: round(seconds, 3) for view, seconds in refreshed.items()}
     ledger.write_summary(summary)
-    log.info("run %s finished: %s", run_id, summary)
+    log.log(
+        logging.INFO if status == "success" else logging.WARNING,
+        "run %s finished %s%s",
+        run_id,
+        status,
+        f": {message}" if message else "",
+    )
     return summary

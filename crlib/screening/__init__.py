@@ -1,11 +1,15 @@
-"""Header screening: drizzlepac single-visit rules, calibration state, profile match, training rules.
+"""Screening: file structure, a cheap pixel check, drizzlepac single-visit rules, calibration state.
 
-Rules are data (:mod:`crlib.screening.rules`); :mod:`crlib.screening.screen` reads headers and
-returns :class:`~crlib.records.ScreeningVerdict` records, and groups them into drizzle sets.
+Rules are data (:mod:`crlib.screening.rules`); :mod:`crlib.screening.datacheck` samples SCI
+pixels for damage; :mod:`crlib.screening.screen` reads each file, returns
+:class:`~crlib.records.ScreeningVerdict` records (one file per rootname kept) and groups them into
+drizzle sets. :func:`is_damage` tells a damaged file (``file.*``/``data.*`` rejects: the operator
+must fix it) from an ordinary science-rule rejection.
 """
 
 from __future__ import annotations
 
+from crlib.screening.datacheck import ChipStats, check_data, chip_stats, judge_chip
 from crlib.screening.rules import (
     SCREENING_PROFILES,
     HeaderRule,
@@ -13,22 +17,38 @@ from crlib.screening.rules import (
     get_screening_profile,
 )
 from crlib.screening.screen import (
+    DAMAGE_RULE_PREFIXES,
+    DUPLICATE_RULE,
     ScreeningSet,
     group_verdicts,
+    is_damage,
+    is_damaged,
+    is_duplicate,
     read_snapshot,
+    reject_duplicates,
     science_filter,
     screen_file,
     screen_files,
 )
 
 __all__ = [
+    "DAMAGE_RULE_PREFIXES",
+    "DUPLICATE_RULE",
     "SCREENING_PROFILES",
+    "ChipStats",
     "HeaderRule",
     "ScreeningProfile",
     "ScreeningSet",
+    "check_data",
+    "chip_stats",
     "get_screening_profile",
     "group_verdicts",
+    "is_damage",
+    "is_damaged",
+    "is_duplicate",
+    "judge_chip",
     "read_snapshot",
+    "reject_duplicates",
     "science_filter",
     "screen_file",
     "screen_files",

@@ -215,7 +215,10 @@ COMMON_RULES: tuple[HeaderRule, ...] = (
         "not_in",
         params={"allowed": ("ELECTRONS",)},
         source="crlib",
-        reason="BUNIT={value}: science array is not in electrons (AstroDrizzle would treat it as a rate)",
+        reason=(
+            "BUNIT={value}: science array is not in electrons (AstroDrizzle would treat it as a rate): "
+            "use the calibrated FLC/FLT as MAST delivers it"
+        ),
     ),
     HeaderRule(
         "align.wcs_unaligned",

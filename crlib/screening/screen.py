@@ -1,28 +1,50 @@
-"""Screen calibrated exposures by their headers; group verdicts into drizzle sets.
+"""Screen calibrated exposures: headers, extension structure, a cheap pixel check, duplicates.
 
-Only headers are read (astropy's lazy HDU loading: the primary header and the extension headers
-up to the last SCI extension the profile needs), never pixel data, so screening a thousand files
-takes seconds. A file that cannot be read, is truncated, or lacks an extension or a required
-keyword is *rejected* with a reason naming the file and what is missing; it never stops a batch.
+Headers are read lazily (astropy's lazy HDU loading; every extension header, no pixel data) to
+find the file's chips (the EXTVERs of its SCI extensions: never assumed from the profile) and to
+apply the profile's rules; then a strided subsample of each SCI array is checked
+(:mod:`crlib.screening.datacheck`, on by default, ``data_check=False`` to skip). A file that
+cannot be read, is not FITS, is truncated, lacks an extension, or holds damaged pixels is
+*rejected* with a one-line reason naming the file, the problem and the fix; it never stops a
+batch. :func:`screen_files` also rejects all but one file of each rootname (the same exposure
+downloaded twice, as FLC and FLT, or as ``.fits`` and ``.fits.gz``).
+
+Rejections come in two kinds: *damage* (rules starting with :data:`DAMAGE_RULE_PREFIXES`, see
+:func:`is_damage`: the operator must fix the file, usually by downloading it again) and ordinary
+science/calibration rules (too short, wrong mode), which are final.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import warnings
+import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from crlib.records import ScreeningReason, ScreeningVerdict
+from crlib.screening.datacheck import FIX_DOWNLOAD, check_data, compression, read_start
 from crlib.screening.rules import TESTS, HeaderRule, ScreeningProfile, get_screening_profile
 
 log = logging.getLogger(__name__)
 
 #: FITS files are made of 2880-byte blocks; any other size means a truncated or damaged file.
 FITS_BLOCK = 2880
+
+#: Every chip (SCI EXTVER) of a calibrated FLC/FLT has these three extensions.
+CHIP_EXTENSIONS = ("SCI", "ERR", "DQ")
+
+#: Reject rules whose id starts with one of these mean a damaged file (unreadable, truncated,
+#: missing extensions, bad pixels): the operator must fix it, usually by downloading it again.
+#: :data:`DUPLICATE_RULE` is the exception (see :func:`is_damage`).
+DAMAGE_RULE_PREFIXES: tuple[str, ...] = ("file.", "data.")
+
+#: Rule of a file rejected because another file of the batch is the same exposure (rootname).
+DUPLICATE_RULE = "file.duplicate_rootname"
 
 #: Keywords copied into ``ScreeningVerdict.header_summary`` (for the results database).
 SUMMARY_KEYWORDS: dict[str, tuple[str, str]] = {
@@ -50,66 +72,164 @@ class HeaderSnapshot:
     primary
         Primary header (an astropy ``Header`` or any mapping with ``get``).
     sci
-        Header of the first SCI extension (empty mapping if none).
+        Header of the first SCI extension in the file (empty mapping if none).
     n_sci
         SCI extensions found.
+    extvers
+        EXTVERs present per extension name, for ``SCI``, ``ERR`` and ``DQ`` (sorted; a name
+        without extensions is absent).
     """
 
     primary: Any
     sci: Any
     n_sci: int
+    extvers: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def sci_extvers(self) -> tuple[int, ...]:
+        """EXTVERs of the SCI extensions present (the file's chips)."""
+        return tuple(self.extvers.get("SCI", ()))
 
 
 def _reject(rule: str, keyword: str, value: Any, message: str) -> ScreeningReason:
     return ScreeningReason(rule=rule, keyword=keyword, value=value, message=message, severity="reject")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _not_fits(path: Path) -> ScreeningReason | None:
+    """A reject reason when the file is empty or does not start with a SIMPLE card."""
+    if path.stat().st_size == 0:
+        return _reject("file.unreadable", "", 0, f"{path}: empty file (0 bytes): {FIX_DOWNLOAD}")
+    try:
+        start = read_start(path)
+    except (OSError, EOFError) as exc:
+        kind = compression(path) or "file"
+        return _reject(
+            "file.unreadable", "", None, f"{path}: damaged {kind} stream ({_first_line(exc)}): {FIX_DOWNLOAD}"
+        )
+    if compression(path) == "zip" or start.startswith(b"SIMPLE"):
+        return None
+    return _reject(
+        "file.unreadable", "", None, f"{path}: not a FITS file (no SIMPLE card at the start): {FIX_DOWNLOAD}"
+    )
+
+
+def _missing_extensions(
+    path: Path, extvers: Mapping[str, tuple[int, ...]], *, n_sci: int, subarray: bool
+) -> ScreeningReason | None:
+    """One reject reason naming every missing SCI/ERR/DQ extension, or ``None``."""
+    sci = set(extvers.get("SCI", ()))
+    if not sci:
+        return _reject("file.missing_extension", "SCI", 0, f"{path}: no SCI extension: {FIX_DOWNLOAD}")
+    chips = sci | set(extvers.get("ERR", ())) | set(extvers.get("DQ", ()))
+    missing = [
+        f"{name},{extver}"
+        for extver in sorted(chips)
+        for name in CHIP_EXTENSIONS
+        if extver not in extvers.get(name, ())
+    ]
+    if len(sci) < n_sci and not subarray:
+        absent = [f"SCI,{extver}" for extver in range(1, n_sci + 1) if extver not in sci]
+        missing = [*dict.fromkeys([*absent, *missing])]
+        return _reject(
+            "file.missing_extension",
+            " ".join(missing)[:64],
+            len(sci),
+            f"{path}: full-frame exposure has {len(sci)} SCI extension(s), expected {n_sci} "
+            f"(missing {', '.join(missing)}): {FIX_DOWNLOAD}",
+        )
+    if missing:
+        return _reject(
+            "file.missing_extension",
+            " ".join(missing)[:64],
+            None,
+            f"{path}: missing extension(s) {', '.join(missing)} (every SCI chip needs its ERR and DQ): "
+            f"{FIX_DOWNLOAD}",
+        )
+    return None
+
+
+def _is_true(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().upper() in {"T", "TRUE", "Y", "YES"}
+    return bool(value)
+
+
 def read_snapshot(path: Path, *, n_sci: int) -> tuple[HeaderSnapshot | None, list[ScreeningReason]]:
-    """Read the primary header and up to ``n_sci`` SCI extension headers of a FITS file.
+    """Read the primary header and every extension header of a FITS file (no pixel data).
+
+    Parameters
+    ----------
+    path
+        FITS file.
+    n_sci
+        SCI extensions (chips) a full-frame exposure of the profile has; a subarray
+        (``SUBARRAY=T``) may have fewer.
 
     Returns
     -------
     snapshot, problems
         ``snapshot`` is ``None`` when the file cannot be screened at all; ``problems`` are
-        reject reasons (unreadable, truncated, missing SCI extensions).
+        reject reasons (unreadable, not FITS, truncated, missing SCI/ERR/DQ extensions), each
+        one line naming the file, the problem and the fix.
     """
     from astropy.io import fits
 
     problems: list[ScreeningReason] = []
     if not path.is_file():
-        return None, [_reject("file.unreadable", "", None, f"{path}: file does not exist")]
+        return None, [_reject("file.unreadable", "", None, f"{path}: file does not exist: {FIX_DOWNLOAD}")]
     try:
+        not_fits = _not_fits(path)
+        if not_fits is not None:
+            return None, [not_fits]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with fits.open(path, lazy_load_hdus=True, memmap=False) as hdus:
                 primary = hdus[0].header
-                sci_headers: list[Any] = []
+                sci_header: Any = None
+                found: dict[str, list[int]] = defaultdict(list)
                 index = 1
-                while len(sci_headers) < n_sci:
+                while True:
                     try:
                         hdu = hdus[index]
                     except IndexError:
                         break
-                    if hdu.name == "SCI":
-                        sci_headers.append(hdu.header)
+                    if hdu.name in CHIP_EXTENSIONS:
+                        found[hdu.name].append(int(hdu.ver))
+                        if hdu.name == "SCI" and sci_header is None:
+                            sci_header = hdu.header
                     index += 1
                 last = hdus[index - 1].fileinfo() or {"datLoc": 0, "datSpan": 0}
                 data_end = int(last["datLoc"]) + int(last["datSpan"])
     except Exception as exc:  # astropy raises OSError/ValueError/TypeError... for corrupt files
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return None, [
-            _reject("file.unreadable", "", None, f"{path}: not a readable FITS file ({first_line})")
+            _reject(
+                "file.unreadable",
+                "",
+                None,
+                f"{path}: not a readable FITS file ({_first_line(exc)}): {FIX_DOWNLOAD}",
+            )
         ]
     size = path.stat().st_size
-    compressed = path.name.lower().endswith((".gz", ".bz2", ".zip"))
-    if not compressed and size % FITS_BLOCK:
+    kind = compression(path)
+    compressed = kind is not None
+    n_extensions = index - 1
+    nextend = primary.get("NEXTEND")
+    gzip_problem = _gzip_problem(path, data_end) if kind == "gzip" else None
+    if gzip_problem is not None:
+        problems.append(_reject("file.truncated", "", None, f"{path}: {gzip_problem}: {FIX_DOWNLOAD}"))
+    elif not compressed and size % FITS_BLOCK:
         problems.append(
             _reject(
                 "file.truncated",
                 "",
                 size,
                 f"{path}: truncated: {size} bytes is not a whole number of {FITS_BLOCK}-byte "
-                "FITS blocks (download it again)",
+                f"FITS blocks: {FIX_DOWNLOAD}",
             )
         )
     elif not compressed and data_end > size:
@@ -118,28 +238,62 @@ def read_snapshot(path: Path, *, n_sci: int) -> tuple[HeaderSnapshot | None, lis
                 "file.truncated",
                 "",
                 size,
-                f"{path}: truncated: {size} bytes on disk, the headers describe {data_end} "
-                "(download it again)",
+                f"{path}: truncated: {size} bytes on disk, the headers describe {data_end}: {FIX_DOWNLOAD}",
+            )
+        )
+    elif isinstance(nextend, int) and not isinstance(nextend, bool) and n_extensions < nextend:
+        problems.append(
+            _reject(
+                "file.truncated",
+                "NEXTEND",
+                n_extensions,
+                f"{path}: truncated: the file ends after {n_extensions} extension(s), the primary "
+                f"header lists NEXTEND={nextend}: {FIX_DOWNLOAD}",
             )
         )
     else:
         for warning in caught:
             text = str(warning.message)
             if "truncated" in text.lower():
-                problems.append(_reject("file.truncated", "", None, f"{path}: {text} (download it again)"))
+                problems.append(
+                    _reject("file.truncated", "", None, f"{path}: {_first_line_of(text)}: {FIX_DOWNLOAD}")
+                )
                 break
-    if not sci_headers:
-        problems.append(_reject("file.missing_extension", "SCI", None, f"{path}: no SCI extension"))
-    elif len(sci_headers) < n_sci and not primary.get("SUBARRAY", False):
-        problems.append(
-            _reject(
-                "file.missing_extension",
-                "SCI",
-                len(sci_headers),
-                f"{path}: full-frame exposure has {len(sci_headers)} SCI extension(s), expected {n_sci}",
-            )
-        )
-    return HeaderSnapshot(primary, sci_headers[0] if sci_headers else {}, len(sci_headers)), problems
+    extvers = {name: tuple(sorted(set(values))) for name, values in found.items()}
+    missing = _missing_extensions(
+        path, extvers, n_sci=n_sci, subarray=_is_true(primary.get("SUBARRAY", False))
+    )
+    if missing is not None:
+        problems.append(missing)
+    sci = sci_header if sci_header is not None else {}
+    return HeaderSnapshot(primary, sci, len(extvers.get("SCI", ())), extvers), problems
+
+
+def _gzip_problem(path: Path, data_end: int) -> str | None:
+    """Why a gzip file is incomplete, or ``None``.
+
+    A gzip stream ends with its uncompressed size (mod 2**32); when that matches the end of the
+    last HDU the file is complete (no decompression needed). Otherwise the stream is decompressed
+    to its end to tell a cut-off download from a legitimate multi-member file.
+    """
+    try:
+        with path.open("rb") as handle:
+            handle.seek(-4, 2)
+            isize = int.from_bytes(handle.read(4), "little")
+        if isize == data_end % 2**32:
+            return None
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except EOFError:
+        return "truncated: the gzip stream ends early"
+    except (OSError, zlib.error) as exc:
+        return f"damaged gzip stream ({_first_line(exc)})"
+    return None
+
+
+def _first_line_of(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
 
 
 def _filters(primary: Mapping[str, Any], keywords: tuple[str, ...]) -> str | None:
@@ -252,8 +406,10 @@ def _rootname(path: Path, snapshot: HeaderSnapshot | None) -> str:
     return path.name.split("_")[0].split(".")[0].lower()
 
 
-def screen_file(path: Path | str, *, profile: ScreeningProfile | str = "acs_wfc") -> ScreeningVerdict:
-    """Screen one calibrated exposure by its headers.
+def screen_file(
+    path: Path | str, *, profile: ScreeningProfile | str = "acs_wfc", data_check: bool = True
+) -> ScreeningVerdict:
+    """Screen one calibrated exposure: structure, headers and (by default) its SCI pixels.
 
     Parameters
     ----------
@@ -261,6 +417,10 @@ def screen_file(path: Path | str, *, profile: ScreeningProfile | str = "acs_wfc"
         FLC/FLT file (``.fits`` or ``.fits.gz``).
     profile
         Screening profile or its name.
+    data_check
+        Sample every SCI array for damage (all NaN, more than 1% NaN/Inf, constant, empty;
+        :mod:`crlib.screening.datacheck`, ~10 ms per full-size uncompressed file). ``False``
+        reads headers only.
 
     Returns
     -------
@@ -271,6 +431,14 @@ def screen_file(path: Path | str, *, profile: ScreeningProfile | str = "acs_wfc"
     path = Path(path)
     chosen = get_screening_profile(profile) if isinstance(profile, str) else profile
     snapshot, reasons = read_snapshot(path, n_sci=len(chosen.instrument.chips))
+    # pixels of a file cut inside its data cannot be read; one cut after whole extensions
+    # (NEXTEND promises more) still has readable chips, so their damage is reported too
+    unreadable = any(
+        r.rule == "file.unreadable" or (r.rule == "file.truncated" and r.keyword != "NEXTEND")
+        for r in reasons
+    )
+    if data_check and snapshot is not None and snapshot.n_sci and not unreadable:
+        reasons += check_data(path, extvers=snapshot.sci_extvers)
     if snapshot is not None:
         reasons += evaluate_rules(snapshot, chosen, path=path)
     rejected = any(reason.severity == "reject" for reason in reasons)
@@ -291,11 +459,117 @@ def screen_file(path: Path | str, *, profile: ScreeningProfile | str = "acs_wfc"
     return verdict
 
 
+def is_damage(reason: ScreeningReason | str) -> bool:
+    """Whether a reason (or rule id) means a damaged file the operator must fix.
+
+    Damage is a *reject* whose rule starts with :data:`DAMAGE_RULE_PREFIXES` (``file.``:
+    unreadable, not FITS, truncated, missing extension; ``data.``: empty, all-NaN, mostly
+    non-finite or constant pixels), except :data:`DUPLICATE_RULE` (the exposure is screened
+    from its other file). Science and calibration rules (``svm.``, ``calib.``, ``profile.``,
+    ``train.`` ...) are ordinary, final rejections.
+
+    Parameters
+    ----------
+    reason
+        A :class:`~crlib.records.ScreeningReason` or a rule id such as ``data.all_nan``.
+    """
+    if isinstance(reason, ScreeningReason):
+        if reason.severity != "reject":
+            return False
+        rule = reason.rule
+    else:
+        rule = reason
+    return rule.startswith(DAMAGE_RULE_PREFIXES) and rule != DUPLICATE_RULE
+
+
+def is_damaged(verdict: ScreeningVerdict) -> bool:
+    """Whether a verdict rejects a damaged file (any of its reasons :func:`is_damage`)."""
+    return any(is_damage(reason) for reason in verdict.reasons)
+
+
+def is_duplicate(verdict: ScreeningVerdict) -> bool:
+    """Whether a verdict rejects a file because another file of its batch is the same exposure."""
+    return any(reason.rule == DUPLICATE_RULE for reason in verdict.reasons)
+
+
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zip", ".fz")
+
+
+def _preference(verdict: ScreeningVerdict) -> tuple[int, int, int, str, str]:
+    """Sort key: undamaged first, then FLC before FLT before others, uncompressed first, name."""
+    name = Path(verdict.file).name
+    lower = name.lower()
+    kind = 0 if "_flc" in lower else 1 if "_flt" in lower else 2
+    return (int(is_damaged(verdict)), kind, int(lower.endswith(_COMPRESSED_SUFFIXES)), name, verdict.file)
+
+
+def reject_duplicates(verdicts: Sequence[ScreeningVerdict]) -> list[ScreeningVerdict]:
+    """Keep one file per rootname; reject the others with :data:`DUPLICATE_RULE`.
+
+    The kept file is chosen deterministically, whatever the input order: a file that is not
+    damaged, then an FLC over an FLT, an uncompressed file over a compressed one, then the
+    smaller file name (then path). The kept verdict is unchanged; each other file's verdict
+    becomes ``reject`` (not usable for training) with a first reason naming the kept file.
+
+    Parameters
+    ----------
+    verdicts
+        Verdicts of one batch.
+
+    Returns
+    -------
+    list of ScreeningVerdict
+        One per input verdict, in input order.
+    """
+    by_rootname: dict[str, list[int]] = defaultdict(list)
+    for position, verdict in enumerate(verdicts):
+        by_rootname[verdict.rootname].append(position)
+    result = list(verdicts)
+    for rootname, positions in by_rootname.items():
+        if len(positions) < 2:
+            continue
+        ranked = sorted(positions, key=lambda i: _preference(verdicts[i]))
+        kept = Path(verdicts[ranked[0]].file)
+        for position in ranked[1:]:
+            verdict = verdicts[position]
+            here = Path(verdict.file)
+            kept_name = kept.name if kept.parent == here.parent else str(kept)
+            reason = _reject(
+                DUPLICATE_RULE,
+                "ROOTNAME",
+                rootname,
+                f"{here}: same exposure (rootname {rootname}) as {kept_name}, which is screened "
+                "instead: remove one of the two copies",
+            )
+            log.info("%s rejected: duplicate of %s", here.name, kept_name)
+            result[position] = replace(
+                verdict, verdict="reject", usable_for_training=False, reasons=(reason, *verdict.reasons)
+            )
+    return result
+
+
 def screen_files(
-    paths: Iterable[Path | str], *, profile: ScreeningProfile | str = "acs_wfc"
+    paths: Iterable[Path | str], *, profile: ScreeningProfile | str = "acs_wfc", data_check: bool = True
 ) -> list[ScreeningVerdict]:
-    """Screen many files (one verdict each, in input order)."""
-    return [screen_file(path, profile=profile) for path in paths]
+    """Screen many files: one verdict each, in input order; one file kept per rootname.
+
+    Parameters
+    ----------
+    paths
+        FLC/FLT files.
+    profile
+        Screening profile or its name.
+    data_check
+        Check SCI pixels too (see :func:`screen_file`).
+
+    Returns
+    -------
+    list of ScreeningVerdict
+        As :func:`screen_file`, then :func:`reject_duplicates`: of several files with one
+        rootname, all but one are rejected with :data:`DUPLICATE_RULE`.
+    """
+    verdicts = [screen_file(path, profile=profile, data_check=data_check) for path in paths]
+    return reject_duplicates(verdicts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,9 +602,13 @@ def group_verdicts(verdicts: Iterable[ScreeningVerdict], *, min_exposures: int =
 
     Every accepted exposure still gets model inference; only sets with at least
     ``min_exposures`` accepted exposures get drizzle ground truth (driz_cr needs overlap).
+    Verdicts rejected as duplicates (:data:`DUPLICATE_RULE`) are left out: their exposure is
+    counted once, through the file that was kept.
     """
     groups: dict[tuple[str, str, str], list[ScreeningVerdict]] = defaultdict(list)
     for verdict in verdicts:
+        if is_duplicate(verdict):
+            continue  # the same exposure is in the set through its kept file
         summary = verdict.header_summary
         detector = f"{summary.get('instrument') or '?'}/{summary.get('detector') or '?'}"
         groups[(verdict.rootname[:6], detector, str(summary.get("filter") or "?"))].append(verdict)

@@ -138,8 +138,13 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     assert first["truth_results"] == 5
     assert first["exposure_metrics"] == 5
     assert first["cr_statistics"] == 10  # two chips each
-    statuses = _query(database_url, "SELECT status FROM pipeline_runs WHERE dag_id = 'crlib_nightly_ingest'")
-    assert statuses == [("success",)]
+    # One damaged file: the run is partial (Airflow's success does not hide it), and says why.
+    statuses = _query(
+        database_url, "SELECT status, message FROM pipeline_runs WHERE dag_id = 'crlib_nightly_ingest'"
+    )
+    assert statuses == [("partial", "1 of 6 exposure(s) failed (1 at screen)")], statuses
+    summary = RunLedger(data_root, run.run_id).summary()
+    assert list(summary["failed"]) == [corrupt] and corrupt in summary["failed"][corrupt]
     assert _query(database_url, "SELECT count(*) FROM archive_watermarks") == [(1,)]
     # New truth was recorded: one event on the truth asset, saying how much.
     events = _truth_events(airflow_db)
@@ -158,9 +163,13 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     # An operator reprocesses the first visit's proposal: its rows are replaced, never duplicated.
     proposal = archive.visits[0].proposal_id
     reprocess = dagbag.dags["crlib_reprocess_proposal"]
-    run = reprocess.test(run_conf={"proposal_id": proposal, "visits": [archive.visits[0].visit]})
+    run = reprocess.test(run_conf={"proposal_id": proposal, "visits": [archive.visits[0].visit.upper()]})
     assert run.state == "success"
     assert _counts(database_url) == first
+    # Recorded as the reprocess DAG's run (not the nightly's), and successful: that visit is clean.
+    assert _query(
+        database_url, f"SELECT dag_id, status FROM pipeline_runs WHERE run_id = '{run.run_id}'"
+    ) == [("crlib_reprocess_proposal", "success")]
     assert [e["new_truth"] for e in _truth_events(airflow_db)] == [5, 3]  # truth redone for 3
 
     # Only the score stage redone: the recorded truth is reused (no alignment, no drizzle: the
@@ -180,3 +189,18 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     assert len(_truth_events(airflow_db)) == 2  # reused truth is not new truth
     summary = RunLedger(data_root, run.run_id).summary()
     assert summary["truth_new"] == 0 and summary["reused"]["truth"] == 3 and summary["scored"] == 3
+
+
+def test_reprocess_refuses_a_request_that_names_nothing(airflow_db, dagbag, pipeline_env) -> None:
+    """A proposal id of -5 is not clamped to 1 by the form: the run fails at once, saying why."""
+    _, database_url = pipeline_env
+    reprocess = dagbag.dags["crlib_reprocess_proposal"]
+    run = reprocess.test(run_conf={"proposal_id": -5})
+    assert run.state == "failed"
+    rows = _query(
+        database_url, f"SELECT dag_id, status, message FROM pipeline_runs WHERE run_id = '{run.run_id}'"
+    )
+    assert rows == [
+        ("crlib_reprocess_proposal", "failed", "proposal -5 is not an HST proposal number (1-99999)")
+    ]
+    assert _counts(database_url)["exposures"] == 0

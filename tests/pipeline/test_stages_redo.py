@@ -156,7 +156,9 @@ def test_redo_fetch_downloads_again_and_rejects_unknown_stages(
     with pytest.raises(ValueError, match="drizzle"):
         run_pipeline(settings, run_id="bad", redo=["drizzle"])
 
-    stages.poll_visits(settings, run_id="r1", proposal_id=visit.proposal_id, visits=[visit.visit])
+    stages.poll_visits(
+        settings, run_id="r1", dag_id="crlib_cli_run", proposal_id=visit.proposal_id, visits=[visit.visit]
+    )
     stages.fetch_visit(settings, run_id="r1", visit=visit.visit, redo=False)
     first = RunLedger(settings.data_root, "r1").visit(visit.visit)
     assert first["fetch_reused"] == [] and len(first["checksums"]) == 3
