@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -41,7 +42,7 @@ def run_pipeline(
     settings
         Effective settings.
     run_id
-        Run id (default ``cli__<UTC timestamp>``).
+        Run id (default ``cli__<UTC timestamp>_<pid>``: two runs started in the same second differ).
     proposal_id, visits
         Reprocess a proposal (optionally some visits, any case) instead of polling for new
         releases.
@@ -70,7 +71,7 @@ def run_pipeline(
     unknown = sorted(set(redo) - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
-    run_id = run_id or f"cli__{dt.datetime.now(dt.UTC):%Y-%m-%dT%H%M%S}"
+    run_id = run_id or f"cli__{dt.datetime.now(dt.UTC):%Y-%m-%dT%H%M%S}_{os.getpid()}"
     notify = progress or (lambda stage, item: None)
     notify("poll", run_id)
     found = stages.poll_visits(
