@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     data_root
         Working storage: embedded database, local MLflow store, downloads, per-visit work dirs.
     database_url
-        SQLAlchemy URL of the results database. Unset: an embedded PostgreSQL server is started
-        under ``data_root/postgres`` and reused by every later command.
+        SQLAlchemy URL of the results database. Unset: an embedded PostgreSQL server under
+        ``data_root/postgres``, shared by the commands and tasks using it at the same time and
+        stopped when the last of them exits (``crlib db status``, ``crlib db start|stop``).
     mlflow_tracking_uri
         MLflow tracking URI. Unset: a local store under ``data_root/mlruns``.
     archive

@@ -183,8 +183,11 @@ def format_summary(ledger: RunLedger, *, archive_dir: Path, dag_id: str = "crlib
         for rootname, reasons in sorted(state.get("rejected", {}).items()):
             if rootname not in quarantined:
                 lines.append(f"  rejected {rootname}: {'; '.join(reasons)}")
+        usable = set(state.get("training_usable", []))
         for rootname, notes in sorted(state.get("notes", {}).items()):
-            lines.append(f"  accepted {rootname}, with notes: {'; '.join(notes)}")
+            if rootname not in usable:  # the notes that change what the exposure is used for
+                excluded = [note for note in notes if "training" in note] or notes
+                lines.append(f"  accepted {rootname}, not for training: {'; '.join(excluded)}")
         for note in state.get("no_truth_notes", []):
             lines.append(f"  no truth for {visit}: {note}")
         statuses = state.get("truth_status", {})

@@ -84,7 +84,7 @@ def crlib_nightly_ingest() -> None:
 
     @task(trigger_rule="all_done", outlets=[NEW_TRUTH])
     def summary(scored: list[str], **context: object) -> dict:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from crlib.pipeline.stages import finish_run
         from crlib_airflow.assets import announce_new_truth

@@ -68,7 +68,7 @@ def _stages(params: dict) -> list[str]:
 def crlib_reprocess_proposal() -> None:
     @task(**ARCHIVE_TASK_ARGS)
     def poll(params: dict, **context: object) -> list[str]:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from crlib.errors import RequestError
         from crlib.pipeline.stages import poll_visits
@@ -160,7 +160,7 @@ def crlib_reprocess_proposal() -> None:
 
     @task(trigger_rule="all_done", outlets=[NEW_TRUTH])
     def summary(scored: list[str], params: dict, **context: object) -> dict:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from crlib.pipeline.stages import finish_run
         from crlib_airflow.assets import announce_new_truth

@@ -47,6 +47,9 @@ def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     if configured:
         yield sqlalchemy_url(configured)
         return
+    from crlib.db.embedded import ensure_runtime_dir
+
+    ensure_runtime_dir()  # before pgserver's import: it reads XDG_RUNTIME_DIR (unset for root, services)
     import pgserver
 
     pgdata = tmp_path_factory.mktemp("pg")

@@ -48,7 +48,8 @@ def test_demo_processes_new_visits_on_every_run(database_url: str, monkeypatch: 
             r"^  quarantined (\w+) \(damaged file, planted\): (.*)$", summary, flags=re.M
         )
         assert len(quarantined) == 1 and "SCI,1" in quarantined[0][1], summary
-        assert re.search(r"^  accepted \w+, with notes: EXPTIME=30.0 s < 100 s", summary, flags=re.M), summary
+        short = r"^  accepted \w+, not for training: EXPTIME=30.0 s < 100 s"
+        assert re.search(short, summary, flags=re.M), summary
         assert "no truth for" in summary and "suspect" not in summary, summary
 
         # The summary matches `crlib stats` right after the run. Both runs simulate the same

@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "crlib-local-archive/1"
 MANIFEST_NAME = "observations.json"
+#: What to do about a missing manifest: the archive is chosen by ``CRLIB_ARCHIVE`` everywhere,
+#: and by ``--archive`` on the commands that have that option (``crlib poll``, ``fetch``, ``train``).
+MANIFEST_FIX = (
+    f"set CRLIB_ARCHIVE=local:DIR, or --archive local:DIR on a command that has that option, to a "
+    f"directory holding {MANIFEST_NAME}, e.g. one written by `crlib simulate --out DIR`"
+)
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -35,8 +41,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputDataError(
             path,
-            "local archive manifest not found",
-            fix="run `crlib simulate` or point --archive local:DIR at a directory holding observations.json",
+            "local archive manifest not found"
+            + ("" if Path(root).is_dir() else f": there is no directory {root}"),
+            fix=MANIFEST_FIX,
         )
     try:
         manifest = json.loads(path.read_text())

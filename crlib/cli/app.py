@@ -116,4 +116,31 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"permission denied: {exc.filename or exc} (choose a writable location)")
     except KeyboardInterrupt:
         fail("interrupted", code=130)
+    except Exception as exc:
+        missing = _missing_schema_object(exc)
+        if missing is None:
+            raise
+        fail(
+            f"the results database has no {missing}: its schema is older than this crlib "
+            "(run `crlib db upgrade`, see `crlib db status`)"
+        )
     sys.exit(0)
+
+
+#: PostgreSQL error codes for a table/view, column or function that does not exist.
+_UNDEFINED_OBJECT_CODES = {"42P01": "table or view", "42703": "column", "42883": "function"}
+
+
+def _missing_schema_object(exc: BaseException) -> str | None:
+    """``"table pipeline_status_nightly"`` when a query failed on a missing schema object, else None.
+
+    A database never migrated (or migrated by an older crlib) answers a command's query with
+    "relation ... does not exist"; that deserves a one-line pointer to ``crlib db upgrade``.
+    """
+    original = getattr(exc, "orig", None)
+    kind = _UNDEFINED_OBJECT_CODES.get(str(getattr(original, "pgcode", "")))
+    if kind is None or not type(exc).__module__.startswith("sqlalchemy"):
+        return None
+    first_line = str(original).strip().splitlines()[0] if str(original).strip() else ""
+    quoted = first_line.split('"')
+    return f"{kind} {quoted[1]}" if len(quoted) > 2 else kind

@@ -55,13 +55,20 @@ def upgrade_command(
 
 @db_app.command("status")
 def status_command() -> None:
-    """Show the database URL (password masked), its schema revision and the summaries' refresh times."""
+    """Show the database URL (password masked), the embedded server, schema revision and refresh times."""
+    from crlib.config import load_settings
     from crlib.db.migrate import current_revision, head_revision
+    from crlib.db.session import open_results_db
     from crlib.db.urls import mask_url
 
-    engine, sessions = _open()
+    settings = load_settings()
+    engine, sessions = open_results_db(settings)
     current, head = current_revision(engine), head_revision()
     typer.echo(f"database: {mask_url(engine.url.render_as_string())}")
+    if settings.database_url is None:
+        from crlib.db.embedded import embedded_server_state
+
+        typer.echo(f"server: {embedded_server_state(settings.data_root).describe()}")
     typer.echo(
         f"revision: {current or '(empty)'} (newest: {head}"
         + ("" if current == head else "; run crlib db upgrade")
@@ -75,6 +82,52 @@ def status_command() -> None:
         for table, when in state.refreshed_at.items():
             typer.echo(f"{table}: refreshed {when.isoformat() if when else 'never'}")
         typer.echo(state.describe())
+
+
+def _embedded_settings(action: str) -> Any:
+    """Settings of a command that manages the embedded server (refused with CRLIB_DATABASE_URL)."""
+    from crlib.config import load_settings
+    from crlib.errors import ConfigError
+
+    settings = load_settings()
+    if settings.database_url is not None:
+        raise ConfigError(
+            f"CRLIB_DATABASE_URL is set: crlib does not {action} that server (unset it to use the "
+            "embedded PostgreSQL)"
+        )
+    return settings
+
+
+@db_app.command("start")
+def start_command() -> None:
+    """Start the embedded PostgreSQL and keep it running until `crlib db stop` (for psql, MLflow, ...).
+
+    Without it the embedded server stops when the last crlib command or task using it exits.
+    """
+    from crlib.db.embedded import embedded_server_state, keep_embedded_server
+    from crlib.db.urls import mask_url
+
+    settings = _embedded_settings("start")
+    url = keep_embedded_server(settings.data_root)
+    typer.echo(f"database: {mask_url(url)}")
+    typer.echo(f"server: {embedded_server_state(settings.data_root).describe()}")
+
+
+@db_app.command("stop")
+def stop_command(
+    force: Annotated[
+        bool, typer.Option("--force", help="Stop it even while other processes are using it.")
+    ] = False,
+) -> None:
+    """Stop the embedded PostgreSQL now (it otherwise stops when the last process using it exits)."""
+    from crlib.db.embedded import stop_embedded_server
+
+    settings = _embedded_settings("stop")
+    pgdata = (settings.data_root / "postgres").resolve()
+    if stop_embedded_server(settings.data_root, force=force):
+        typer.echo(f"embedded PostgreSQL in {pgdata} stopped")
+    else:
+        typer.echo(f"embedded PostgreSQL in {pgdata} was not running")
 
 
 @db_app.command("roles")
@@ -289,13 +342,24 @@ def performance_command(
 def pipeline_command(
     since: SinceOpt = None, until: UntilOpt = None, fmt: FormatOpt = OutputFormat.table
 ) -> None:
-    """Pipeline runs per night (UTC) and DAG, by status."""
+    """Pipeline runs per night (UTC) and DAG, by status (success, partial, failed, abandoned, unfinished).
+
+    Runs still ``running`` whose process is gone, or without a heartbeat for
+    CRLIB_RUN_LEASE_MINUTES, are recorded as ``abandoned`` first.
+    """
+    import datetime as dt
+
+    from crlib.config import load_settings
+    from crlib.db.runs import reap_abandoned
     from crlib.db.stats import pipeline_status
 
     where = _filters(None, None, None, since, until)
     _, sessions = _open()
     with sessions() as session:
+        reaped = reap_abandoned(session, lease=dt.timedelta(minutes=load_settings().run_lease_minutes))
         rows = pipeline_status(session, where=where)
+    for run_id in reaped:
+        typer.echo(f"run {run_id} recorded as abandoned (see its message)", err=True)
     _emit(rows, fmt, title="Pipeline status per night")
 
 

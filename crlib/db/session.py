@@ -22,7 +22,8 @@ def open_results_db(
     Parameters
     ----------
     settings
-        crlib settings: ``CRLIB_DATABASE_URL``, or the embedded server under the data root.
+        crlib settings: ``CRLIB_DATABASE_URL``, or the embedded server under the data root (this
+        process then counts as one of its users until it exits; see :mod:`crlib.db.embedded`).
     upgrade
         Apply pending migrations first (``crlib db upgrade``); otherwise the schema must be current.
     pool_size

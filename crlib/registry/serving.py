@@ -8,7 +8,8 @@ DAGs' ``model`` parameter give it:
   - ``registry``: ``models:/<registered model>@champion``;
   - ``deepcr``: deepCR's shipped weights (the per-filter model where deepCR ships one);
   - ``auto`` (default): the champion when the registered model exists in the tracking store,
-    else the shipped weights (logged with the reason);
+    else the shipped weights: a *fallback*, logged as a warning (once per process and model)
+    and named on the reference (:attr:`ModelReference.fallback`) so a run summary can list it;
 
 * ``champion``: the registry's champion; falls back like ``auto`` when the model is not registered
   (unless ``CRLIB_INFERENCE_MODEL=registry``);
@@ -54,6 +55,8 @@ CACHE_SIZE = 4
 
 _cache: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
 _cache_lock = threading.Lock()
+#: ``(tracking URI, registered model)`` pairs whose fallback this process has warned about.
+_fallbacks_warned: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,9 @@ class ModelReference:
         MLflow run that produced a registered version.
     reason
         Why these weights were chosen (logged and shown by the CLI).
+    fallback
+        ``None``, or why the champion that was asked for (``champion``, ``CRLIB_INFERENCE_MODEL=auto``)
+        was not used and deepCR's shipped weights stand in for it (one line, for run summaries).
     """
 
     source: ModelSource
@@ -85,6 +91,7 @@ class ModelReference:
     tracking_uri: str | None = None
     run_id: str | None = None
     reason: str = ""
+    fallback: str | None = None
 
     @property
     def label(self) -> str:
@@ -279,8 +286,20 @@ def _champion_or_shipped(
             "(run `crlib models --bootstrap`, or set CRLIB_INFERENCE_MODEL=auto)"
         )
     reason = f"{model_name} is not registered at {tracking_uri}: using deepCR's shipped weights"
-    log.info("%s", reason)
-    return _shipped(settings, filter_name, reason=reason)
+    key = (tracking_uri, model_name)
+    with _cache_lock:
+        first = key not in _fallbacks_warned
+        _fallbacks_warned.add(key)
+    if first:
+        log.warning(
+            "%s (run `crlib models --bootstrap` to register them as the %s, or set "
+            "CRLIB_INFERENCE_MODEL=deepcr to choose them on purpose)",
+            reason,
+            CHAMPION,
+        )
+    else:
+        log.debug("%s", reason)
+    return _shipped(settings, filter_name, reason=reason, fallback=reason)
 
 
 def _registered(tracking_uri: str, model_name: str, version_or_alias: str, *, reason: str) -> ModelReference:
@@ -306,7 +325,12 @@ def _registered(tracking_uri: str, model_name: str, version_or_alias: str, *, re
 
 
 def _shipped(
-    settings: Settings, filter_name: str | None, *, reason: str, name: str | None = None
+    settings: Settings,
+    filter_name: str | None,
+    *,
+    reason: str,
+    name: str | None = None,
+    fallback: str | None = None,
 ) -> ModelReference:
     from crlib.model.weights import SHIPPED_MODELS, choose_model_name, deepcr_mask_dir, load_shipped_model
     from crlib.profiles import get_profile
@@ -320,6 +344,7 @@ def _shipped(
         version=loaded.version,
         uri=str(deepcr_mask_dir() / filename),
         reason=reason,
+        fallback=fallback,
     )
 
 

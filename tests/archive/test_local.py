@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,8 +51,27 @@ def test_sets_group_by_visit_detector_filter(local_archive_dir: Path, facts: Any
 
 
 def test_missing_or_foreign_manifest_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InputDataError, match=r"observations\.json.*not found"):
+    with pytest.raises(InputDataError, match=r"observations\.json.*not found") as caught:
         LocalArchive(tmp_path).released_between(0, 1)
+    # the setting every command reads, and the option some commands have (not an invented one)
+    assert "CRLIB_ARCHIVE=local:DIR" in str(caught.value) and "point --archive" not in str(caught.value)
+    assert "no directory" not in str(caught.value)
+    with pytest.raises(InputDataError, match=f"there is no directory {tmp_path / 'missing'}"):
+        LocalArchive(tmp_path / "missing").released_between(0, 1)
     (tmp_path / "observations.json").write_text(json.dumps({"schema": "other"}))
     with pytest.raises(InputDataError, match="crlib-local-archive/1"):
         LocalArchive(tmp_path).proposal_observations(1)
+
+
+def test_crlib_run_names_the_setting_for_a_missing_local_archive(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "CRLIB_DATABASE_URL"},
+        "CRLIB_DATA_ROOT": str(tmp_path / "d"),
+        "CRLIB_ARCHIVE": f"local:{tmp_path / 'nonexistent'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "crlib", "run"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 1
+    assert "local archive manifest not found" in result.stderr
+    assert "set CRLIB_ARCHIVE=local:DIR" in result.stderr  # `crlib run` has no --archive option

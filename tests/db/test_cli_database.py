@@ -109,6 +109,15 @@ def test_unreachable_database_is_one_line_with_masked_url() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_stats_on_a_never_migrated_database_point_to_db_upgrade(database_url: str) -> None:
+    for args in (("stats", "pipeline"), ("stats", "cr-rate")):
+        result = run_cli(*args, url=database_url)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "run `crlib db upgrade`" in result.stderr and "has no table or view" in result.stderr
+
+
 def test_db_status_reports_revision_and_summary_state(recorded_url: str) -> None:
     from crlib.db.migrate import head_revision
 

@@ -118,6 +118,9 @@ def compose_postgres(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import secrets
     from types import SimpleNamespace
 
+    from crlib.db.embedded import ensure_runtime_dir
+
+    ensure_runtime_dir()  # before pgserver's import (it reads XDG_RUNTIME_DIR)
     import pgserver
     from cryptography.fernet import Fernet
     from sqlalchemy import create_engine

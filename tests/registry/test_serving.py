@@ -68,6 +68,51 @@ def test_auto_without_a_registered_model_uses_shipped_weights_and_says_why(tmp_p
     assert not store.parent.exists()
 
 
+def test_a_missing_champion_is_a_visible_fallback_warned_once_per_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serving, "_fallbacks_warned", set())
+    store = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
+    settings = load_settings(mlflow_tracking_uri=store)
+    with caplog.at_level(logging.DEBUG, logger="crlib.registry.serving"):
+        fallbacks = [  # one per exposure, as the pipeline resolves them
+            resolve_model_reference(settings, spec, filter_name=filter_name)
+            for spec, filter_name in (
+                (None, "F606W"),
+                ("champion", "F814W"),
+                (None, "F475W"),
+                (None, "F606W"),
+            )
+        ]
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    assert "deepcr-acs-wfc is not registered" in warned[0].getMessage()
+    assert "crlib models --bootstrap" in warned[0].getMessage()
+    for reference in fallbacks:
+        assert reference.source == "deepcr_package"
+        assert reference.fallback is not None and "\n" not in reference.fallback
+        assert "deepcr-acs-wfc is not registered" in reference.fallback
+        assert reference.reason == reference.fallback  # the existing field says the same
+    assert [r.name for r in fallbacks] == ["ACS-WFC-F606W", "ACS-WFC-F814W", "ACS-WFC", "ACS-WFC-F606W"]
+
+    # weights chosen on purpose are no fallback
+    deepcr_mode = load_settings(mlflow_tracking_uri=store, inference_model="deepcr")
+    for chosen in (
+        resolve_model_reference(settings, "deepcr"),
+        resolve_model_reference(settings, "ACS-WFC"),
+        resolve_model_reference(deepcr_mode, None),
+    ):
+        assert chosen.fallback is None
+
+    # another store (or model) is another fallback: warned about once more
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crlib.registry.serving"):
+        other = load_settings(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}")
+        assert resolve_model_reference(other).fallback is not None
+        resolve_model_reference(other)
+    assert len(caplog.records) == 1
+
+
 def test_registry_champion_alias_moves_and_versions_load_once(tracking_uri: str, monkeypatch) -> None:
     from crlib.model.inference import MaskEngine
     from crlib.model.weights import load_shipped_model
@@ -78,6 +123,7 @@ def test_registry_champion_alias_moves_and_versions_load_once(tracking_uri: str,
     reference = resolve_model_reference(settings, None, filter_name="F606W")
     assert (reference.source, reference.name, reference.version) == ("mlflow", "deepcr-acs-wfc", "1")
     assert reference.record_uri == f"models:/deepcr-acs-wfc/1 @ {tracking_uri}"
+    assert reference.fallback is None  # the champion asked for is the champion used
     champion = load_inference_model(settings, reference)
     assert (champion.name, champion.version) == ("deepcr-acs-wfc", "1")
     assert load_inference_model(settings, resolve_model_reference(settings, "champion")) is champion
