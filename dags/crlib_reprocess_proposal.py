@@ -38,7 +38,7 @@ def _stages(params: dict) -> list[str]:
     doc_md=DOC,
     params={
         # No minimum/maximum: the form would clamp -5 to 1 and run a proposal nobody asked for. The
-        # poll task checks the number and fails with the reason (crlib.pipeline.stages.normalise_request).
+        # poll task checks the number and fails with the reason (crlib.pipeline.request.normalise_request).
         "proposal_id": Param(
             type="integer", description="HST proposal number (1-99999), e.g. 10775. Required."
         ),

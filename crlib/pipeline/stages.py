@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,38 +84,6 @@ def _observations(ledger: RunLedger, visit: str | None = None) -> list[Observati
 
 
 # ----------------------------------------------------------------------------- poll
-#: A visit id as MAST and the file names spell it: ``ipppss`` (instrument, program, visit).
-_VISIT_ID = re.compile(r"^[a-z0-9]{6}$")
-
-
-def normalise_request(proposal_id: int | None, visits: list[str] | None) -> list[str]:
-    """Check a reprocessing request; return its visit ids in lower case.
-
-    Raises
-    ------
-    RequestError
-        A proposal id that is not a positive number, visits without a proposal, or a visit id
-        that is not six letters/digits.
-    """
-    from crlib.errors import RequestError
-
-    if proposal_id is not None and not 0 < int(proposal_id) <= 99999:
-        raise RequestError(f"proposal {proposal_id} is not an HST proposal number (1-99999)")
-    wanted = sorted({str(v).strip().lower() for v in visits or [] if str(v).strip()})
-    if wanted and proposal_id is None:
-        raise RequestError(
-            f"visits {', '.join(wanted)} given without their proposal: name the proposal too "
-            "(crlib run --proposal N --visit ID; the reprocess DAG's proposal_id)"
-        )
-    bad = [v for v in wanted if not _VISIT_ID.match(v)]
-    if bad:
-        raise RequestError(
-            f"visit id(s) {', '.join(bad)} are not visit ids: a visit is 6 letters/digits "
-            "(ipppss, the first 6 characters of its exposures' rootnames, e.g. j9l960)"
-        )
-    return wanted
-
-
 def poll_visits(
     settings: Settings,
     *,
@@ -166,6 +133,7 @@ def poll_visits(
     from crlib.db.runs import reap_abandoned, start_run
     from crlib.db.watermarks import DatabaseWatermarkStore
     from crlib.errors import RequestError
+    from crlib.pipeline.request import normalise_request
     from crlib.profiles import get_profile
 
     ledger = RunLedger(settings.data_root, run_id)
@@ -630,7 +598,7 @@ def infer_exposure(
         prediction_error=prediction.reason,
         model=f"{prediction.model_name}:{prediction.model_version}",
         model_source=reference.source,
-        model_fallback=getattr(reference, "fallback", None),
+        model_fallback=reference.fallback,
         reused_prediction=reused,
         seconds=prediction.seconds,
     )
@@ -742,64 +710,6 @@ def score_exposure(
 
 
 # ----------------------------------------------------------------------------- finish
-def run_outcome(ledger: RunLedger) -> tuple[str, str | None, dict[str, Any]]:
-    """The run's status, a one-line message, and its per-exposure failures and errors.
-
-    ``failed``: the poll did not complete, a visit never reached screening, or a stage hit an
-    unexpected exception (a bug; ``errors``). ``partial``: everything ran, but some exposures
-    failed: download failed, damaged file quarantined by screening, no prediction, scoring
-    failed, or never predicted (its task did not finish). ``success`` otherwise. Exposures
-    rejected by science rules (too short, wrong mode ...) and truth QA outcomes are expected
-    results, not failures.
-
-    Returns
-    -------
-    status, message, details
-        ``details`` holds ``failed`` (``{rootname: "stage: reason"}``), ``errors``
-        (``{visit or rootname: text}``) and ``visits_unrecorded``.
-    """
-    visit_states = dict(ledger.visits())
-    exposures = dict(ledger.exposures())
-    polled = sorted({o.visit for o in _observations(ledger)})
-    unrecorded = [v for v in polled if "accepted" not in visit_states.get(v, {})]
-    errors = ledger.errors()
-    failed: dict[str, str] = {}
-    for state in visit_states.values():
-        failed.update(
-            {r: f"fetch: {r}: download failed: {why}" for r, why in state.get("fetch_failed", {}).items()}
-        )
-        failed.update({r: f"screen: {why}" for r, why in state.get("quarantined", {}).items()})
-        for rootname in state.get("accepted", []):
-            exposure = exposures.get(rootname, {})
-            if exposure.get("prediction_error"):
-                failed[rootname] = f"infer: {exposure['prediction_error']}"
-            elif exposure.get("score_failed"):
-                failed[rootname] = f"score: {exposure.get('score_note')}"
-            elif not exposure.get("prediction"):
-                failed[rootname] = "infer: never predicted (its task did not finish)"
-    details = {"failed": failed, "errors": errors, "visits_unrecorded": unrecorded}
-    if not ledger.poll():
-        return "failed", errors.get("poll", "the poll did not complete (see the poll task's log)"), details
-    if errors or unrecorded:
-        parts = []
-        if errors:
-            parts.append(f"{len(errors)} internal error(s): " + "; ".join(list(errors.values())[:3]))
-        if unrecorded:
-            parts.append(f"visit(s) {', '.join(unrecorded)} never reached screening")
-        return "failed", "; ".join(parts), details
-    if failed:
-        stages_hit: dict[str, int] = {}
-        for why in failed.values():
-            stage = why.split(":", 1)[0]
-            stages_hit[stage] = stages_hit.get(stage, 0) + 1
-        total = sum(len(state.get("files", {})) for state in visit_states.values()) + sum(
-            len(state.get("fetch_failed", {})) for state in visit_states.values()
-        )
-        counts = ", ".join(f"{n} at {stage}" for stage, n in sorted(stages_hit.items()))
-        return "partial", f"{len(failed)} of {total} exposure(s) failed ({counts})", details
-    return "success", None, details
-
-
 def abort_run(settings: Settings, *, run_id: str, message: str) -> None:
     """Record a run as ``failed`` with ``message`` when it cannot go on (e.g. no model to load)."""
     from crlib.db.runs import finish_run as record_finish
@@ -827,7 +737,7 @@ def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermar
     Returns
     -------
     dict
-        ``status`` (see :func:`run_outcome`: ``success``, ``partial`` or ``failed``) and
+        ``status`` (:func:`crlib.pipeline.outcome.run_outcome`: ``success``, ``partial``, ``failed``) and
         ``message``; counts of the run: visits, exposures, accepted, ``rejected`` (science rules,
         with reasons), ``failed`` (``{rootname: "stage: reason"}``: downloads, damaged files,
         predictions, scoring), ``errors`` (bugs), truth statuses, ``truth_new`` (truth made by
@@ -839,55 +749,17 @@ def finish_run(settings: Settings, *, run_id: str, dag_id: str, advance_watermar
     from crlib.db.runs import finish_run as record_finish
     from crlib.db.stats import refresh_summaries
     from crlib.db.watermarks import DatabaseWatermarkStore
+    from crlib.pipeline.outcome import run_summary
 
     ledger = RunLedger(settings.data_root, run_id)
-    status, message, details = run_outcome(ledger)
-    visit_states = dict(ledger.visits())
-    exposures = dict(ledger.exposures())
-    quarantined = {r for s in visit_states.values() for r in s.get("quarantined", {})}
-    summary: dict[str, Any] = {
-        "status": status,
-        "message": message,
-        "dag_id": dag_id,
-        "visits": len({o.visit for o in _observations(ledger)}),
-        "visits_unrecorded": details["visits_unrecorded"],
-        "exposures": sum(len(s.get("files", {})) for s in visit_states.values())
-        + sum(len(s.get("fetch_failed", {})) for s in visit_states.values()),
-        "accepted": sum(len(s.get("accepted", [])) for s in visit_states.values()),
-        "rejected": {
-            r: why
-            for s in visit_states.values()
-            for r, why in s.get("rejected", {}).items()
-            if r not in quarantined
-        },
-        "failed": details["failed"],
-        "errors": details["errors"],
-        "truth": {r: st for s in visit_states.values() for r, st in s.get("truth_status", {}).items()},
-        "predicted": sum(1 for e in exposures.values() if e.get("prediction")),
-        "scored": sum(1 for e in exposures.values() if e.get("scored")),
-        "model_fallbacks": sorted(
-            {e["model_fallback"] for e in exposures.values() if e.get("model_fallback")}
-        ),
-        "truth_new": sum(
-            1
-            for s in visit_states.values()
-            for r, st in s.get("truth_status", {}).items()
-            if st != "failed" and r not in s.get("truth_reused", [])
-        ),
-        "reused": {
-            "fetch": sum(len(s.get("fetch_reused", [])) for s in visit_states.values()),
-            "screen": sum(1 for s in visit_states.values() if s.get("screen_reused")),
-            "truth": sum(len(s.get("truth_reused", [])) for s in visit_states.values()),
-            "infer": sum(1 for e in exposures.values() if e.get("reused_prediction")),
-            "score": sum(1 for e in exposures.values() if e.get("score_reused")),
-        },
-    }
+    summary = run_summary(ledger, dag_id=dag_id)
+    status, message = summary["status"], summary["message"]
     poll_state = ledger.poll()
     watermark = None
     with _database(settings) as sessions:
         with sessions() as session:
             record_finish(session, run_id=run_id, status=status, summary=summary, message=message)
-        unrecorded = details["visits_unrecorded"]
+        unrecorded = summary["visits_unrecorded"]
         if advance_watermark and poll_state and not unrecorded and poll_state.get("until_mjd") is not None:
             watermark = DatabaseWatermarkStore(sessions).advance(
                 poll_state["source"], float(poll_state["until_mjd"])
