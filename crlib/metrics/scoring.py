@@ -2,7 +2,10 @@
 
 Truth files: the truth stage's ``<root>_crtruth.fits`` (``CRMASK`` and ``VALID`` per chip) or the
 simulator's ``<root>_simtruth.fits`` (``CRMASK`` per chip; every pixel valid). Chips are matched
-on ``EXTVER``.
+on ``EXTVER`` (the FLC's SCI EXTVER), whatever the layout: a full-frame exposure has two, a
+subarray one or two, each of its own shape. Prediction and truth must hold the same chips with the
+same shapes; anything else means they come from different exposures or file layouts and is refused
+naming the chip and both shapes.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ class ChipScores:
         )
 
 
+def _px(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape) + " px"
+
+
 def score_chip(probability: np.ndarray, mask: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> ChipScores:
     """Confusion counts and histograms of one chip.
 
@@ -99,12 +106,25 @@ def read_truth(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
                 if hdu.name != "CRMASK":
                     continue
                 extver = int(hdu.header.get("EXTVER", 1))
+                if hdu.data is None or hdu.data.ndim != 2:
+                    raise InputDataError(
+                        path, f"CRMASK,{extver} holds no 2-D mask", fix="re-run the truth stage"
+                    )
                 crmask = np.asarray(hdu.data) != 0
                 try:
                     valid = np.asarray(hdul["VALID", extver].data) != 0
                 except KeyError:
                     valid = np.ones(crmask.shape, dtype=bool)
+                if valid.shape != crmask.shape:
+                    raise InputDataError(
+                        path,
+                        f"VALID,{extver} shape {_px(valid.shape)} differs from CRMASK,{extver} shape "
+                        f"{_px(crmask.shape)}",
+                        fix="re-run the truth stage",
+                    )
                 chips[extver] = (crmask, valid)
+    except InputDataError:
+        raise
     except FileNotFoundError:
         raise InputDataError(path, "truth file not found") from None
     except (OSError, ValueError, TypeError) as exc:
@@ -142,10 +162,65 @@ def metrics_from_scores(
     )
 
 
+def score_prediction_chips(prediction: Path, truth: Path) -> tuple[dict[str, object], dict[int, ChipScores]]:
+    """Score every chip of a ``_crpred.fits`` file against the truth of the same exposure.
+
+    Parameters
+    ----------
+    prediction
+        ``<root>_crpred.fits`` (one CRPROB/CRMASK pair per chip of the FLC).
+    truth
+        ``<root>_crtruth.fits`` or ``<root>_simtruth.fits``.
+
+    Returns
+    -------
+    primary, scores
+        The prediction's primary keywords and ``{sci_extver: ChipScores}`` in EXTVER order.
+
+    Raises
+    ------
+    InputDataError
+        Unreadable files; a chip in one file but not the other; chips of different shapes.
+    """
+    from crlib.model.predfile import read_prediction
+
+    primary, chips = read_prediction(prediction)
+    truth_chips = read_truth(truth)
+    predicted = sorted(chip.extver for chip in chips)
+    scores: dict[int, ChipScores] = {}
+    for chip in sorted(chips, key=lambda c: c.extver):
+        if chip.extver not in truth_chips:
+            raise InputDataError(
+                truth,
+                f"has no CRMASK,{chip.extver} for prediction chip {chip.extver} (prediction chips "
+                f"{predicted}, truth chips {sorted(truth_chips)})",
+                fix="score a prediction against the truth of the same exposure",
+            )
+        crmask, valid = truth_chips[chip.extver]
+        if crmask.shape != chip.probability.shape:
+            raise InputDataError(
+                truth,
+                f"CRMASK,{chip.extver} shape {_px(crmask.shape)} differs from the prediction's chip "
+                f"{chip.extver} shape {_px(chip.probability.shape)}: they come from different exposures "
+                "or file layouts (e.g. a subarray and a full-frame file)",
+                fix="score a prediction against the truth of the same exposure",
+            )
+        scores[chip.extver] = score_chip(chip.probability, chip.mask, crmask, valid)
+    missing = sorted(set(truth_chips) - set(predicted))
+    if missing:
+        raise InputDataError(
+            prediction,
+            f"has no CRPROB,{missing[0]} for truth chip {missing[0]} (prediction chips {predicted}, "
+            f"truth chips {sorted(truth_chips)})",
+            fix="predict the exposure again (`crlib infer`) or pass the truth of the same exposure",
+        )
+    return primary, scores
+
+
 def score_prediction_file(
     prediction: Path, truth: Path, *, field_type: str | None = None
 ) -> tuple[ExposureMetrics, dict[str, RocCurve]]:
-    """Score a ``_crpred.fits`` file against a truth file.
+    """Score a ``_crpred.fits`` file against a truth file, summed over its chips.
 
     Returns
     -------
@@ -155,27 +230,13 @@ def score_prediction_file(
     Raises
     ------
     InputDataError
-        Unreadable files, chips missing from the truth, or shape mismatches.
+        See :func:`score_prediction_chips`.
     """
-    from crlib.model.predfile import read_prediction
-
-    primary, chips = read_prediction(prediction)
-    truth_chips = read_truth(truth)
+    primary, per_chip = score_prediction_chips(prediction, truth)
     total: ChipScores | None = None
-    for chip in chips:
-        if chip.extver not in truth_chips:
-            raise InputDataError(truth, f"has no CRMASK,{chip.extver} for prediction chip {chip.extver}")
-        crmask, valid = truth_chips[chip.extver]
-        if crmask.shape != chip.probability.shape:
-            raise InputDataError(
-                truth,
-                f"CRMASK,{chip.extver} shape {crmask.shape} differs from the prediction's "
-                f"{chip.probability.shape}",
-                fix="score a prediction against the truth of the same exposure",
-            )
-        scores = score_chip(chip.probability, chip.mask, crmask, valid)
+    for scores in per_chip.values():
         total = scores if total is None else total + scores
-    assert total is not None
+    assert total is not None  # read_prediction refuses a file without chips
     rootname = str(primary.get("ROOTNAME", Path(prediction).name.split("_")[0]))
     metrics = metrics_from_scores(
         total,

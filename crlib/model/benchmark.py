@@ -66,7 +66,7 @@ def _run_method(method: str, flc: Path, out: Path, threads: int) -> dict[str, An
 
         start = time.perf_counter()
         for extver, (sci, _) in exposure.chips.items():
-            noise = chip_read_noise(exposure.primary, exposure.profile, extver)
+            noise = chip_read_noise(exposure.primary, exposure.profile, extver, ccd=exposure.ccd(extver))
             masks[str(extver)] = lacosmic_mask(sci, read_noise=noise, objlim=2.6)
         seconds = time.perf_counter() - start
     else:

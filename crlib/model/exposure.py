@@ -1,8 +1,11 @@
 """Predict CRs for whole exposures: read the FLC, pick the model, run every chip, write ``_crpred.fits``.
 
-:func:`predict_exposure` raises :class:`~crlib.errors.InputDataError` for a bad file (corrupt,
-wrong instrument, missing chip, all-NaN chip); :func:`predict_exposures` turns those into
-``status="failed"`` records for that exposure only and carries on with the others.
+Every chip the file holds is predicted, whatever the layout: full-frame two-chip exposures, one-
+and two-chip subarrays, ``.fits.gz``, FLT as well as FLC (chips, shapes and CCDs come from the file:
+:mod:`crlib.model.layout`). :func:`predict_exposure` raises :class:`~crlib.errors.InputDataError`
+for a bad file (corrupt, wrong instrument, a full-frame file lacking a chip, an all-NaN or constant
+chip), naming the actual problem; :func:`predict_exposures` turns those into ``status="failed"``
+records for that exposure only and carries on with the others.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import numpy as np
 
 from crlib.errors import InputDataError, ModelError
 from crlib.model.inference import MaskEngine, Precision, peak_memory_mb
+from crlib.model.layout import FIX_DOWNLOAD, FileLayout, chip_layout
 from crlib.model.predfile import ChipPrediction, prediction_path, write_prediction
 from crlib.model.weights import LoadedModel, choose_model_name, load_shipped_model
-from crlib.profiles import InstrumentProfile, profile_for_header
+from crlib.profiles import ChipLayout, InstrumentProfile, profile_for_header
 from crlib.provenance import code_version
 from crlib.records import PredictionResult
 
@@ -34,7 +38,7 @@ class ExposureImage:
     Attributes
     ----------
     path
-        The FLC/FLT file.
+        The FLC/FLT file (``.fits`` or ``.fits.gz``).
     rootname
         Lower-case ``ipppssoo``.
     profile
@@ -44,9 +48,13 @@ class ExposureImage:
     exptime_s
         EXPTIME in seconds.
     chips
-        ``{sci_extver: (sci (ny, nx) electrons, dq (ny, nx) or None)}`` in profile order.
+        ``{sci_extver: (sci (ny, nx) electrons, dq (ny, nx) or None)}`` for the chips the file
+        holds, in EXTVER order; shapes are the file's (a subarray chip is smaller than the CCD).
     primary
-        A few primary keywords (INSTRUME, DETECTOR, gain and read-noise keywords).
+        A few primary keywords (INSTRUME, DETECTOR, gain and read-noise keywords, CCDAMP).
+    layout
+        The file's chips (CCD of each SCI EXTVER), ``SUBARRAY`` and ``APERTURE``
+        (see :mod:`crlib.model.layout`); ``None`` only for images built by hand.
     """
 
     path: Path
@@ -56,6 +64,13 @@ class ExposureImage:
     exptime_s: float
     chips: dict[int, tuple[np.ndarray, np.ndarray | None]]
     primary: dict[str, Any]
+    layout: FileLayout | None = None
+
+    def ccd(self, extver: int) -> ChipLayout:
+        """The CCD of chip ``SCI,extver``: the file's ``CCDCHIP``, else the profile's chip of that EXTVER."""
+        if self.layout is not None:
+            return self.layout.chip(extver).layout
+        return self.profile.chip(extver)
 
 
 def exposure_filter(header: Any) -> str | None:
@@ -67,81 +82,110 @@ def exposure_filter(header: Any) -> str | None:
     return None
 
 
+#: BUNIT values of a calibrated FLC/FLT chip in electrons.
+ELECTRON_UNITS = ("ELECTRONS", "ELECTRON")
+
+
+def _read_chip(hdul: Any, path: Path, extver: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One chip's SCI (float32 electrons) and DQ (or ``None``), checked for usable pixels."""
+    try:
+        sci_hdu = hdul["SCI", extver]
+        data = sci_hdu.data
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputDataError(path, f"SCI,{extver} unreadable ({exc})", fix=FIX_DOWNLOAD) from None
+    if data is None or data.ndim != 2 or data.size == 0:
+        shape = "no data (NAXIS=0)" if data is None else f"shape {data.shape}"
+        raise InputDataError(path, f"SCI,{extver} holds no 2-D image ({shape})", fix=FIX_DOWNLOAD)
+    bunit = str(sci_hdu.header.get("BUNIT", "ELECTRONS")).strip().upper()
+    if bunit not in ELECTRON_UNITS:
+        raise InputDataError(
+            path,
+            f"SCI,{extver} is in {bunit}, deepCR needs electrons",
+            fix="use the calibrated FLC/FLT product (BUNIT='ELECTRONS')",
+        )
+    sci = np.asarray(data, dtype=np.float32)
+    is_finite = np.isfinite(sci)
+    finite = sci if is_finite.all() else sci[is_finite]
+    if finite.size == 0:
+        raise InputDataError(path, f"SCI,{extver} has no finite pixels (all NaN/inf)", fix=FIX_DOWNLOAD)
+    low, high = float(finite.min()), float(finite.max())
+    if low == high:
+        raise InputDataError(
+            path,
+            f"SCI,{extver} is constant (every {'' if finite is sci else 'finite '}pixel {low:g}, "
+            f"{sci.shape[0]}x{sci.shape[1]} px): "
+            "it holds no image (a placeholder or header-only file)",
+            fix="use the calibrated exposure as MAST delivers it; " + FIX_DOWNLOAD,
+        )
+    dq: np.ndarray | None = None
+    try:
+        dq_data = hdul["DQ", extver].data
+        if dq_data is not None and dq_data.shape == sci.shape:
+            dq = np.asarray(dq_data)
+    except (KeyError, OSError, ValueError, TypeError):
+        dq = None  # DQ is only counted (NDQFLAG); the truth's VALID plane keeps flagged pixels out of scores
+    return sci, dq
+
+
 def read_exposure(path: Path, *, expected_profile: InstrumentProfile | None = None) -> ExposureImage:
     """Read a calibrated exposure's chips and header facts.
+
+    The chips are the ``SCI`` extensions the file holds (:func:`crlib.model.layout.chip_layout`):
+    two for a full-frame exposure, one or two for a subarray; their shapes are the file's.
+
+    Parameters
+    ----------
+    path
+        FLC/FLT file, ``.fits`` or ``.fits.gz``.
+    expected_profile
+        Refuse files of another instrument.
 
     Raises
     ------
     InputDataError
-        Unreadable FITS, unknown/wrong instrument, missing SCI extension, non-2-D data,
-        non-electron units, or a chip without finite pixels.
+        Unreadable FITS; unknown or wrong instrument; a full-frame file that lacks a chip
+        (incomplete: download again); a malformed chip layout; a SCI extension without a 2-D
+        image; non-electron units; a chip without finite pixels or with one constant value.
     """
     from astropy.io import fits
 
     path = Path(path)
-    fix_download = "re-download the file (it may be truncated or corrupt)"
     try:
         hdul = fits.open(path, memmap=False)
     except FileNotFoundError:
         raise InputDataError(path, "file not found") from None
-    except (OSError, ValueError, TypeError) as exc:
-        raise InputDataError(path, f"not a readable FITS file ({exc})", fix=fix_download) from None
+    except (OSError, ValueError, TypeError, EOFError) as exc:
+        raise InputDataError(path, f"not a readable FITS file ({exc})", fix=FIX_DOWNLOAD) from None
     with hdul:
-        primary = hdul[0].header
-        instrume = str(primary.get("INSTRUME", "")).strip()
-        detector = str(primary.get("DETECTOR", "")).strip()
-        profile = profile_for_header(instrume, detector)
-        if profile is None:
-            raise InputDataError(
-                path,
-                f"instrument {instrume or '?'}/{detector or '?'} has no deepCR profile",
-                fix="only ACS/WFC and WFC3/UVIS exposures can be processed",
-            )
-        if expected_profile is not None and profile.name != expected_profile.name:
-            raise InputDataError(
-                path,
-                f"is a {profile.instrume}/{profile.detector} exposure, expected "
-                f"{expected_profile.instrume}/{expected_profile.detector}",
-                fix="pass files of the configured instrument (CRLIB_INSTRUMENT)",
-            )
-        chips: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-        for layout in profile.chips:
-            try:
-                sci_hdu = hdul["SCI", layout.sci_extver]
-                data = sci_hdu.data
-            except KeyError:
-                raise InputDataError(
-                    path, f"missing extension SCI,{layout.sci_extver}", fix=fix_download
-                ) from None
-            except (OSError, ValueError, TypeError) as exc:
-                raise InputDataError(
-                    path, f"SCI,{layout.sci_extver} unreadable ({exc})", fix=fix_download
-                ) from None
-            if data is None or data.ndim != 2:
-                raise InputDataError(path, f"SCI,{layout.sci_extver} holds no 2-D image", fix=fix_download)
-            bunit = str(sci_hdu.header.get("BUNIT", "ELECTRONS")).strip().upper()
-            if bunit != "ELECTRONS":
+        try:
+            primary = hdul[0].header
+            instrume = str(primary.get("INSTRUME", "")).strip()
+            detector = str(primary.get("DETECTOR", "")).strip()
+            profile = profile_for_header(instrume, detector)
+            if profile is None:
                 raise InputDataError(
                     path,
-                    f"SCI,{layout.sci_extver} is in {bunit}, deepCR needs electrons",
-                    fix="use the calibrated FLC/FLT product (BUNIT='ELECTRONS')",
+                    f"instrument {instrume or '?'}/{detector or '?'} has no deepCR profile",
+                    fix="only ACS/WFC and WFC3/UVIS exposures can be processed",
                 )
-            sci = np.asarray(data, dtype=np.float32)
-            if not np.isfinite(sci).any():
+            if expected_profile is not None and profile.name != expected_profile.name:
                 raise InputDataError(
-                    path, f"SCI,{layout.sci_extver} has no finite pixels (all NaN/inf)", fix=fix_download
+                    path,
+                    f"is a {profile.instrume}/{profile.detector} exposure, expected "
+                    f"{expected_profile.instrume}/{expected_profile.detector}",
+                    fix="pass files of the configured instrument (CRLIB_INSTRUMENT)",
                 )
-            dq: np.ndarray | None = None
-            try:
-                dq_data = hdul["DQ", layout.sci_extver].data
-                if dq_data is not None and dq_data.shape == sci.shape:
-                    dq = np.asarray(dq_data)
-            except KeyError:
-                dq = None
-            chips[layout.sci_extver] = (sci, dq)
-        rootname = str(primary.get("ROOTNAME", "")).strip().lower() or path.name.split("_")[0].lower()
-        keep = ("INSTRUME", "DETECTOR", *profile.gain_keywords, *profile.readnoise_keywords)
+            layout = chip_layout(hdul, path, profile)
+            chips = {extver: _read_chip(hdul, path, extver) for extver in layout.extvers}
+        except InputDataError:
+            raise
+        except (OSError, ValueError, TypeError, EOFError) as exc:  # a gzip stream or HDU cut short
+            raise InputDataError(path, f"not a readable FITS file ({exc})", fix=FIX_DOWNLOAD) from None
+        rootname = str(primary.get("ROOTNAME", "")).strip().lower() or rootname_from_path(path)
+        keep = ("INSTRUME", "DETECTOR", "CCDAMP", *profile.gain_keywords, *profile.readnoise_keywords)
         facts = {key: primary[key] for key in keep if key in primary}
+        if layout.subarray:
+            log.debug("%s: subarray %s, chips %s", path.name, layout.aperture or "?", layout.extvers)
         return ExposureImage(
             path=path,
             rootname=rootname,
@@ -150,7 +194,13 @@ def read_exposure(path: Path, *, expected_profile: InstrumentProfile | None = No
             exptime_s=float(primary.get("EXPTIME", 0.0) or 0.0),
             chips=chips,
             primary=facts,
+            layout=layout,
         )
+
+
+def rootname_from_path(path: Path) -> str:
+    """``ipppssoo`` from a file name such as ``jabc01xyq_flc.fits.gz`` (lower case)."""
+    return Path(path).name.split("_")[0].split(".")[0].lower()
 
 
 def predict_exposure(
@@ -231,10 +281,13 @@ def _predict_read_exposure(
         raise ModelError(f"threshold must lie strictly between 0 and 1, got {cut}")
     chips = []
     for extver, (sci, dq) in exposure.chips.items():
-        result = engine.predict_chip(sci)
+        try:
+            result = engine.predict_chip(sci)
+        except ValueError as exc:  # e.g. a chip a normalising model cannot standardise
+            raise InputDataError(exposure.path, f"SCI,{extver}: {exc}", fix=FIX_DOWNLOAD) from None
         mask = (result.probability > cut).astype(np.uint8)
         header = {
-            "CCDCHIP": exposure.profile.chip(extver).ccdchip,
+            "CCDCHIP": exposure.ccd(extver).ccdchip,
             "NNONFIN": int(result.nonfinite.sum()),
             "NDQFLAG": int(np.count_nonzero(dq)) if dq is not None else 0,
             "NCRPIX": int(mask.sum()),
@@ -248,6 +301,8 @@ def _predict_read_exposure(
         "DETECTOR": exposure.profile.detector,
         "FILTER": exposure.filter or "",
         "EXPTIME": exposure.exptime_s,
+        "SUBARRAY": exposure.layout.subarray if exposure.layout is not None else False,
+        "APERTURE": exposure.layout.aperture if exposure.layout is not None else "",
         "CRMODEL": engine.model.name,
         "CRMODVER": engine.model.version,
         "CRTHRESH": cut,
@@ -321,7 +376,7 @@ def failed_prediction(
 ) -> PredictionResult:
     """The record of an exposure that could not be predicted (``status="failed"`` with ``reason``)."""
     return PredictionResult(
-        rootname=path.name.split("_")[0].lower(),
+        rootname=rootname_from_path(path),
         model_name=model_name,
         model_version=model_version,
         code_version=code_version(),

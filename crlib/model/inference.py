@@ -129,12 +129,20 @@ def plan_windows(shape: tuple[int, int], *, window: int, margin: int = DEFAULT_M
     shape
         Padded image shape ``(ny, nx)``, both multiples of 4.
     window
-        Window side in pixels (multiple of 4, > 2 * margin).
+        Window side in pixels (multiple of 4, > 2 * margin unless one window holds the image).
     margin
         Pixels discarded at each inner window edge (multiple of 2, >= the receptive radius).
+
+    Returns
+    -------
+    list of Window
+        One window when the image fits in it (any size, e.g. a 12x12 test chip or a small
+        subarray: there are no inner edges), else overlapping windows of side ``window``.
     """
     if margin < receptive_radius() or margin % 2:
         raise ValueError(f"margin must be even and >= {receptive_radius()} px, got {margin}")
+    if shape[0] <= window and shape[1] <= window and window % 4 == 0:
+        return [Window(0, 0, (0, shape[0]), (0, shape[1]))]
     if window % 4 or window <= 2 * margin:
         raise ValueError(f"window must be a multiple of 4 larger than 2 * margin, got {window}")
     ys = _axis_windows(shape[0], window, margin)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from crlib.errors import ConfigError, InputDataError
-from crlib.profiles import InstrumentProfile
+from crlib.profiles import ChipLayout, InstrumentProfile
 from crlib.records import PredictionResult
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,34 @@ SIGCLIP_SWEEP: tuple[float, ...] = (2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0, 10.0
 DEFAULT_SIGCLIP = 4.5
 
 
-def chip_read_noise(primary: Mapping[str, Any], profile: InstrumentProfile, extver: int) -> float:
+def chip_read_noise(
+    primary: Mapping[str, Any], profile: InstrumentProfile, extver: int, *, ccd: ChipLayout | None = None
+) -> float:
     """Mean read noise (e-) of the chip's amplifiers from the primary header.
+
+    Parameters
+    ----------
+    primary
+        Primary header (``READNSE*``; ``CCDAMP`` when present limits the amplifiers, e.g. ``A``
+        for a subarray read through amplifier A).
+    profile
+        Instrument profile.
+    extver
+        SCI EXTVER of the chip.
+    ccd
+        The chip's CCD as the file says (``CCDCHIP``; see
+        :meth:`crlib.model.exposure.ExposureImage.ccd`); default the profile's chip of ``extver``
+        (right for full-frame files only: a WFC1 subarray's ``SCI,1`` is WFC1).
 
     Raises
     ------
     InputDataError
         If none of the chip's ``READNSE*`` keywords is present.
     """
-    amps = profile.chip(extver).amps
+    amps: tuple[str, ...] = (ccd or profile.chip(extver)).amps
+    used = str(primary.get("CCDAMP", "") or "").strip().upper()
+    if used.isalpha() and set(used) & set(amps):
+        amps = tuple(amp for amp in amps if amp in used)
     keys = [key for key in profile.readnoise_keywords if key[-1] in amps]
     values = [float(primary[key]) for key in keys if key in primary and float(primary[key]) > 0]
     if not values:
@@ -202,11 +221,11 @@ def predict_exposure_lacosmic(
     exposure = read_exposure(path)
     chips = []
     for extver, (sci, _dq) in exposure.chips.items():
-        noise = chip_read_noise(exposure.primary, exposure.profile, extver)
+        noise = chip_read_noise(exposure.primary, exposure.profile, extver, ccd=exposure.ccd(extver))
         score = lacosmic_score(sci, read_noise=noise, objlim=objlim, sigclips=levels)
         mask = (score > threshold).astype(np.uint8)
         header = {
-            "CCDCHIP": exposure.profile.chip(extver).ccdchip,
+            "CCDCHIP": exposure.ccd(extver).ccdchip,
             "NNONFIN": int(np.count_nonzero(~np.isfinite(sci))),
             "NCRPIX": int(mask.sum()),
         }

@@ -2,14 +2,18 @@
 
 Layout::
 
-    PRIMARY   ROOTNAME, INSTRUME, DETECTOR, FILTER, CRMODEL, CRMODVER, CRTHRESH, CRLIBVER,
-              CRDEVICE, CRPREC (fp32/bf16), CRSECS
+    PRIMARY   ROOTNAME, INSTRUME, DETECTOR, FILTER, EXPTIME, SUBARRAY, APERTURE, CRMODEL, CRMODVER,
+              CRTHRESH, CRLIBVER, CRDEVICE, CRPREC (fp32/bf16), CRSECS
     CRPROB,N  CR probability of chip N (N = the FLC's SCI EXTVER) as IEEE float16, 0 where the
               input was not finite. FITS has no 16-bit float BITPIX, so the float16 bit patterns
               are stored as unsigned 16-bit integers (BITPIX 16, BZERO 32768) with
               ``PROBTYPE = 'FLOAT16'``: view the integers as float16 (:func:`read_prediction` does).
-              Header: CCDCHIP, NNONFIN (non-finite input pixels), NDQFLAG (DQ != 0), NCRPIX
+              Header: CCDCHIP (the CCD, from the FLC's SCI header), NNONFIN (non-finite input
+              pixels), NDQFLAG (DQ != 0), NCRPIX
     CRMASK,N  uint8, 1 = CR (probability > CRTHRESH, computed before rounding to float16)
+
+There is one CRPROB/CRMASK pair per chip the FLC holds: two for a full-frame exposure, one or two
+for a subarray; each has the shape of its SCI array.
 """
 
 from __future__ import annotations
@@ -110,15 +114,18 @@ def read_prediction(path: Path) -> tuple[dict[str, Any], list[ChipPrediction]]:
                     mask_hdu = hdul["CRMASK", extver]
                 except KeyError:
                     raise InputDataError(path, f"CRPROB,{extver} has no matching CRMASK,{extver}") from None
-                header = {k: hdu.header[k] for k in ("CCDCHIP", "NNONFIN", "NDQFLAG") if k in hdu.header}
-                chips.append(
-                    ChipPrediction(
-                        extver=extver,
-                        probability=_probability_from_hdu(hdu),
-                        mask=np.asarray(mask_hdu.data, dtype=np.uint8),
-                        header=header,
+                header = {
+                    k: hdu.header[k] for k in ("CCDCHIP", "NNONFIN", "NDQFLAG", "NCRPIX") if k in hdu.header
+                }
+                probability = _probability_from_hdu(hdu)
+                mask = np.asarray(mask_hdu.data, dtype=np.uint8)
+                if probability.ndim != 2 or mask.shape != probability.shape:
+                    raise InputDataError(
+                        path,
+                        f"CRPROB,{extver} {probability.shape} and CRMASK,{extver} {mask.shape} differ",
+                        fix="re-run `crlib infer`",
                     )
-                )
+                chips.append(ChipPrediction(extver=extver, probability=probability, mask=mask, header=header))
     except (OSError, ValueError, TypeError) as exc:
         raise InputDataError(
             path, f"cannot read prediction file ({exc})", fix="re-run `crlib infer`"

@@ -1,6 +1,14 @@
 """Patch datasets: 256x256 cut-outs of (image, CR mask, ignore mask), written once as ``.npy``.
 
-Per chip the image border (128 px) is discarded and the rest tiled without overlap. The *ignore*
+Per chip the image border (128 px) is discarded and the rest tiled without overlap. Chips are the
+SCI extensions the FLC holds that have a ``CRMASK`` in the truth file, each of its own shape
+(full-frame chips, one- or two-chip subarrays). A chip smaller than a patch plus the border on both
+sides (``patch + 2 * border`` = 512 px by default: a 512x513 ``UVIS2-C512C-SUB`` chip gives one
+patch, a 10x10 test file none) is **skipped, not padded**: padding would make patches that are
+mostly ignored pixels and would put the chip edge, where drizzle truth is least reliable, inside
+the training data. Each skipped chip is logged and recorded with its reason in the manifest
+(``skipped_chips``); when no chip of any exposure yields a patch the build fails naming the chips
+and their sizes. The *ignore*
 mask (1 = excluded from loss and metrics) is set where
 
 * the DQ array flags the pixel (any bit except the CR bits 4096/8192, which are the labels),
@@ -10,8 +18,9 @@ mask (1 = excluded from loss and metrics) is set where
 
 A dataset directory holds ``images.npy`` (float32, N x P x P, electrons), ``masks.npy`` and
 ``ignore.npy`` (uint8, N x P x P) and ``manifest.json`` (parameters, exposures, the per-patch
-index with split, field type, filter and sky level). The directory name is a hash of its inputs
-and parameters, so the same inputs are cut once and reused (arrays are memory-mapped on reading).
+index with split, field type, filter and sky level, the skipped chips). The directory name is a
+hash of its inputs and parameters, so the same inputs are cut once and reused (arrays are
+memory-mapped on reading).
 """
 
 from __future__ import annotations
@@ -91,6 +100,11 @@ class PatchDataset:
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def skipped_chips(self) -> list[dict[str, Any]]:
+        """Chips that gave no patch: ``rootname``, ``chip`` (SCI EXTVER), ``shape`` and ``reason``."""
+        return list(self.manifest.get("skipped_chips", []))
+
+    @property
     def dataset_id(self) -> str:
         """The directory name (hash of inputs and parameters)."""
         return self.directory.name
@@ -133,9 +147,9 @@ def patch_origins(shape: tuple[int, int], params: PatchParameters) -> list[tuple
 
 
 def _read_chips(
-    exposure: TrainingExposure,
+    exposure: TrainingExposure, extvers: set[int]
 ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """``(extver, sci, dq, crmask, valid-or-None)`` for every chip that has truth."""
+    """``(extver, sci, dq, crmask, valid-or-None)`` for the chips ``extvers`` (which have truth)."""
     from astropy.io import fits
 
     chips = []
@@ -149,14 +163,17 @@ def _read_chips(
                 if hdu.name != "SCI":
                     continue
                 extver = hdu.ver
-                if ("CRMASK", extver) not in truth_names:
+                if extver not in extvers or ("CRMASK", extver) not in truth_names:
                     continue
                 sci = np.asarray(hdu.data, dtype=np.float32)
-                dq = (
-                    np.asarray(flc["DQ", extver].data)
-                    if ("DQ", extver) in flc
-                    else np.zeros(sci.shape, np.int16)
-                )
+                dq_data = flc["DQ", extver].data if ("DQ", extver) in flc else None
+                dq = np.zeros(sci.shape, np.int16) if dq_data is None else np.asarray(dq_data)
+                if dq.shape != sci.shape:
+                    raise InputDataError(
+                        exposure.flc_path,
+                        f"DQ,{extver} has shape {dq.shape}, SCI,{extver} {sci.shape}",
+                        fix="re-download the exposure",
+                    )
                 crmask = np.asarray(truth["CRMASK", extver].data)
                 valid = np.asarray(truth["VALID", extver].data) if ("VALID", extver) in truth_names else None
                 if crmask.shape != sci.shape or (valid is not None and valid.shape != sci.shape):
@@ -174,8 +191,11 @@ def _read_chips(
     return chips
 
 
-def _chip_shapes(exposure: TrainingExposure) -> list[tuple[int, int]]:
-    """Shapes of the SCI arrays that have a CRMASK, from the headers only."""
+def _chip_shapes(exposure: TrainingExposure) -> list[tuple[int, tuple[int, int]]]:
+    """``(extver, (ny, nx))`` of the SCI arrays that have a CRMASK, from the headers only.
+
+    A SCI extension without an image (``NAXIS`` != 2) has shape ``(0, 0)``.
+    """
     from astropy.io import fits
 
     try:
@@ -183,12 +203,28 @@ def _chip_shapes(exposure: TrainingExposure) -> list[tuple[int, int]]:
             extvers = {h.ver for h in truth[1:] if h.name == "CRMASK"}
         with fits.open(exposure.flc_path) as flc:
             return [
-                (int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
+                (
+                    int(h.ver),
+                    (int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
+                    if h.header.get("NAXIS") == 2
+                    else (0, 0),
+                )
                 for h in flc[1:]
                 if h.name == "SCI" and h.ver in extvers
             ]
     except (OSError, KeyError) as exc:
         raise InputDataError(exposure.flc_path, f"cannot read FLC/truth headers ({exc})") from None
+
+
+def too_small_reason(shape: tuple[int, int], params: PatchParameters) -> str | None:
+    """Why a chip of ``shape`` gives no patch (smaller than patch + 2 x border), else ``None``."""
+    if patch_origins(shape, params):
+        return None
+    need = params.patch + 2 * params.border
+    return (
+        f"{shape[0]}x{shape[1]} px chip is smaller than a {params.patch} px patch plus a "
+        f"{params.border} px border on each side ({need}x{need} px): skipped"
+    )
 
 
 def dataset_key(
@@ -255,11 +291,29 @@ def build_patch_dataset(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     p = params.patch
-    total = sum(len(patch_origins(shape, params)) for e in exposures for shape in _chip_shapes(e))
+    wanted: dict[str, set[int]] = {}
+    skipped: list[dict[str, Any]] = []
+    total = 0
+    for exposure in exposures:
+        wanted[exposure.rootname] = set()
+        for extver, shape in _chip_shapes(exposure):
+            reason = too_small_reason(shape, params)
+            if reason is None:
+                wanted[exposure.rootname].add(extver)
+                total += len(patch_origins(shape, params))
+                continue
+            log.info("%s SCI,%d: %s", exposure.rootname, extver, reason)
+            skipped.append(
+                {"rootname": exposure.rootname, "chip": extver, "shape": list(shape), "reason": reason}
+            )
     if total == 0:
+        sizes = ", ".join(
+            f"{row['rootname']} SCI,{row['chip']} {row['shape'][0]}x{row['shape'][1]}" for row in skipped
+        )
         raise InputDataError(
             exposures[0].flc_path,
-            f"no {p}x{p} patch fits inside a {params.border}px border",
+            f"no {p}x{p} patch fits inside a {params.border}px border of any chip "
+            f"(chips need {p + 2 * params.border}x{p + 2 * params.border} px; got {sizes[:300] or 'none'})",
             fix="use larger images or a smaller border",
         )
     from numpy.lib.format import open_memmap
@@ -270,7 +324,9 @@ def build_patch_dataset(
     index: list[dict[str, Any]] = []
     for exposure in exposures:
         split = splits[exposure.visit]["split"]
-        for extver, sci, dq, crmask, valid in _read_chips(exposure):
+        if not wanted[exposure.rootname]:
+            continue
+        for extver, sci, dq, crmask, valid in _read_chips(exposure, wanted[exposure.rootname]):
             ignored = ignore_mask(sci, dq, valid, params=params)
             for y0, x0 in patch_origins(sci.shape, params):
                 window = np.s_[y0 : y0 + p, x0 : x0 + p]
@@ -304,6 +360,7 @@ def build_patch_dataset(
         "exposures": [asdict(e) | {"split": splits[e.visit]["split"]} for e in exposures],
         "visits": {e.visit: splits[e.visit] for e in exposures},
         "patches_per_split": counts,
+        "skipped_chips": skipped,
         "index": index,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -82,3 +82,66 @@ def test_truth_that_does_not_match_the_prediction_is_refused(flc_factory_for_met
 def flc_factory_for_metrics(small_archive, tmp_path: Path) -> Path:
     exposure = small_archive.visits[1].exposures[0]
     return Path(predict_exposure(Path(exposure.path), out_dir=tmp_path / "pred", device="cpu").path)
+
+
+def _write_prediction(path: Path, chips: dict[int, tuple[np.ndarray, np.ndarray]]) -> Path:
+    from crlib.model.predfile import ChipPrediction, write_prediction
+
+    return write_prediction(
+        path,
+        [
+            ChipPrediction(extver=e, probability=p, mask=(p > 0.5).astype(np.uint8), header={})
+            for e, (p, _) in chips.items()
+        ],
+        primary={"ROOTNAME": "jsub01abq", "CRMODEL": "ACS-WFC", "CRMODVER": "v"},
+    )
+
+
+def test_each_chip_of_any_layout_is_scored_against_its_own_truth(tmp_path: Path) -> None:
+    from crlib.metrics.scoring import score_prediction_chips
+    from crlib.truth.product import write_truth_product
+
+    rng = np.random.default_rng(0)
+    truth = {1: rng.random((512, 512)) < 0.01}  # a one-chip WFC1-512 subarray
+    probability = np.where(truth[1], 0.9, 0.1).astype(np.float32)
+    probability[0, :10] = 0.9  # ten false positives
+    valid = np.ones((512, 512), np.uint8)
+    valid[-1] = 0  # the last row is not valid
+    prediction = _write_prediction(tmp_path / "jsub01abq_crpred.fits", {1: (probability, truth[1])})
+    crtruth = write_truth_product(
+        tmp_path / "jsub01abq_crtruth.fits",
+        rootname="jsub01abq",
+        masks={1: (truth[1].astype(np.uint8), valid)},
+        provenance={"METHOD": "test"},
+    )
+    primary, per_chip = score_prediction_chips(prediction, crtruth)
+    assert list(per_chip) == [1] and primary["ROOTNAME"] == "jsub01abq"
+    scores = per_chip[1]
+    n_cr = int((truth[1] & (valid == 1)).sum())
+    assert (scores.tp, scores.fn) == (n_cr, 0)
+    assert scores.fp == 10 - int(truth[1][0, :10].sum())
+    assert scores.tp + scores.fp + scores.fn + scores.tn == 511 * 512
+    metrics, _ = score_prediction_file(prediction, crtruth)
+    assert (metrics.tp, metrics.fp) == (scores.tp, scores.fp)
+
+
+def test_prediction_and_truth_of_different_layouts_are_refused_naming_both(tmp_path: Path) -> None:
+    one_chip = _write_prediction(tmp_path / "a_crpred.fits", {1: (np.zeros((512, 512), np.float32), None)})
+    two_chips = _write_truth(
+        tmp_path / "two_crtruth.fits", {1: np.zeros((512, 512)), 2: np.zeros((512, 512))}, valid=None
+    )
+    with pytest.raises(InputDataError, match=r"has no CRPROB,2 for truth chip 2 \(prediction chips \[1\]"):
+        score_prediction_file(one_chip, two_chips)
+    full_frame = _write_truth(tmp_path / "ff_crtruth.fits", {1: np.zeros((2048, 64))}, valid=None)
+    with pytest.raises(InputDataError, match=r"CRMASK,1 shape 2048x64 px differs .* chip 1 shape 512x512 px"):
+        score_prediction_file(one_chip, full_frame)
+    bad_valid = tmp_path / "bv_crtruth.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(np.zeros((512, 512), np.uint8), name="CRMASK", ver=1),
+            fits.ImageHDU(np.ones((8, 8), np.uint8), name="VALID", ver=1),
+        ]
+    ).writeto(bad_valid)
+    with pytest.raises(InputDataError, match="VALID,1 shape 8x8 px differs from CRMASK,1 shape 512x512 px"):
+        read_truth(bad_valid)

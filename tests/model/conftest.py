@@ -55,24 +55,44 @@ def write_flc(
     instrume: str = "ACS",
     detector: str = "WFC",
     dq: dict[int, np.ndarray] | None = None,
+    ccdchip: dict[int, int] | None = None,
+    primary: dict[str, object] | None = None,
 ) -> Path:
-    """An FLC file on the real ACS/WFC template header with the given SCI arrays (electrons)."""
+    """An FLC file on the real ACS/WFC template header with the given SCI arrays (electrons).
+
+    ``chips`` maps SCI EXTVER to its image: any EXTVERs, any shapes (a one-chip subarray is
+    ``{1: image}``). ``ccdchip`` overrides the CCDCHIP of an EXTVER (a WFC1 subarray's ``SCI,1``
+    is CCDCHIP 1); each chip's SCI header is the template's header of that CCD. ``primary`` sets
+    extra primary keywords (``SUBARRAY``, ``APERTURE``, ``NEXTEND``...; a value of ``None``
+    removes the keyword). ``NEXTEND`` is set to the extensions written unless given.
+    """
     with fits.open(TEMPLATE) as template:
-        primary = fits.PrimaryHDU(header=template[0].header.copy())
-        primary.header["ROOTNAME"] = rootname
-        primary.header["FILTER1"] = "CLEAR1L"
-        primary.header["FILTER2"] = filter_name
-        primary.header["INSTRUME"] = instrume
-        primary.header["DETECTOR"] = detector
-        hdus: list = [primary]
-        for layout in ACS_WFC.chips:
-            data = chips[layout.sci_extver]
-            sci = fits.ImageHDU(
-                data.astype(np.float32), header=template["SCI", layout.sci_extver].header.copy()
+        head = fits.PrimaryHDU(header=template[0].header.copy())
+        head.header["ROOTNAME"] = rootname
+        head.header["FILTER1"] = "CLEAR1L"
+        head.header["FILTER2"] = filter_name
+        head.header["INSTRUME"] = instrume
+        head.header["DETECTOR"] = detector
+        hdus: list = [head]
+        for extver in sorted(chips):
+            data = chips[extver]
+            ccd = (ccdchip or {}).get(extver, ACS_WFC.chip(extver).ccdchip if extver <= 2 else 1)
+            template_extver = (
+                next(c.sci_extver for c in ACS_WFC.chips if c.ccdchip == ccd) if ccd in (1, 2) else 1
             )
-            err = fits.ImageHDU(np.sqrt(np.abs(data)).astype(np.float32), name="ERR", ver=layout.sci_extver)
-            flags = (dq or {}).get(layout.sci_extver, np.zeros(data.shape, dtype=np.int16))
-            hdus += [sci, err, fits.ImageHDU(flags.astype(np.int16), name="DQ", ver=layout.sci_extver)]
+            header = template["SCI", template_extver].header.copy()
+            header["EXTVER"] = extver
+            header["CCDCHIP"] = ccd
+            sci = fits.ImageHDU(data.astype(np.float32), header=header)
+            err = fits.ImageHDU(np.sqrt(np.abs(data)).astype(np.float32), name="ERR", ver=extver)
+            flags = (dq or {}).get(extver, np.zeros(data.shape, dtype=np.int16))
+            hdus += [sci, err, fits.ImageHDU(flags.astype(np.int16), name="DQ", ver=extver)]
+        head.header["NEXTEND"] = len(hdus) - 1
+        for key, value in (primary or {}).items():
+            if value is None:
+                head.header.remove(key, ignore_missing=True)
+            else:
+                head.header[key] = value
     fits.HDUList(hdus).writeto(path, overwrite=True)
     return path
 

@@ -85,6 +85,24 @@ def test_windows_cover_the_image_once_with_even_origins() -> None:
         plan_windows(shape, window=96, margin=4)
 
 
+@pytest.mark.parametrize("name", ["ACS-WFC", "WFC3-UVIS"])
+def test_chips_of_any_size_equal_deepcr(name: str) -> None:
+    # drizzlepac's real test files are 10x10; subarrays are 512x513; a chip may be narrower than a
+    # window's margins (these used to fail with "window must be ... larger than 2 * margin")
+    detector = deepcr_reference(name)
+    engine = MaskEngine(load_shipped_model(name), device="cpu", threads=1)
+    rng = np.random.default_rng(3)
+    for shape in [(10, 10), (13, 7), (3, 300), (24, 24), (26, 30)]:
+        image = rng.normal(100.0, 10.0, shape).astype(np.float32)
+        image[shape[0] // 2, shape[1] // 2] += 3000.0  # a hot pixel / CR hit
+        expected = detector.clean(image, inpaint=False, binary=False, segment=False)
+        got = engine.predict_chip(image).probability
+        assert got.shape == shape
+        assert np.abs(got - expected).max() < 1e-4, shape
+    windows = plan_windows((12, 12), window=12)
+    assert [(w.core_y, w.core_x) for w in windows] == [((0, 12), (0, 12))]
+
+
 def test_nonfinite_pixels_get_zero_probability_and_do_not_spread() -> None:
     image, _ = synthetic_chip((160, 200), seed=4)
     engine = MaskEngine(load_shipped_model("ACS-WFC"), device="cpu")

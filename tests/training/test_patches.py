@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from crlib.errors import InputDataError
 from crlib.training.patches import PatchParameters, build_patch_dataset, ignore_mask, patch_origins
 from crlib.training.sources import exposures_from_local_archive
 
@@ -53,3 +55,47 @@ def test_dataset_from_simulated_archive_is_written_once(small_archive, tmp_path:
 def test_short_exposures_are_not_used(small_archive) -> None:
     exposures = exposures_from_local_archive(small_archive.root, min_exptime_s=10_000)
     assert exposures == []
+
+
+def _pair(directory: Path, rootname: str, shapes: dict[int, tuple[int, int]]):
+    """A minimal FLC (SCI/DQ per chip, as the file holds them) and its truth product."""
+    from astropy.io import fits
+
+    from crlib.training.sources import TrainingExposure
+    from crlib.truth.product import write_truth_product
+
+    rng = np.random.default_rng(len(rootname))
+    hdus: list = [fits.PrimaryHDU()]
+    masks = {}
+    for extver, shape in shapes.items():
+        hdus.append(fits.ImageHDU(rng.normal(100, 5, shape).astype(np.float32), name="SCI", ver=extver))
+        hdus.append(fits.ImageHDU(np.zeros(shape, np.int16), name="DQ", ver=extver))
+        masks[extver] = ((rng.random(shape) < 0.01).astype(np.uint8), np.ones(shape, np.uint8))
+    flc = directory / f"{rootname}_flc.fits"
+    fits.HDUList(hdus).writeto(flc)
+    truth = write_truth_product(
+        directory / f"{rootname}_crtruth.fits", rootname=rootname, masks=masks, provenance={}
+    )
+    return TrainingExposure(rootname, rootname[:6], "extragalactic", "F606W", 500.0, str(flc), str(truth))
+
+
+def test_chips_smaller_than_a_patch_plus_border_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    params = PatchParameters(patch=256, border=128)
+    exposures = [
+        _pair(tmp_path, "jsub01abq", {1: (513, 512)}),  # a UVIS2-C512C-SUB-sized chip: exactly one patch
+        _pair(tmp_path, "jtin02abq", {1: (10, 10), 2: (10, 10)}),  # drizzlepac's 10x10 real test files
+        _pair(tmp_path, "jtwo03abq", {1: (400, 900), 2: (520, 520)}),  # two-chip subarray, one chip too short
+    ]
+    dataset = build_patch_dataset(exposures, tmp_path / "datasets", params=params)
+    assert [(row["rootname"], row["chip"]) for row in dataset.index] == [("jsub01abq", 1), ("jtwo03abq", 2)]
+    skipped = {(row["rootname"], row["chip"]): row for row in dataset.skipped_chips}
+    assert set(skipped) == {("jtin02abq", 1), ("jtin02abq", 2), ("jtwo03abq", 1)}
+    assert skipped[("jtwo03abq", 1)]["shape"] == [400, 900]
+    assert (
+        "400x900 px chip is smaller than a 256 px patch plus a 128 px border"
+        in skipped[("jtwo03abq", 1)]["reason"]
+    )
+    with pytest.raises(
+        InputDataError, match=r"no 256x256 patch fits.*chips need 512x512 px; got jtin02abq SCI,1 10x10"
+    ):
+        build_patch_dataset(exposures[1:2], tmp_path / "tiny", params=params)
