@@ -41,10 +41,12 @@ def infer_command(
     from crlib.errors import InputDataError
     from crlib.model.exposure import failed_prediction, predict_exposure
     from crlib.model.inference import MaskEngine
+    from crlib.profiles import get_profile
     from crlib.records import to_dict
     from crlib.registry.serving import exposure_filter_of, load_inference_model, resolve_model_reference
 
     settings = load_settings()
+    profile = get_profile(settings.instrument)
     engines: dict[tuple[str, str], MaskEngine] = {}
     reasons: set[str] = set()
     results = []
@@ -71,6 +73,9 @@ def infer_command(
                     precision=precision,
                     threshold=threshold,
                     engine=engines[key],
+                    # the model was chosen for CRLIB_INSTRUMENT: another instrument's file is refused
+                    # with the fix, never predicted with the wrong model
+                    expected_profile=profile,
                 )
             )
         except InputDataError as exc:

@@ -637,8 +637,8 @@ def score_exposure(
     """
     from crlib.db.repo import record_cr_statistics, record_metrics
     from crlib.errors import InputDataError
-    from crlib.metrics.crstats import cr_statistics
-    from crlib.metrics.scoring import read_truth, score_prediction_file
+    from crlib.metrics.crstats import truth_cr_statistics
+    from crlib.metrics.scoring import score_prediction_file
     from crlib.profiles import get_profile
 
     ledger = RunLedger(settings.data_root, run_id)
@@ -652,7 +652,11 @@ def score_exposure(
         return rootname
     observation = next((o for o in _observations(ledger, rootname[:6]) if o.rootname == rootname), None)
     field_type = observation.field_type if observation else None
-    exptime = observation.exptime_s if observation else 0.0
+    exptime = (
+        observation.exptime_s
+        if observation and observation.exptime_s
+        else _exptime_of(exposure["prediction"])
+    )
     identity = {
         "prediction": str(exposure["prediction"]),
         "prediction_file": reuse.file_fingerprint(exposure["prediction"]),
@@ -676,13 +680,10 @@ def score_exposure(
             metrics, _ = score_prediction_file(
                 Path(exposure["prediction"]), Path(truth_path), field_type=field_type
             )
-            statistics = [
-                cr_statistics(
-                    mask, rootname=rootname, chip=chip, exptime_s=exptime, profile=profile, valid=valid
-                )
-                for chip, (mask, valid) in sorted(read_truth(Path(truth_path)).items())
-            ]
-        except InputDataError as exc:
+            statistics = truth_cr_statistics(
+                Path(truth_path), rootname=rootname, exptime_s=exptime, profile=profile
+            )
+        except (InputDataError, ValueError) as exc:  # unreadable products, no valid pixels, no EXPTIME
             log.warning("%s: not scored: %s", rootname, exc)
             ledger.update_exposure(rootname, scored=False, score_note=str(exc), score_failed=True)
             return rootname
@@ -707,6 +708,16 @@ def score_exposure(
         scored_model=f"{metrics.model_name}:{metrics.model_version}",
     )
     return rootname
+
+
+def _exptime_of(prediction_path: str | Path) -> float:
+    """EXPTIME (s) from a prediction product's primary header, 0 when it has none (then not scored)."""
+    from astropy.io import fits
+
+    try:
+        return float(fits.getval(prediction_path, "EXPTIME", ext=0))
+    except (OSError, KeyError, ValueError):
+        return 0.0
 
 
 # ----------------------------------------------------------------------------- finish
