@@ -13,12 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
+from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile
 
 log = logging.getLogger(__name__)
 
 #: drizzlepac SVM's catalog PSF FWHM for ACS/WFC, arcsec (``fwhmpsf`` in the alignment JSON).
 DEFAULT_FWHM_ARCSEC = 0.13
+
+
+class SourceFindingError(ValueError):
+    """photutils refused a chip's pixels (e.g. too few unmasked pixels in every background box)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +33,11 @@ class CatalogOptions:
     Attributes
     ----------
     nsigma
-        Detection threshold above the local background, in background-RMS units.
+        Detection threshold above the local background, in background-RMS units (DAOStarFinder's
+        ``threshold``, the amplitude of the fitted PSF-size Gaussian). Measured on pure Gaussian
+        noise, a 1024x512 chip gives ~400 "sources" at 3, 9 at 4 and none at 5: at 3 (drizzlepac
+        SVM's ``nsigma``, which it applies to a segmentation image instead) noise peaks outnumber
+        the real sources of a sparse field and drag its relative fit to 0.7-1.1 px rms.
     max_sources
         Keep at most this many brightest sources per chip (drizzlepac SVM: 500).
     sharpness_range, roundness_range
@@ -39,7 +48,7 @@ class CatalogOptions:
         Box size of the 2-D background estimate, pixels.
     """
 
-    nsigma: float = 3.0
+    nsigma: float = 5.0
     max_sources: int = 500
     sharpness_range: tuple[float, float] = (0.25, 0.90)
     roundness_range: tuple[float, float] = (-1.0, 1.0)
@@ -88,6 +97,12 @@ def find_sources(
     astropy.table.Table
         Columns ``x``, ``y`` (0-based pixels), ``flux``, ``peak``, ``sharpness``, ``roundness1``,
         ``roundness2``, sorted by decreasing flux; possibly empty.
+
+    Raises
+    ------
+    SourceFindingError
+        photutils cannot estimate a background or noise level from these pixels (all or most of
+        them masked or non-finite).
     """
     from astropy.table import Table
     from photutils.background import Background2D, MedianBackground
@@ -100,12 +115,17 @@ def find_sources(
     mask = ~dq_good(dq) | ~np.isfinite(data)
     data = np.where(mask, 0.0, data).astype(np.float32)
     box = min(opts.background_box, data.shape[0] // 2, data.shape[1] // 2)
-    background = Background2D(data, box, mask=mask, filter_size=3, bkg_estimator=MedianBackground())
+    try:
+        background = Background2D(data, box, mask=mask, filter_size=3, bkg_estimator=MedianBackground())
+    except ValueError as exc:  # photutils: "All input pixels are masked", too few good pixels per box
+        raise SourceFindingError(f"background estimate impossible ({exc})") from exc
     # Background2D interpolates its mesh to full resolution on every property access (~0.3 s per
     # 4096x2048 chip): take the background once, and the noise level from the mesh itself.
     level = np.asarray(background.background, dtype=np.float32)
     residual = data - level
     rms = float(np.median(background.background_rms_mesh))
+    if not np.isfinite(rms):
+        raise SourceFindingError("background noise level is not finite")
     finder = DAOStarFinder(
         threshold=opts.nsigma * max(rms, 1e-3),
         fwhm=fwhm_px,
@@ -114,7 +134,10 @@ def find_sources(
         peak_max=saturation_e,
         exclude_border=True,
     )
-    found = finder.find_stars(residual, mask=mask)
+    try:
+        found = finder.find_stars(residual, mask=mask)
+    except ValueError as exc:
+        raise SourceFindingError(f"source detection impossible ({exc})") from exc
     empty = Table(
         names=("x", "y", "flux", "peak", "sharpness", "roundness1", "roundness2"), dtype=[float] * 7
     )
@@ -143,21 +166,41 @@ def find_sources(
 def exposure_catalogs(
     path: Path, *, profile: InstrumentProfile, options: CatalogOptions | None = None
 ) -> dict[int, object]:
-    """Source catalog of every chip of one exposure, ``{sci_extver: Table}``."""
+    """Source catalog of every chip of one exposure, ``{sci_extver: Table}``.
+
+    Raises
+    ------
+    InputDataError
+        The file cannot be read, a chip fails :func:`~crlib.align.exposures.check_chip_pixels`
+        (all-NaN, mostly NaN, constant), or photutils refuses its pixels; names file and chip.
+    """
     from astropy.io import fits
+
+    from crlib.align.exposures import check_chip_pixels
 
     fwhm_px = DEFAULT_FWHM_ARCSEC / profile.plate_scale_arcsec
     catalogs: dict[int, object] = {}
-    with fits.open(path, memmap=False) as hdul:
+    try:
+        hdul = fits.open(path, memmap=False)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(path, f"cannot read FITS file ({exc})", fix="download it again") from None
+    with hdul:
         for hdu in hdul:
             if hdu.header.get("EXTNAME", "").upper() != "SCI":
                 continue
             extver = int(hdu.header.get("EXTVER", 1))
-            catalogs[extver] = find_sources(
-                hdu.data,
-                hdul["DQ", extver].data,
-                fwhm_px=fwhm_px,
-                saturation_e=profile.saturation_e,
-                options=options,
-            )
+            if hdu.data is None or ("DQ", extver) not in hdul:
+                raise InputDataError(
+                    path, f"SCI,{extver} has no image or no DQ,{extver}", fix="pass a calibrated FLC/FLT file"
+                )
+            dq = hdul["DQ", extver].data
+            check_chip_pixels(path, extver, hdu.data, dq)
+            try:
+                catalogs[extver] = find_sources(
+                    hdu.data, dq, fwhm_px=fwhm_px, saturation_e=profile.saturation_e, options=options
+                )
+            except SourceFindingError as exc:
+                raise InputDataError(
+                    path, f"SCI,{extver}: {exc}: source catalog impossible", fix="download it again"
+                ) from exc
     return catalogs

@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile, profile_for_header
 
@@ -20,6 +22,18 @@ log = logging.getLogger(__name__)
 
 #: Calibrated-product suffixes we accept, in order of preference.
 PRODUCT_SUFFIXES: tuple[str, ...] = ("_flc.fits", "_flt.fits")
+
+#: A chip with a larger share of NaN/Inf pixels is damaged (calacs never writes them; screening's
+#: pixel check uses the same limit); a smaller share is flagged as bad pixels in the working copy
+#: (:func:`flag_nonfinite`): one NaN anywhere makes AstroDrizzle's sky step fail for the whole
+#: visit ("Not enough data points to compute statistics").
+MAX_NONFINITE_FRACTION = 0.01
+
+#: ACS/WFC3 DQ bit "data replaced by fill value": what :func:`flag_nonfinite` sets (drizzle and the
+#: valid mask treat it as bad).
+FILL_VALUE_DQ_BIT = 2
+
+_REDOWNLOAD = "download it again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +60,8 @@ class ExposureInfo:
         Mean of the profile's gain keywords, e-/DN.
     read_noise_e
         Mean of the profile's read-noise keywords, electrons.
+    nonfinite_pixels
+        NaN/Inf science pixels over all chips (see :func:`flag_nonfinite`).
     """
 
     path: Path
@@ -57,6 +73,7 @@ class ExposureInfo:
     chip_shape: tuple[int, int]
     gain: float
     read_noise_e: float
+    nonfinite_pixels: int = 0
 
 
 def find_exposures(visit_dir: Path) -> list[Path]:
@@ -84,7 +101,75 @@ def _mean_keyword(header: object, keywords: tuple[str, ...]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def read_exposure(path: Path, *, profile: InstrumentProfile | None = None) -> ExposureInfo:
+def check_chip_pixels(
+    path: Path,
+    extver: int,
+    sci: np.ndarray,
+    dq: np.ndarray,
+    *,
+    max_nonfinite_fraction: float = MAX_NONFINITE_FRACTION,
+) -> int:
+    """Refuse a chip whose pixels no source catalog, sky estimate or driz_cr can work on.
+
+    Parameters
+    ----------
+    path
+        The file (named in the error).
+    extver
+        SCI extension version of the chip.
+    sci
+        float (ny, nx) science array, electrons.
+    dq
+        int (ny, nx) data-quality array.
+    max_nonfinite_fraction
+        Largest share of NaN/Inf pixels accepted.
+
+    Returns
+    -------
+    int
+        NaN/Inf pixels of the (accepted) chip.
+
+    Raises
+    ------
+    InputDataError
+        No finite pixel, more than ``max_nonfinite_fraction`` NaN/Inf pixels, no finite
+        DQ-good pixel, or a constant chip (no sky noise: a zeroed or filled array).
+    """
+    from crlib.truth.validmask import dq_good  # lazy: crlib.truth imports crlib.align
+
+    data = np.asarray(sci)
+    finite = np.isfinite(data)
+    n_finite = int(finite.sum())
+    chip = f"SCI,{extver}"
+    if n_finite == 0:
+        raise InputDataError(
+            path, f"{chip} is entirely NaN/Inf: source catalog and sky impossible", fix=_REDOWNLOAD
+        )
+    bad_share = 1.0 - n_finite / data.size
+    if bad_share > max_nonfinite_fraction:
+        raise InputDataError(
+            path,
+            f"{chip} has {bad_share:.1%} NaN/Inf pixels (more than {max_nonfinite_fraction:.0%}): "
+            "the data are damaged",
+            fix=_REDOWNLOAD,
+        )
+    usable = finite & dq_good(dq)
+    if not usable.any():
+        raise InputDataError(path, f"{chip} has no finite DQ-good pixel: nothing to measure", fix=_REDOWNLOAD)
+    low = float(np.min(data, where=usable, initial=np.inf))
+    high = float(np.max(data, where=usable, initial=-np.inf))
+    if low == high:
+        raise InputDataError(
+            path,
+            f"{chip} is constant (every good pixel {low:g}): no sky, no noise, no sources",
+            fix=_REDOWNLOAD,
+        )
+    return data.size - n_finite
+
+
+def read_exposure(
+    path: Path, *, profile: InstrumentProfile | None = None, check_pixels: bool = True
+) -> ExposureInfo:
     """Open one exposure and check everything AstroDrizzle and the truth stage rely on.
 
     Parameters
@@ -93,12 +178,14 @@ def read_exposure(path: Path, *, profile: InstrumentProfile | None = None) -> Ex
         Calibrated ``*_flc.fits`` / ``*_flt.fits`` file.
     profile
         Expected instrument profile; ``None`` takes it from ``INSTRUME``/``DETECTOR``.
+    check_pixels
+        Also refuse chips whose pixels nothing can be measured on (see :func:`check_chip_pixels`).
 
     Raises
     ------
     InputDataError
         Unreadable/truncated file, wrong instrument, missing SCI/DQ extension, ``EXPTIME`` missing
-        or not positive, ``BUNIT`` other than electrons.
+        or not positive, ``BUNIT`` other than electrons, all-NaN, mostly-NaN or constant chip.
     """
     from astropy.io import fits
 
@@ -130,6 +217,7 @@ def read_exposure(path: Path, *, profile: InstrumentProfile | None = None) -> Ex
             if not extvers:
                 raise InputDataError(path, "no SCI extension", fix="pass a calibrated FLC/FLT file")
             shape: tuple[int, int] | None = None
+            nonfinite = 0
             for extver in extvers:
                 sci = hdul["SCI", extver]
                 bunit = str(sci.header.get("BUNIT", "")).strip().upper()
@@ -146,6 +234,10 @@ def read_exposure(path: Path, *, profile: InstrumentProfile | None = None) -> Ex
                 if sci.data is None or sci.data.ndim != 2:
                     raise InputDataError(path, f"SCI,{extver} holds no 2-D image", fix="re-download the file")
                 shape = (int(sci.data.shape[0]), int(sci.data.shape[1]))
+                if check_pixels:
+                    nonfinite += check_chip_pixels(path, extver, sci.data, hdul["DQ", extver].data)
+                else:
+                    nonfinite += int(np.count_nonzero(~np.isfinite(sci.data)))
             gain = _mean_keyword(primary, found.gain_keywords) or 1.0
             read_noise = _mean_keyword(primary, found.readnoise_keywords) or 0.0
             filters = [str(primary.get(k, "")).strip().upper() for k in ("FILTER1", "FILTER2", "FILTER")]
@@ -168,7 +260,40 @@ def read_exposure(path: Path, *, profile: InstrumentProfile | None = None) -> Ex
         chip_shape=shape,
         gain=gain,
         read_noise_e=read_noise,
+        nonfinite_pixels=nonfinite,
     )
+
+
+def flag_nonfinite(path: Path) -> dict[int, int]:
+    """Turn NaN/Inf science pixels into flagged bad pixels, in place (working copies only).
+
+    AstroDrizzle's sky step fails on a single NaN; such pixels are set to the chip's median (so a
+    sky statistic that ignores DQ is not pulled) and get DQ bit :data:`FILL_VALUE_DQ_BIT`, which
+    drizzle and the valid mask treat as bad.
+
+    Returns
+    -------
+    dict
+        ``{sci_extver: pixels flagged}`` for chips that had any.
+    """
+    from astropy.io import fits
+
+    flagged: dict[int, int] = {}
+    with fits.open(path, mode="update", memmap=False) as hdul:
+        for hdu in hdul:
+            if hdu.header.get("EXTNAME", "").upper() != "SCI" or hdu.data is None:
+                continue
+            nonfinite = ~np.isfinite(hdu.data)
+            if not nonfinite.any():
+                continue
+            extver = int(hdu.header.get("EXTVER", 1))
+            finite = hdu.data[~nonfinite]
+            hdu.data[nonfinite] = float(np.median(finite)) if finite.size else 0.0
+            hdul["DQ", extver].data[nonfinite] |= FILL_VALUE_DQ_BIT
+            flagged[extver] = int(nonfinite.sum())
+    if flagged:
+        log.warning("%s: NaN/Inf pixels per chip %s flagged as bad (DQ %d)", path, flagged, FILL_VALUE_DQ_BIT)
+    return flagged
 
 
 def copy_to_work_dir(paths: list[Path], work_dir: Path) -> list[Path]:

@@ -19,8 +19,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: Fit geometries tried in order, with the minimum number of matches each needs.
-FITGEOM_FALLBACK: tuple[tuple[str, int], ...] = (("rscale", 6), ("rshift", 4), ("shift", 2))
+#: Fit geometries tried in order, with the minimum number of matches each needs: drizzlepac SVM
+#: (``pars/hap_pars/svm_parameters/acs/wfc/acs_wfc_alignment_all.json``) asks 12 for ``rscale``
+#: (``mosaic_relgeom_list``/``mosaic_fitgeom_list``) and never fits on fewer than 4
+#: (``MIN_FIT_MATCHES``); it has no ``rshift`` step, ours sits between the two.
+FITGEOM_FALLBACK: tuple[tuple[str, int], ...] = (("rscale", 12), ("rshift", 8), ("shift", 4))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,10 @@ import numpy as np
 from crlib.align.catalogs import CatalogOptions, exposure_catalogs
 from crlib.align.fit import ChipCorrector, FitOutcome, MatchOptions, fit_with_fallback
 from crlib.align.refcat import ReferenceCatalog, fetch_reference_catalog, read_catalog_file
+from crlib.align.verify import FitLimits, HeaderComparison, verify_relative_fit
 from crlib.align.wcsupdate import write_wcs
 from crlib.config import worker_count
+from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile
 from crlib.records import AlignmentResult
 
@@ -49,6 +51,8 @@ class AlignOptions:
         Matching options of the two fits (the absolute search radius covers arcsec-level pointing errors).
     catalog
         Source-finding options.
+    fit_limits
+        When a relative fit is refused and the header WCS kept (:mod:`crlib.align.verify`).
     workers
         Threads that build the exposures' source catalogs at once (0: one per CPU core).
     """
@@ -62,7 +66,87 @@ class AlignOptions:
     relative_match: MatchOptions = field(default_factory=MatchOptions)
     absolute_match: MatchOptions = field(default_factory=lambda: MatchOptions(searchrad=25.0))
     catalog: CatalogOptions = field(default_factory=CatalogOptions)
+    fit_limits: FitLimits = field(default_factory=FitLimits)
     workers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VisitCatalogs:
+    """Source catalogs of a visit's exposures, and the exposures whose data defeat them.
+
+    Attributes
+    ----------
+    catalogs
+        ``{path: {sci_extver: Table}}`` of every exposure that could be measured.
+    failures
+        ``{path: InputDataError}``: unusable pixels (all-NaN, mostly NaN or constant chip, photutils
+        refusing them) or no source at all while other exposures of the visit have plenty.
+    """
+
+    catalogs: dict[Path, dict[int, Any]]
+    failures: dict[Path, InputDataError]
+
+
+def _rootname(path: Path) -> str:
+    return path.name.split("_")[0].lower()
+
+
+def visit_catalogs(
+    exposures: Sequence[Path], *, profile: InstrumentProfile, options: AlignOptions | None = None
+) -> VisitCatalogs:
+    """Source catalogs of every exposure, with per-exposure data problems returned, not raised.
+
+    An exposure with no source on any chip while at least two others of the visit have
+    ``min_sources`` on some chip cannot be aligned with them (an empty or shutter-failed
+    exposure): it is a failure too. A field that is blank in every exposure is not.
+
+    Parameters
+    ----------
+    exposures
+        Exposure files.
+    profile
+        Instrument profile (PSF size, saturation level).
+    options
+        Alignment options (``catalog``, ``min_sources``, ``workers``).
+
+    Returns
+    -------
+    VisitCatalogs
+    """
+    opts = options or AlignOptions()
+    paths = [Path(p) for p in exposures]
+
+    def one(path: Path) -> dict[int, Any] | InputDataError:
+        try:
+            return exposure_catalogs(path, profile=profile, options=opts.catalog)
+        except InputDataError as exc:  # this exposure's data: recorded, the visit goes on
+            return exc
+
+    # Source finding (photutils, numpy, scipy: mostly outside the GIL) runs in threads, one exposure each.
+    with ThreadPoolExecutor(max_workers=worker_count(opts.workers, len(paths))) as pool:
+        found = list(pool.map(one, paths))
+    catalogs: dict[Path, dict[int, Any]] = {}
+    failures: dict[Path, InputDataError] = {}
+    for path, result in zip(paths, found, strict=True):
+        if isinstance(result, InputDataError):
+            log.warning("%s", result)
+            failures[path] = result
+        else:
+            catalogs[path] = result
+    counts = {p: sum(len(t) for t in c.values()) for p, c in catalogs.items()}
+    usable = [p for p, c in catalogs.items() if any(len(t) >= opts.min_sources for t in c.values())]
+    for path in [p for p, n in counts.items() if n == 0]:
+        others = sorted(counts[p] for p in usable if p != path)
+        if len(others) >= 2:
+            failures[path] = InputDataError(
+                path,
+                f"no source found on any chip while {len(others)} other exposures of the visit have "
+                f"{others[0]}-{others[-1]}: it cannot be aligned with them",
+                fix="check the exposure (shutter, guiding, target) or download it again",
+            )
+            log.warning("%s", failures[path])
+            del catalogs[path]
+    return VisitCatalogs(catalogs, failures)
 
 
 def _read_wcs(path: Path, extvers: Sequence[int]) -> dict[int, Any]:
@@ -133,6 +217,19 @@ def _reference_catalog(
     return refcat, "; ".join(attempts)
 
 
+def _header_note(comparison: HeaderComparison, *, kept: bool) -> dict[str, float]:
+    """Per-exposure record entries of a :class:`~crlib.align.verify.HeaderComparison`."""
+    return {
+        "header_kept": float(kept),
+        "header_pairs": float(comparison.n_pairs),
+        "header_chance_pairs": comparison.n_chance,
+        "header_rms_px": comparison.header_rms_px,
+        "header_offset_px": comparison.header_offset_px,
+        "fit_rms_on_header_pairs_px": comparison.fit_rms_px,
+        "fit_offset_on_header_pairs_px": comparison.fit_offset_px,
+    }
+
+
 def align_visit(
     exposures: Sequence[Path],
     *,
@@ -140,6 +237,7 @@ def align_visit(
     profile: InstrumentProfile,
     options: AlignOptions | None = None,
     write: bool = True,
+    catalogs: VisitCatalogs | None = None,
 ) -> AlignmentResult:
     """Align the exposures of one visit and write the new WCS into them.
 
@@ -155,76 +253,95 @@ def align_visit(
         Alignment options.
     write
         Write the fitted WCS (``-FIT_SVM_<catalog>`` or ``-FIT_REL_NONE``) into the files.
+    catalogs
+        The exposures' catalogs from :func:`visit_catalogs` (default: built here). Exposures among
+        its ``failures`` are left out of the fit and keep their header WCS; the reason names them.
 
     Returns
     -------
     AlignmentResult
-        ``aligned_absolute`` / ``aligned_relative`` / ``not_aligned`` with a reason; ``rms_px`` is
-        the relative-fit RMS (what matters for driz_cr), the absolute RMS is in ``per_exposure``.
+        ``aligned_absolute`` / ``aligned_relative`` / ``not_aligned`` with a reason; ``rms_px`` and
+        ``n_matches`` are the relative fit's (what matters for driz_cr) over the exposures that took
+        it, the absolute RMS is in ``per_exposure``. An exposure whose relative fit
+        :func:`~crlib.align.verify.verify_relative_fit` refuses keeps its header WCS
+        (``header_kept`` in ``per_exposure``); when every one does, the visit is ``not_aligned``.
     """
     opts = options or AlignOptions()
-    paths = [Path(p) for p in exposures]
+    all_paths = [Path(p) for p in exposures]
+    found = catalogs if catalogs is not None else visit_catalogs(all_paths, profile=profile, options=opts)
+    excluded = [found.failures[p] for p in all_paths if p in found.failures]
+    excluded_note = "; ".join(f"left out {exc}" for exc in excluded)
+    paths = [p for p in all_paths if p in found.catalogs]
     chips: list[ChipCorrector] = []
     wcs: dict[tuple[str, int], Any] = {}
     n_sources: dict[str, int] = {}
-    # Source finding (photutils, numpy, scipy: mostly outside the GIL) runs in threads, one
-    # exposure each; the WCSs are read afterwards in this thread.
-    with ThreadPoolExecutor(max_workers=worker_count(opts.workers, len(paths))) as pool:
-        found = list(pool.map(lambda p: exposure_catalogs(p, profile=profile, options=opts.catalog), paths))
-    for path, catalogs in zip(paths, found, strict=True):
-        rootname = path.name.split("_")[0].lower()
-        chip_wcs = _read_wcs(path, list(catalogs))
+    for path in paths:
+        rootname = _rootname(path)
+        chip_wcs = _read_wcs(path, list(found.catalogs[path]))
         n_sources[rootname] = 0
-        for extver, chip_catalog in catalogs.items():
+        for extver, chip_catalog in found.catalogs[path].items():
             wcs[(rootname, extver)] = chip_wcs[extver]
-            n_sources[rootname] += len(chip_catalog)  # type: ignore[arg-type]
-            if len(chip_catalog) >= opts.min_sources:  # type: ignore[arg-type]
+            n_sources[rootname] += len(chip_catalog)
+            if len(chip_catalog) >= opts.min_sources:
                 chips.append(ChipCorrector(path, rootname, extver, chip_catalog))
     log.info("visit %s: sources per exposure %s", visit, n_sources)
     usable = sorted({c.rootname for c in chips})
     sources_note = {k: float(v) for k, v in n_sources.items()}
-    if len(paths) < 2:
+
+    def not_aligned(
+        reason: str, n_matches: int = 0, extra: dict[str, dict[str, float]] | None = None
+    ) -> AlignmentResult:
+        if excluded_note:
+            reason = f"{reason}; {excluded_note}"
+        log.info("visit %s: not aligned (%s)", visit, reason)
+        per_exposure = {k: {"n_sources": v, **(extra or {}).get(k, {})} for k, v in sources_note.items()}
         return AlignmentResult(
-            visit,
-            "not_aligned",
-            None,
-            None,
-            0,
-            None,
-            None,
-            reason="a single exposure: nothing to align relative to",
-            per_exposure={k: {"n_sources": v} for k, v in sources_note.items()},
+            visit, "not_aligned", None, None, n_matches, None, None, reason=reason, per_exposure=per_exposure
         )
+
+    if len(all_paths) < 2:
+        return not_aligned("a single exposure: nothing to align relative to")
+    if len(paths) < 2:
+        return not_aligned(f"{len(paths)} exposure(s) with usable pixels: nothing to align relative to")
     if len(usable) < len(paths):
         poor = sorted(set(n_sources) - set(usable))
-        return AlignmentResult(
-            visit,
-            "not_aligned",
-            None,
-            None,
-            0,
-            None,
-            None,
-            reason=f"too few sources (< {opts.min_sources} per chip) in {', '.join(poor)}",
-            per_exposure={k: {"n_sources": v} for k, v in sources_note.items()},
-        )
+        return not_aligned(f"too few sources (< {opts.min_sources} per chip) in {', '.join(poor)}")
 
     relative = fit_with_fallback(chips, wcs, match=opts.relative_match)
     if not relative.success:
-        return AlignmentResult(
-            visit,
-            "not_aligned",
-            None,
-            None,
+        return not_aligned(f"relative fit failed: {relative.reason}", relative.n_matches)
+    refused, comparisons = verify_relative_fit(
+        relative,
+        chips,
+        wcs,
+        searchrad_px=opts.relative_match.searchrad,
+        tolerance_px=opts.relative_match.tolerance,
+        scale_arcsec=profile.plate_scale_arcsec,
+        limits=opts.fit_limits,
+    )
+    header = {k: _header_note(c, kept=k in refused) for k, c in comparisons.items()}
+    for rootname in refused:
+        header.setdefault(rootname, {"header_kept": 1.0})
+    refused_note = "; ".join(f"{k}: {why}" for k, why in sorted(refused.items()))
+    accepted = {k: v for k, v in relative.per_exposure.items() if not v.get("reference") and k not in refused}
+    if not accepted:
+        return not_aligned(
+            f"header WCS kept: the {relative.fitgeom} relative fit is refused for every exposure "
+            f"({refused_note})",
             relative.n_matches,
-            None,
-            None,
-            reason=f"relative fit failed: {relative.reason}",
-            per_exposure={k: {"n_sources": v} for k, v in sources_note.items()},
+            header,
         )
+    n_matches = int(min(v["n_matches"] for v in accepted.values()))
+    total = sum(v["n_matches"] for v in accepted.values())
+    rms_px = math.sqrt(sum(v["n_matches"] * v["rms_px"] ** 2 for v in accepted.values()) / total)
     aligned_wcs = dict(wcs)
-    aligned_wcs.update(relative.wcs)
-    per_exposure = {k: dict(v, n_sources=sources_note.get(k, 0.0)) for k, v in relative.per_exposure.items()}
+    aligned_wcs.update({key: w for key, w in relative.wcs.items() if key[0] not in refused})
+    per_exposure = {
+        k: dict(v, n_sources=sources_note.get(k, 0.0), **header.get(k, {}))
+        for k, v in relative.per_exposure.items()
+    }
+    if refused:
+        excluded_note = "; ".join(filter(None, [f"header WCS kept for {refused_note}", excluded_note]))
 
     refcat, catalog_note = _reference_catalog(opts, aligned_wcs)
     absolute: FitOutcome | None = None
@@ -258,34 +375,31 @@ def align_visit(
     else:
         final_wcs, label, status = aligned_wcs, "FIT_REL_NONE", "aligned_relative"
         reason = f"kept the relative fit: {catalog_note}"
+    if excluded_note:
+        reason = f"{reason}; {excluded_note}" if reason else excluded_note
 
     wcsname: str | None = None
     if write:
         for path in paths:
-            rootname = path.name.split("_")[0].lower()
+            rootname = _rootname(path)
+            if absolute is None and rootname in refused:
+                continue  # its header WCS stays as it is
             solutions = {extver: w for (root, extver), w in final_wcs.items() if root == rootname}
             keywords = {
                 "RELGEOM": relative.fitgeom,
-                "RELMATCH": relative.n_matches,
+                "RELMATCH": n_matches,
                 "FITGEOM": absolute.fitgeom if absolute else relative.fitgeom,
-                "NMATCHES": absolute.n_matches if absolute else relative.n_matches,
+                "NMATCHES": absolute.n_matches if absolute else n_matches,
             }
             wcsname = write_wcs(path, solutions, label=label, keywords=keywords)
-    log.info(
-        "visit %s: %s (%s), rms %.3f px, %d matches",
-        visit,
-        status,
-        fitgeom,
-        relative.rms_px or math.nan,
-        relative.n_matches,
-    )
+    log.info("visit %s: %s (%s), rms %.3f px, %d matches", visit, status, fitgeom, rms_px, n_matches)
     return AlignmentResult(
         visit=visit,
         status=status,  # type: ignore[arg-type]
         catalog=catalog,
         fit_geometry=fitgeom,
-        n_matches=relative.n_matches,
-        rms_px=relative.rms_px,
+        n_matches=n_matches,
+        rms_px=rms_px,
         wcsname=wcsname,
         reason=reason,
         per_exposure=per_exposure,

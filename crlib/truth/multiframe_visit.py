@@ -165,8 +165,12 @@ def multiframe_visit_truth(
         frames, goods = [], []
         for info in infos:
             with fits.open(info.path, memmap=False) as hdul:
-                frames.append(np.asarray(hdul["SCI", extver].data, dtype=np.float32))
-                goods.append(dq_good(hdul["DQ", extver].data))
+                frame = np.asarray(hdul["SCI", extver].data, dtype=np.float32)
+                finite = np.isfinite(frame)
+                if not finite.all():  # a few NaN/Inf (read_exposure refuses more): bad pixels
+                    frame = np.where(finite, frame, np.float32(np.median(frame[finite])))
+                frames.append(frame)
+                goods.append(dq_good(hdul["DQ", extver].data) & finite)
         result = compute_crmasks(frames, base)
         if plots:
             write_diagnostic_plots(result, frames, out_dir, prefix=f"{infos[0].rootname[:6]}_sci{extver}")

@@ -17,8 +17,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crlib.align.exposures import ExposureInfo, copy_to_work_dir, find_exposures, read_exposure
-from crlib.align.visit import AlignOptions, align_visit
+from crlib.align.exposures import (
+    ExposureInfo,
+    copy_to_work_dir,
+    find_exposures,
+    flag_nonfinite,
+    read_exposure,
+)
+from crlib.align.verify import header_error_px
+from crlib.align.visit import AlignOptions, align_visit, visit_catalogs
 from crlib.config import worker_count
 from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile, get_profile
@@ -135,6 +142,7 @@ def _coverages(
 def _exposure_truth(
     info: ExposureInfo,
     *,
+    copy: Path,
     run: DrizzleRun,
     frames: dict[str, list[ChipFrame]],
     coverages: dict[tuple[str, int], np.ndarray],
@@ -152,7 +160,8 @@ def _exposure_truth(
     qualities: list[ChipQuality] = []
     chips: list[ChipTruth] = []
     missing = []
-    with fits.open(info.path, memmap=False) as hdul:
+    # the working copy: its SCI equals the visit's file apart from NaN/inf pixels flag_nonfinite filled
+    with fits.open(copy, memmap=False) as hdul:
         for extver in info.sci_extvers:
             crmask = run.cr_mask(info.rootname, extver)
             if crmask is None:
@@ -206,6 +215,7 @@ def _exposure_truth(
         alignment_rms_px=alignment.rms_px if alignment else None,
         alignment_status=alignment.status if alignment else None,
         alignment_matches=alignment.n_matches if alignment else 0,
+        header_error_px=header_error_px(alignment) if alignment else None,
         thresholds=options.thresholds,
     )
     parameters = {**provenance, **gate_parameters(qualities)}
@@ -219,6 +229,20 @@ def _exposure_truth(
         reasons=reasons,
     )
     return TruthResult(info.rootname, "drizzle", status, str(path), tuple(chips), reasons, parameters)
+
+
+def _too_few_exposures(
+    infos: list[ExposureInfo], method: Literal["drizzle", "multiframe"]
+) -> list[TruthResult]:
+    return [
+        failed_truth(
+            info.rootname,
+            method,
+            f"only {len(infos)} usable exposure(s) in the visit: "
+            "driz_cr needs at least 2 overlapping exposures",
+        )
+        for info in infos
+    ]
 
 
 def build_visit_truth(
@@ -285,15 +309,7 @@ def build_visit_truth(
         return VisitTruth(visit, method, None, tuple(results), seconds, work_dir, out_dir)
 
     if len(infos) < 2:
-        for info in infos:
-            results.append(
-                failed_truth(
-                    info.rootname,
-                    method,
-                    f"only {len(infos)} usable exposure(s) in the visit: "
-                    "driz_cr needs at least 2 overlapping exposures",
-                )
-            )
+        results.extend(_too_few_exposures(infos, method))
         seconds["total"] = time.perf_counter() - start
         return VisitTruth(visit, method, None, tuple(results), seconds, work_dir, out_dir)
 
@@ -301,13 +317,33 @@ def build_visit_truth(
         shutil.rmtree(work_dir)
     t0 = time.perf_counter()
     copies = copy_to_work_dir([i.path for i in infos], work_dir)
+    for info, copy in zip(infos, copies, strict=True):
+        if info.nonfinite_pixels:
+            flag_nonfinite(copy)
     seconds["copy"] = time.perf_counter() - t0
     assert wanted is not None
 
     alignment: AlignmentResult | None = None
     if opts.align:
         t0 = time.perf_counter()
-        alignment = align_visit(copies, visit=visit, profile=wanted, options=opts.align_options)
+        catalogs = visit_catalogs(copies, profile=wanted, options=opts.align_options)
+        bad = dict(catalogs.failures)
+        for info, copy in zip(infos, copies, strict=True):
+            if copy in bad:
+                # name the visit's file, not its working copy
+                named = InputDataError(info.path, bad[copy].problem, fix=bad[copy].fix)
+                results.append(failed_truth(info.rootname, method, str(named)))
+                copy.unlink()
+        infos = [i for i, c in zip(infos, copies, strict=True) if c not in bad]
+        copies = [c for c in copies if c not in bad]
+        if len(infos) < 2:
+            results.extend(_too_few_exposures(infos, method))
+            seconds["total"] = time.perf_counter() - start
+            results.sort(key=lambda r: r.rootname)
+            return VisitTruth(visit, method, None, tuple(results), seconds, work_dir, out_dir)
+        alignment = align_visit(
+            copies, visit=visit, profile=wanted, options=opts.align_options, catalogs=catalogs
+        )
         seconds["align"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -358,11 +394,13 @@ def build_visit_truth(
     }
     results.extend(failed_truth(r, method, "; ".join(run.problems), **provenance) for r in sorted(failed))
     todo = [info for info in infos if info.rootname not in failed]
+    copy_of = {info.rootname: copy for info, copy in zip(infos, copies, strict=True)}
     coverages = _coverages(todo, frames) if opts.min_exposures > 1 else {}
 
     def one_exposure(info: ExposureInfo) -> TruthResult:
         return _exposure_truth(
             info,
+            copy=copy_of[info.rootname],
             run=run,
             frames=frames,
             coverages=coverages,

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-import pytest
+import numpy as np
 from astropy.io import fits
 
 from crlib.align import AlignOptions, align_visit
@@ -15,24 +15,6 @@ from crlib.profiles import ACS_WFC
 from crlib.truth.fidelity import wcs_correction_error
 
 GAIA_FILE = "gaia/gaia_dr2_ngc6791_wfc3_ibwb01.cat"
-
-
-@pytest.fixture(scope="session")
-def gaia_visit(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
-    """A small 3-exposure visit whose stars sit at real Gaia DR2 positions (NGC 6791)."""
-    from crlib.simulate import simulate_archive
-
-    root = tmp_path_factory.mktemp("gaia-archive")
-    archive = simulate_archive(
-        root,
-        visits=1,
-        exposures=3,
-        field_type="globular_cluster",
-        size="small",
-        seed=3,
-        gaia_catalog=shared_data / GAIA_FILE,
-    )
-    return archive.visits[0]
 
 
 def _copies(visit, tmp_path: Path) -> list[Path]:
@@ -70,13 +52,31 @@ def test_unreachable_catalog_service_keeps_the_relative_fit_quickly(gaia_visit, 
 
 
 def test_blank_visit_is_not_aligned_with_a_reason(gaia_visit, tmp_path):
+    """Sky, noise and cosmic rays only: the CR hits that pass the catalog's shape cuts never match."""
     copies = _copies(gaia_visit, tmp_path)
-    for copy in copies:
-        with fits.open(copy, mode="update") as hdul:
+    rng = np.random.default_rng(3)
+    for copy, exposure in zip(copies, gaia_visit.exposures, strict=True):
+        with fits.open(copy, mode="update") as hdul, fits.open(exposure.truth_path) as truth:
             for extver in (1, 2):
-                hdul["SCI", extver].data[:] = 40.0
+                sci = hdul["SCI", extver].data
+                noise = rng.normal(60.0, 9.0, sci.shape)
+                sci[:] = (noise + truth["CRCHARGE", extver].data).astype(np.float32)
     result = align_visit(copies, visit="blank", profile=ACS_WFC, options=AlignOptions(query_catalogs=False))
     assert result.status == "not_aligned"
-    assert "too few sources" in result.reason
+    assert "relative fit failed" in result.reason or "too few sources" in result.reason
     with fits.open(copies[0]) as hdul:
         assert "FIT" not in hdul["SCI", 1].header["WCSNAME"]  # nothing written
+
+
+def test_exposure_with_a_nan_chip_is_left_out_and_the_rest_aligned(gaia_visit, tmp_path):
+    copies = _copies(gaia_visit, tmp_path)
+    with fits.open(copies[1], mode="update") as hdul:
+        hdul["SCI", 1].data[:] = np.nan
+    result = align_visit(copies, visit="nan", profile=ACS_WFC, options=AlignOptions(query_catalogs=False))
+    assert result.status == "aligned_relative", result.reason
+    assert f"left out {copies[1]}: SCI,1 is entirely NaN/Inf" in result.reason
+    assert sorted(result.per_exposure) == sorted(c.name.split("_")[0] for c in (copies[0], copies[2]))
+    with fits.open(copies[1]) as hdul:
+        assert "FIT" not in hdul["SCI", 2].header["WCSNAME"]  # left on its header WCS
+    with fits.open(copies[2]) as hdul:
+        assert hdul["SCI", 2].header["WCSNAME"] == result.wcsname

@@ -46,7 +46,7 @@ def test_plausible_chip_is_ok():
         (_chip(cr_events=36000, cr_pixels=300_000), 0.2, 200, "failed", "CR"),
         (_chip(valid_pixels=300_000), 0.2, 200, "suspect", "valid fraction"),
         (_chip(), 0.7, 200, "suspect", "alignment rms"),
-        (_chip(), 0.3, 9, "suspect", "alignment error"),
+        (_chip(), 0.45, 2, "suspect", "alignment error"),
     ],
 )
 def test_gates(chip, rms, matches, expected, word):
@@ -66,6 +66,30 @@ def test_unaligned_visit_is_suspect():
         [_chip()], expected_rate_per_cm2_s=1.2, alignment_rms_px=None, alignment_status="not_aligned"
     )
     assert status == "suspect" and "not_aligned" in reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("status", "header_error", "expected", "word"),
+    [
+        ("not_aligned", 0.1, "ok", None),
+        ("not_aligned", 0.4, "suspect", "misaligned by ~0.400 px"),
+        ("aligned_relative", 0.1, "ok", None),
+        ("aligned_relative", float("inf"), "suspect", "could not be measured"),
+    ],
+)
+def test_exposures_left_on_their_header_wcs_are_judged_by_its_measured_offset(
+    status, header_error, expected, word
+):
+    verdict, reasons = assess(
+        [_chip()],
+        expected_rate_per_cm2_s=1.2,
+        alignment_rms_px=0.2 if status.startswith("aligned") else None,
+        alignment_status=status,
+        alignment_matches=200,
+        header_error_px=header_error,
+    )
+    assert verdict == expected, reasons
+    assert word is None or any(word in r for r in reasons)
 
 
 def test_prune_keeps_real_hits_and_drops_noise_blips():
