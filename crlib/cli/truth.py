@@ -70,7 +70,8 @@ def align_command(
     paths = find_exposures(visit_dir)
     if not paths:
         raise InputDataError(visit_dir, "no *_flc.fits or *_flt.fits files", fix="point at a visit directory")
-    infos = [read_exposure(p) for p in paths]
+    # headers only: an exposure with damaged pixels is left out of the fit by align_visit, with a reason
+    infos = [read_exposure(p, check_pixels=False) for p in paths]
     target = _work_dir(visit_dir, work_dir)
     if target.exists():
         shutil.rmtree(target)
