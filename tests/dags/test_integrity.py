@@ -101,9 +101,13 @@ def test_reprocess_params_validate_against_json_schema(dagbag) -> None:
         {"proposal_id": 10775, "stages": ["drizzle-twice"]},
         {"proposal_id": 10775, "visits": ["not a visit"]},
         {"proposal_id": 10775, "model": "newest"},
-        {"proposal_id": 0},
     ):
         with pytest.raises(ParamValidationError):
             merged(bad).validate()
+    # Visit ids in either case and the optional fields left empty are valid; a proposal id out of
+    # range is not clamped by the form but refused by the poll task with its reason (test_runs.py).
+    valid = merged({"proposal_id": 10775, "visits": ["J9L960"], "model": None, "stages": None}).validate()
+    assert valid["visits"] == ["J9L960"] and valid["stages"] is None
+    assert merged({"proposal_id": 0}).validate()["proposal_id"] == 0
     with pytest.raises(ParamValidationError):
         copy.deepcopy(defaults).validate()  # proposal_id is required
