@@ -59,6 +59,10 @@ class Observation:
         ``md5:<hex>`` / ``sha256:<hex>`` if known.
     field_type
         ``globular_cluster`` / ``extragalactic`` / ``resolved_galaxy`` if known.
+    field_type_method
+        How ``field_type`` was decided: ``simulator``, ``metadata``, ``image``, or ``unknown``
+        (every method tried, none decided); ``None``: not classified yet (see
+        :mod:`crlib.classify`).
     """
 
     rootname: str
@@ -78,6 +82,7 @@ class Observation:
     size_bytes: int | None = None
     checksum: str | None = None
     field_type: str | None = None
+    field_type_method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,16 @@ class ExposureMetrics:
     hist_cr_dilated, hist_noncr_dilated
         The same for the dilated prediction (a 3x3-cross maximum filter of the probabilities, so
         that thresholding it equals dilating the thresholded mask), for pooled dilated ROCs.
+    truth_status, truth_method, truth_reasons
+        The truth the scores rest on: its status (``ok``/``suspect``; ``None``: the results
+        database takes it from the recorded truth), method and quality-gate reasons.
+    split
+        ``train``/``validation``/``test``/``unseen``: the exposure's visit in the predicting
+        model version's training manifest. Set by the results database (from the training splits
+        recorded for the model version); a value given on recording must agree with it.
+    border_px, dq_excluded
+        The scoring rules applied: pixels discarded along each chip edge, and whether the FLC's
+        DQ-flagged pixels were left out (:class:`crlib.profiles.ScoringRules`).
     """
 
     rootname: str
@@ -209,6 +224,12 @@ class ExposureMetrics:
     field_type: str | None = None
     hist_cr_dilated: tuple[int, ...] = ()
     hist_noncr_dilated: tuple[int, ...] = ()
+    truth_status: str | None = None
+    truth_method: str | None = None
+    truth_reasons: tuple[str, ...] = ()
+    split: str | None = None
+    border_px: int = 0
+    dq_excluded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

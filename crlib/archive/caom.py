@@ -4,20 +4,36 @@ Both backends speak MAST's CAOM vocabulary: observation rows (``obs_id``, ``obsi
 ``proposal_id``, ``t_obs_release`` ...) and product rows (``obsID``, ``productFilename``,
 ``productSubGroupDescription`` ...). This module turns a product plus its observation row into
 one exposure record and groups exposures the way the pipeline needs them.
+
+Field type: every record's ``field_type`` comes from :func:`crlib.classify.metadata.classify_caom_row`
+(real MAST rows: ``target_classification``, ``target_name``, ``obs_title`` and the pointing; the
+simulator's own ``crlib_field_type`` column only where it is present). Where the metadata cannot
+place an exposure the field type stays ``None`` *and says so*: :func:`field_type_label` gives the
+label with its method and reasons, and :func:`field_type_summary` counts labels per method so the
+poll logs how many exposures still need the image classifier (run after screening).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from typing import Any
 
+from crlib.classify.labels import FieldTypeLabel
+from crlib.classify.metadata import classify_caom_row
 from crlib.records import Observation
+
+log = logging.getLogger(__name__)
 
 #: Calibrated products in order of preference: CTE-corrected FLC, else FLT.
 CALIBRATED_SUFFIXES: tuple[str, ...] = ("FLC", "FLT")
+
+#: Fields of :class:`~crlib.records.Observation` (``field_type_method`` once records carries it).
+_OBSERVATION_FIELDS = frozenset(f.name for f in fields(Observation))
 
 _PRODUCT_NAME = re.compile(r"^(?P<root>[a-z0-9]{9})_(?P<suffix>[a-z0-9]+)\.fits(\.gz)?$")
 
@@ -84,12 +100,28 @@ def select_calibrated_products(products: Iterable[Mapping[str, Any]]) -> dict[st
     return chosen
 
 
+def field_type_label(observation: Mapping[str, Any]) -> FieldTypeLabel:
+    """Field-type label of one CAOM observation row: its type, method and reasons.
+
+    ``simulator`` where the row has the simulator's ``crlib_field_type`` column, else ``metadata``
+    from the target classification / name / title / pointing rules, else ``unknown`` (the pipeline
+    then asks the image classifier after screening). See :mod:`crlib.classify.metadata`.
+    """
+    return classify_caom_row(observation)
+
+
+def field_type_summary(labels: Iterable[FieldTypeLabel]) -> dict[str, int]:
+    """``{"<method>:<field type>": count}`` of some labels, e.g. ``{"metadata:globular_cluster": 4}``."""
+    return dict(sorted(Counter(f"{label.method}:{label.field_type}" for label in labels).items()))
+
+
 def observation_from_rows(
     rootname: str,
     observation: Mapping[str, Any],
     product: Mapping[str, Any],
     *,
     product_uri: str,
+    label: FieldTypeLabel | None = None,
 ) -> Observation:
     """Build the exposure record from its CAOM observation row and chosen product row.
 
@@ -103,10 +135,19 @@ def observation_from_rows(
         Product row of the calibrated file.
     product_uri
         Where the downloader fetches the file (``mast:HST/product/...`` or a local path).
+    label
+        The row's field-type label if already computed (default: :func:`field_type_label`).
+
+    Notes
+    -----
+    ``field_type`` is the label of :func:`field_type_label`, ``None`` when it is ``unknown``.
     """
     size = _int(product.get("size"), default=-1)
     md5 = _text(product.get("md5"))
-    field_type = _text(observation.get("crlib_field_type")) or None
+    label = label if label is not None else field_type_label(observation)
+    extra: dict[str, Any] = {}
+    if "field_type_method" in _OBSERVATION_FIELDS:
+        extra["field_type_method"] = label.method
     return Observation(
         rootname=rootname,
         proposal_id=_int(observation.get("proposal_id")),
@@ -124,7 +165,8 @@ def observation_from_rows(
         product_uri=product_uri,
         size_bytes=size if size >= 0 else None,
         checksum=f"md5:{md5.lower()}" if md5 else None,
-        field_type=field_type,
+        field_type=label.column_value,
+        **extra,
     )
 
 
@@ -157,11 +199,22 @@ def join_products(
     by_obsid = {_text(row.get("obsid")): row for row in rows}
     by_obs_id = {_text(row.get("obs_id")).lower(): row for row in rows}
     records: list[Observation] = []
+    labels: list[FieldTypeLabel] = []
     for rootname, product in sorted(select_calibrated_products(products).items()):
         row = by_obs_id.get(rootname) or by_obsid.get(_text(product.get("obsID")))
         if row is None:
             continue
-        records.append(observation_from_rows(rootname, row, product, product_uri=uri_of(product)))
+        label = field_type_label(row)
+        labels.append(label)
+        records.append(
+            observation_from_rows(rootname, row, product, product_uri=uri_of(product), label=label)
+        )
+    if labels:
+        summary = field_type_summary(labels)
+        unknown = sum(1 for label in labels if not label.known)
+        log.info("field types of %d exposures: %s", len(labels), summary)
+        if unknown:
+            log.info("%d exposure(s) have no field type from metadata: the image classifier decides", unknown)
     return records
 
 

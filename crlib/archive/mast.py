@@ -17,6 +17,11 @@ astroquery captures ``conf.server`` in *class* attributes at import time, so set
 connection at ``Settings.mast_server`` explicitly. astroquery sends no socket timeout (a stalled
 server would hang forever), so a transport adapter adds the policy's timeouts, and every query
 runs under :func:`~crlib.archive.retry.call_with_retries` because astroquery never retries.
+
+Field type: the observation query asks for every CAOM column (astroquery's ``columns="*"``), so
+each row carries ``target_classification``, ``target_name``, ``obs_title`` and ``s_ra``/``s_dec``;
+:func:`crlib.archive.caom.join_products` labels each exposure from them (see
+:mod:`crlib.classify.metadata`) and logs how many remain ``unknown`` for the image classifier.
 """
 
 from __future__ import annotations

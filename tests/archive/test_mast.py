@@ -106,3 +106,41 @@ def test_wrong_token_is_a_clear_error(local_archive_dir: Path) -> None:
         with pytest.raises(ArchiveError, match="rejected the API token") as info:
             archive.proposal_observations(10368)
     assert "wrong-token-value" not in str(info.value)
+
+
+def test_field_type_comes_from_caom_metadata_on_real_style_rows(
+    local_archive_dir: Path, facts: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real MAST rows have no simulator column: the target classification and name decide."""
+    import json
+
+    from crlib.archive.caom import field_type_label
+
+    path = local_archive_dir / "observations.json"
+    manifest = json.loads(path.read_text())
+    simulated = {row["crlib_visit"]: row["crlib_field_type"] for row in manifest["observations"]}
+    # With the simulator's column the simulator's truth is used, and labelled as such.
+    assert {field_type_label(row).method for row in manifest["observations"]} == {"simulator"}
+    described = {
+        facts.visits_a[0]: ("STAR CLUSTERS;GLOBULAR CLUSTERS", "NGC6397", "ACS Survey of Globular Clusters"),
+        facts.visits_a[1]: ("GALAXY;SPIRAL", "M31-DISK", "Panchromatic Hubble Andromeda Treasury"),
+        facts.visits_b[0]: ("GALAXY", "PGC2807133", "A galaxy of unknown distance"),
+    }
+    for row in manifest["observations"]:
+        del row["crlib_field_type"]
+        classification, name, title = described[row["crlib_visit"]]
+        row.update(target_classification=classification, target_name=name, obs_title=title)
+    path.write_text(json.dumps(manifest))
+
+    caplog.set_level(logging.INFO, logger="crlib.archive.caom")
+    with FakeMast(local_archive_dir) as mast:
+        found = MastArchive(server=mast.url, policy=FAST).released_between(0.0, 70000.0)
+    types = {obs.visit: {o.field_type for o in found if o.visit == obs.visit} for obs in found}
+    assert types == {
+        facts.visits_a[0]: {"globular_cluster"},
+        facts.visits_a[1]: {"resolved_galaxy"},
+        facts.visits_b[0]: {None},  # unknown: never a guess, and the poll says so
+    }
+    assert simulated[facts.visits_a[0]] == "globular_cluster"
+    assert "metadata:globular_cluster" in caplog.text and "unknown:unknown" in caplog.text
+    assert "2 exposure(s) have no field type from metadata" in caplog.text
