@@ -66,8 +66,9 @@ class Settings(BaseSettings):
         Training defaults of scheduled retraining (``crlib train`` options override them); the
         learning rate is for fine-tuning from the champion.
     train_validation_fraction, train_test_fraction
-        Share of newly seen visits per stratum put in the validation / held-out test split
-        (existing visits keep their split).
+        Share of fields (proposal, target) per stratum hashed into the validation / held-out test
+        split (see :mod:`crlib.training.splits`; a field never moves from train into test as the
+        archive grows).
     gate_max_drop_points, gate_min_mean_gain_points
         Promotion gate: the largest allowed drop of any TPR number, and the mean gain the
         challenger must exceed, in percentage points.

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from crlib.cli.app import app, bench_app, fail
+
+if TYPE_CHECKING:
+    from crlib.config import Settings
 
 InitialOption = Literal["champion", "deepcr", "scratch"]
 DeviceOption = Literal["auto", "cpu", "cuda"]
@@ -57,11 +60,15 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     validation_fraction: Annotated[
         float | None,
-        typer.Option(min=0.0, max=1.0, help="Share of new visits per stratum for validation."),
+        typer.Option(
+            min=0.0, max=1.0, help="Share of fields (proposal, target) per stratum for validation (hashed)."
+        ),
     ] = None,
     test_fraction: Annotated[
         float | None,
-        typer.Option(min=0.0, max=1.0, help="Share of new visits per stratum held out for the gate."),
+        typer.Option(
+            min=0.0, max=1.0, help="Share of fields (proposal, target) per stratum held out for the gate."
+        ),
     ] = None,
     max_patches: Annotated[
         int | None, typer.Option(min=1, help="Subsample the training split to this many patches per epoch.")
@@ -138,7 +145,24 @@ def train_command(
         f"run {summary['run_id']}: registered {summary['label']} as challenger "
         f"({summary['patches_per_second']:.1f} patches/s)"
     )
+    _print_truth_source(settings, summary)
     _print_comparison(summary)
+
+
+def _print_truth_source(settings: Settings, summary: dict[str, Any]) -> None:
+    """Say when the new version was trained on simulator data (the gate refuses it by default)."""
+    from crlib.registry.versions import TRUTH_SOURCE_TAG, get_version
+
+    if not summary.get("model_name") or not summary.get("version"):
+        return
+    tags = get_version(settings.resolved_mlflow_uri(), summary["model_name"], summary["version"]).tags
+    source = tags.get(TRUTH_SOURCE_TAG, "unknown")
+    if source in ("simulator", "mixed"):
+        typer.echo(
+            f"note: trained on simulator data ({TRUTH_SOURCE_TAG}={source}, "
+            f"{tags.get('crlib.simulated_exposures', '?')} exposures simulated): "
+            "`crlib promote` refuses it unless --allow-simulated"
+        )
 
 
 def _print_comparison(summary: dict[str, Any]) -> None:
@@ -188,20 +212,61 @@ def promote_command(
             help="Mean gain must exceed this, points (CRLIB_GATE_MIN_MEAN_GAIN_POINTS).",
         ),
     ] = None,
+    confidence: Annotated[
+        float,
+        typer.Option(min=0.5, max=0.999, help="Coverage of the mean gain's bootstrap confidence interval."),
+    ] = 0.95,
+    resamples: Annotated[
+        int, typer.Option(min=100, max=100000, help="Bootstrap resamples of the test fields (seeded).")
+    ] = 1000,
+    min_test_fields: Annotated[
+        int,
+        typer.Option(min=1, max=10000, help="Fewest test fields (proposal, target) the interval needs."),
+    ] = 2,
+    allow_simulated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-simulated",
+            help="Let a challenger trained on simulator data become champion (refused otherwise).",
+        ),
+    ] = False,
+    exclude_seen: Annotated[
+        bool,
+        typer.Option(
+            "--exclude-seen",
+            help="Score only the test fields neither model trained on, instead of refusing to run.",
+        ),
+    ] = False,
     record: Annotated[bool, typer.Option(help="Record the decision in the results database.")] = True,
     device: Annotated[DeviceOption | None, typer.Option(help="auto, cpu or cuda.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
 ) -> None:
-    """Promote the challenger to champion only if it beats the champion on the fixed test set."""
+    """Promote the challenger only if it beats the champion on a test set neither model trained on.
+
+    The gate refuses to score when a test visit or field is in either model's training manifest,
+    and refuses to promote when any number drops too far, the mean gain's confidence interval
+    includes a loss, or the challenger was trained on simulator data (without --allow-simulated).
+    """
     from crlib.config import load_settings
+    from crlib.errors import ConfigError
     from crlib.pipeline.lifecycle import promote_model
     from crlib.registry.promotion import GateThresholds
 
     settings = load_settings()
-    thresholds = GateThresholds(
-        max_drop_points=settings.gate_max_drop_points if max_drop is None else max_drop,
-        min_mean_gain_points=settings.gate_min_mean_gain_points if min_mean_gain is None else min_mean_gain,
-    )
+    try:
+        thresholds = GateThresholds(
+            max_drop_points=settings.gate_max_drop_points if max_drop is None else max_drop,
+            min_mean_gain_points=settings.gate_min_mean_gain_points
+            if min_mean_gain is None
+            else min_mean_gain,
+            confidence=confidence,
+            resamples=resamples,
+            min_test_fields=min_test_fields,
+            allow_simulated=allow_simulated,
+            exclude_seen=exclude_seen,
+        )
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
     decision = promote_model(
         settings,
         version=version,
@@ -223,14 +288,34 @@ def promote_command(
                 f"champion {c['champion_percent']:6.2f}  challenger {c['challenger_percent']:6.2f}  "
                 f"{c['delta_points']:+.2f}"
             )
-        mean = decision["mean_delta_points"]
-        typer.echo(f"mean difference {'n/a' if mean is None else f'{mean:+.3f}'} points")
+        typer.echo(_interval_line(decision))
+        for note in decision.get("notes", []):
+            typer.echo(f"note: {note}")
     name = decision["model_name"]
     if decision["promoted"]:
         verb = "would be promoted (dry run)" if dry_run else "promoted to champion"
         typer.echo(f"{name} v{decision['challenger_version']} {verb}", err=as_json)
     else:
-        fail(f"{name} v{decision['challenger_version']} not promoted: " + "; ".join(decision["reasons"]))
+        reasons = decision["reasons"]
+        if as_json:
+            fail(f"{name} v{decision['challenger_version']} not promoted: " + "; ".join(reasons))
+        for reason in reasons:
+            typer.echo(f"refused: {reason}")
+        fail(f"{name} v{decision['challenger_version']} not promoted ({len(reasons)} reason(s) above)")
+
+
+def _interval_line(decision: dict[str, Any]) -> str:
+    """``mean difference +0.120 points, 95% CI [-0.300, +0.500] over 4 test fields (...)``."""
+    mean, low, high = (decision.get(k) for k in ("mean_delta_points", "ci_low_points", "ci_high_points"))
+    text = f"mean difference {'n/a' if mean is None else f'{mean:+.3f}'} points"
+    fields = decision.get("test_fields", 0)
+    if low is None or high is None:
+        return f"{text}, no confidence interval ({fields} test field(s))"
+    gate = decision["thresholds"]
+    return (
+        f"{text}, {gate['confidence']:.0%} CI [{low:+.3f}, {high:+.3f}] over {fields} test field(s) "
+        f"({gate['resamples']} resamples, seed {gate['seed']})"
+    )
 
 
 @app.command("models")
@@ -295,10 +380,11 @@ def models_command(
             group = key.removeprefix("crlib.test.").rsplit(".tpr_at_", 1)[0]
             groups.setdefault(group, []).append(value)
         metric_text = "\n".join(f"{g.split('/')[0]}: {' / '.join(vals)}" for g, vals in groups.items())
+        truth = v.tags.get("crlib.truth_source")
         table.add_row(
             v.version,
             ", ".join(v.aliases),
-            v.tags.get("crlib.source", ""),
+            v.tags.get("crlib.source", "") + (f" ({truth})" if truth else ""),
             v.tags.get("crlib.gate.outcome", ""),
             metric_text,
         )

@@ -171,7 +171,7 @@ def training_request(
     patch, border
         Patch edge and discarded chip border, pixels.
     seed
-        Random seed (patch order, augmentation, placement of new visits).
+        Random seed (patch order, augmentation; the splits are a hash of each field, not seeded).
     validation_fraction, test_fraction
         Override ``CRLIB_TRAIN_VALIDATION_FRACTION`` / ``CRLIB_TRAIN_TEST_FRACTION``.
     device

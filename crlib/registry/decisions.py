@@ -1,8 +1,13 @@
 """Recording promotion decisions in the results database.
 
 Every decision of the gate is stored, promoted, refused or dry run: a row in
-``promotion_decisions`` with every compared number
-(:func:`crlib.db.model_registry.record_promotion_decision`).
+``promotion_decisions`` with its reasons and every compared number
+(:func:`crlib.db.model_registry.record_promotion_decision`). The ``comparisons`` array ends with
+one gate-wide entry, ``{"kind": "gate_summary", ...}``
+(:meth:`~crlib.registry.promotion.PromotionDecision.summary_entry`): the bootstrap confidence
+interval of the mean gain, the number of test fields and visits, the notes (external or unknown
+training manifests, ``--allow-simulated``) and both models' training provenance. Per-number
+entries have no ``kind``; select them with ``comparisons -> ... ->> 'kind' IS NULL`` in SQL.
 Both versions are recorded as ``mlflow`` model versions and, when the champion alias moved, the
 move is added to ``model_alias_history`` with the gate numbers in its reason. MLflow holds the
 same numbers (version tags ``crlib.gate.*`` and the gate run's ``gate_decision.json``) for
@@ -28,7 +33,7 @@ def decision_summary(decision: PromotionDecision) -> str:
     outcome = decision.outcome
     text = (
         f"gate {outcome}: v{decision.challenger_version} vs champion v{decision.champion_version}, "
-        f"mean {decision.mean_delta_points:+.3f} points on test set {decision.dataset_id}"
+        f"{decision.interval_text()} on test set {decision.dataset_id}"
     )
     if decision.reasons:
         text += "; " + "; ".join(decision.reasons)
@@ -82,7 +87,7 @@ def record_decision(
         max_drop_points=decision.thresholds.max_drop_points,
         min_mean_gain_points=decision.thresholds.min_mean_gain_points,
         reasons=decision.reasons,
-        comparisons=[asdict(c) for c in decision.comparisons],
+        comparisons=[asdict(c) for c in decision.comparisons] + [decision.summary_entry()],
         dataset_id=decision.dataset_id,
         run_id=run_id,
     )

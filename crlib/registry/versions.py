@@ -44,6 +44,16 @@ REGISTERED_MODEL_NAMES: dict[str, str] = {"acs_wfc": "deepcr-acs-wfc", "wfc3_uvi
 ALIAS_EVENT_PREFIX = "crlib.alias_event."
 PIP_REQUIREMENTS = ["crlib", "torch==2.13.0", "numpy"]
 
+#: Version tag: where the training manifest is (``runs:/<run>/dataset/manifest.json``) or ``external: ...``.
+MANIFEST_TAG = "crlib.training_manifest"
+#: Version tag: ``real``, ``simulator`` or ``mixed`` (what the training exposures were).
+TRUTH_SOURCE_TAG = "crlib.truth_source"
+#: What crlib can say about the training set of deepCR's shipped weights.
+DEEPCR_EXTERNAL = (
+    "external: deepCR's shipped weights were trained outside crlib on real HST visits (for ACS-WFC "
+    "the deepCR-ACS/WFC paper's training set), which crlib cannot list"
+)
+
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
@@ -283,7 +293,9 @@ def bootstrap_registry(tracking_uri: str, *, instrument: str = "acs_wfc") -> Reg
 
     Idempotent: when a champion exists it is returned untouched. Otherwise deepCR's shipped global
     model for the instrument (``ACS-WFC`` / ``WFC3-UVIS``) is logged in experiment
-    ``crlib-registry``, registered, and given the ``champion`` alias.
+    ``crlib-registry``, registered, and given the ``champion`` alias. Its training manifest is
+    recorded as external (tag ``crlib.training_manifest``: the paper's training visits are not
+    known to crlib) and its truth source as ``real``.
 
     Returns
     -------
@@ -332,7 +344,12 @@ def bootstrap_registry(tracking_uri: str, *, instrument: str = "acs_wfc") -> Reg
         model_name=model_name,
         run_id=run_id,
         alias=CHAMPION,
-        tags={"crlib.source": "deepcr", "crlib.deepcr_model": spec.name},
+        tags={
+            "crlib.source": "deepcr",
+            "crlib.deepcr_model": spec.name,
+            MANIFEST_TAG: DEEPCR_EXTERNAL,
+            TRUTH_SOURCE_TAG: "real",
+        },
         reason=f"bootstrap from deepCR {spec.name}",
     )
     return version

@@ -4,11 +4,17 @@ Each group's CR and non-CR valid pixels are binned with :func:`crlib.metrics.his
 (fixed bins), with and without deepCR's 3x3-cross dilation of the predicted mask
 (:func:`crlib.metrics.histograms.dilated_probability`), so the pooled ROC and the TPR at FPR 0.05%
 and 0.5% are exact sums over patches. Ignored pixels (DQ, invalid, saturated) count nowhere.
+
+The histograms are also kept per visit, so the promotion gate can put a confidence interval on
+the mean gain of one model over another by resampling test fields
+(:func:`bootstrap_mean_gain`: every resample is pooled and scored exactly like the full split).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +22,7 @@ import numpy as np
 import torch
 
 from crlib.metrics.histograms import N_SCORE_BINS, dilated_probability, score_histograms
-from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr_points
+from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr, tpr_at_fpr_points
 from crlib.registry.package import ModelMetadata
 from crlib.training.patches import PatchDataset
 from crlib.training.trainer import prepare_input
@@ -40,6 +46,11 @@ class GroupScore:
         Patches in the group.
     hist_cr, hist_noncr, hist_cr_dilated, hist_noncr_dilated
         The pooled score histograms (length :data:`crlib.metrics.histograms.N_SCORE_BINS`).
+    visits
+        Visits contributing to the group, sorted.
+    visit_histograms
+        int64 ``(len(visits), 4, N_SCORE_BINS)``: per visit the four histograms above in that
+        order (``None`` when not kept); they sum to the pooled ones.
     """
 
     field_type: str
@@ -53,6 +64,8 @@ class GroupScore:
     hist_noncr: np.ndarray = field(repr=False)
     hist_cr_dilated: np.ndarray = field(repr=False)
     hist_noncr_dilated: np.ndarray = field(repr=False)
+    visits: tuple[str, ...] = ()
+    visit_histograms: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
@@ -158,7 +171,8 @@ def evaluate_network(
         Empty ``groups`` when the split has no patches.
     """
     indices = dataset.split_indices(split)
-    sums: dict[tuple[str, str], list[Any]] = {}
+    sums: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    patches_of: dict[tuple[str, str], int] = {}
     for start in range(0, len(indices), batch_size):
         chosen = indices[start : start + batch_size]
         probabilities = predict_patches(network, metadata, dataset.images[chosen], device=device)
@@ -166,18 +180,18 @@ def evaluate_network(
             row = dataset.index[int(index)]
             truth = np.asarray(dataset.masks[index])
             valid = np.asarray(dataset.ignore[index]) == 0
-            entry = sums.setdefault(
-                (row["field_type"], row["filter"]), [np.zeros(N_SCORE_BINS, np.int64) for _ in range(4)] + [0]
-            )
-            hist_cr, hist_noncr = score_histograms(probability, truth, valid)
-            dil_cr, dil_noncr = score_histograms(dilated_probability(probability, valid), truth, valid)
-            entry[0] += hist_cr
-            entry[1] += hist_noncr
-            entry[2] += dil_cr
-            entry[3] += dil_noncr
-            entry[4] += 1
+            key = (row["field_type"], row["filter"])
+            per_visit = sums.setdefault(key, {})
+            entry = per_visit.setdefault(str(row["visit"]), np.zeros((4, N_SCORE_BINS), np.int64))
+            entry[0:2] += np.stack(score_histograms(probability, truth, valid))
+            entry[2:4] += np.stack(score_histograms(dilated_probability(probability, valid), truth, valid))
+            patches_of[key] = patches_of.get(key, 0) + 1
     groups = []
-    for (field_type, filter_name), (h_cr, h_non, d_cr, d_non, patches) in sorted(sums.items()):
+    for (field_type, filter_name), per_visit in sorted(sums.items()):
+        visits = tuple(sorted(per_visit))
+        stacked = np.stack([per_visit[v] for v in visits])
+        h_cr, h_non, d_cr, d_non = stacked.sum(axis=0)
+        patches = patches_of[(field_type, filter_name)]
         groups.append(
             GroupScore(
                 field_type=field_type,
@@ -191,8 +205,196 @@ def evaluate_network(
                 hist_noncr=h_non,
                 hist_cr_dilated=d_cr,
                 hist_noncr_dilated=d_non,
+                visits=visits,
+                visit_histograms=stacked,
             )
         )
     return EvaluationReport(
         model_label=model_label, split=split, dataset_id=dataset.dataset_id, groups=tuple(groups)
     )
+
+
+#: One compared number of the gate: ``(group key, FPR key, dilated)``.
+NumberKey = tuple[str, str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class GainInterval:
+    """Percentile bootstrap interval of the mean gain (challenger - champion), in points.
+
+    Attributes
+    ----------
+    mean_delta_points
+        The mean gain on the whole split (no resampling).
+    low_points, high_points
+        The interval's bounds (NaN when it could not be computed).
+    confidence
+        Two-sided coverage, e.g. 0.95.
+    resamples
+        Resamples drawn.
+    valid_resamples
+        Resamples in which at least one compared number was defined.
+    seed
+        Seed of the resampling.
+    units
+        Resampled units (test fields).
+    """
+
+    mean_delta_points: float
+    low_points: float
+    high_points: float
+    confidence: float
+    resamples: int
+    valid_resamples: int
+    seed: int
+    units: int
+
+
+def tpr_at_fpr_rows(hist_cr: np.ndarray, hist_noncr: np.ndarray, fprs: list[str]) -> dict[str, np.ndarray]:
+    """TPR at each FPR key of every row of pooled histograms: ``{key: float64 (R,)}``.
+
+    Row by row exactly :func:`crlib.metrics.roc.tpr_at_fpr` of
+    :func:`crlib.metrics.roc.roc_from_histograms` (the one TPR definition, as the pooled report
+    uses it); NaN for rows without CR or non-CR pixels.
+
+    Parameters
+    ----------
+    hist_cr, hist_noncr
+        ``(R, N_SCORE_BINS)`` counts (any numeric dtype holding whole numbers).
+    fprs
+        FPR keys, e.g. ``["0.0005", "0.005"]``.
+    """
+    cr = np.rint(np.asarray(hist_cr, dtype=np.float64)).astype(np.int64)
+    noncr = np.rint(np.asarray(hist_noncr, dtype=np.float64)).astype(np.int64)
+    result = {key: np.full(len(cr), np.nan) for key in fprs}
+    for row, (counts_cr, counts_noncr) in enumerate(zip(cr, noncr, strict=True)):
+        curve = roc_from_histograms(counts_cr, counts_noncr)
+        for key in fprs:
+            result[key][row] = tpr_at_fpr(curve, float(key))
+    return result
+
+
+def bootstrap_mean_gain(
+    champion: EvaluationReport,
+    challenger: EvaluationReport,
+    numbers: list[NumberKey] | tuple[NumberKey, ...],
+    *,
+    unit_of: dict[str, str] | None = None,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> GainInterval:
+    """Bootstrap interval of the mean gain over ``numbers`` by resampling test fields.
+
+    Each resample draws as many units (fields: every visit of a field together) as the split has,
+    with replacement; pools the per-visit histograms of the drawn units per group (a unit drawn
+    twice counts twice); scores both models exactly as :func:`evaluate_network` does; and takes the
+    mean of ``100 * (challenger - champion)`` over the compared numbers defined in that resample.
+    The interval is the percentile interval of those means.
+
+    Parameters
+    ----------
+    champion, challenger
+        Reports on the same split with per-visit histograms.
+    numbers
+        The compared numbers (the gate's: groups both reports have, TPR defined in both).
+    unit_of
+        ``{visit: field}``; a visit missing here is its own unit.
+    resamples
+        Bootstrap resamples.
+    confidence
+        Two-sided coverage in ``(0, 1)``.
+    seed
+        Seeds the resampling (the same inputs give the same interval).
+
+    Returns
+    -------
+    GainInterval
+        NaN bounds when nothing is compared or a report lacks per-visit histograms.
+    """
+    unit_of = unit_of or {}
+    groups = sorted({key[0] for key in numbers})
+    reports = (champion, challenger)
+    units = sorted({unit_of.get(v, v) for r in reports for g in groups for v in _group_or_empty(r, g).visits})
+    full = _mean_gain_rows(reports, numbers, units, unit_of, np.ones((1, len(units))))
+    empty = GainInterval(
+        float(full[0]) if full.size else math.nan,
+        math.nan,
+        math.nan,
+        confidence,
+        resamples,
+        0,
+        seed,
+        len(units),
+    )
+    if (
+        not numbers
+        or not units
+        or any(_group_or_empty(r, g).visit_histograms is None for r in reports for g in groups)
+    ):
+        return empty
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(units), np.full(len(units), 1.0 / len(units)), size=resamples)
+    means = _mean_gain_rows(reports, numbers, units, unit_of, weights.astype(np.float64))
+    valid = means[np.isfinite(means)]
+    if not valid.size:
+        return empty
+    alpha = 1.0 - confidence
+    low, high = np.quantile(valid, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return GainInterval(
+        empty.mean_delta_points,
+        float(low),
+        float(high),
+        confidence,
+        resamples,
+        int(valid.size),
+        seed,
+        len(units),
+    )
+
+
+def _group_or_empty(report: EvaluationReport, key: str) -> GroupScore:
+    try:
+        return report.group(key)
+    except KeyError:
+        empty = np.zeros(N_SCORE_BINS, np.int64)
+        field_type, _, filter_name = key.partition("/")
+        return GroupScore(field_type, filter_name, {}, {}, 0, 0, 0, empty, empty, empty, empty)
+
+
+def _mean_gain_rows(
+    reports: tuple[EvaluationReport, EvaluationReport],
+    numbers: list[NumberKey] | tuple[NumberKey, ...],
+    units: list[str],
+    unit_of: dict[str, str],
+    weights: np.ndarray,
+) -> np.ndarray:
+    """Mean gain in points per row of ``weights`` (``(R, units)``); NaN where nothing is defined."""
+    index = {unit: i for i, unit in enumerate(units)}
+    tprs: dict[tuple[int, str, str, bool], np.ndarray] = {}
+    for which, report in enumerate(reports):
+        for key in sorted({n[0] for n in numbers}):
+            group = _group_or_empty(report, key)
+            present = sorted({index[unit_of.get(v, v)] for v in group.visits})  # units in this group
+            per_unit = np.zeros((len(present), 4, N_SCORE_BINS))
+            if group.visit_histograms is not None:
+                row_of = {unit: row for row, unit in enumerate(present)}
+                for visit, histograms in zip(group.visits, group.visit_histograms, strict=True):
+                    per_unit[row_of[index[unit_of.get(visit, visit)]]] += histograms
+            drawn = weights[:, present]
+            for dilated in (False, True):
+                fprs = sorted({n[1] for n in numbers if n[0] == key and n[2] == dilated})
+                if not fprs:
+                    continue
+                cr = drawn @ per_unit[:, 2 * dilated]
+                noncr = drawn @ per_unit[:, 2 * dilated + 1]
+                for fpr, values in tpr_at_fpr_rows(cr, noncr, fprs).items():
+                    tprs[(which, key, fpr, dilated)] = values
+    deltas = (
+        np.stack([100.0 * (tprs[(1, g, f, d)] - tprs[(0, g, f, d)]) for g, f, d in numbers], axis=1)
+        if numbers
+        else np.full((len(weights), 1), np.nan)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: mean undefined
+        return np.nanmean(deltas, axis=1)

@@ -8,6 +8,13 @@ here: that is the gate's job (:func:`crlib.registry.promotion.promote`).
 Runs are resumable: the checkpoint directory is derived from the dataset, the configuration and
 the starting model, so running the same command again after a crash continues the same epoch
 sequence and the same MLflow run.
+
+The registered version records what the promotion gate checks
+(:mod:`crlib.registry.provenance`): ``crlib.training_manifest`` (the logged dataset manifest:
+every visit, its split and field), ``crlib.initial`` (the model training started from) and
+``crlib.truth_source`` (``real``, ``simulator`` or ``mixed``: decided from the training files'
+simulator markers, :func:`crlib.training.sources.is_simulated_exposure`, and inherited from the
+starting model), with ``crlib.simulated_exposures`` (``k/n``).
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from typing import Literal
 
 import torch
 
-from crlib.errors import ConfigError
+from crlib.errors import ConfigError, InputDataError
 from crlib.registry.package import ModelMetadata, write_package
 from crlib.registry.tracking import EXPERIMENT_PREFIX, active_tracking, experiment_id, mlflow_client
 from crlib.registry.versions import (
     CHALLENGER,
     CHAMPION,
+    MANIFEST_TAG,
+    TRUTH_SOURCE_TAG,
     RegisteredVersion,
     bootstrap_registry,
     load_registered_model,
@@ -38,7 +47,7 @@ from crlib.registry.versions import (
 )
 from crlib.training.evaluation import EvaluationReport, evaluate_network
 from crlib.training.patches import PatchDataset, PatchParameters, build_patch_dataset
-from crlib.training.sources import TrainingExposure
+from crlib.training.sources import TrainingExposure, truth_source_of
 from crlib.training.splits import SplitFractions
 from crlib.training.trainer import EpochRecord, TrainingConfig, TrainingProgress, train_network
 
@@ -64,7 +73,7 @@ class TrainingRequest:
     patches
         Patch cutting parameters.
     fractions
-        Visit split fractions for visits seen for the first time.
+        Split fractions per stratum of fields (proposal, target), see :mod:`crlib.training.splits`.
     register
         Register the result as a new version with alias ``challenger``.
     """
@@ -187,6 +196,12 @@ def run_training(
     Returns
     -------
     TrainingRunResult
+
+    Raises
+    ------
+    InputDataError
+        No exposures, unreadable files, or no patch left in the train split (every field hashed
+        to validation or test).
     """
     import mlflow
 
@@ -198,7 +213,16 @@ def run_training(
         fractions=request.fractions,
         seed=request.config.seed,
     )
+    if not dataset.manifest.get("patches_per_split", {}).get("train"):
+        raise InputDataError(
+            dataset.directory,
+            "no patch in the train split: every field of these exposures hashed to validation or test "
+            f"(fractions {asdict(request.fractions)})",
+            fix="add truth for more fields, or lower CRLIB_TRAIN_TEST_FRACTION and "
+            "CRLIB_TRAIN_VALIDATION_FRACTION",
+        )
     network, metadata, initial_label = initial_model(request, tracking_uri=tracking_uri)
+    truth_tags = _truth_tags(exposures, initial_label, tracking_uri=tracking_uri)
     run_key = hashlib.sha256(
         json.dumps([dataset.dataset_id, request.config.key(), initial_label, request.hidden]).encode()
     ).hexdigest()[:16]
@@ -224,6 +248,7 @@ def run_training(
             run_id = run.info.run_id
             if previous_run != run_id:
                 _log_parameters(request, dataset, initial_label, metadata)
+                mlflow.set_tags(truth_tags)
             initial_report = evaluate_network(
                 network,
                 metadata,
@@ -284,7 +309,9 @@ def run_training(
                         "crlib.initial": initial_label,
                         "crlib.dataset_id": dataset.dataset_id,
                         "crlib.dataset_dir": str(dataset.directory),
+                        MANIFEST_TAG: f"runs:/{run_id}/dataset/manifest.json",
                     }
+                    | truth_tags
                     | _summary_tags(test_report)
                     | dict(tags or {}),
                     reason=f"trained by run {run_id}",
@@ -299,6 +326,39 @@ def run_training(
         initial_report=initial_report,
         initial_label=initial_label,
     )
+
+
+def _truth_tags(
+    exposures: Sequence[TrainingExposure], initial_label: str, *, tracking_uri: str
+) -> dict[str, str]:
+    """``crlib.truth_source`` and ``crlib.simulated_exposures`` of a run and the model it starts from.
+
+    The source combines this run's exposures with what the starting model was trained on
+    (deepCR's shipped weights: real data; a registered version: its own ``crlib.truth_source``
+    chain; scratch: nothing): all simulated -> ``simulator``, none -> ``real``, else ``mixed``
+    (e.g. deepCR's weights fine-tuned on a simulated archive).
+    """
+    from crlib.registry.provenance import SIMULATED_EXPOSURES_TAG, combine_truth_sources, version_provenance
+    from crlib.registry.versions import get_version
+
+    source, simulated, total = truth_source_of(exposures)
+    sources: list[str] = [source]
+    name, _, number = initial_label.partition("/")
+    if number.isdigit():  # fine-tuned from a registered version: inherit what it was trained on
+        sources.append(version_provenance(tracking_uri, get_version(tracking_uri, name, number)).truth_source)
+    elif initial_label.startswith("deepCR"):  # deepCR's shipped weights: trained on real HST data
+        sources.append("real")
+    combined = combine_truth_sources(sources)
+    if combined != "real":
+        log.warning(
+            "training on %d simulated of %d exposures (starting from %s): the version is tagged "
+            "crlib.truth_source=%s and cannot become champion without --allow-simulated",
+            simulated,
+            total,
+            initial_label,
+            combined,
+        )
+    return {TRUTH_SOURCE_TAG: combined, SIMULATED_EXPOSURES_TAG: f"{simulated}/{total}"}
 
 
 def _log_parameters(

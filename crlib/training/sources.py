@@ -5,6 +5,13 @@ Training uses recorded ground truth with status ``ok`` only, and exposures of at
 (``EXTVER`` = the SCI extver; 1 = CR) and optionally ``VALID`` (1 = label trustworthy):
 ``<rootname>_crtruth.fits`` from :mod:`crlib.truth`, or the simulator's ``<rootname>_simtruth.fits``
 (no ``VALID``: validity then comes from the DQ array alone).
+
+Every exposure carries its proposal id and target name (the visit split is keyed by the field,
+:mod:`crlib.training.splits`) and whether it comes from crlib's simulator
+(:func:`is_simulated_exposure`: the FLC's primary header says ``SIMULATE = T``, or the truth
+file's says ``FILETYPE = 'SIMTRUTH'``). A model trained on simulated exposures is tagged
+``crlib.truth_source`` (:func:`truth_source_of`) and cannot become the champion of the
+real-data model without an explicit override (:mod:`crlib.registry.promotion`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from crlib.errors import InputDataError
 from crlib.records import Observation, TruthResult
@@ -46,6 +53,12 @@ class TrainingExposure:
         Calibrated exposure (electrons).
     truth_path
         Truth file with ``CRMASK`` (and ``VALID``) per chip.
+    proposal_id
+        HST proposal id as text (``""`` if unknown); with ``target_name`` it keys the split.
+    target_name
+        Target name as the archive lists it (``""`` if unknown).
+    simulated
+        Pixels or truth come from crlib's simulator (:func:`is_simulated_exposure`).
     """
 
     rootname: str
@@ -55,6 +68,44 @@ class TrainingExposure:
     exptime_s: float
     flc_path: str
     truth_path: str
+    proposal_id: str = ""
+    target_name: str = ""
+    simulated: bool = False
+
+
+#: Values of the ``crlib.truth_source`` model-version tag.
+TruthSource = Literal["real", "simulator", "mixed"]
+
+
+def is_simulated_exposure(flc_path: str | Path, truth_path: str | Path) -> bool:
+    """Whether an exposure's pixels or truth were made by crlib's simulator.
+
+    The markers are in the files themselves, so they survive copying an archive anywhere: the
+    simulator writes ``SIMULATE = T`` (and ``SIMVERS``) in every FLC's primary header and
+    ``FILETYPE = 'SIMTRUTH'`` in its truth files. Real HST headers have neither. A file whose
+    header cannot be read counts as not simulated (reading its pixels fails later, naming it).
+    """
+    from astropy.io import fits
+
+    for path, test in (
+        (flc_path, lambda h: bool(h.get("SIMULATE", False)) or "SIMVERS" in h),
+        (truth_path, lambda h: str(h.get("FILETYPE", "")).strip().upper() == "SIMTRUTH"),
+    ):
+        try:
+            if test(fits.getheader(str(path), 0)):
+                return True
+        except (OSError, ValueError) as exc:
+            log.debug("%s: primary header unreadable (%s)", path, exc)
+    return False
+
+
+def truth_source_of(exposures: Iterable[TrainingExposure]) -> tuple[TruthSource, int, int]:
+    """``(source, simulated, total)``: ``real``, ``simulator`` (all simulated) or ``mixed``."""
+    flags = [e.simulated for e in exposures]
+    simulated = sum(flags)
+    if simulated == 0:
+        return "real", 0, len(flags)
+    return ("simulator" if simulated == len(flags) else "mixed"), simulated, len(flags)
 
 
 def select_for_training(
@@ -101,6 +152,9 @@ def exposures_from_truth_results(
                 exptime_s=observation.exptime_s,
                 flc_path=str(flc_path),
                 truth_path=truth.path,
+                proposal_id=str(observation.proposal_id),
+                target_name=observation.target_name,
+                simulated=is_simulated_exposure(flc_path, truth.path),
             )
         )
     return select_for_training(exposures, min_exptime_s=min_exptime_s)
@@ -161,6 +215,9 @@ def exposures_from_local_archive(
                 exptime_s=float(row["t_exptime"]),
                 flc_path=str(flc),
                 truth_path=str(truth),
+                proposal_id=str(row.get("proposal_id") or ""),
+                target_name=str(row.get("target_name") or ""),
+                simulated=is_simulated_exposure(flc, truth),
             )
         )
     return select_for_training(exposures, min_exptime_s=min_exptime_s)
@@ -215,5 +272,8 @@ def exposures_from_database(
             exptime_s=float(exposure.exptime_s),
             flc_path=str(flc),
             truth_path=str(truth),
+            proposal_id=str(exposure.proposal_id),
+            target_name=exposure.target_name or "",
+            simulated=is_simulated_exposure(flc, truth),
         )
     return select_for_training(exposures.values(), min_exptime_s=min_exptime_s)

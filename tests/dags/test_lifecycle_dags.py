@@ -93,7 +93,8 @@ def test_retrain_skips_without_new_truth_then_trains_and_the_gate_records_its_de
     assert run.state == "success"
     assert _query(
         database_url,
-        "SELECT v.version, d.dry_run, d.applied, d.run_id, jsonb_array_length(d.comparisons) "
+        "SELECT v.version, d.dry_run, d.applied, d.run_id, (SELECT count(*) FROM "
+        "jsonb_array_elements(d.comparisons) c WHERE c->>'kind' IS NULL) "
         "FROM promotion_decisions d JOIN model_versions v ON v.id = d.challenger_version_id",
     ) == [("2", True, False, run.run_id, 4)]
     assert get_version(tracking_uri, "deepcr-acs-wfc", "champion").version == "1"

@@ -88,7 +88,8 @@ def test_retrain_waits_for_enough_new_truth_then_registers_a_challenger(
     assert len(dry["comparisons"]) == 4 and dry["dataset"] == summary["dataset"]
     assert _query(
         database_url,
-        "SELECT dry_run, applied, run_id, jsonb_array_length(comparisons) FROM promotion_decisions",
+        "SELECT dry_run, applied, run_id, (SELECT count(*) FROM jsonb_array_elements(comparisons) c "
+        "WHERE c->>'kind' IS NULL) FROM promotion_decisions",
     ) == [(True, False, "manual__dry", 4)]
 
 
@@ -166,5 +167,6 @@ def test_promotion_gate_moves_inference_to_a_better_model_and_refuses_a_worse_on
         ("promoted", "2", "1", "manual__promote"),
         ("would promote (dry run)", "2", "1", "manual__dry"),
     ]
-    assert [c for c in history[0].comparisons if c["failed"]] == refused["failed"]
+    failed = [c for c in history[0].comparisons if c.get("kind") is None and c["failed"]]
+    assert failed == refused["failed"]
     assert _query(database_url, "SELECT alias, version FROM current_model_aliases") == [("champion", "2")]

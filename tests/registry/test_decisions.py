@@ -30,6 +30,11 @@ def _decision(*, applied: bool, promoted: bool, dry_run: bool = False, at_ms: in
         "dataset_id": "0123456789abcdef",
         "dry_run": dry_run,
         "decided_at_ms": at_ms,
+        "ci_low_points": -0.45,
+        "ci_high_points": 0.25,
+        "test_fields": 5,
+        "test_visits": 7,
+        "notes": ("champion deepcr-acs-wfc/2: training manifest external",),
     }
     values.update(kw)
     return PromotionDecision(**values)
@@ -93,7 +98,9 @@ def test_every_decision_is_recorded_once_with_its_numbers(results_sessions, trac
             "2",
             1.25,
         )
-        assert no_numbers.mean_delta_points is None and no_numbers.comparisons == ()
+        assert no_numbers.mean_delta_points is None
+        (nothing,) = no_numbers.comparisons  # only the gate summary
+        assert nothing["kind"] == "gate_summary" and nothing["mean_delta_points"] is None
         assert dry_row.dry_run and dry_row.promoted and not dry_row.applied
         assert refused_row.reasons == refused.reasons and refused_row.run_id == "manual__gate"
         assert refused_row.comparisons[0] == {
@@ -105,6 +112,13 @@ def test_every_decision_is_recorded_once_with_its_numbers(results_sessions, trac
             "delta_points": -0.8,
             "failed": True,
         }
+        # after the numbers: the interval, its settings, the test set's size and the notes
+        summary = refused_row.comparisons[-1]
+        assert len(refused_row.comparisons) == 3 and summary["kind"] == "gate_summary"
+        assert (summary["ci_low_points"], summary["ci_high_points"], summary["failed"]) == (-0.45, 0.25, True)
+        assert (summary["confidence"], summary["resamples"], summary["seed"]) == (0.95, 1000, 0)
+        assert (summary["test_fields"], summary["test_visits"]) == (5, 7)
+        assert summary["notes"] == ["champion deepcr-acs-wfc/2: training manifest external"]
         assert (refused_row.max_drop_points, refused_row.min_mean_gain_points) == (0.5, 0.0)
         assert decision_history(session, "deepcr-acs-wfc", limit=1) == [newest]
         assert decision_history(session, "deepcr-wfc3-uvis") == []

@@ -27,6 +27,9 @@ def test_bootstrap_registers_deepcr_as_champion_once(tracking_uri: str) -> None:
     again = bootstrap_registry(tracking_uri)
     assert (first.name, first.version, first.aliases) == ("deepcr-acs-wfc", "1", (CHAMPION,))
     assert again.version == "1" and len(list_versions(tracking_uri, "deepcr-acs-wfc")) == 1
+    # deepCR's training visits are not known to crlib: recorded as external, not as none
+    assert first.tags["crlib.training_manifest"].startswith("external: deepCR's shipped weights")
+    assert first.tags["crlib.truth_source"] == "real"
 
     network, version = load_registered_model("models:/deepcr-acs-wfc@champion", tracking_uri=tracking_uri)
     assert version.label == "deepcr-acs-wfc/1"
@@ -92,3 +95,23 @@ def test_bad_model_uris_are_explained(tracking_uri: str, uri: str, message: str)
 def test_missing_model_says_how_to_bootstrap(tracking_uri: str) -> None:
     with pytest.raises(ModelError, match="bootstrap"):
         load_registered_model("models:/deepcr-acs-wfc@champion", tracking_uri=tracking_uri)
+
+
+def test_provenance_of_versions_without_tags_is_read_from_their_source(tracking_uri: str) -> None:
+    """Versions registered before the manifest tags existed: deepCR's are external, others unknown."""
+    from crlib.registry.provenance import leakage_reasons, version_provenance
+    from crlib.registry.versions import RegisteredVersion
+
+    old_bootstrap = RegisteredVersion("deepcr-acs-wfc", "1", None, tags={"crlib.source": "deepcr"})
+    found = version_provenance(tracking_uri, old_bootstrap)
+    assert (found.status, found.truth_source, found.visits) == ("external", "real", frozenset())
+    assert "deepCR-ACS/WFC paper's training set" in found.notes[0]
+    manual = version_provenance(tracking_uri, RegisteredVersion("deepcr-acs-wfc", "7", None))
+    assert (manual.status, manual.truth_source) == ("unknown", "unknown")
+    lost = RegisteredVersion("deepcr-acs-wfc", "8", "0123abcd", tags={"crlib.source": "training"})
+    unreadable = version_provenance(tracking_uri, lost)
+    assert unreadable.status == "unreadable" and "runs:/0123abcd/dataset/manifest.json" in unreadable.notes[0]
+    # the gate cannot check a crlib training run whose manifest is gone: that is a refusal
+    (reason,) = leakage_reasons("challenger", unreadable, {"jtst01": "1:A"})
+    assert "its training manifest cannot be read" in reason
+    assert leakage_reasons("champion", manual, {"jtst01": "1:A"}) == []

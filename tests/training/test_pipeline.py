@@ -50,6 +50,17 @@ def test_training_run_is_logged_and_registered_as_challenger(two_visit_archive: 
     assert [v.aliases for v in list_versions(uri, "deepcr-acs-wfc")] == [(CHALLENGER,), (CHAMPION,)]
     assert result.initial_label == "deepcr-acs-wfc/1"
     assert result.dataset.manifest["patches_per_split"] == {"train": 12, "validation": 0, "test": 12}
+    # the split follows the fields' hashes: (proposal, target) of the two simulated visits
+    assert sorted(v["field"] for v in result.dataset.manifest["visits"].values()) == [
+        "9405:HUDFPAR2",
+        "9450:GOODSN",
+    ]
+    # what the gate checks: the logged manifest, and simulator data (deepCR's real-data weights
+    # fine-tuned on a simulated archive: mixed)
+    tags = result.version.tags
+    assert tags["crlib.training_manifest"] == f"runs:/{result.run_id}/dataset/manifest.json"
+    assert (tags["crlib.truth_source"], tags["crlib.simulated_exposures"]) == ("mixed", "4/4")
+    assert all(e["simulated"] for e in result.dataset.manifest["exposures"])
     assert [g.key for g in result.test_report.groups] == ["extragalactic/F606W"]
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -112,6 +123,10 @@ def test_cli_train_models_and_promote(
     decision = json.loads(dry.stdout)
     assert decision["challenger_version"] == "1" and decision["champion_version"] == "2"
     assert decision["applied"] is False and len(decision["comparisons"]) == 4
+    # trained on a simulated archive, scored on one test field: refused, saying both
+    assert decision["outcome"] == "refused (dry run)"
+    assert any("--allow-simulated" in reason for reason in decision["reasons"])
+    assert any(reason.startswith("only 1 test field(s)") for reason in decision["reasons"])
     assert decision["run_id"].startswith("cli__")
 
     # the dry run is in the decision history `crlib models` shows
