@@ -11,12 +11,19 @@ Facts this module works around (drizzlepac 3.11 on this stack):
   ``SphericalPolygon.iter_polygons_flat``, which spherical_geometry 1.4 removed. While AstroDrizzle
   runs we provide that method (iterating the flat sub-polygons, exactly what the old method did)
   and we record which sky method was really used by watching drizzlepac's fallback warning.
+* ``num_cores``: drizzlepac forks one process per exposure in its drizzle, blot and driz_cr steps
+  when ``num_cores > 1`` (and refuses to in a daemonic process, e.g. a Celery prefork worker).
+  The number comes from ``overrides`` or the ``num_cores`` argument; every run writes the keywords
+  it passed, and the sky method it really got, to ``<output>_parameters.json`` (see
+  :func:`read_run_record`), so two runs can be shown to have used the same parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import multiprocessing
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +45,15 @@ FORCED_PARAMETERS: dict[str, Any] = {
     "preserve": False,
     "restore": False,
     "build": True,
-    "num_cores": 1,
 }
+
+#: AstroDrizzle's process count when neither the caller nor ``overrides`` set ``num_cores``. One
+#: process: on the shared 2-core machine the fork-per-exposure runs were slower (see docs/truth.md,
+#: "Benchmark"), and a forked child inherits every thread's locks.
+DEFAULT_NUM_CORES = 1
+
+#: Keywords that name the run's own files: equal for two runs only if their output names are equal.
+RUN_FILE_PARAMETERS = frozenset({"output", "runfile"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +153,55 @@ def find_crmask_files(work_dir: Path, rootnames: Sequence[str]) -> dict[tuple[st
     return found
 
 
+def resolve_num_cores(requested: Any, n_inputs: int) -> int:
+    """AstroDrizzle's ``num_cores`` for a run: ``requested`` (``None``: :data:`DEFAULT_NUM_CORES`).
+
+    At least 1, at most one process per input (drizzlepac starts no more), and 1 in a daemonic
+    process, which may not have children.
+
+    Parameters
+    ----------
+    requested
+        Wanted process count (``0`` or ``None``: the default).
+    n_inputs
+        Exposures in the run.
+
+    Returns
+    -------
+    int
+    """
+    wanted = int(requested) if requested else DEFAULT_NUM_CORES
+    cores = max(1, min(wanted, max(n_inputs, 1)))
+    if cores > 1 and multiprocessing.current_process().daemon:
+        log.warning("num_cores=%d asked for in a daemonic process: AstroDrizzle runs on one core", cores)
+        return 1
+    return cores
+
+
+def run_record_path(work_dir: Path, output_name: str) -> Path:
+    """Where :func:`run_astrodrizzle` writes the record of a run's effective parameters."""
+    return Path(work_dir) / f"{output_name}_parameters.json"
+
+
+def read_run_record(work_dir: Path, output_name: str) -> dict[str, Any]:
+    """The record :func:`run_astrodrizzle` wrote for ``output_name`` in ``work_dir``.
+
+    Returns
+    -------
+    dict
+        ``inputs`` (file names), ``condition``, ``parameters`` (every keyword passed to ``AstroDrizzle``),
+        ``skymethod_requested``, ``skymethod_used``, ``drizzlepac_version``, ``seconds``.
+    """
+    record: dict[str, Any] = json.loads(run_record_path(work_dir, output_name).read_text())
+    return record
+
+
+def _drizzlepac_version() -> str:
+    import drizzlepac
+
+    return str(getattr(drizzlepac, "__version__", "unknown"))
+
+
 def run_astrodrizzle(
     inputs: Sequence[Path],
     *,
@@ -147,6 +210,7 @@ def run_astrodrizzle(
     final_drizzle: bool = False,
     fix_skymatch: bool = True,
     overrides: dict[str, Any] | None = None,
+    num_cores: int | None = None,
 ) -> DrizzleRun:
     """Run AstroDrizzle with drizzlepac's SVM parameter set on copies of one visit's exposures.
 
@@ -164,7 +228,10 @@ def run_astrodrizzle(
     fix_skymatch
         Provide the polygon method skypac needs so ``skymethod='match'`` really runs.
     overrides
-        Extra AstroDrizzle keywords that win over the SVM set (never over :data:`FORCED_PARAMETERS`).
+        Extra AstroDrizzle keywords that win over the SVM set (never over :data:`FORCED_PARAMETERS`);
+        ``num_cores`` here wins over the argument.
+    num_cores
+        AstroDrizzle processes (``None``: :data:`DEFAULT_NUM_CORES`); see :func:`resolve_num_cores`.
 
     Returns
     -------
@@ -178,8 +245,10 @@ def run_astrodrizzle(
         raise ValueError("run_astrodrizzle needs at least one input file")
     work_dir = paths[0].parent
     condition, parameters = load_svm_parameters(profile, len(paths))
+    parameters["num_cores"] = num_cores
     parameters.update(overrides or {})
     parameters.update(FORCED_PARAMETERS)
+    parameters["num_cores"] = resolve_num_cores(parameters["num_cores"], len(paths))
     parameters["driz_combine"] = bool(final_drizzle)
     parameters["runfile"] = f"{output_name}_astrodrizzle.log"
     parameters["output"] = output_name
@@ -213,7 +282,24 @@ def run_astrodrizzle(
     for rootname in rootnames:
         if not any(key[0] == rootname for key in crmasks):
             problems.append(f"{rootname}: driz_cr wrote no crmask (file dropped or CR step skipped)")
-    log.info("AstroDrizzle %s on %d exposures: %.1f s, skymethod %s", condition, len(paths), seconds, used)
+    log.info(
+        "AstroDrizzle %s on %d exposures: %.1f s, skymethod %s, num_cores %d",
+        condition,
+        len(paths),
+        seconds,
+        used,
+        parameters["num_cores"],
+    )
+    record = {
+        "inputs": [p.name for p in paths],
+        "condition": condition,
+        "parameters": parameters,
+        "skymethod_requested": requested,
+        "skymethod_used": used,
+        "drizzlepac_version": _drizzlepac_version(),
+        "seconds": seconds,
+    }
+    run_record_path(work_dir, output_name).write_text(json.dumps(record, indent=2, default=str))
     return DrizzleRun(
         work_dir=work_dir,
         inputs=tuple(paths),

@@ -7,29 +7,40 @@ stage; we report
 * recall of the simulator's CR pixels above 3 sigma and above 50 e-, and the false-positive rate,
   inside valid pixels (also without the 1-pixel ``driz_cr_grow`` ring around true CRs),
 * star-core contamination: star cores found in the simulator's noiseless model, flagged as CR,
-* wall time of the truth stage against bare AstroDrizzle (same parameter set, full run) on the
-  same visit, measured in the same process.
+* wall time of the truth stage against bare AstroDrizzle on the same visit, in the same process:
+  both make the same AstroDrizzle call (parameter set, sky method, driz_cr settings,
+  ``driz_combine=False``, ``num_cores``) on copies staged the same way, modules are imported and
+  both paths warmed up before any timer starts, and the timed runs alternate
+  (crlib, bare, bare, crlib, ...): the ratio is of the medians. The report carries every run,
+  both tools' effective parameters (compared keyword by keyword), threads and load average.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import os
 import shutil
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
 from crlib.profiles import FIELD_TYPES, InstrumentProfile
+from crlib.truth.parameters import parameter_differences
 from crlib.truth.product import read_truth_product
 from crlib.truth.quality import star_core_mask
 
 if TYPE_CHECKING:
     from crlib.align.exposures import ExposureInfo
     from crlib.records import TruthResult
+    from crlib.truth.drizzle import DrizzleRun
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +51,48 @@ TARGETS = {
     "star_core_contamination": 0.01,
     "time_ratio": 1.5,
 }
+
+#: Names of the two timed tools: the whole truth stage, and AstroDrizzle alone.
+CRLIB = "crlib"
+BARE = "bare"
+
+#: Modules the timed paths import lazily (drizzlepac, alignment, masks): imported before any timer.
+PRELOAD_MODULES = (
+    "astropy.io.fits",
+    "scipy.ndimage",
+    "spherical_geometry.graph",
+    "spherical_geometry.polygon",
+    "stwcs.wcsutil",
+    "tweakwcs",
+    "photutils.background",
+    "photutils.detection",
+    "drizzlepac",
+    "drizzlepac.acsData",
+    "drizzlepac.astrodrizzle",
+    "drizzlepac.wfc3Data",
+    "drizzlepac.updatehdr",
+    "crlib.align.exposures",
+    "crlib.align.visit",
+    "crlib.truth.drizzle",
+    "crlib.truth.visit",
+)
+
+#: Effective parameters printed per tool (all of them are compared).
+SHOWN_PARAMETERS = (
+    "parameter_set",
+    "skysub",
+    "skymethod",
+    "skymethod_used",
+    "combine_type",
+    "driz_cr",
+    "driz_cr_snr",
+    "driz_cr_scale",
+    "driz_cr_grow",
+    "driz_combine",
+    "num_cores",
+    "in_memory",
+    "output",
+)
 
 
 def wcs_correction_error(
@@ -215,33 +268,183 @@ def _injected_shifts(visit_json: dict[str, Any]) -> dict[str, tuple[float, float
     return shifts
 
 
-def _bare_astrodrizzle_seconds(visit_dir: Path, work_dir: Path, profile: InstrumentProfile) -> float:
+def preload_modules() -> tuple[str, ...]:
+    """Import every module the two timed paths import lazily, so no import happens inside a timer.
+
+    Returns
+    -------
+    tuple of str
+        The modules imported (all of :data:`PRELOAD_MODULES`).
+    """
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
+    return PRELOAD_MODULES
+
+
+def alternation_order(repeats: int) -> list[str]:
+    """Order of the timed runs: ``crlib, bare, bare, crlib, crlib, bare, ...`` (``repeats`` of each).
+
+    Each tool runs first in every other pair, so a drift of the machine's load or file cache
+    during the benchmark does not favour either.
+
+    Raises
+    ------
+    ValueError
+        For ``repeats < 1``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    order: list[str] = []
+    for index in range(repeats):
+        order.extend((CRLIB, BARE) if index % 2 == 0 else (BARE, CRLIB))
+    return order
+
+
+def time_call(call: Callable[[], T]) -> tuple[T, float, tuple[str, ...]]:
+    """Wall time of ``call()`` alone, and the modules that appeared in ``sys.modules`` meanwhile.
+
+    The ``sys.modules`` snapshots are taken outside the timed region; a non-empty third element
+    means the timed region paid for an import.
+
+    Returns
+    -------
+    tuple
+        ``(result, seconds, modules imported during the call)``.
+    """
+    before = set(sys.modules)
+    start = time.perf_counter()
+    result = call()
+    seconds = time.perf_counter() - start
+    return result, seconds, tuple(sorted(set(sys.modules) - before))
+
+
+def _load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return []
+
+
+def _clear(work_dir: Path) -> None:
+    """Remove a previous run's working directory (untimed; both tools start from none)."""
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+
+
+def _bare_astrodrizzle(
+    visit_dir: Path, work_dir: Path, profile: InstrumentProfile, output_name: str, overrides: dict[str, Any]
+) -> DrizzleRun:
+    """Bare AstroDrizzle as the truth stage stages it: copies in a fresh working directory."""
     from crlib.align.exposures import copy_to_work_dir, find_exposures
     from crlib.truth.drizzle import run_astrodrizzle
 
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
     copies = copy_to_work_dir(find_exposures(visit_dir), work_dir)
-    start = time.perf_counter()
-    run_astrodrizzle(copies, profile=profile, output_name="bare", final_drizzle=True, fix_skymatch=False)
-    return time.perf_counter() - start
+    return run_astrodrizzle(copies, profile=profile, output_name=output_name, overrides=overrides)
 
 
-def benchmark_visit(visit_dir: Path, scratch: Path, *, catalog_file: Path | None = None) -> dict[str, Any]:
-    """Run bare AstroDrizzle and the truth stage on one simulated visit and score the result."""
+def _effective_parameters(work_dir: Path) -> dict[str, Any] | None:
+    """The AstroDrizzle keywords a run in ``work_dir`` passed, plus parameter set and sky method used."""
+    from crlib.truth.drizzle import read_run_record, run_record_path
+
+    found = sorted(Path(work_dir).glob(run_record_path(Path(), "*").name))
+    if not found:
+        return None
+    record = read_run_record(work_dir, found[0].name.removesuffix("_parameters.json"))
+    return {
+        **record["parameters"],
+        "input": record["inputs"],
+        "parameter_set": record["condition"],
+        "skymethod_used": record["skymethod_used"],
+        "drizzlepac_version": record["drizzlepac_version"],
+    }
+
+
+def benchmark_visit(
+    visit_dir: Path,
+    scratch: Path,
+    *,
+    catalog_file: Path | None = None,
+    repeats: int = 2,
+    warmup: bool = True,
+    num_cores: int | None = None,
+) -> dict[str, Any]:
+    """Time the truth stage against bare AstroDrizzle on one simulated visit and score the result.
+
+    Both tools get the same AstroDrizzle call (:func:`crlib.truth.drizzle.run_astrodrizzle`: same
+    parameter set, sky method, driz_cr settings, ``driz_combine=False``, ``num_cores``, output name),
+    the same staging (copies of the visit's files in a working directory that does not exist when
+    the timer starts) and the same warm-up; modules are imported before any timer starts. The
+    timed runs alternate (:func:`alternation_order`) and the ratio is of the medians.
+
+    Parameters
+    ----------
+    visit_dir
+        A simulated visit (``truth/visit.json`` and ``truth/*_simtruth.fits`` beside the FLCs).
+    scratch
+        Working directories go to ``scratch/truth/<visit>`` and ``scratch/bare/<visit>``.
+    catalog_file
+        Astrometric catalog for the absolute fit (none: relative fit only).
+    repeats
+        Timed runs of each tool.
+    warmup
+        Run each tool once, untimed, before the timed runs.
+    num_cores
+        AstroDrizzle processes for both tools (``None``: the truth stage's default).
+
+    Returns
+    -------
+    dict
+        Fidelity numbers, the medians (``truth_seconds``, ``bare_astrodrizzle_seconds``,
+        ``time_ratio``), every timed run in order (``runs``: tool, seconds, load average, modules
+        imported while timed), both tools' effective parameters and whether they match, threads.
+    """
     from crlib.align.exposures import find_exposures, read_exposure
     from crlib.align.visit import AlignOptions
-    from crlib.truth.visit import TruthOptions, build_visit_truth
+    from crlib.config import worker_count
+    from crlib.truth.visit import TruthOptions, VisitTruth, build_visit_truth
 
+    preload_modules()
     visit_dir = Path(visit_dir)
     info = json.loads((visit_dir / "truth" / "visit.json").read_text())
     exposures = [read_exposure(p) for p in find_exposures(visit_dir)]
     profile = exposures[0].profile
-    bare_s = _bare_astrodrizzle_seconds(visit_dir, scratch / "bare" / visit_dir.name, profile)
-    start = time.perf_counter()
-    options = TruthOptions(align_options=AlignOptions(catalog_file=catalog_file, query_catalogs=False))
-    truth = build_visit_truth(visit_dir, work_dir=scratch / "truth" / visit_dir.name, options=options)
-    truth_s = time.perf_counter() - start
+    overrides: dict[str, Any] = {"num_cores": num_cores} if num_cores else {}
+    options = TruthOptions(
+        align_options=AlignOptions(catalog_file=catalog_file, query_catalogs=False),
+        drizzle_overrides=overrides,
+    )
+    work = {CRLIB: Path(scratch) / "truth" / visit_dir.name, BARE: Path(scratch) / "bare" / visit_dir.name}
+    output_name = f"{visit_dir.name}_truth"  # the stage's own output name: same file names and sizes
+    calls: dict[str, Callable[[], Any]] = {
+        CRLIB: lambda: build_visit_truth(visit_dir, work_dir=work[CRLIB], options=options),
+        BARE: lambda: _bare_astrodrizzle(visit_dir, work[BARE], profile, output_name, overrides),
+    }
+    load_start = _load_average()
+    if warmup:
+        for tool in (CRLIB, BARE):
+            _clear(work[tool])
+            calls[tool]()
+    runs: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    for tool in alternation_order(repeats):
+        _clear(work[tool])
+        load = _load_average()
+        last[tool], seconds, imported = time_call(calls[tool])
+        runs.append(
+            {"tool": tool, "seconds": seconds, "load_average": load, "imported_while_timed": list(imported)}
+        )
+        log.info("%s on %s: %.1f s (load %s)", tool, visit_dir.name, seconds, load)
+    truth: VisitTruth = last[CRLIB]
+    parameters = {tool: _effective_parameters(work[tool]) for tool in (CRLIB, BARE)}
+    crlib_parameters, bare_parameters = parameters[CRLIB], parameters[BARE]
+    differences = (
+        parameter_differences(crlib_parameters, bare_parameters)
+        if crlib_parameters is not None and bare_parameters is not None
+        else {"record": (crlib_parameters is not None, bare_parameters is not None)}
+    )
+    medians = {
+        tool: float(np.median([r["seconds"] for r in runs if r["tool"] == tool])) for tool in (CRLIB, BARE)
+    }
 
     injected = _injected_shifts(info)
     alignment = truth.alignment
@@ -268,10 +471,24 @@ def benchmark_visit(visit_dir: Path, scratch: Path, *, catalog_file: Path | None
         "statuses": {r.rootname: r.status for r in truth.exposures},
         "reasons": {r.rootname: list(r.reasons) for r in truth.exposures if r.reasons},
         **{key: mean_finite(fidelity, key) for key in FIDELITY_KEYS},
-        "truth_seconds": truth_s,
+        "truth_seconds": medians[CRLIB],
         "truth_step_seconds": truth.seconds,
-        "bare_astrodrizzle_seconds": bare_s,
-        "time_ratio": truth_s / bare_s if bare_s > 0 else float("nan"),
+        "bare_astrodrizzle_seconds": medians[BARE],
+        "time_ratio": medians[CRLIB] / medians[BARE] if medians[BARE] > 0 else float("nan"),
+        "warmup": warmup,
+        "order": [r["tool"] for r in runs],
+        "runs": runs,
+        "parameters": parameters,
+        "parameters_match": not differences,
+        "parameter_differences": {k: list(v) for k, v in differences.items()},
+        "threads": {
+            "cpu_count": os.cpu_count(),
+            "truth_mask_workers": worker_count(options.workers, len(exposures)),
+            "align_catalog_workers": worker_count(options.align_options.workers, len(exposures)),
+            "astrodrizzle_num_cores": {tool: (p or {}).get("num_cores") for tool, p in parameters.items()},
+        },
+        "load_average_start": load_start,
+        "load_average_end": _load_average(),
     }
 
 
@@ -282,31 +499,68 @@ def run_truth_benchmark(
     exposures: int = 3,
     seed: int = 7,
     field_types: tuple[str, ...] = FIELD_TYPES,
+    repeats: int = 2,
+    warmup: bool = True,
+    num_cores: int | None = None,
 ) -> dict[str, Any]:
     """Simulate one visit per field type and benchmark the truth stage on each.
+
+    Parameters
+    ----------
+    scratch
+        Simulated archive under ``scratch/archive``, working directories under ``scratch/runs``.
+    size, exposures, seed, field_types
+        What to simulate (one visit per field type, seed ``seed + index``).
+    repeats, warmup, num_cores
+        Passed to :func:`benchmark_visit`.
 
     Returns
     -------
     dict
-        ``{"targets": ..., "visits": [per-visit dict, ...]}``.
+        ``{"targets", "size", "exposures", "repeats", "warmup", "cpu_count", "load_average_start",
+        "load_average_end", "visits": [per-visit dict, ...]}``.
     """
+    alternation_order(repeats)  # refuse a bad count before simulating anything
+    preload_modules()
     scratch = Path(scratch)
+    load_start = _load_average()
     visits = []
     for field_type, visit_dir in simulate_field_visits(
         scratch / "archive", size=size, exposures=exposures, seed=seed, field_types=field_types
     ):
         log.info("benchmarking %s (%s)", visit_dir.name, field_type)
-        visits.append(benchmark_visit(visit_dir, scratch / "runs"))
-    return {"targets": TARGETS, "size": size, "exposures": exposures, "visits": visits}
+        visits.append(
+            benchmark_visit(visit_dir, scratch / "runs", repeats=repeats, warmup=warmup, num_cores=num_cores)
+        )
+    return {
+        "targets": TARGETS,
+        "size": size,
+        "exposures": exposures,
+        "repeats": repeats,
+        "warmup": warmup,
+        "cpu_count": os.cpu_count(),
+        "load_average_start": load_start,
+        "load_average_end": _load_average(),
+        "visits": visits,
+    }
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Human-readable table of :func:`run_truth_benchmark` output."""
+    """Human-readable table of :func:`run_truth_benchmark` output, with every timed run and the
+    parameters both tools used."""
     t = report["targets"]
     lines = [
         f"truth fidelity ({report['size']}, {report['exposures']} exposures/visit); targets: align <= "
         f"{t['alignment_rms_px']} px, recall(>50e-) >= {t['recall_50e']}, FPR <= {t['false_positive_rate']}, "
         f"star cores <= {t['star_core_contamination']}, time <= {t['time_ratio']}x bare AstroDrizzle",
+        f"timing: median of {report['repeats']} alternated runs per tool"
+        f"{' after one untimed warm-up run each' if report['warmup'] else ' (no warm-up)'}; "
+        f"{report['cpu_count']} CPU cores; load average (1/5/15 min) "
+        f"{_shown(report['load_average_start'])} at start, {_shown(report['load_average_end'])} at end",
         f"{'field type':18s} {'align':>8s} {'err px':>7s} {'rec50':>6s} {'rec3s':>6s} {'FPR':>9s} "
         f"{'FPR-ring':>9s} {'cores':>6s} {'truth s':>8s} {'bare s':>7s} {'ratio':>6s}  status",
     ]
@@ -321,4 +575,34 @@ def format_report(report: dict[str, Any]) -> str:
             f"{v['bare_astrodrizzle_seconds']:7.1f} "
             f"{v['time_ratio']:6.2f}  {','.join(sorted(set(v['statuses'].values())))}"
         )
+    for v in report["visits"]:
+        lines.append(f"{v['field_type']} ({v['visit']}):")
+        runs = ", ".join(
+            f"{r['tool']} {r['seconds']:.1f} s (load {r['load_average'][0] if r['load_average'] else '-'})"
+            for r in v["runs"]
+        )
+        lines.append(f"  runs in order: {runs}")
+        steps = ", ".join(f"{k} {s:.1f}" for k, s in v["truth_step_seconds"].items())
+        lines.append(f"  truth stage steps (s, last run): {steps}")
+        threads = v["threads"]
+        lines.append(
+            f"  threads: crlib align catalogs {threads['align_catalog_workers']}, masks "
+            f"{threads['truth_mask_workers']}; AstroDrizzle num_cores crlib "
+            f"{_shown(threads['astrodrizzle_num_cores'].get(CRLIB))}, bare "
+            f"{_shown(threads['astrodrizzle_num_cores'].get(BARE))}"
+        )
+        imported = sorted({m for r in v["runs"] for m in r["imported_while_timed"]})
+        lines.append(f"  modules imported inside a timer: {', '.join(imported) if imported else 'none'}")
+        for tool in (CRLIB, BARE):
+            p = v["parameters"].get(tool) or {}
+            shown = ", ".join(f"{key}={_shown(p.get(key))}" for key in SHOWN_PARAMETERS)
+            lines.append(f"  {tool + ' parameters:':18s} {shown}")
+        if v["parameters_match"]:
+            n = len(v["parameters"][CRLIB] or {})
+            lines.append(f"  parameters: identical ({n} keywords compared)")
+        else:
+            diff = "; ".join(
+                f"{k}: crlib {a!r} vs bare {b!r}" for k, (a, b) in v["parameter_differences"].items()
+            )
+            lines.append(f"  parameters DIFFER: {diff}")
     return "\n".join(lines)

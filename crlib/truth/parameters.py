@@ -101,3 +101,30 @@ def load_svm_parameters(profile: InstrumentProfile, n_exposures: int) -> tuple[s
         ) from None
     log.debug("drizzlepac SVM parameters %s from %s", condition, relative)
     return condition, flatten_parameters(nested)
+
+
+def parameter_differences(
+    first: dict[str, Any], second: dict[str, Any], *, ignore: frozenset[str] = frozenset()
+) -> dict[str, tuple[Any, Any]]:
+    """Keywords whose values differ between two AstroDrizzle parameter dicts.
+
+    Parameters
+    ----------
+    first, second
+        Keyword dicts, e.g. the ``parameters`` of two :func:`crlib.truth.drizzle.read_run_record`.
+    ignore
+        Keywords left out of the comparison.
+
+    Returns
+    -------
+    dict
+        ``{keyword: (first value, second value)}``; a keyword missing on one side shows as
+        ``None`` there. Empty when the two sets are the same.
+    """
+    missing = object()
+    differences: dict[str, tuple[Any, Any]] = {}
+    for key in sorted((set(first) | set(second)) - ignore):
+        a, b = first.get(key, missing), second.get(key, missing)
+        if a is missing or b is missing or a != b:
+            differences[key] = (None if a is missing else a, None if b is missing else b)
+    return differences

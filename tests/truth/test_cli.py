@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import median
 
+import pytest
 from typer.testing import CliRunner
 
 from crlib.cli.app import app, register_commands
@@ -62,8 +64,37 @@ def test_bench_truth_runs_one_field_type_and_scores_it(tmp_path):
     visit = report["visits"][0]
     assert visit["recall_50e"] > 0.9
     assert visit["false_positive_rate"] < 1e-3
-    assert visit["bare_astrodrizzle_seconds"] > 0
     assert not (tmp_path / "archive" / "globular_cluster").exists()
+
+    # fair timing: both tools timed, alternated, medians compared, nothing imported inside a timer
+    assert visit["truth_seconds"] > 0 and visit["bare_astrodrizzle_seconds"] > 0
+    assert visit["order"] == ["crlib", "bare", "bare", "crlib"] and visit["warmup"] is True
+    assert [r["tool"] for r in visit["runs"]] == visit["order"]
+    for tool, key in (("crlib", "truth_seconds"), ("bare", "bare_astrodrizzle_seconds")):
+        assert visit[key] == pytest.approx(median(r["seconds"] for r in visit["runs"] if r["tool"] == tool))
+    assert visit["time_ratio"] == pytest.approx(visit["truth_seconds"] / visit["bare_astrodrizzle_seconds"])
+    assert all(r["imported_while_timed"] == [] for r in visit["runs"])
+    assert all(len(r["load_average"]) == 3 for r in visit["runs"])
+    # the same AstroDrizzle call: every keyword, the parameter set and the sky method really used
+    crlib_parameters, bare_parameters = visit["parameters"]["crlib"], visit["parameters"]["bare"]
+    assert visit["parameters_match"] and visit["parameter_differences"] == {}
+    assert crlib_parameters == bare_parameters
+    assert crlib_parameters["skymethod"] == crlib_parameters["skymethod_used"] == "match"
+    assert crlib_parameters["driz_combine"] is False and crlib_parameters["driz_cr"] is True
+    assert visit["threads"]["astrodrizzle_num_cores"] == {"crlib": 1, "bare": 1}
+    assert visit["threads"]["cpu_count"] >= 1 and len(report["load_average_start"]) == 3
+
+
+def test_bench_truth_num_cores_goes_to_both_tools(tmp_path):
+    """``--num-cores`` sets AstroDrizzle's processes for the truth stage and bare AstroDrizzle alike."""
+    register_commands()
+    args = ["bench", "truth", "--size", "small", "--field-type", "extragalactic", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, [*args, "--num-cores", "2", "--repeats", "1", "--no-warmup", "--json"])
+    assert result.exit_code == 0, result.output
+    (visit,) = json.loads(result.stdout)["visits"]
+    assert visit["order"] == ["crlib", "bare"] and visit["warmup"] is False
+    assert visit["threads"]["astrodrizzle_num_cores"] == {"crlib": 2, "bare": 2}
+    assert visit["parameters_match"], visit["parameter_differences"]
 
 
 def test_bench_truth_rejects_unknown_field_type(tmp_path):

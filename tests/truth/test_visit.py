@@ -168,7 +168,10 @@ def test_rate_units_are_refused(truth_archive, tmp_path):
 def test_full_size_visit_meets_targets(tmp_path):
     from crlib.truth.fidelity import run_truth_benchmark
 
-    report = run_truth_benchmark(tmp_path, size="full", exposures=3, seed=5, field_types=("extragalactic",))
+    # one timed run per tool, no warm-up: this test is about fidelity, not the time ratio
+    report = run_truth_benchmark(
+        tmp_path, size="full", exposures=3, seed=5, field_types=("extragalactic",), repeats=1, warmup=False
+    )
     (visit,) = report["visits"]
     assert visit["recall_50e"] > 0.95
     assert visit["false_positive_rate"] < 1e-4
