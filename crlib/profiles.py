@@ -1,8 +1,9 @@
 """Instrument profiles: detector facts as data, not code branches.
 
 A profile names the detector geometry, the header keywords that hold gain and read noise, the
-drizzlepac single-visit parameter set, and the default deepCR model and threshold. Stages look
-facts up here instead of testing ``if instrument == ...``.
+drizzlepac single-visit parameter set, the default deepCR model and threshold, and the
+:class:`ScoringRules` (which pixels count when a prediction is scored). Stages look facts up here
+instead of testing ``if instrument == ...``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,50 @@ class ChipLayout:
     ccdchip: int
     name: str
     amps: tuple[str, str]
+
+
+#: DQ bits that mark cosmic rays (4096 AstroDrizzle, 8192 calacs CR-SPLIT): labels, not defects.
+CR_DQ_BITS = 4096 | 8192
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringRules:
+    """Which pixels of a chip count when a prediction is scored (the deepCR-ACS/WFC paper's rules).
+
+    The same rules serve pipeline scoring (:func:`crlib.pipeline.stages.score_exposure`),
+    ``crlib bench accuracy`` and, as :class:`crlib.training.patches.PatchParameters`'
+    ``border`` and ignore mask, training and the promotion gate. Each metrics row records the
+    border and whether DQ flags were excluded.
+
+    Attributes
+    ----------
+    border_px
+        Pixels discarded along every chip edge (paper: 128). A chip not larger than twice the
+        border in both axes has no pixel left and is left out of the score.
+    exclude_dq
+        Leave out pixels whose FLC ``DQ`` has a bit set other than :attr:`label_dq_bits` (paper:
+        "DQ-flagged pixels excluded from loss and metrics"). The truth product's ``VALID`` mask
+        is always applied as well.
+    label_dq_bits
+        DQ bits that do not exclude a pixel: the CR flags, which are what is being measured.
+    """
+
+    border_px: int = 128
+    exclude_dq: bool = True
+    label_dq_bits: int = CR_DQ_BITS
+
+    def __post_init__(self) -> None:
+        if self.border_px < 0:
+            raise ValueError(f"border_px must be >= 0, got {self.border_px}")
+
+    def describe(self) -> str:
+        """E.g. ``border 128 px, DQ-flagged pixels excluded``."""
+        dq = "DQ-flagged pixels excluded" if self.exclude_dq else "DQ flags not applied"
+        return f"border {self.border_px} px, {dq}"
+
+
+#: No rule beyond the truth's own valid mask (scoring as before the rules existed).
+NO_SCORING_RULES = ScoringRules(border_px=0, exclude_dq=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +113,9 @@ class InstrumentProfile:
         Default probability threshold for the binary mask.
     template_header
         Package data file used by the simulator, or ``None`` if the simulator cannot build this profile.
+    scoring
+        Which pixels count in scores (:class:`ScoringRules`; the paper's 128-px border and DQ
+        exclusion).
     """
 
     name: str
@@ -88,6 +136,7 @@ class InstrumentProfile:
     gain_keywords: tuple[str, ...] = ("ATODGNA", "ATODGNB", "ATODGNC", "ATODGND")
     readnoise_keywords: tuple[str, ...] = ("READNSEA", "READNSEB", "READNSEC", "READNSED")
     extra: dict[str, str] = field(default_factory=dict)
+    scoring: ScoringRules = field(default_factory=ScoringRules)
 
     @property
     def pixel_area_cm2(self) -> float:

@@ -69,13 +69,29 @@ def bench_accuracy_command(
     keep_files: Annotated[
         bool, typer.Option("--keep-files", help="Keep FLC, truth and prediction files.")
     ] = False,
+    border: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Scoring border, px (default: the ACS/WFC profile's, 128, as pipeline scoring)."
+        ),
+    ] = None,
+    min_peak_snr: Annotated[
+        float | None,
+        typer.Option(
+            "--min-peak-snr",
+            min=0.0,
+            help="Truth: prune driz_cr components below this many sigma (default 5; 0 keeps them all).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """deepCR global and per-filter models and LACosmic on simulated visits with drizzle truth vs Table 3."""
+    import dataclasses
+
     from crlib.config import load_settings
     from crlib.model.accuracy import ACCURACY_FILTERS, MODEL_KINDS, run_accuracy_benchmark
     from crlib.model.lacosmic import SIGCLIP_SWEEP
-    from crlib.profiles import FIELD_TYPES
+    from crlib.profiles import ACS_WFC, FIELD_TYPES
 
     settings = load_settings()
     report = run_accuracy_benchmark(
@@ -92,6 +108,8 @@ def bench_accuracy_command(
         device=device or settings.device,
         threads=settings.torch_threads(),
         keep_files=keep_files,
+        rules=ACS_WFC.scoring if border is None else dataclasses.replace(ACS_WFC.scoring, border_px=border),
+        min_peak_snr=min_peak_snr,
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -110,9 +128,13 @@ def print_report(report: AccuracyReport) -> None:
     console.width = max(console.width, 150)
     kinds = report.settings["models"]
     settings = report.settings
+    scoring = settings.get("scoring", {})
     header = (
         f"{settings['size']} exposures, {settings['visits_per_cell']} visit(s) per cell, "
-        f"{settings['exposures_per_visit']} exposures per visit, seed {settings['seed']}"
+        f"{settings['exposures_per_visit']} exposures per visit, seed {settings['seed']}, "
+        f"scoring border {scoring.get('border_px', 0)} px"
+        + (", DQ-flagged pixels excluded" if scoring.get("exclude_dq") else "")
+        + f", truth pruned below {settings.get('truth_min_peak_snr', 0):g} sigma"
     )
     console.print(f"[bold]{report.caveat}[/bold]")
     for label, title in (("plain", "no dilation"), ("dilated", "3x3 dilation of the predicted mask")):

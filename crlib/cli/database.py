@@ -295,10 +295,50 @@ def cr_rate_command(
         typer.echo(f"plot written to {plot}", err=True)
 
 
+def _truth_statuses(values: list[str] | None) -> tuple[str, ...]:
+    """``--truth-status ok,suspect`` (comma-separated or repeated) as a checked tuple."""
+    from crlib.db.stats import DEFAULT_TRUTH_STATUSES
+    from crlib.db.vocabulary import METRIC_TRUTH_STATUSES
+
+    if not values:
+        return DEFAULT_TRUTH_STATUSES
+    chosen = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    for status in chosen:
+        if status not in METRIC_TRUTH_STATUSES:
+            raise click.BadParameter(
+                f"{status!r} is not one of {', '.join(METRIC_TRUTH_STATUSES)}", param_hint="--truth-status"
+            )
+    return tuple(s for s in METRIC_TRUTH_STATUSES if s in chosen)
+
+
+def _performance_note(session: Any, where: Any, results: list[Any], proposal: int | None) -> str:
+    """What was pooled (splits, truth), what each model version's ``unseen`` rests on, freshness."""
+    from crlib.db.training_splits import training_splits
+    from crlib.db.vocabulary import TRAINING_SPLITS
+
+    lines = [where.describe_selection()]
+    hints = []
+    if not set(TRAINING_SPLITS) & set(where.splits or TRAINING_SPLITS):
+        hints.append("--include-training adds the visits each version was trained or validated on")
+    if where.truth_statuses == ("ok",):
+        hints.append("--truth-status ok,suspect adds suspect truth")
+    if hints:
+        lines.append("(" + "; ".join(hints) + ")")
+    pooled = {model for row in results for model in row.models}
+    for state in training_splits(session):
+        if f"{state.model_name}:{state.version}" in pooled:
+            lines.append(state.describe())
+    lines.append(_freshness(session, proposal))
+    return "\n".join(lines)
+
+
 @stats_app.command("performance")
 def performance_command(
     by: Annotated[
-        list[str] | None, typer.Option("--by", help="Group by: model, field_type, filter, month, year.")
+        list[str] | None,
+        typer.Option(
+            "--by", help="Group by: model, field_type, filter, month, year, split, truth_status, border."
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name or name:version.")] = None,
     proposal: ProposalOpt = None,
@@ -306,12 +346,34 @@ def performance_command(
     field_types: FieldTypeOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
+    include_training: Annotated[
+        bool,
+        typer.Option(
+            "--include-training",
+            help="Also pool exposures whose visit was in the train or validation split of the model "
+            "version that predicted them (default: only test and unseen visits).",
+        ),
+    ] = False,
+    truth_status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--truth-status",
+            help="Truth statuses to pool, comma-separated: ok, suspect, unknown (default: ok).",
+        ),
+    ] = None,
     fmt: FormatOpt = OutputFormat.table,
     plot: PlotOpt = None,
     refresh: RefreshOpt = False,
 ) -> None:
-    """Pooled model performance (TPR at FPR 0.05% and 0.5%) by model version x field type x filter."""
-    from crlib.db.stats import PERFORMANCE_DIMENSIONS, model_performance
+    """Pooled model performance (TPR at FPR 0.05% and 0.5%) by model version x field type x filter.
+
+    By default only exposures the model version never learnt from (split test or unseen) scored
+    against truth whose status is ok are pooled; the output says what was pooled.
+    """
+    import dataclasses
+
+    from crlib.db.stats import DEFAULT_SPLITS, PERFORMANCE_DIMENSIONS, model_performance
+    from crlib.db.vocabulary import SPLITS
 
     dims = by or ["model", "field_type", "filter"]
     for dim in dims:
@@ -319,12 +381,16 @@ def performance_command(
             raise click.BadParameter(
                 f"{dim!r}; choose from {', '.join(PERFORMANCE_DIMENSIONS)}", param_hint="--by"
             )
-    where = _filters(proposal, filters, field_types, since, until, model)
+    where = dataclasses.replace(
+        _filters(proposal, filters, field_types, since, until, model),
+        splits=SPLITS if include_training else DEFAULT_SPLITS,
+        truth_statuses=_truth_statuses(truth_status),
+    )
     _, sessions = _open()
     _maybe_refresh(sessions, refresh)
     with sessions() as session:
         results = model_performance(session, by=dims, where=where)
-        note = _freshness(session, proposal)
+        note = _performance_note(session, where, results, proposal)
     _emit(
         [r.as_dict() for r in results],
         fmt,
@@ -336,6 +402,78 @@ def performance_command(
 
         plot_roc_curves(results, path=plot)
         typer.echo(f"plot written to {plot}", err=True)
+
+
+@stats_app.command("training-splits")
+def training_splits_command(
+    model: Annotated[
+        str | None, typer.Argument(help="Model name or name:version (default: every model).")
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            help="Record this training manifest for MODEL (name:version): a patch dataset's "
+            "manifest.json or the training run's dataset/manifest.json.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Dataset id of --manifest (default: its directory's name)."),
+    ] = None,
+    external: Annotated[
+        bool,
+        typer.Option(
+            "--external",
+            help="Record MODEL as weights crlib did not train (deepCR's shipped models): every visit unseen.",
+        ),
+    ] = False,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Show (or record) what each model version was trained on, which decides the split of its scores."""
+    from crlib.db.training_splits import record_training_splits, training_splits
+    from crlib.db.vocabulary import EXTERNAL_TRAINING
+
+    if manifest is not None or external:
+        name, _, version = (model or "").partition(":")
+        if not name or not version:
+            raise click.BadParameter("give the model version as name:version", param_hint="MODEL")
+        if manifest is not None and external:
+            raise click.BadParameter("--manifest and --external exclude each other", param_hint="--external")
+        splits, dataset_id = ({}, EXTERNAL_TRAINING) if manifest is None else _manifest_splits(manifest)
+        dataset_id = dataset or dataset_id
+        _, sessions = _open()
+        with sessions() as session:
+            count = record_training_splits(
+                session, model_name=name, version=version, splits=splits, dataset_id=dataset_id
+            )
+        typer.echo(f"{name}:{version}: recorded {count} visits of dataset {dataset_id}", err=True)
+    _, sessions = _open()
+    with sessions() as session:
+        states = training_splits(session, model=model)
+    rows = [
+        {
+            "model": f"{s.model_name}:{s.version}",
+            "source": s.source,
+            "training_dataset": s.training_dataset,
+            **s.visits,
+            "meaning": s.describe().split(": ", 1)[1],
+        }
+        for s in states
+    ]
+    _emit(rows, fmt, title="Training data of each model version")
+
+
+def _manifest_splits(path: Path) -> tuple[dict[str, str], str]:
+    """``({visit: split}, dataset id)`` from a patch dataset's ``manifest.json``."""
+    from crlib.errors import InputDataError
+
+    try:
+        document = json.loads(path.read_text())
+        visits = {str(v): str(entry["split"]) for v, entry in document["visits"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputDataError(path, f"not a training manifest with visits and their splits ({exc})") from None
+    return visits, path.resolve().parent.name
 
 
 @stats_app.command("pipeline")

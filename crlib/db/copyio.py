@@ -20,6 +20,7 @@ COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
 NULL_FIELD = struct.pack(">i", -1)
 _PG_EPOCH = dt.date(2000, 1, 1)
+_TEXT_OID = 25
 
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
@@ -47,6 +48,21 @@ def int4_field(value: int) -> bytes:
 def int8_field(value: int) -> bytes:
     """A ``bigint`` field."""
     return b"\x00\x00\x00\x08" + _INT64.pack(value)
+
+
+def bool_field(value: bool) -> bytes:
+    """A ``boolean`` field."""
+    return b"\x00\x00\x00\x01" + (b"\x01" if value else b"\x00")
+
+
+def text_array_field(values: Iterable[str]) -> bytes:
+    """A one-dimensional ``text[]`` field (binary array format: no NULL elements, lower bound 1)."""
+    items = [v.encode() for v in values]
+    if not items:
+        return field(_INT32.pack(0) + _INT32.pack(0) + _INT32.pack(_TEXT_OID))
+    body = [_INT32.pack(1), _INT32.pack(0), _INT32.pack(_TEXT_OID), _INT32.pack(len(items)), _INT32.pack(1)]
+    body += [_INT32.pack(len(item)) + item for item in items]
+    return field(b"".join(body))
 
 
 def text_field(value: str | None) -> bytes:
@@ -249,6 +265,31 @@ def int_value(value: memoryview | None) -> int | None:
 def float_value(value: memoryview | None) -> float | None:
     """A ``double precision`` field."""
     return None if value is None else float(_FLOAT8.unpack(value)[0])
+
+
+def bool_value(value: memoryview | None) -> bool | None:
+    """A ``boolean`` field."""
+    return None if value is None else bytes(value) != b"\x00"
+
+
+def text_array_value(value: memoryview | None) -> tuple[str, ...] | None:
+    """A one-dimensional ``text[]`` field (NULL elements are not expected)."""
+    if value is None:
+        return None
+    ndim = _INT32.unpack_from(value, 0)[0]
+    if ndim == 0:
+        return ()
+    if ndim != 1:
+        raise ValueError(f"expected a 1-D text array, got {ndim} dimensions")
+    count = _INT32.unpack_from(value, 12)[0]
+    pos = 20
+    items = []
+    for _ in range(count):
+        length = _INT32.unpack_from(value, pos)[0]
+        pos += 4
+        items.append(bytes(value[pos : pos + length]).decode())
+        pos += length
+    return tuple(items)
 
 
 def text_value(value: memoryview | None) -> str | None:

@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from crlib.db.vocabulary import RUN_STATUSES
+from crlib.db.vocabulary import MANIFEST_SPLITS, METRIC_TRUTH_STATUSES, RUN_STATUSES, SPLITS, TRUTH_METHODS
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -360,6 +360,29 @@ class ModelVersion(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     description: Mapped[str | None] = mapped_column(Text)
     registered_at: Mapped[dt.datetime] = now_column()
+    #: Dataset whose training manifest gave :class:`ModelVersionSplit` (``external``: weights crlib
+    #: did not train, every visit unseen; NULL: not recorded, every visit counts as unseen).
+    training_dataset: Mapped[str | None] = mapped_column(String(128))
+
+
+class ModelVersionSplit(Base):
+    """A visit of a model version's training manifest and the split it was in.
+
+    Recorded when the version is registered (:func:`crlib.db.repo.record_training_splits`); a
+    visit not listed for a version is ``unseen`` by it (as far as crlib knows).
+    """
+
+    __tablename__ = "model_version_splits"
+    __table_args__ = (
+        CheckConstraint(one_of("split", MANIFEST_SPLITS), name="split"),
+        CheckConstraint("visit ~ '^[a-z0-9]{6}$'", name="visit"),
+    )
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    visit: Mapped[str] = mapped_column(String(6), primary_key=True)
+    split: Mapped[str] = mapped_column(String(10))
 
 
 class ModelAliasEvent(Base):
@@ -414,11 +437,13 @@ def encoded_histogram(column: str) -> str:
 
 
 class ExposureMetricsRow(Base):
-    """Scores of one model version against one exposure's truth.
+    """Scores of one model version against one exposure's truth, with their provenance.
 
     The four score histograms (CR / non-CR pixels per probability bin, plain and 3x3-dilated) are
     ``bytea`` in the fixed-width encoding of :mod:`crlib.db.histcodec` (``n_bins`` counts each;
     the dilated pair is NULL when it was not measured). SQL: ``hist_decode(hist_cr, n_bins)``.
+    Provenance: the truth status, method and gate reasons the scores rest on, the split of the
+    exposure's visit for the model version, and the scoring rules (border, DQ exclusion).
     """
 
     __tablename__ = "exposure_metrics"
@@ -441,6 +466,10 @@ class ExposureMetricsRow(Base):
         CheckConstraint(
             one_of("field_type", ("globular_cluster", "extragalactic", "resolved_galaxy")), name="field_type"
         ),
+        CheckConstraint(one_of("truth_status", METRIC_TRUTH_STATUSES), name="truth_status"),
+        CheckConstraint(one_of("truth_method", TRUTH_METHODS), name="truth_method"),
+        CheckConstraint(one_of("split", SPLITS), name="split"),
+        CheckConstraint("border_px >= 0", name="border_px"),
     )
 
     rootname: Mapped[str] = mapped_column(
@@ -462,6 +491,12 @@ class ExposureMetricsRow(Base):
     n_bins: Mapped[int] = mapped_column(SmallInteger)
     hist_cr_dilated: Mapped[bytes | None] = mapped_column(LargeBinary)
     hist_noncr_dilated: Mapped[bytes | None] = mapped_column(LargeBinary)
+    truth_status: Mapped[str] = mapped_column(String(8), server_default="unknown")
+    truth_method: Mapped[str | None] = mapped_column(String(16))
+    truth_reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    split: Mapped[str] = mapped_column(String(10), server_default="unseen")
+    border_px: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    dq_excluded: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class SummaryRefresh(Base):
@@ -505,6 +540,10 @@ class _PerformanceSums:
     filter: Mapped[str] = mapped_column(String(16), primary_key=True)
     field_type: Mapped[str] = mapped_column(String(32), primary_key=True)
     n_bins: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    split: Mapped[str] = mapped_column(String(10), primary_key=True)
+    truth_status: Mapped[str] = mapped_column(String(8), primary_key=True)
+    border_px: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    dq_excluded: Mapped[bool] = mapped_column(Boolean, primary_key=True)
     n_exposures: Mapped[int] = mapped_column(BigInteger)
     n_dilated: Mapped[int] = mapped_column(BigInteger)
     tp: Mapped[int] = mapped_column(BigInteger)
@@ -518,10 +557,12 @@ class _PerformanceSums:
 
 
 class PerformanceMonthly(_PerformanceSums, Base):
-    """Pooled counts per model version x month x filter x field type x histogram length (a summary).
+    """Pooled counts per model version x month x filter x field type x histogram length x split x
+    truth status x scoring rules (a summary).
 
     ``n_dilated`` of the ``n_exposures`` had dilated histograms (summed in the ``*_dilated``
-    columns, NULL when none had). SQL users read the view ``model_performance_monthly``.
+    columns, NULL when none had). SQL users read the views ``model_performance_monthly`` (unseen
+    data on ``ok`` truth) and ``model_performance_monthly_by_split`` (every split and status).
     """
 
     __tablename__ = "performance_monthly"

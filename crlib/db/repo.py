@@ -9,6 +9,9 @@ and truth chips are replaced as a set) and never duplicates them. A crash or kil
 nothing of the stage result behind.
 
 Exposure metrics are written by :mod:`crlib.db.metric_store` (binary COPY), re-exported here.
+A model version's training manifest (the split of each visit it was trained, validated or tested
+on) is recorded by :func:`record_training_splits`; :func:`split_of` answers the split of a visit
+(both in :mod:`crlib.db.training_splits`, re-exported here).
 
 Values are validated before any SQL runs; a bad value raises :class:`~crlib.errors.DatabaseError`
 naming the ``table.column`` and the record.
@@ -56,6 +59,7 @@ from crlib.db.orm import (
     table_of,
 )
 from crlib.db.runs import finish_run, start_run
+from crlib.db.training_splits import record_training_splits, split_of, training_splits
 from crlib.db.validation import check_row, json_safe, one_of, within
 from crlib.db.vocabulary import (
     KNOWN_FIELD_TYPES,
@@ -89,9 +93,12 @@ __all__ = [
     "record_observations",
     "record_predictions",
     "record_screening",
+    "record_training_splits",
     "record_truth",
+    "split_of",
     "stage_transaction",
     "start_run",
+    "training_splits",
 ]
 
 MJD_EPOCH = dt.date(1858, 11, 17)

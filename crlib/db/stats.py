@@ -9,9 +9,16 @@ A ``proposal`` filter always reads the recorded rows (through the proposal index
 
 Model performance is pooled: score histograms are summed over the selected exposures and the
 ROC is computed from the sums, so every valid pixel weighs the same. Histograms travel as
-encoded ``bytea`` by binary COPY and are summed with numpy. TPR at a fixed FPR is interpolated
-linearly between histogram bin edges (resolution: the bin width). The dilated TPR is reported
-when every pooled exposure has dilated histograms.
+encoded ``bytea`` by binary COPY and are summed with numpy. TPR at a fixed FPR follows the one
+definition of :mod:`crlib.metrics.roc` (:func:`~crlib.metrics.roc.interpolated_tpr`; the SQL
+function ``roc_tpr_at_fpr`` computes the same numbers). The dilated TPR is reported when every
+pooled exposure has dilated histograms.
+
+By default only data the model never learnt from is pooled: exposures whose visit is in the
+``test`` split of the predicting model version's training manifest or not in it at all
+(``unseen``), scored against truth whose status is ``ok`` (:data:`DEFAULT_SPLITS`,
+:data:`DEFAULT_TRUTH_STATUSES`); :class:`StatsFilter` widens it. Each result row says which splits,
+truth statuses, model versions and scoring rules (border, DQ exclusion) it pooled.
 """
 
 from __future__ import annotations
@@ -31,18 +38,23 @@ from crlib.db.summaries import (
     CELLS,
     CELLS_PY,
     CR_CHIP_COLUMNS,
+    PROVENANCE_KEYS,
     PooledSums,
     exposures_in,
     pending_cells,
     refresh_summaries,
     summary_state,
 )
+from crlib.db.vocabulary import METRIC_TRUTH_STATUSES, SPLITS, TRUSTED_TRUTH_STATUSES, UNSEEN_SPLITS
 from crlib.errors import DatabaseError
+from crlib.metrics.roc import interpolated_tpr, roc_points
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CR_RATE_DIMENSIONS",
+    "DEFAULT_SPLITS",
+    "DEFAULT_TRUTH_STATUSES",
     "PERFORMANCE_DIMENSIONS",
     "PerformanceRow",
     "StatsFilter",
@@ -57,6 +69,10 @@ __all__ = [
 ]
 
 DEFAULT_FPRS: tuple[float, ...] = (0.0005, 0.005)
+#: Splits pooled by default: data the predicting model version never learnt from.
+DEFAULT_SPLITS: tuple[str, ...] = UNSEEN_SPLITS
+#: Truth statuses pooled by default (as training and ``crlib bench accuracy`` use).
+DEFAULT_TRUTH_STATUSES: tuple[str, ...] = TRUSTED_TRUTH_STATUSES
 
 #: Dimension name -> SQL expression over the summary/base rows.
 CR_RATE_DIMENSIONS: dict[str, str] = {
@@ -69,13 +85,16 @@ CR_RATE_DIMENSIONS: dict[str, str] = {
     "exptime": "exptime_bin_s",
 }
 #: Dimension name -> SQL text expression over the pooled sources (model_name, model_version, month,
-#: filter, field_type).
+#: filter, field_type, split, truth_status, border_px).
 PERFORMANCE_DIMENSIONS: dict[str, str] = {
     "model": "model_name || ':' || model_version",
     "field_type": "field_type",
     "filter": "filter",
     "month": "to_char(month, 'YYYY-MM-DD')",
     "year": "date_part('year', month)::int::text",
+    "split": "split",
+    "truth_status": "truth_status",
+    "border": "border_px::text",
 }
 
 
@@ -95,6 +114,13 @@ class StatsFilter:
         Observation dates, inclusive. Model performance matches whole months.
     model
         ``name`` or ``name:version`` (model performance only).
+    splits
+        Model performance only: splits of the exposure's visit for the predicting model version
+        (``train``, ``validation``, ``test``, ``unseen``); default :data:`DEFAULT_SPLITS` (``()``:
+        every split).
+    truth_statuses
+        Model performance only: truth statuses the scores rest on (``ok``, ``suspect``,
+        ``unknown``); default :data:`DEFAULT_TRUTH_STATUSES` (``()``: every status).
     """
 
     proposal_id: int | None = None
@@ -103,6 +129,14 @@ class StatsFilter:
     since: dt.date | None = None
     until: dt.date | None = None
     model: str | None = None
+    splits: tuple[str, ...] = DEFAULT_SPLITS
+    truth_statuses: tuple[str, ...] = DEFAULT_TRUTH_STATUSES
+
+    def describe_selection(self) -> str:
+        """Which scores model performance pools, in words (for the note under the output)."""
+        splits = "+".join(self.splits) if self.splits else "every split"
+        truth = "+".join(self.truth_statuses) if self.truth_statuses else "every truth status"
+        return f"pooled: split {splits} of each model version; truth status {truth}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +160,12 @@ class PerformanceRow:
     tpr_at_fpr_dilated
         ``{fpr: tpr}`` of the pooled dilated ROC; NaN unless every pooled exposure had dilated
         histograms (a partial pool would not be comparable).
+    models
+        Model versions pooled (``name:version``).
+    splits, truth_statuses
+        Splits and truth statuses of the pooled exposures.
+    border_px, dq_excluded
+        Scoring rules of the pooled exposures (several values: the group mixes rules).
     """
 
     group: dict[str, Any]
@@ -139,6 +179,11 @@ class PerformanceRow:
     tpr: np.ndarray = field(repr=False)
     n_dilated: int = 0
     tpr_at_fpr_dilated: dict[float, float] = field(default_factory=dict)
+    models: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()
+    truth_statuses: tuple[str, ...] = ()
+    border_px: tuple[int, ...] = ()
+    dq_excluded: tuple[bool, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for tables, CSV and JSON (ROC arrays left out)."""
@@ -148,11 +193,18 @@ class PerformanceRow:
             shown[f"tpr_at_fpr_{fpr:g}"] = None if np.isnan(tpr) else round(tpr, 5)
         for fpr, tpr in self.tpr_at_fpr_dilated.items():
             shown[f"tpr_dilated_at_fpr_{fpr:g}"] = None if np.isnan(tpr) else round(tpr, 5)
+        if "split" not in self.group:
+            shown["splits"] = "+".join(self.splits)
+        if "truth_status" not in self.group:
+            shown["truth"] = "+".join(self.truth_statuses)
+        if "border" not in self.group:
+            shown["border_px"] = "+".join(str(b) for b in self.border_px)
+        shown["dq_excluded"] = "+".join("yes" if d else "no" for d in self.dq_excluded)
         return shown
 
 
 def pooled_roc(hist_cr: np.ndarray, hist_noncr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC from score histograms over probability bins (ascending).
+    """ROC from score histograms over probability bins (ascending): :func:`crlib.metrics.roc.roc_points`.
 
     Parameters
     ----------
@@ -163,23 +215,14 @@ def pooled_roc(hist_cr: np.ndarray, hist_noncr: np.ndarray) -> tuple[np.ndarray,
     -------
     fpr, tpr
         Shape (n_bins + 1,): point ``k`` calls every pixel in bins ``>= k`` a CR.
-        NaN where the class is empty.
+        NaN where a class is empty.
     """
-    cr = np.asarray(hist_cr, dtype=np.float64)
-    noncr = np.asarray(hist_noncr, dtype=np.float64)
-    tail_cr = np.concatenate([np.cumsum(cr[::-1])[::-1], [0.0]])
-    tail_noncr = np.concatenate([np.cumsum(noncr[::-1])[::-1], [0.0]])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = tail_cr / tail_cr[0] if tail_cr[0] > 0 else np.full_like(tail_cr, np.nan)
-        fpr = tail_noncr / tail_noncr[0] if tail_noncr[0] > 0 else np.full_like(tail_noncr, np.nan)
-    return fpr, tpr
+    return roc_points(hist_cr, hist_noncr)
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    """TPR where the ROC reaches false-positive rate ``target`` (linear interpolation)."""
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
-        return float("nan")
-    return float(np.interp(target, fpr[::-1], tpr[::-1]))
+    """TPR at false-positive rate ``target``: :func:`crlib.metrics.roc.interpolated_tpr`."""
+    return interpolated_tpr(fpr, tpr, target)
 
 
 def _where(
@@ -300,7 +343,9 @@ _LIVE_SUMS = (
 )
 _NAMES = "JOIN model_versions v ON v.id = {t}.model_version_id JOIN models mo ON mo.id = v.model_id"
 #: Columns every pooled source provides, in this order (then the sums).
-_SOURCE_COLUMNS = "model_name, model_version, month, obs_date, filter, field_type, n_bins, sign"
+_SOURCE_COLUMNS = (
+    f"model_name, model_version, month, obs_date, filter, field_type, n_bins, {PROVENANCE_KEYS}, sign"
+)
 
 
 def _summary_source(table: str, *, sign: int, changed: str | None = None, inside: bool = False) -> str:
@@ -312,7 +357,8 @@ def _summary_source(table: str, *, sign: int, changed: str | None = None, inside
         restrict = f" WHERE {test if inside else 'NOT ' + test}"
     return (
         f"SELECT mo.name, v.version, {'p.month' if monthly else 'NULL::date'}, NULL::date, p.filter, "
-        f"p.field_type, p.n_bins, {sign}, {_SUMS} FROM {table} p {_NAMES.format(t='p')}{restrict}"
+        f"p.field_type, p.n_bins, p.split, p.truth_status, p.border_px, p.dq_excluded, {sign}, {_SUMS} "
+        f"FROM {table} p {_NAMES.format(t='p')}{restrict}"
     )
 
 
@@ -320,7 +366,8 @@ def _live_source(rows: str) -> str:
     """Recorded metrics of the exposures ``e`` in ``rows`` (a FROM item)."""
     return (
         "SELECT mo.name, v.version, date_trunc('month', e.obs_date)::date, e.obs_date, e.filter, "
-        f"COALESCE(m.field_type, e.field_type, 'unknown'), m.n_bins, 1, {_LIVE_SUMS} FROM {rows} "
+        "COALESCE(m.field_type, e.field_type, 'unknown'), m.n_bins, m.split, m.truth_status, m.border_px, "
+        f"m.dq_excluded, 1, {_LIVE_SUMS} FROM {rows} "
         f"JOIN exposure_metrics m ON m.rootname = e.rootname {_NAMES.format(t='m')}"
     )
 
@@ -356,6 +403,12 @@ def _performance_where(flt: StatsFilter, params: dict[str, Any]) -> str:
     if flt.field_types:
         clauses.append("field_type = ANY(%(field_types)s)")
         params["field_types"] = list(flt.field_types)
+    if flt.splits:
+        clauses.append("split = ANY(%(splits)s)")
+        params["splits"] = list(flt.splits)
+    if flt.truth_statuses:
+        clauses.append("truth_status = ANY(%(truth_statuses)s)")
+        params["truth_statuses"] = list(flt.truth_statuses)
     if flt.model:
         name, _, version = flt.model.partition(":")
         clauses.append("model_name = %(model_name)s")
@@ -406,34 +459,53 @@ def model_performance(
     clause = _performance_where(flt, params)
     keys = [f"{expr} AS {name}" for name, expr in dims]
     wanted = _SUMS if dilated else _SUMS.replace("hist_cr_dilated, hist_noncr_dilated", "NULL, NULL")
+    provenance = f"model_name || ':' || model_version, {PROVENANCE_KEYS}"
     query = (
-        f"SELECT {', '.join([*keys, 'n_bins', 'sign', wanted])} "
+        f"SELECT {', '.join([*keys, 'n_bins', provenance, 'sign', wanted])} "
         f"FROM ({union}) AS src({_SOURCE_COLUMNS}, {_SUMS}){clause}"
     )
     width = len(dims)
+    # Pooled per group and provenance (model version, split, truth status, scoring rules), so each
+    # result can say what it pooled; a provenance whose sums cancel out (stale summary rows
+    # subtracted) leaves no trace.
     pooled: dict[tuple, PooledSums] = {}
 
     def on_row(f: copyio.Row) -> None:
         n_bins = int(copyio.int_value(f[width]) or 0)
-        key = (*(copyio.text_value(v) for v in f[:width]), n_bins)
+        key = (
+            *(copyio.text_value(v) for v in f[:width]),
+            n_bins,
+            copyio.text_value(f[width + 1]),
+            copyio.text_value(f[width + 2]),
+            copyio.text_value(f[width + 3]),
+            int(copyio.int_value(f[width + 4]) or 0),
+            bool(copyio.bool_value(f[width + 5])),
+        )
         entry = pooled.get(key)
         if entry is None:
             entry = pooled[key] = PooledSums(n_bins)
-        counts = [int(copyio.int_value(v) or 0) for v in f[width + 2 : width + 8]]
+        counts = [int(copyio.int_value(v) or 0) for v in f[width + 7 : width + 13]]
         entry.add(
             counts[0],
             counts[1],
             counts[2:],
-            f[width + 8 : width + 12],
-            sign=int(copyio.int_value(f[width + 1]) or 1),
+            f[width + 13 : width + 17],
+            sign=int(copyio.int_value(f[width + 6]) or 1),
         )
 
     copyio.copy_out(session, query, params, on_row)
-    results = []
-    for key in sorted(pooled, key=lambda k: (*("" if v is None else v for v in k[:-1]), k[-1])):
-        sums = pooled[key]
+    groups: dict[tuple, tuple[PooledSums, list[tuple]]] = {}
+    for key, sums in pooled.items():
         if sums.n_exposures <= 0:
             continue
+        group_key, origin = key[: width + 1], key[width + 1 :]
+        if group_key not in groups:
+            groups[group_key] = (PooledSums(sums.n_bins), [])
+        groups[group_key][0].merge(sums)
+        groups[group_key][1].append(origin)
+    results = []
+    for key in sorted(groups, key=lambda k: (*("" if v is None else v for v in k[:-1]), k[-1])):
+        sums, origins = groups[key]
         fpr, tpr = pooled_roc(sums.hists[0], sums.hists[1])
         if dilated and sums.n_dilated == sums.n_exposures:
             d_fpr, d_tpr = pooled_roc(sums.hists[2], sums.hists[3])
@@ -455,13 +527,18 @@ def model_performance(
                 tpr=tpr,
                 n_dilated=sums.n_dilated,
                 tpr_at_fpr_dilated=dilated_tpr,
+                models=tuple(sorted({o[0] for o in origins})),
+                splits=tuple(s for s in SPLITS if s in {o[1] for o in origins}),
+                truth_statuses=tuple(s for s in METRIC_TRUTH_STATUSES if s in {o[2] for o in origins}),
+                border_px=tuple(sorted({o[3] for o in origins})),
+                dq_excluded=tuple(sorted({o[4] for o in origins})),
             )
         )
     return results
 
 
 def _group_value(name: str, value: str | None) -> Any:
-    if name == "year" and value is not None:
+    if name in ("year", "border") and value is not None:
         return int(value)
     return value
 

@@ -3,7 +3,8 @@
 Three summary tables keep ``crlib stats`` near a second over millions of exposures:
 ``cr_rate_daily`` (CR sums per day x filter x field type x chip x exposure-time bin),
 ``performance_monthly`` (confusion sums and summed score histograms per model version x month x
-filter x field type x histogram length) and ``performance_total`` (the same over all months).
+filter x field type x histogram length x provenance: split, truth status, border, DQ rule) and
+``performance_total`` (the same over all months).
 
 Every write that can change them logs its (month, filter) cells in ``summary_changes``: statement
 triggers for CR statistics, metrics updates/deletes and exposure changes, and
@@ -134,10 +135,9 @@ class PooledSums:
 
 
 def _add_performance_row(
-    sums: dict[tuple, PooledSums], key: tuple, f: copyio.Row, start: int, sign: int
+    sums: dict[tuple, PooledSums], key: tuple, n_bins: int, f: copyio.Row, start: int, sign: int
 ) -> None:
     """Fold the COPY fields ``n_exposures, n_dilated, tp, fp, fn, tn, 4 hists`` at ``start`` into ``sums``."""
-    n_bins = int(key[-1])
     entry = sums.get(key)
     if entry is None:
         entry = sums[key] = PooledSums(n_bins)
@@ -145,14 +145,25 @@ def _add_performance_row(
     entry.add(values[0], values[1], values[2:6], f[start + 6 : start + 10], sign=sign)
 
 
+#: Encoders of the provenance keys ``split, truth_status, border_px, dq_excluded``.
+_PROVENANCE_FIELDS = (copyio.text_field, copyio.text_field, copyio.int2_field, copyio.bool_field)
 _MONTHLY_KEY_FIELDS = (
     copyio.int4_field,
     copyio.date_field,
     copyio.text_field,
     copyio.text_field,
     copyio.int2_field,
+    *_PROVENANCE_FIELDS,
 )
-_TOTAL_KEY_FIELDS = (copyio.int4_field, copyio.text_field, copyio.text_field, copyio.int2_field)
+_TOTAL_KEY_FIELDS = (
+    copyio.int4_field,
+    copyio.text_field,
+    copyio.text_field,
+    copyio.int2_field,
+    *_PROVENANCE_FIELDS,
+)
+#: Position of ``n_bins`` in the total keys.
+_TOTAL_BINS = 3
 
 
 def _performance_payload(rows: Iterable[tuple[tuple, PooledSums]], key_fields: Sequence) -> bytes:
@@ -180,8 +191,19 @@ def _performance_payload(rows: Iterable[tuple[tuple, PooledSums]], key_fields: S
 _SUM_COLUMNS = (
     "n_exposures, n_dilated, tp, fp, fn, tn, hist_cr, hist_noncr, hist_cr_dilated, hist_noncr_dilated"
 )
-_MONTHLY_KEYS = "model_version_id, month, filter, field_type, n_bins"
-_TOTAL_KEYS = "model_version_id, filter, field_type, n_bins"
+#: Provenance key columns of the performance summaries (and of ``exposure_metrics``).
+PROVENANCE_KEYS = "split, truth_status, border_px, dq_excluded"
+_MONTHLY_KEYS = f"model_version_id, month, filter, field_type, n_bins, {PROVENANCE_KEYS}"
+_TOTAL_KEYS = f"model_version_id, filter, field_type, n_bins, {PROVENANCE_KEYS}"
+
+
+def _provenance_key(f: copyio.Row, start: int) -> tuple:
+    return (
+        copyio.text_value(f[start]),
+        copyio.text_value(f[start + 1]),
+        copyio.int_value(f[start + 2]),
+        copyio.bool_value(f[start + 3]),
+    )
 
 
 def _monthly_key(f: copyio.Row) -> tuple:
@@ -191,6 +213,17 @@ def _monthly_key(f: copyio.Row) -> tuple:
         copyio.text_value(f[2]),
         copyio.text_value(f[3]),
         copyio.int_value(f[4]),
+        *_provenance_key(f, 5),
+    )
+
+
+def _total_key(f: copyio.Row) -> tuple:
+    return (
+        copyio.int_value(f[0]),
+        copyio.text_value(f[1]),
+        copyio.text_value(f[2]),
+        copyio.int_value(f[3]),
+        *_provenance_key(f, 4),
     )
 
 
@@ -219,16 +252,17 @@ def _refresh_performance(session: Session, params: dict) -> tuple[float, float]:
         f"SELECT p.{_MONTHLY_KEYS.replace(', ', ', p.')}, p.{_SUM_COLUMNS.replace(', ', ', p.')} "
         f"FROM {CELLS_PY} JOIN performance_monthly p ON p.month = c.month AND p.filter = c.filter",
         params,
-        lambda f: _add_performance_row(old, _monthly_key(f), f, 5, 1),
+        lambda f: _add_performance_row(old, _monthly_key(f), int(copyio.int_value(f[4]) or 0), f, 9, 1),
     )
     copyio.copy_out(
         session,
         "SELECT m.model_version_id, c.month, e.filter, COALESCE(m.field_type, e.field_type, 'unknown'), "
-        "m.n_bins, 1::bigint, (m.hist_cr_dilated IS NOT NULL)::int::bigint, m.tp, m.fp, m.fn, m.tn, "
+        "m.n_bins, m.split, m.truth_status, m.border_px, m.dq_excluded, "
+        "1::bigint, (m.hist_cr_dilated IS NOT NULL)::int::bigint, m.tp, m.fp, m.fn, m.tn, "
         "m.hist_cr, m.hist_noncr, m.hist_cr_dilated, m.hist_noncr_dilated "
         f"FROM {exposures_in(CELLS_PY)} JOIN exposure_metrics m ON m.rootname = e.rootname",
         params,
-        lambda f: _add_performance_row(new, _monthly_key(f), f, 5, 1),
+        lambda f: _add_performance_row(new, _monthly_key(f), int(copyio.int_value(f[4]) or 0), f, 9, 1),
     )
     session.execute(
         text(
@@ -246,52 +280,38 @@ def _refresh_performance(session: Session, params: dict) -> tuple[float, float]:
     start = time.perf_counter()
     delta: dict[tuple, PooledSums] = {}
     for sums_by_key, sign in ((new, 1), (old, -1)):
-        for (version, _, filter_name, field_type, n_bins), sums in sums_by_key.items():
-            key = (version, filter_name, field_type, n_bins)
-            entry = delta.setdefault(key, PooledSums(n_bins))
+        for (version, _, *rest), sums in sums_by_key.items():
+            key = (version, *rest)
+            entry = delta.setdefault(key, PooledSums(int(key[_TOTAL_BINS])))
             entry.merge(sums, sign=sign)
     if delta:
         keys = sorted(delta)
-        key_params = {
-            "ids": [k[0] for k in keys],
-            "filters": [k[1] for k in keys],
-            "types": [k[2] for k in keys],
-            "bins": [k[3] for k in keys],
-        }
+        names = ("ids", "filters", "types", "bins", "splits", "truths", "borders", "dqs")
+        key_params = {name: [k[i] for k in keys] for i, name in enumerate(names)}
         unnest = (
-            "unnest(CAST(%(ids)s AS integer[]), CAST(%(filters)s AS varchar[]), "
-            "CAST(%(types)s AS varchar[]), CAST(%(bins)s AS smallint[])) AS k(id, filter, field_type, n_bins)"
+            "unnest(CAST({p}ids{s} AS integer[]), CAST({p}filters{s} AS varchar[]), "
+            "CAST({p}types{s} AS varchar[]), CAST({p}bins{s} AS smallint[]), "
+            "CAST({p}splits{s} AS varchar[]), CAST({p}truths{s} AS varchar[]), "
+            "CAST({p}borders{s} AS smallint[]), CAST({p}dqs{s} AS boolean[])) "
+            "AS k(id, filter, field_type, n_bins, split, truth_status, border_px, dq_excluded)"
+        )
+        match = (
+            "p.model_version_id = k.id AND p.filter = k.filter AND p.field_type = k.field_type "
+            "AND p.n_bins = k.n_bins AND p.split = k.split AND p.truth_status = k.truth_status "
+            "AND p.border_px = k.border_px AND p.dq_excluded = k.dq_excluded"
         )
         totals: dict[tuple, PooledSums] = {}
         copyio.copy_out(
             session,
             f"SELECT p.{_TOTAL_KEYS.replace(', ', ', p.')}, p.{_SUM_COLUMNS.replace(', ', ', p.')} "
-            f"FROM {unnest} JOIN performance_total p ON p.model_version_id = k.id AND p.filter = k.filter "
-            "AND p.field_type = k.field_type AND p.n_bins = k.n_bins",
+            f"FROM {unnest.format(p='%(', s=')s')} JOIN performance_total p ON {match}",
             key_params,
-            lambda f: _add_performance_row(
-                totals,
-                (
-                    copyio.int_value(f[0]),
-                    copyio.text_value(f[1]),
-                    copyio.text_value(f[2]),
-                    copyio.int_value(f[3]),
-                ),
-                f,
-                4,
-                1,
-            ),
+            lambda f: _add_performance_row(totals, _total_key(f), int(copyio.int_value(f[3]) or 0), f, 8, 1),
         )
         for key, change in delta.items():
-            totals.setdefault(key, PooledSums(key[-1])).merge(change)
+            totals.setdefault(key, PooledSums(int(key[_TOTAL_BINS]))).merge(change)
         session.execute(
-            text(
-                "DELETE FROM performance_total p USING unnest(CAST(:ids AS integer[]), "
-                "CAST(:filters AS varchar[]), CAST(:types AS varchar[]), CAST(:bins AS smallint[])) "
-                "AS k(id, filter, field_type, n_bins) "
-                "WHERE p.model_version_id = k.id AND p.filter = k.filter AND p.field_type = k.field_type "
-                "AND p.n_bins = k.n_bins"
-            ),
+            text(f"DELETE FROM performance_total p USING {unnest.format(p=':', s='')} WHERE {match}"),
             key_params,
         )
         copyio.copy_in(

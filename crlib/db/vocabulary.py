@@ -111,6 +111,23 @@ RUN_STATUSES: tuple[str, ...] = ("queued", "running", "success", "partial", "fai
 #: Statuses of a run that has not ended.
 RUN_UNFINISHED: tuple[str, ...] = ("queued", "running")
 MODEL_SOURCES: tuple[str, ...] = ("deepcr_package", "mlflow")
+#: Splits a model version's training manifest assigns to a visit.
+MANIFEST_SPLITS: tuple[str, ...] = ("train", "validation", "test")
+#: Split of an exposure's visit for the model version that predicted it: a manifest split, or
+#: ``unseen`` when the visit is not in the version's training manifest as crlib recorded it
+#: (every visit, for weights crlib did not train: deepCR's shipped models).
+SPLITS: tuple[str, ...] = (*MANIFEST_SPLITS, "unseen")
+#: Splits the model never learnt from: what statistics report by default.
+UNSEEN_SPLITS: tuple[str, ...] = ("test", "unseen")
+#: Splits a model learnt from or was selected on (``--include-training`` adds them).
+TRAINING_SPLITS: tuple[str, ...] = ("train", "validation")
+#: Truth status a metrics row rests on: the truth's gate status, or ``unknown`` when no truth was
+#: recorded for the exposure when it was scored (rows from before migration 0006, synthetic rows).
+METRIC_TRUTH_STATUSES: tuple[str, ...] = ("ok", "suspect", "unknown")
+#: Truth statuses statistics report by default (as training and ``crlib bench accuracy`` use).
+TRUSTED_TRUTH_STATUSES: tuple[str, ...] = ("ok",)
+#: ``model_versions.training_dataset`` of weights crlib did not train (every visit is unseen).
+EXTERNAL_TRAINING = "external"
 
 
 def normalise_filter(name: str) -> str:

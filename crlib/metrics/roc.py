@@ -5,7 +5,25 @@ strictly above the threshold; TPR = TP / (TP + FN) and FPR = FP / (FP + TN). Unl
 which counts ignored pixels as true negatives, invalid pixels are left out of every count (the
 papers' text: "DQ-flagged pixels excluded from metrics"); with a few per cent of ignored pixels
 that raises our FPR by the same few per cent relative to deepCR's, at any threshold.
-TPR at a fixed FPR is linearly interpolated along the ROC (FPR ascending).
+
+TPR at a fixed FPR has **one definition** (:func:`interpolated_tpr`, stated in ``docs/metrics.md``),
+used by every caller: scoring, ``crlib bench accuracy``, training evaluation, ``crlib stats`` and
+the SQL function ``roc_tpr_at_fpr`` (migration 0006), which computes the same IEEE double
+operations on the same integer sums, so the two agree exactly (``tests/db/test_tpr_definition.py``).
+
+The ROC is the polyline through the points ``P_k`` (every pixel in bins ``>= k`` called a CR,
+``k = 0 .. n_bins``) taken in threshold order; it runs from (0, 0) to (1, 1) and is monotone.
+Where several points share an FPR (bins holding CR pixels but no non-CR pixel) the polyline runs
+vertically there. The TPR at FPR ``t`` is the height of that polyline at ``t``, taking the top of
+a vertical run: with ``a`` the largest point FPR ``<= t`` and ``T_a`` the largest TPR of a point
+with FPR ``<= t``, and ``b``/``T_b`` the smallest FPR ``> t`` and the smallest TPR of a point with
+FPR ``> t``::
+
+    TPR(t) = T_a + (T_b - T_a) * (t - a) / (b - a)        (T_a when no point has FPR > t)
+
+(monotonicity makes ``T_a`` the top of the run at ``a`` and ``T_b`` the bottom of the run at
+``b``: the segment between them is the polyline's). NaN without CR or non-CR pixels, or for
+``t`` outside [0, 1].
 """
 
 from __future__ import annotations
@@ -73,14 +91,86 @@ def roc_from_histograms(
     return RocCurve(fpr=fpr_curve, tpr=tpr_curve, thresholds=thresholds, n_cr=n_cr, n_noncr=n_noncr)
 
 
+def roc_points(
+    hist_cr: Sequence[int] | np.ndarray, hist_noncr: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """ROC points from score histograms of any length (bins ascending in probability).
+
+    Parameters
+    ----------
+    hist_cr, hist_noncr
+        Counts of CR / non-CR pixels per bin, shape (n_bins,), non-negative integers.
+
+    Returns
+    -------
+    fpr, tpr
+        float64, shape (n_bins + 1,): point ``k`` calls every pixel in bins ``>= k`` a CR, so
+        point 0 is (1, 1) and point ``n_bins`` is (0, 0). All NaN where a class is empty. Each
+        rate is ``float64(count above) / float64(total)``, exactly as the SQL function computes it.
+
+    Raises
+    ------
+    ValueError
+        If the histograms differ in length.
+    """
+    cr = np.asarray(hist_cr, dtype=np.int64)
+    noncr = np.asarray(hist_noncr, dtype=np.int64)
+    if cr.shape != noncr.shape or cr.ndim != 1:
+        raise ValueError(f"histograms must be 1-D of one length, got {cr.shape} and {noncr.shape}")
+    tail_cr = np.concatenate([np.cumsum(cr[::-1])[::-1], [0]]).astype(np.float64)
+    tail_noncr = np.concatenate([np.cumsum(noncr[::-1])[::-1], [0]]).astype(np.float64)
+    n_cr, n_noncr = tail_cr[0], tail_noncr[0]
+    if n_cr <= 0 or n_noncr <= 0:
+        nan = np.full(tail_cr.shape, np.nan)
+        return nan, nan.copy()
+    return tail_noncr / n_noncr, tail_cr / n_cr
+
+
+def interpolated_tpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """The TPR at FPR ``target``: the one definition of this module's docstring.
+
+    Parameters
+    ----------
+    fpr, tpr
+        ROC points in any order (e.g. :func:`roc_points` or a :class:`RocCurve`), shape (n,).
+    target
+        False-positive rate in [0, 1].
+
+    Returns
+    -------
+    float
+        The TPR; NaN when the points are NaN (an empty class), empty, or ``target`` is outside
+        [0, 1].
+    """
+    fpr = np.asarray(fpr, dtype=np.float64)
+    tpr = np.asarray(tpr, dtype=np.float64)
+    if not 0.0 <= target <= 1.0 or fpr.size == 0 or np.isnan(fpr).any() or np.isnan(tpr).any():
+        return float("nan")
+    below = fpr <= target
+    if not below.any():
+        return float("nan")
+    fpr_a = fpr[below].max()
+    tpr_a = tpr[below].max()
+    if below.all():
+        return float(tpr_a)
+    fpr_b = fpr[~below].min()
+    tpr_b = tpr[~below].min()
+    return float(tpr_a + (tpr_b - tpr_a) * (target - fpr_a) / (fpr_b - fpr_a))
+
+
+def tpr_at_fpr_from_histograms(
+    hist_cr: Sequence[int] | np.ndarray, hist_noncr: Sequence[int] | np.ndarray, target: float
+) -> float:
+    """TPR at FPR ``target`` of the ROC of two histograms (Python twin of SQL ``roc_tpr_at_fpr``)."""
+    fpr, tpr = roc_points(hist_cr, hist_noncr)
+    return interpolated_tpr(fpr, tpr, target)
+
+
 def tpr_at_fpr(curve: RocCurve, fpr: float) -> float:
-    """TPR at a fixed FPR, linearly interpolated along the curve; NaN without CR or non-CR pixels."""
+    """TPR at a fixed FPR by :func:`interpolated_tpr`; NaN without CR or non-CR pixels."""
     if curve.n_cr == 0 or curve.n_noncr == 0:
         return float("nan")
-    # Where several points share an FPR, np.interp needs increasing x: keep the highest TPR for each.
-    fprs, index = np.unique(curve.fpr[::-1], return_index=True)
-    tprs = curve.tpr[::-1][index]
-    return float(np.interp(fpr, fprs, tprs))
+    return interpolated_tpr(curve.fpr, curve.tpr, fpr)
 
 
 def tpr_at_fpr_points(curve: RocCurve, points: Mapping[str, float] = FPR_POINTS) -> dict[str, float]:

@@ -6,10 +6,16 @@ on ``EXTVER`` (the FLC's SCI EXTVER), whatever the layout: a full-frame exposure
 subarray one or two, each of its own shape. Prediction and truth must hold the same chips with the
 same shapes; anything else means they come from different exposures or file layouts and is refused
 naming the chip and both shapes.
+
+Which pixels count: the truth's ``VALID`` mask, narrowed by the profile's
+:class:`~crlib.profiles.ScoringRules` when given (the paper's 128-px border and DQ exclusion, see
+:mod:`crlib.metrics.pixels`); the record says which rules were applied (``border_px``,
+``dq_excluded``). Without rules every valid pixel counts (ad-hoc scoring of small test files).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +24,12 @@ import numpy as np
 
 from crlib.errors import InputDataError
 from crlib.metrics.histograms import N_SCORE_BINS, dilated_probability, score_histograms
+from crlib.metrics.pixels import fits_border, read_dq, scored_pixels
 from crlib.metrics.roc import RocCurve, roc_from_histograms, tpr_at_fpr_points
+from crlib.profiles import ScoringRules
 from crlib.records import ExposureMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -139,9 +149,19 @@ def read_truth(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
 
 
 def metrics_from_scores(
-    scores: ChipScores, *, rootname: str, model_name: str, model_version: str, field_type: str | None = None
+    scores: ChipScores,
+    *,
+    rootname: str,
+    model_name: str,
+    model_version: str,
+    field_type: str | None = None,
+    border_px: int = 0,
+    dq_excluded: bool = False,
 ) -> ExposureMetrics:
-    """Turn summed chip counts into an :class:`~crlib.records.ExposureMetrics` record."""
+    """Turn summed chip counts into an :class:`~crlib.records.ExposureMetrics` record.
+
+    ``border_px`` and ``dq_excluded`` state the scoring rules the counts were made under.
+    """
     return ExposureMetrics(
         rootname=rootname,
         model_name=model_name,
@@ -159,10 +179,14 @@ def metrics_from_scores(
         field_type=field_type,
         hist_cr_dilated=tuple(int(v) for v in scores.hist_cr_dilated),
         hist_noncr_dilated=tuple(int(v) for v in scores.hist_noncr_dilated),
+        border_px=int(border_px),
+        dq_excluded=bool(dq_excluded),
     )
 
 
-def score_prediction_chips(prediction: Path, truth: Path) -> tuple[dict[str, object], dict[int, ChipScores]]:
+def score_prediction_chips(
+    prediction: Path, truth: Path, *, rules: ScoringRules | None = None, flc: Path | None = None
+) -> tuple[dict[str, object], dict[int, ChipScores]]:
     """Score every chip of a ``_crpred.fits`` file against the truth of the same exposure.
 
     Parameters
@@ -171,23 +195,35 @@ def score_prediction_chips(prediction: Path, truth: Path) -> tuple[dict[str, obj
         ``<root>_crpred.fits`` (one CRPROB/CRMASK pair per chip of the FLC).
     truth
         ``<root>_crtruth.fits`` or ``<root>_simtruth.fits``.
+    rules
+        Border and DQ rules (``None``: every valid pixel of the truth counts).
+    flc
+        The exposure's FLC, whose ``DQ`` arrays ``rules.exclude_dq`` needs.
 
     Returns
     -------
     primary, scores
-        The prediction's primary keywords and ``{sci_extver: ChipScores}`` in EXTVER order.
+        The prediction's primary keywords and ``{sci_extver: ChipScores}`` in EXTVER order;
+        chips too small for ``rules.border_px`` are left out.
 
     Raises
     ------
     InputDataError
-        Unreadable files; a chip in one file but not the other; chips of different shapes.
+        Unreadable files; a chip in one file but not the other; chips of different shapes; no
+        chip larger than the border.
+    ValueError
+        ``rules.exclude_dq`` without ``flc``.
     """
+    if rules is not None and rules.exclude_dq and flc is None:
+        raise ValueError("the scoring rules exclude DQ-flagged pixels: pass the exposure's FLC")
     from crlib.model.predfile import read_prediction
 
     primary, chips = read_prediction(prediction)
     truth_chips = read_truth(truth)
     predicted = sorted(chip.extver for chip in chips)
+    dq_arrays = read_dq(flc, predicted) if rules is not None and rules.exclude_dq and flc else {}
     scores: dict[int, ChipScores] = {}
+    too_small: list[str] = []
     for chip in sorted(chips, key=lambda c: c.extver):
         if chip.extver not in truth_chips:
             raise InputDataError(
@@ -205,6 +241,14 @@ def score_prediction_chips(prediction: Path, truth: Path) -> tuple[dict[str, obj
                 "or file layouts (e.g. a subarray and a full-frame file)",
                 fix="score a prediction against the truth of the same exposure",
             )
+        if rules is not None:
+            if not fits_border(crmask.shape, rules.border_px):
+                too_small.append(f"chip {chip.extver} {_px(crmask.shape)}")
+                continue
+            try:
+                valid = scored_pixels(valid, rules=rules, dq=dq_arrays.get(chip.extver))
+            except ValueError as exc:
+                raise InputDataError(flc or truth, f"chip {chip.extver}: {exc}") from None
         scores[chip.extver] = score_chip(chip.probability, chip.mask, crmask, valid)
     missing = sorted(set(truth_chips) - set(predicted))
     if missing:
@@ -214,13 +258,40 @@ def score_prediction_chips(prediction: Path, truth: Path) -> tuple[dict[str, obj
             f"truth chips {sorted(truth_chips)})",
             fix="predict the exposure again (`crlib infer`) or pass the truth of the same exposure",
         )
+    if too_small:
+        assert rules is not None
+        log.info(
+            "%s: not scored within the %d-px border: %s", prediction, rules.border_px, ", ".join(too_small)
+        )
+        if not scores:
+            raise InputDataError(
+                prediction,
+                f"no chip is larger than twice the {rules.border_px}-px scoring border "
+                f"({', '.join(too_small)})",
+                fix="nothing to score under the profile's scoring rules",
+            )
     return primary, scores
 
 
 def score_prediction_file(
-    prediction: Path, truth: Path, *, field_type: str | None = None
+    prediction: Path,
+    truth: Path,
+    *,
+    field_type: str | None = None,
+    rules: ScoringRules | None = None,
+    flc: Path | None = None,
 ) -> tuple[ExposureMetrics, dict[str, RocCurve]]:
     """Score a ``_crpred.fits`` file against a truth file, summed over its chips.
+
+    Parameters
+    ----------
+    prediction, truth
+        The prediction and truth products of one exposure.
+    field_type
+        Stored on the record.
+    rules, flc
+        Scoring rules and the FLC (see :func:`score_prediction_chips`); the record states the
+        border and DQ rule applied.
 
     Returns
     -------
@@ -232,7 +303,7 @@ def score_prediction_file(
     InputDataError
         See :func:`score_prediction_chips`.
     """
-    primary, per_chip = score_prediction_chips(prediction, truth)
+    primary, per_chip = score_prediction_chips(prediction, truth, rules=rules, flc=flc)
     total: ChipScores | None = None
     for scores in per_chip.values():
         total = scores if total is None else total + scores
@@ -244,6 +315,8 @@ def score_prediction_file(
         model_name=str(primary.get("CRMODEL", "")),
         model_version=str(primary.get("CRMODVER", "")),
         field_type=field_type,
+        border_px=rules.border_px if rules is not None else 0,
+        dq_excluded=bool(rules is not None and rules.exclude_dq),
     )
     curves = {
         "plain": roc_from_histograms(total.hist_cr, total.hist_noncr),

@@ -12,7 +12,9 @@ asked) is predicted by
   written as a pseudo-probability (:func:`crlib.model.lacosmic.predict_exposure_lacosmic`);
 
 and each prediction file is scored against the truth file by
-:func:`crlib.metrics.scoring.score_prediction_file`. A group's ROC is the sum of its exposures'
+:func:`crlib.metrics.scoring.score_prediction_file` under the profile's scoring rules
+(:class:`crlib.profiles.ScoringRules`: the paper's 128-px border, DQ-flagged pixels of the FLC left
+out), the same rules pipeline scoring applies. A group's ROC is the sum of its exposures'
 histograms (:func:`crlib.metrics.scoring.pooled_histograms`), per (model, field type, filter) and per
 (model, field type); the TPR at each FPR point is read off it by :func:`crlib.metrics.roc.tpr_at_fpr`.
 A per-field-type group of ``per_filter`` pools three models' scores at common thresholds, so a
@@ -32,7 +34,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +42,7 @@ from crlib.errors import ConfigError
 from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr_points
 from crlib.metrics.scoring import pooled_histograms, score_prediction_file
 from crlib.model.lacosmic import SIGCLIP_SWEEP, objlim_for, predict_exposure_lacosmic
-from crlib.profiles import ACS_WFC, FIELD_TYPES
+from crlib.profiles import ACS_WFC, FIELD_TYPES, ScoringRules
 from crlib.records import ExposureMetrics
 
 log = logging.getLogger(__name__)
@@ -410,6 +412,8 @@ def run_accuracy_benchmark(
     device: str = "auto",
     threads: int | None = None,
     keep_files: bool = False,
+    rules: ScoringRules | None = None,
+    min_peak_snr: float | None = None,
 ) -> AccuracyReport:
     """Simulate, build truth, predict and score every field type x filter cell; pool the results.
 
@@ -438,6 +442,11 @@ def run_accuracy_benchmark(
         For the deepCR models (see :class:`crlib.model.inference.MaskEngine`).
     keep_files
         Keep FLC, truth and prediction files (default: deleted visit by visit to bound disk use).
+    rules
+        Which pixels count (default: the ACS/WFC profile's, as pipeline scoring uses).
+    min_peak_snr
+        Truth stage: driz_cr components whose peak is below this many sigma are pruned from the
+        truth (default: the truth stage's, 5; 0 keeps every driz_cr component).
 
     Returns
     -------
@@ -462,7 +471,10 @@ def run_accuracy_benchmark(
     if run_dir.exists():
         shutil.rmtree(run_dir)
     archive = run_dir / "archive"
+    rules = ACS_WFC.scoring if rules is None else rules
     truth_options = TruthOptions(align_options=AlignOptions(query_catalogs=False))
+    if min_peak_snr is not None:
+        truth_options = replace(truth_options, min_peak_snr=float(min_peak_snr))
     engines: dict[str, MaskEngine] = {}
 
     def engine_for(name: str) -> MaskEngine:
@@ -527,7 +539,7 @@ def run_accuracy_benchmark(
                     seconds[kind] += exposure_seconds[kind]
                     t0 = time.perf_counter()
                     metrics[kind], _ = score_prediction_file(
-                        Path(prediction.path), Path(result.path), field_type=field_type
+                        Path(prediction.path), Path(result.path), field_type=field_type, rules=rules, flc=flc
                     )
                     seconds["score"] += time.perf_counter() - t0
                 scored.append(
@@ -573,6 +585,8 @@ def run_accuracy_benchmark(
         "lacosmic_objlim": {ft: objlim_for(ft) for ft in field_types} if "lacosmic" in kinds else {},
         "scored_truth_statuses": list(accepted),
         "truth": "drizzle (AstroDrizzle driz_cr), relative alignment, no catalog queries",
+        "truth_min_peak_snr": truth_options.min_peak_snr,
+        "scoring": {"border_px": rules.border_px, "exclude_dq": rules.exclude_dq},
         "device": ", ".join(device_names) or device,
         "threads": threads,
         "fpr_points": dict(FPR_POINTS),

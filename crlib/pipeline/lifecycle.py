@@ -499,6 +499,7 @@ def _version_of_pipeline_run(tracking_uri: str, instrument: str, run_id: str) ->
 def _record_challenger(settings: Settings, result: TrainingRunResult, tracking_uri: str) -> None:
     from crlib.db.model_registry import record_alias, record_model_version
     from crlib.db.session import open_results_db
+    from crlib.db.training_splits import record_training_splits
     from crlib.registry.versions import CHALLENGER
 
     version = result.version
@@ -514,6 +515,14 @@ def _record_challenger(settings: Settings, result: TrainingRunResult, tracking_u
                 uri=f"{version.uri} @ {tracking_uri}"[:1024],
                 mlflow_run_id=result.run_id,
                 description=f"trained from {result.initial_label} on dataset {result.dataset.dataset_id}",
+            )
+            # the version's training manifest: its scores on these visits are labelled in-sample
+            record_training_splits(
+                session,
+                model_name=version.name,
+                version=version.version,
+                splits={visit: entry["split"] for visit, entry in result.dataset.manifest["visits"].items()},
+                dataset_id=result.dataset.dataset_id,
             )
             record_alias(
                 session,

@@ -612,6 +612,12 @@ def score_exposure(
 ) -> str:
     """Score a prediction against the exposure's truth; record metrics and CR statistics.
 
+    Only the pixels the instrument profile's :class:`~crlib.profiles.ScoringRules` keep are
+    scored (the deepCR-ACS/WFC paper's 128-px border, DQ-flagged pixels of the FLC left out), and
+    the metrics record the rules, the truth status, method and gate reasons they rest on (the
+    results database adds the split of the visit for the predicting model version). Suspect
+    truth is scored and recorded as such: statistics leave it out unless asked.
+
     Parameters
     ----------
     settings
@@ -625,9 +631,9 @@ def score_exposure(
         the prediction file.
     redo
         ``False``: reuse the metrics and CR statistics recorded for this exposure
-        (``<data_root>/outputs/score/<rootname>.json``) when the prediction and truth files are
-        the same, unchanged files they were computed from, and record them again (idempotent
-        upsert). ``True``: score again.
+        (``<data_root>/outputs/score/<rootname>.json``) when the prediction, truth and FLC files
+        are the same, unchanged files they were computed from under the same scoring rules, and
+        record them again (idempotent upsert). ``True``: score again.
 
     Returns
     -------
@@ -657,11 +663,16 @@ def score_exposure(
         if observation and observation.exptime_s
         else _exptime_of(exposure["prediction"])
     )
+    profile = get_profile(settings.instrument)
+    rules = profile.scoring
+    flc = visit_state.get("files", {}).get(rootname)
     identity = {
         "prediction": str(exposure["prediction"]),
         "prediction_file": reuse.file_fingerprint(exposure["prediction"]),
         "truth": str(truth_path),
         "truth_file": reuse.file_fingerprint(truth_path),
+        "flc_file": reuse.file_fingerprint(flc) if flc and rules.exclude_dq else None,
+        "scoring": dataclasses.asdict(rules),
         "field_type": field_type,
         "exptime_s": exptime,
         "profile": settings.instrument,
@@ -675,10 +686,13 @@ def score_exposure(
         statistics = reuse.statistics_from_dicts(record["statistics"])
         log.info("%s: reusing recorded metrics", rootname)
     else:
-        profile = get_profile(settings.instrument)
         try:
             metrics, _ = score_prediction_file(
-                Path(exposure["prediction"]), Path(truth_path), field_type=field_type
+                Path(exposure["prediction"]),
+                Path(truth_path),
+                field_type=field_type,
+                rules=rules,
+                flc=Path(flc) if flc else None,
             )
             statistics = truth_cr_statistics(
                 Path(truth_path), rootname=rootname, exptime_s=exptime, profile=profile
@@ -691,6 +705,28 @@ def score_exposure(
             text = _record_error(ledger, rootname, "score", exc)
             ledger.update_exposure(rootname, scored=False, score_note=text, score_failed=True)
             raise
+    # The truth the scores rest on, as the truth stage of this run left it (status, method, reasons).
+    truth_sets = (outputs.read("truth", rootname[:6]) or {}).get("sets", [])
+    truth = next(
+        (
+            row
+            for entry in truth_sets
+            for row in entry.get("results", [])
+            if row.get("rootname") == rootname and row.get("path") == truth_path
+        ),
+        None,
+    )
+    truth_status = (truth or {}).get("status") or visit_state.get("truth_status", {}).get(rootname)
+    if truth_status in ("ok", "suspect"):
+        metrics = dataclasses.replace(
+            metrics,
+            truth_status=truth_status,
+            truth_method=(truth or {}).get("method"),
+            truth_reasons=tuple((truth or {}).get("reasons", ())),
+        )
+    else:  # the results database takes it from the recorded truth
+        metrics = dataclasses.replace(metrics, truth_status=None, truth_method=None, truth_reasons=())
+    if not reused:
         outputs.write(
             "score",
             rootname,
@@ -706,6 +742,7 @@ def score_exposure(
         field_type=field_type,
         score_reused=reused,
         scored_model=f"{metrics.model_name}:{metrics.model_version}",
+        score_truth_status=metrics.truth_status,
     )
     return rootname
 

@@ -98,15 +98,16 @@ def _truth_events(airflow_home: Path) -> list[dict]:
     return [json.loads(extra) if isinstance(extra, str) else dict(extra or {}) for (extra,) in rows]
 
 
-def _pooled_exposures(database_url: str) -> int:
+def _pooled_exposures(database_url: str, *, truth_statuses: tuple[str, ...] = ("ok",)) -> int:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from crlib.db.stats import model_performance
+    from crlib.db.stats import StatsFilter, model_performance
 
     engine = create_engine(database_url)
     with Session(engine) as session:
-        pooled = sum(row.n_exposures for row in model_performance(session, by=("field_type",)))
+        where = StatsFilter(truth_statuses=truth_statuses)
+        pooled = sum(row.n_exposures for row in model_performance(session, by=("field_type",), where=where))
     engine.dispose()
     return pooled
 
@@ -150,7 +151,10 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     events = _truth_events(airflow_db)
     assert [e["new_truth"] for e in events] == [5], events
     # The run refreshed the statistics summaries: crlib stats pools the five scored exposures.
-    assert _pooled_exposures(database_url) == 5
+    # By default it pools the scores resting on ok truth; suspect truth when asked.
+    ok = _query(database_url, "SELECT count(*) FROM exposure_metrics WHERE truth_status = 'ok'")[0][0]
+    assert _pooled_exposures(database_url) == ok
+    assert _pooled_exposures(database_url, truth_statuses=("ok", "suspect")) == 5
     assert RunLedger(data_root, run.run_id).summary()["summaries_refreshed_s"]
 
     # The same logical date again: the watermark has moved, nothing new is found, nothing is added,

@@ -154,3 +154,53 @@ def test_bench_db_runs_with_a_small_archive(database_url: str) -> None:
     assert rows["record_metrics, 500 rows in one call"]["unit"] == "rows/s"
     assert rows["changed cells after recording"]["value"] > 0
     assert 5000 < rows["storage per metrics row (4 histograms)"]["value"] < 30000
+
+
+def test_stats_performance_leaves_training_visits_out_unless_asked(recorded_url: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "patches-x1" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"visits": {"jbt122": {"split": "train", "stratum": "gc/F606W"}}}))
+    before = run_cli("stats", "performance", "--by", "model", "--format", "json", url=recorded_url)
+    assert before.returncode == 0, before.stderr
+    assert json.loads(before.stdout)[0]["n_exposures"] == 6
+    assert "no training manifest recorded" in before.stderr
+
+    result = run_cli(
+        "stats",
+        "training-splits",
+        "deepcr-acs-wfc:1",
+        "--manifest",
+        str(manifest),
+        "--format",
+        "json",
+        url=recorded_url,
+    )
+    assert result.returncode == 0, result.stderr
+    (state,) = json.loads(result.stdout)
+    assert (state["training_dataset"], state["train"], state["test"]) == ("patches-x1", 1, 0)
+
+    default = run_cli("stats", "performance", "--by", "model", "--format", "json", url=recorded_url)
+    assert default.returncode == 0, default.stderr
+    (row,) = json.loads(default.stdout)
+    assert (row["n_exposures"], row["splits"], row["truth"]) == (3, "unseen", "ok")
+    note = default.stderr
+    assert "pooled: split test+unseen of each model version; truth status ok" in note
+    assert "--include-training" in note and "--truth-status ok,suspect" in note
+    assert "training manifest of dataset patches-x1 (1 train" in note
+
+    wide = run_cli(
+        "stats", "performance", "--by", "model", "--include-training", "--format", "json", url=recorded_url
+    )
+    (row,) = json.loads(wide.stdout)
+    assert (row["n_exposures"], row["splits"]) == (6, "train+unseen")
+    assert "split train+validation+test+unseen" in wide.stderr
+
+    statuses = run_cli(
+        "stats", "performance", "--truth-status", "ok,suspect", "--format", "json", url=recorded_url
+    )
+    assert statuses.returncode == 0 and "truth status ok+suspect" in statuses.stderr
+    bad = run_cli("stats", "performance", "--truth-status", "great", url=recorded_url)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    external = run_cli("stats", "training-splits", "deepcr-acs-wfc:9", "--external", url=recorded_url)
+    assert external.returncode == 0, external.stderr
+    assert "every visit counts as unseen" in external.stdout

@@ -247,16 +247,3 @@ def test_example_queries_run_on_recorded_results(sessions: Any, archive: dict[st
         for key, value in row.items():
             if key.startswith("tpr") and value is not None:
                 assert 0.0 <= float(value) <= 1.0
-
-
-def test_sql_pooled_tpr_agrees_with_python_at_bin_edges(sessions: Any, archive: dict[str, Any]) -> None:
-    query = next(q for q in QUERIES if q.stem == "model_performance_pooled")
-    with sessions() as session:
-        refresh_summaries(session)
-        rows = {r["filter"]: r for r in session.execute(text(query.read_text())).mappings()}
-    metrics = archive["a"]["metrics"]
-    fpr, tpr = pooled_roc(
-        np.sum([m.hist_cr for m in metrics], axis=0), np.sum([m.hist_noncr for m in metrics], axis=0)
-    )
-    expected = max(t for f, t in zip(fpr, tpr, strict=True) if f <= 0.005)
-    assert rows["F606W"]["tpr_at_fpr_005"] == pytest.approx(expected)

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from crlib.metrics.histograms import score_histograms
-from crlib.metrics.roc import plot_roc, roc_from_histograms, tpr_at_fpr, tpr_at_fpr_points
+from crlib.metrics.roc import (
+    interpolated_tpr,
+    plot_roc,
+    roc_from_histograms,
+    roc_points,
+    tpr_at_fpr,
+    tpr_at_fpr_from_histograms,
+    tpr_at_fpr_points,
+)
 
 
 def _case(seed: int, shape=(400, 500)):
@@ -53,3 +61,50 @@ def test_roc_plot_is_a_png(tmp_path: Path) -> None:
     curve = roc_from_histograms(*score_histograms(prob, truth, np.ones_like(truth)))
     path = plot_roc({"model": curve}, tmp_path / "roc.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ROC points share FPR 0.005 (TPR 0.15, 0.40, 0.70): bins with CR pixels and no non-CR pixel.
+TIE_CR = [10, 20, 30, 25, 5, 10]
+TIE_NONCR = [9900, 50, 0, 0, 40, 10]
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (0.0, 0.0),
+        (0.001, 0.10),
+        (0.003, 0.125),  # (0.001, 0.10) to the bottom of the run at 0.005, (0.005, 0.15)
+        (0.005, 0.70),  # on the run: its top
+        (0.007, 0.78),  # from the top of the run, (0.005, 0.70), to (0.01, 0.90)
+        (0.5, 0.90 + 0.10 * (0.49 / 0.99)),
+        (1.0, 1.0),
+    ],
+)
+def test_tpr_at_fpr_is_the_height_of_the_roc_polyline(target: float, expected: float) -> None:
+    assert tpr_at_fpr_from_histograms(TIE_CR, TIE_NONCR, target) == pytest.approx(expected, abs=1e-12)
+
+
+def test_every_python_caller_uses_the_same_definition() -> None:
+    from crlib.db.stats import pooled_roc
+    from crlib.db.stats import tpr_at_fpr as stats_tpr
+
+    prob, truth = _case(5)
+    hist_cr, hist_noncr = score_histograms(prob, truth, np.ones_like(truth))
+    curve = roc_from_histograms(hist_cr, hist_noncr)
+    fpr, tpr = pooled_roc(hist_cr, hist_noncr)
+    for target in (0.0, 1e-5, 0.0005, 0.005, 0.1, 1.0):
+        direct = tpr_at_fpr_from_histograms(hist_cr, hist_noncr, target)
+        assert tpr_at_fpr(curve, target) == direct == stats_tpr(fpr, tpr, target)
+    # the same points, in the other order, give the same numbers
+    assert interpolated_tpr(fpr[::-1], tpr[::-1], 0.005) == interpolated_tpr(fpr, tpr, 0.005)
+
+
+def test_targets_outside_zero_one_and_empty_classes_give_nan() -> None:
+    assert np.isnan(tpr_at_fpr_from_histograms(TIE_CR, TIE_NONCR, -0.1))
+    assert np.isnan(tpr_at_fpr_from_histograms(TIE_CR, TIE_NONCR, 1.5))
+    assert np.isnan(tpr_at_fpr_from_histograms(TIE_CR, TIE_NONCR, float("nan")))
+    assert np.isnan(tpr_at_fpr_from_histograms([0, 0], [3, 4], 0.005))
+    fpr, tpr = roc_points([1, 2], [0, 0])
+    assert np.isnan(fpr).all() and np.isnan(tpr).all()
+    with pytest.raises(ValueError, match="one length"):
+        roc_points([1, 2], [1, 2, 3])

@@ -167,6 +167,14 @@ def test_tiny_run_reports_every_detector_next_to_the_paper(tiny_report, capsys) 
     assert cell.tpr["global"]["plain"]["0.005"] > 0.8
     assert cell.tpr["global"]["plain"]["0.0005"] > cell.tpr["lacosmic"]["plain"]["0.0005"] + 0.05
     assert cell.within_reach("global", "plain", "0.0005") and cell.within_reach("global", "plain", "0.005")
+    # scored as the pipeline scores: the profile's 128-px border and DQ exclusion, on 5-sigma truth
+    assert report.settings["scoring"] == {"border_px": 128, "exclude_dq": True}
+    assert report.settings["truth_min_peak_snr"] == 5.0
+    for exposure in report.exposures:
+        assert {(m.border_px, m.dq_excluded) for m in exposure.metrics.values()} == {(128, True)}
+        n_scored = exposure.metrics["global"].tp + exposure.metrics["global"].fp
+        n_scored += exposure.metrics["global"].fn + exposure.metrics["global"].tn
+        assert n_scored <= 2 * (1024 - 256) * (512 - 256)  # two small chips inside the border
     payload = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert payload["groups"][0]["paper"]["plain"]["0.005"] == pytest.approx(0.9745)
     assert "not the paper's real test sets" in payload["caveat"] and payload["evaluation_notes"]
@@ -181,6 +189,7 @@ def test_tiny_run_reports_every_detector_next_to_the_paper(tiny_report, capsys) 
     assert "85.98 / 97.45" in out and "95.52 / 98.56" in out  # paper, plain and dilated
     assert f"{100 * cell.tpr['global']['plain']['0.0005']:.2f}" in out
     assert "not the paper's real test sets" in out and "LACosmic: objlim globular_cluster 2.6" in out
+    assert "scoring border 128 px, DQ-flagged pixels excluded, truth pruned below 5 sigma" in out
 
 
 @pytest.mark.slow

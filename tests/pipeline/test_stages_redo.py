@@ -64,6 +64,16 @@ def _stats_after(database_url: str) -> tuple[int, list]:
     return pooled, refreshed
 
 
+def _rows(database_url: str, sql: str) -> list[tuple]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        rows = [tuple(r) for r in connection.execute(text(sql))]
+    engine.dispose()
+    return rows
+
+
 def _mtimes(paths: list[Path]) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in paths}
 
@@ -92,9 +102,18 @@ def test_reprocess_redoing_only_score_reuses_truth(
     assert first["scored"] == 6 and first["truth_new"] == 6, first
     full = _counts(database_url)
     assert full["exposure_metrics"] == 6 and full["truth_results"] == 6
-    # finish_run refreshed the statistics summaries; crlib stats pools the run's six exposures.
+    # Every score records what it rests on: the truth's status and method, the split of its visit for
+    # the model (deepCR's shipped weights: unseen) and the profile's scoring rules (128-px border, DQ).
+    provenance = _rows(
+        database_url,
+        "SELECT m.truth_status, t.status, m.truth_method, m.split, m.border_px, m.dq_excluded "
+        "FROM exposure_metrics m JOIN truth_results t ON t.rootname = m.rootname AND t.method = 'drizzle'",
+    )
+    assert len(provenance) == 6
+    assert all(r[0] == r[1] and r[2:] == ("drizzle", "unseen", 128, True) for r in provenance), provenance
+    # finish_run refreshed the statistics summaries; crlib stats pools the run's exposures on ok truth.
     pooled, refreshed = _stats_after(database_url)
-    assert pooled == 6
+    assert pooled == sum(1 for r in provenance if r[0] == "ok") == 6, provenance
     assert refreshed and all(when is not None and when >= started for when in refreshed), refreshed
     assert set(first["summaries_refreshed_s"]) and first["reused"]["truth"] == 0
 

@@ -1,0 +1,86 @@
+"""Which pixels of a chip count in a score: the truth's valid mask narrowed by :class:`ScoringRules`.
+
+A pixel is scored when
+
+* the truth product's ``VALID`` is nonzero (drizzle truth already leaves out DQ-flagged,
+  uncovered and saturated pixels; simulated truth has no ``VALID``: every pixel),
+* it lies more than ``rules.border_px`` pixels from every chip edge (the deepCR-ACS/WFC paper
+  discards 128 px), and
+* with ``rules.exclude_dq``, the FLC's ``DQ`` has no bit set apart from ``rules.label_dq_bits``
+  (the CR flags, which are the labels).
+
+A chip not larger than twice the border in both axes keeps no pixel and is left out of the score,
+as patch datasets skip it (padding it would score only the chip edge, where truth is least
+reliable).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from crlib.errors import InputDataError
+from crlib.profiles import ScoringRules
+from crlib.truth.validmask import inside_border
+
+log = logging.getLogger(__name__)
+
+__all__ = ["fits_border", "inside_border", "read_dq", "scored_pixels"]
+
+
+def fits_border(shape: tuple[int, ...], border_px: int) -> bool:
+    """Whether a chip of ``shape`` (ny, nx) keeps pixels inside a ``border_px`` border."""
+    return all(n > 2 * border_px for n in shape[-2:])
+
+
+def read_dq(flc: Path, extvers: Iterable[int]) -> dict[int, np.ndarray | None]:
+    """``{extver: DQ array or None}`` of the FLC's chips (``None``: the file has no ``DQ,extver``).
+
+    Raises
+    ------
+    InputDataError
+        Unreadable or missing file.
+    """
+    from astropy.io import fits
+
+    found: dict[int, np.ndarray | None] = {}
+    try:
+        with fits.open(flc, memmap=False) as hdul:
+            names = {(hdu.name, int(hdu.header.get("EXTVER", 1))) for hdu in hdul[1:]}
+            for extver in extvers:
+                data = hdul["DQ", extver].data if ("DQ", extver) in names else None
+                found[extver] = None if data is None else np.asarray(data)
+    except FileNotFoundError:
+        raise InputDataError(flc, "FLC not found (its DQ flags are needed to score)") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputDataError(flc, f"cannot read the DQ arrays ({exc})") from None
+    return found
+
+
+def scored_pixels(valid: np.ndarray, *, rules: ScoringRules, dq: np.ndarray | None = None) -> np.ndarray:
+    """The pixels of one chip that count, bool (ny, nx).
+
+    Parameters
+    ----------
+    valid
+        ``(ny, nx)`` truth valid mask (nonzero = usable).
+    rules
+        Border and DQ rules.
+    dq
+        ``(ny, nx)`` FLC data-quality flags; required when ``rules.exclude_dq`` (``None`` there
+        means the file has no DQ array: nothing is flagged).
+
+    Raises
+    ------
+    ValueError
+        ``dq`` of another shape.
+    """
+    scored = np.asarray(valid, dtype=bool) & inside_border(valid.shape, rules.border_px)
+    if rules.exclude_dq and dq is not None:
+        if dq.shape != valid.shape:
+            raise ValueError(f"DQ shape {dq.shape} differs from the chip's {valid.shape}")
+        scored &= (dq.astype(np.int64) & ~np.int64(rules.label_dq_bits)) == 0
+    return scored
