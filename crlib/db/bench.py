@@ -181,10 +181,11 @@ def generate_archive(session: Session, *, exposures: int, bins: int, model_versi
         session.execute(
             text(
                 "INSERT INTO exposure_metrics (rootname, model_version_id, tp, fp, fn, tn, tpr_at_fpr, "
-                "tpr_at_fpr_dilated, n_bins, hist_cr, hist_noncr, hist_cr_dilated, hist_noncr_dilated) "
+                "tpr_at_fpr_dilated, n_bins, hist_cr, hist_noncr, hist_cr_dilated, hist_noncr_dilated, "
+                "truth_status) "
                 "SELECT e.rootname, :mv, t.tp, t.fp, t.fn, t.tn, "
                 """'{"0.0005": 0.85, "0.005": 0.97}'::jsonb, '{"0.0005": 0.93, "0.005": 0.99}'::jsonb, """
-                "t.n_bins, t.h1, t.h2, t.h3, t.h4 "
+                "t.n_bins, t.h1, t.h2, t.h3, t.h4, 'ok' "
                 "FROM exposures e JOIN bench_templates t "
                 f"ON t.id = (hashtext(e.rootname) & {N_TEMPLATES - 1})"
             ),
@@ -223,6 +224,7 @@ def synthetic_metrics(rootnames: list[str], *, bins: int, model_version: str, se
                 hist_noncr=noncr,
                 hist_cr_dilated=cr_dilated,
                 hist_noncr_dilated=noncr_dilated,
+                truth_status="ok",
             )
         )
     return out
