@@ -140,27 +140,72 @@ def bench_infer_command(
     flc: Annotated[
         Path | None, typer.Option(help="Benchmark this exposure instead of a simulated one.")
     ] = None,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Runs of every method and command, in rotating order (medians).")
+    ] = 1,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="In-process methods to time (repeat the option): deepcr, engine-fp32, engine-bf16, "
+            "astroscrappy (default: all)."
+        ),
+    ] = None,
+    cli: Annotated[
+        bool, typer.Option(help="Also time `crlib infer FILE` as whole processes and trace one run.")
+    ] = True,
 ) -> None:
-    """deepCR clean() vs our engine (fp32, bf16) vs astroscrappy: seconds, peak RSS, mask agreement."""
+    """deepCR clean() vs our engine (fp32, bf16) vs astroscrappy, and `crlib infer` end to end."""
     from crlib.config import load_settings
-    from crlib.model.benchmark import run_inference_benchmark
+    from crlib.model.benchmark import CLI_OVER_ENGINE_TARGET, CLI_VARIANTS, METHODS, run_inference_benchmark
 
-    report = run_inference_benchmark(size=size, threads=load_settings().torch_threads(), flc=flc)
+    chosen = tuple(method) if method else METHODS
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        fail(f"unknown method(s) {', '.join(unknown)}; choose among {', '.join(METHODS)}")
+    report = run_inference_benchmark(
+        size=size,
+        threads=load_settings().torch_threads(),
+        flc=flc,
+        methods=chosen,
+        cli_variants=tuple(CLI_VARIANTS) if cli else (),
+        repeats=repeats,
+        trace=cli,
+    )
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
+    load = report["load_average"]
     typer.echo(
         f"exposure {report['exposure']} ({report['size']}), {report['threads']} threads, "
-        f"model {report['model']}"
+        f"model {report['model']}, {report['repeats']} run(s) each (medians); load average "
+        f"{' / '.join(f'{v:.2f}' for v in load['start'])} at start, "
+        f"{' / '.join(f'{v:.2f}' for v in load['end'])} at end"
     )
-    for method, result in report["methods"].items():
+    typer.echo("in process (file already read, model loaded; detection over both chips; wall and CPU time):")
+    for name, result in report["methods"].items():
         if "skipped" in result:
-            typer.echo(f"  {method:14s} skipped: {result['skipped']}")
+            typer.echo(f"  {name:16s} skipped: {result['skipped']}")
             continue
-        line = f"  {method:14s} {result['seconds']:8.2f} s  peak RSS {result['peak_rss_mb']:7.0f} MB"
+        line = f"  {name:16s} {result['seconds']:8.2f} s  peak RSS {result['peak_rss_mb']:7.0f} MB"
+        if "cpu_seconds" in result:
+            line += f"  CPU {result['cpu_seconds']:7.2f} s"
         agreement = result.get("agreement_with_deepcr")
         if agreement:
             line += f"  mask Jaccard vs deepCR {agreement['jaccard']:.4f}"
         typer.echo(line)
+    if report["cli"]:
+        typer.echo("whole process (cold start: imports, model, FITS read and write, exit):")
+        for name, result in report["cli"].items():
+            typer.echo(
+                f"  {name:16s} {result['wall_s']:8.2f} s  peak RSS {result['peak_rss_mb']:7.0f} MB"
+                f"  CPU {result.get('cpu_s', float('nan')):7.2f} s  ({result['command']})"
+            )
+    if report["cli_breakdown"]:
+        typer.echo("where one traced `crlib infer` run spends its time (s):")
+        for part, seconds in report["cli_breakdown"].items():
+            typer.echo(f"  {part:44s} {seconds:7.3f}")
     for name, ratio in report["ratios"].items():
-        typer.echo(f"  {name}: {ratio:.2f}x")
+        note = ""
+        if name.startswith("cli-"):
+            note = f" (target <= {CLI_OVER_ENGINE_TARGET:g}x)"
+        typer.echo(f"  {name}: {ratio:.2f}x{note}")

@@ -9,8 +9,14 @@ summaries with the real :func:`~crlib.db.summaries.refresh_summaries` (full rebu
 batch of freshly generated metrics through :func:`~crlib.db.metric_store.record_metrics`
 (histograms as tuples of ints, as the scoring stage makes them), times the statistics queries
 while those cells are still unrefreshed (answered partly from live rows), refreshes them (the
-nightly cost), and times every query again. A reference figure: metrics inserted one ORM row
-at a time.
+nightly cost), and times every query again.
+
+Recording is compared fairly (:func:`compare_recording`): the same rows are inserted by
+``record_metrics`` (binary COPY) and by the usual batched alternatives in one transaction
+(psycopg2 ``execute_values``, SQLAlchemy Core ``insert()`` with a list of rows, ORM ``add_all``),
+plus the naive one ORM transaction per row; each method encodes its histograms and commits inside
+its timer, connections are opened and modules imported before any timer starts, and the order
+rotates between repetitions (medians reported).
 """
 
 from __future__ import annotations
@@ -40,6 +46,47 @@ N_TEMPLATES = 64
 FULL_EXPOSURE_PIXELS = 16_000_000
 
 
+#: How many rows the naive baseline (one ORM transaction per row) inserts at most.
+PER_ROW_CAP = 500
+
+
+@dataclass
+class RecordMethod:
+    """Bulk-recording rate of one way of inserting the same metrics rows.
+
+    Attributes
+    ----------
+    label
+        What the method does, as the report prints it.
+    rows
+        Rows inserted per timed sample.
+    samples
+        Rows per second of every timed repetition (median in :attr:`rows_per_s`).
+    """
+
+    label: str
+    rows: int
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        """Median rate over the repetitions (0 before any)."""
+        return statistics.median(self.samples) if self.samples else 0.0
+
+
+#: Recording methods compared by the benchmark: ``copy`` is crlib's
+#: :func:`~crlib.db.metric_store.record_metrics`; the others insert the same rows the usual ways.
+RECORD_METHODS: dict[str, str] = {
+    "copy": "crlib record_metrics: binary COPY, one transaction",
+    "execute_values": "psycopg2 execute_values (100 rows per statement), one transaction",
+    "core_executemany": "SQLAlchemy Core insert() with a list of rows (insertmanyvalues), one transaction",
+    "orm_bulk": "SQLAlchemy ORM add_all, one transaction",
+    "orm_per_row": "SQLAlchemy ORM, one INSERT and transaction per row (naive)",
+}
+#: The fair baselines: batched inserts of the same rows in one transaction.
+FAIR_BASELINES: tuple[str, ...] = ("execute_values", "core_executemany", "orm_bulk")
+
+
 @dataclass
 class BenchReport:
     """Measurements of one benchmark run (seconds unless named otherwise)."""
@@ -54,6 +101,8 @@ class BenchReport:
     rerecord_rows_per_s: float = 0.0
     single_row_calls_per_s: float = 0.0
     reference_rows_per_s: float = 0.0
+    record_methods: dict[str, RecordMethod] = field(default_factory=dict)
+    record_ratios: dict[str, float] = field(default_factory=dict)
     table_sizes: dict[str, str] = field(default_factory=dict)
     bytes_per_metrics_row: float = 0.0
     load_average: dict[str, tuple[float, float, float]] = field(default_factory=dict)
@@ -178,14 +227,15 @@ def generate_archive(session: Session, *, exposures: int, bins: int, model_versi
             "COPY bench_templates FROM STDIN (FORMAT binary)",
             _template_payload(bins, seed=exposures),
         )
+        # scores on ``ok`` drizzle truth, which the statistics pool by default
         session.execute(
             text(
                 "INSERT INTO exposure_metrics (rootname, model_version_id, tp, fp, fn, tn, tpr_at_fpr, "
                 "tpr_at_fpr_dilated, n_bins, hist_cr, hist_noncr, hist_cr_dilated, hist_noncr_dilated, "
-                "truth_status) "
+                "truth_status, truth_method) "
                 "SELECT e.rootname, :mv, t.tp, t.fp, t.fn, t.tn, "
                 """'{"0.0005": 0.85, "0.005": 0.97}'::jsonb, '{"0.0005": 0.93, "0.005": 0.99}'::jsonb, """
-                "t.n_bins, t.h1, t.h2, t.h3, t.h4, 'ok' "
+                "t.n_bins, t.h1, t.h2, t.h3, t.h4, 'ok', 'drizzle' "
                 "FROM exposures e JOIN bench_templates t "
                 f"ON t.id = (hashtext(e.rootname) & {N_TEMPLATES - 1})"
             ),
@@ -225,6 +275,7 @@ def synthetic_metrics(rootnames: list[str], *, bins: int, model_version: str, se
                 hist_cr_dilated=cr_dilated,
                 hist_noncr_dilated=noncr_dilated,
                 truth_status="ok",
+                truth_method="drizzle",
             )
         )
     return out
@@ -272,59 +323,210 @@ def stats_queries(sessions: sessionmaker[Session]) -> dict[str, Callable[[], Any
     }
 
 
-def _record_throughput(sessions: sessionmaker[Session], report: BenchReport, *, bins: int, rows: int) -> None:
+def _baseline_rows(metrics: list[Any], version_id: int) -> list[dict[str, Any]]:
+    """``exposure_metrics`` rows of ``metrics`` as a baseline writes them (encoded in its timer)."""
+    import json
+
+    from crlib.db.histcodec import encode_histogram
+
+    return [
+        {
+            "rootname": m.rootname,
+            "model_version_id": version_id,
+            "field_type": m.field_type,
+            "tp": m.tp,
+            "fp": m.fp,
+            "fn": m.fn,
+            "tn": m.tn,
+            "tpr_at_fpr": json.dumps(m.tpr_at_fpr),
+            "tpr_at_fpr_dilated": json.dumps(m.tpr_at_fpr_dilated),
+            "n_bins": len(m.hist_cr),
+            "hist_cr": encode_histogram(m.hist_cr),
+            "hist_noncr": encode_histogram(m.hist_noncr),
+            "hist_cr_dilated": encode_histogram(m.hist_cr_dilated),
+            "hist_noncr_dilated": encode_histogram(m.hist_noncr_dilated),
+            "truth_status": m.truth_status,
+            "truth_method": m.truth_method,
+        }
+        for m in metrics
+    ]
+
+
+def _insert_batch(session: Session, method: str, metrics: list[Any], version_id: int) -> None:
+    """Insert ``metrics`` with one of :data:`RECORD_METHODS` (the part the benchmark times)."""
+    from sqlalchemy import insert
+
     from crlib.db.metric_store import record_metrics
+    from crlib.db.orm import ExposureMetricsRow, table_of
+
+    if method == "copy":
+        record_metrics(session, metrics)
+        return
+    if method == "orm_per_row":
+        for row in _baseline_rows(metrics, version_id):
+            row["tpr_at_fpr"] = _json_value(row["tpr_at_fpr"])
+            row["tpr_at_fpr_dilated"] = _json_value(row["tpr_at_fpr_dilated"])
+            with session.begin():
+                session.add(ExposureMetricsRow(**row))
+        return
+    with session.begin():
+        rows = _baseline_rows(metrics, version_id)
+        if method == "execute_values":
+            from psycopg2.extras import execute_values
+
+            columns = list(rows[0])
+            template = "(" + ", ".join("%s::jsonb" if c.startswith("tpr_") else "%s" for c in columns) + ")"
+            cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            execute_values(
+                cursor,
+                f"INSERT INTO exposure_metrics ({', '.join(columns)}) VALUES %s",
+                [tuple(row.values()) for row in rows],
+                template=template,
+                page_size=100,
+            )
+        elif method == "core_executemany":
+            for row in rows:
+                row["tpr_at_fpr"] = _json_value(row["tpr_at_fpr"])
+                row["tpr_at_fpr_dilated"] = _json_value(row["tpr_at_fpr_dilated"])
+            session.execute(insert(table_of(ExposureMetricsRow)), rows)
+        elif method == "orm_bulk":
+            for row in rows:
+                row["tpr_at_fpr"] = _json_value(row["tpr_at_fpr"])
+                row["tpr_at_fpr_dilated"] = _json_value(row["tpr_at_fpr_dilated"])
+            session.add_all([ExposureMetricsRow(**row) for row in rows])
+        else:
+            raise ValueError(f"unknown recording method {method!r}")
+
+
+def _json_value(text_value: str) -> Any:
+    import json
+
+    return json.loads(text_value)
+
+
+def compare_recording(
+    sessions: sessionmaker[Session],
+    rootnames: list[str],
+    *,
+    bins: int,
+    repeat: int = 3,
+    methods: tuple[str, ...] = tuple(RECORD_METHODS),
+    per_row_cap: int = PER_ROW_CAP,
+) -> dict[str, RecordMethod]:
+    """Time every recording method on the same metrics rows, ``repeat`` times, in rotating order.
+
+    Every method inserts the same rows (same exposures, same histograms) under its own model
+    version, into a table in the same state: each sample's rows are deleted again (untimed)
+    before the next. Imports, the rows' synthesis and the database connection (a pooled one,
+    opened before the clock starts) are outside the timers; encoding the histograms and the
+    commit are inside, for every method. Repetition ``k`` runs the methods in the order rotated
+    by ``k``, so no method always runs first (cold caches) or last.
+
+    Parameters
+    ----------
+    sessions
+        Sessions on a migrated database holding ``rootnames`` as exposures.
+    rootnames
+        Exposures whose metrics are inserted (the naive per-row method uses the first
+        ``per_row_cap`` of them: at a few hundred rows per second it would dominate the run).
+    bins
+        Histogram bins.
+    repeat
+        Timed repetitions per method.
+    methods
+        Subset of :data:`RECORD_METHODS`.
+    per_row_cap
+        Rows of the naive per-row method.
+
+    Returns
+    -------
+    dict
+        :class:`RecordMethod` per method name.
+    """
+    import dataclasses
+
+    import psycopg2.extras  # noqa: F401  (imported before any clock starts)
+
+    from crlib.db.metric_store import record_metrics  # noqa: F401
     from crlib.db.model_registry import record_model_version
-    from crlib.db.orm import ExposureMetricsRow
+
+    unknown = [m for m in methods if m not in RECORD_METHODS]
+    if unknown:
+        raise ValueError(f"unknown recording methods {unknown}; choose among {', '.join(RECORD_METHODS)}")
+    batch = synthetic_metrics(rootnames, bins=bins, model_version="bench", seed=8)
+    results = {
+        m: RecordMethod(RECORD_METHODS[m], min(len(batch), per_row_cap) if m == "orm_per_row" else len(batch))
+        for m in methods
+    }
+    for k in range(repeat):
+        order = list(methods[k % len(methods) :]) + list(methods[: k % len(methods)])
+        for method in order:
+            version = f"bench-{method}-{k}"
+            with sessions() as session:
+                version_id = record_model_version(
+                    session, model_name="deepcr-acs-wfc", version=version, source="mlflow"
+                )
+                session.commit()
+            rows = [dataclasses.replace(m, model_version=version) for m in batch[: results[method].rows]]
+            with sessions() as session:
+                session.execute(text("SELECT 1"))  # the pooled connection is open before timing
+                session.commit()
+                start = time.perf_counter()
+                _insert_batch(session, method, rows, version_id)
+                elapsed = time.perf_counter() - start
+            results[method].samples.append(len(rows) / elapsed)
+            log.info("record %s: %.0f rows/s", method, len(rows) / elapsed)
+            with sessions() as session, session.begin():
+                session.execute(
+                    text("DELETE FROM exposure_metrics WHERE model_version_id = :id"), {"id": version_id}
+                )
+    return results
+
+
+def recording_ratios(methods: dict[str, RecordMethod]) -> dict[str, float]:
+    """crlib's COPY rate over each other method's (``copy_over_<method>``), from the medians."""
+    copy = methods.get("copy")
+    if copy is None or not copy.rows_per_s:
+        return {}
+    return {
+        f"copy_over_{name}": round(copy.rows_per_s / method.rows_per_s, 2)
+        for name, method in methods.items()
+        if name != "copy" and method.rows_per_s > 0
+    }
+
+
+def _record_throughput(
+    sessions: sessionmaker[Session], report: BenchReport, *, bins: int, rows: int, repeat: int
+) -> None:
+    from crlib.db.metric_store import record_metrics
 
     with sessions() as session:
         rootnames = list(
             session.scalars(text("SELECT rootname FROM exposures ORDER BY rootname LIMIT :n"), {"n": rows})
         )
-    batch = synthetic_metrics(rootnames, bins=bins, model_version="2")
-    report.record_rows = len(batch)
-    start = time.perf_counter()
+    report.record_methods = compare_recording(sessions, rootnames, bins=bins, repeat=repeat)
+    report.record_ratios = recording_ratios(report.record_methods)
+    report.record_rows = report.record_methods["copy"].rows
+    report.record_rows_per_s = report.record_methods["copy"].rows_per_s
+    report.reference_rows_per_s = report.record_methods["orm_per_row"].rows_per_s
+    first = synthetic_metrics(rootnames, bins=bins, model_version="2")
     with sessions() as session:
-        record_metrics(session, batch)
-    report.record_rows_per_s = len(batch) / (time.perf_counter() - start)
+        record_metrics(session, first)
     again = synthetic_metrics(rootnames, bins=bins, model_version="2", seed=6)
-    start = time.perf_counter()
     with sessions() as session:  # the same keys again: every row is replaced
+        session.execute(text("SELECT 1"))
+        session.commit()
+        start = time.perf_counter()
         record_metrics(session, again)
-    report.rerecord_rows_per_s = len(again) / (time.perf_counter() - start)
+        report.rerecord_rows_per_s = len(again) / (time.perf_counter() - start)
     singles = synthetic_metrics(rootnames[-min(200, len(rootnames)) :], bins=bins, model_version="3", seed=7)
-    start = time.perf_counter()
     with sessions() as session:  # as the pipeline does: one call (transaction) per exposure
+        session.execute(text("SELECT 1"))
+        session.commit()
+        start = time.perf_counter()
         for metric in singles:
             record_metrics(session, [metric])
-    report.single_row_calls_per_s = len(singles) / (time.perf_counter() - start)
-    from crlib.db.histcodec import encode_histogram
-
-    reference = synthetic_metrics(rootnames[:200], bins=bins, model_version="4", seed=8)
-    with sessions() as session:
-        mv4 = record_model_version(session, model_name="deepcr-acs-wfc", version="4", source="mlflow")
-    start = time.perf_counter()
-    with sessions() as session:  # reference: one ORM object and INSERT (transaction) per row
-        for metric in reference:
-            with session.begin():
-                session.add(
-                    ExposureMetricsRow(
-                        rootname=metric.rootname,
-                        model_version_id=mv4,
-                        tp=metric.tp,
-                        fp=metric.fp,
-                        fn=metric.fn,
-                        tn=metric.tn,
-                        tpr_at_fpr=metric.tpr_at_fpr,
-                        tpr_at_fpr_dilated=metric.tpr_at_fpr_dilated,
-                        n_bins=bins,
-                        hist_cr=encode_histogram(metric.hist_cr),
-                        hist_noncr=encode_histogram(metric.hist_noncr),
-                        hist_cr_dilated=encode_histogram(metric.hist_cr_dilated),
-                        hist_noncr_dilated=encode_histogram(metric.hist_noncr_dilated),
-                    )
-                )
-    report.reference_rows_per_s = len(reference) / (time.perf_counter() - start)
+        report.single_row_calls_per_s = len(singles) / (time.perf_counter() - start)
 
 
 def run_db_benchmark(
@@ -334,6 +536,7 @@ def run_db_benchmark(
     bins: int | None = None,
     record_rows: int = 5000,
     repeat: int = 3,
+    record_repeats: int = 3,
 ) -> BenchReport:
     """Run the benchmark in a scratch database on ``engine``'s server (dropped afterwards).
 
@@ -350,6 +553,8 @@ def run_db_benchmark(
         throughput figure (at most ``exposures``).
     repeat
         Timed repetitions per query (median reported, after a warm-up).
+    record_repeats
+        Timed repetitions per recording method (:func:`compare_recording`; median reported).
     """
     from sqlalchemy import create_engine
 
@@ -387,6 +592,11 @@ def run_db_benchmark(
         start = time.perf_counter()
         with bench_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM ANALYZE exposures, cr_statistics"))
+            # storage measured on the generated rows only (the recording comparison below deletes
+            # what it inserts, which leaves dead rows in the table)
+            rows_now = connection.execute(text("SELECT count(*) FROM exposure_metrics")).scalar_one()
+            size = connection.execute(text("SELECT pg_total_relation_size('exposure_metrics')")).scalar_one()
+            report.bytes_per_metrics_row = size / max(1, rows_now)
             connection.execute(text("ANALYZE exposure_metrics, summary_changes"))
         report.timings["vacuum/analyze"] = time.perf_counter() - start
         with sessions() as session:
@@ -396,7 +606,9 @@ def run_db_benchmark(
         with bench_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM ANALYZE cr_rate_daily, performance_monthly, performance_total"))
 
-        _record_throughput(sessions, report, bins=bins, rows=min(record_rows, exposures))
+        _record_throughput(
+            sessions, report, bins=bins, rows=min(record_rows, exposures), repeat=record_repeats
+        )
         queries = stats_queries(sessions)
         with sessions() as session:
             pending = summary_state(session).pending_cells
@@ -427,9 +639,6 @@ def run_db_benchmark(
                 report.table_sizes[table] = session.execute(
                     text("SELECT pg_size_pretty(pg_total_relation_size(:t))"), {"t": table}
                 ).scalar_one()
-            rows_now = session.execute(text("SELECT count(*) FROM exposure_metrics")).scalar_one()
-            size = session.execute(text("SELECT pg_total_relation_size('exposure_metrics')")).scalar_one()
-            report.bytes_per_metrics_row = size / max(1, rows_now)
     finally:
         bench_engine.dispose()
         with admin.connect() as connection:

@@ -6,11 +6,27 @@ for its ROC; the deepCR-ACS/WFC paper uses ``objlim=2.6`` for sparse and cluster
 for resolved galaxies. FLC data are already in electrons, so ``gain=1``; the read noise is the
 mean of the chip's amplifiers' ``READNSE*`` header values.
 
-To score LACosmic with the same histograms as a probabilistic model, a sigclip sweep becomes a
-pseudo-probability: the pixel's score is the level of the strictest sigclip that still flags it
-(:data:`SIGCLIP_SWEEP` strictest last; the score of level ``i`` of ``n`` is ``(i + 1) / (n + 1)``).
-Thresholding the score between two levels gives the union of the masks at or above that
-strictness, which is LACosmic's mask at that sigclip whenever the sweep's masks are nested.
+To score LACosmic with the same histograms as a probabilistic model, each pixel gets its
+*critical sigclip*: the strictest sigclip at which LACosmic still flags it
+(:func:`critical_sigclip`), mapped to a pseudo-probability by the monotone
+:func:`sigclip_probability` (``1 / (1 + (8 / s)^3)``), so a threshold on the score is a sigclip.
+It is computed without giving up exactness where it can be had:
+
+* LACosmic's first iteration depends on sigclip only through thresholds, so its critical sigclip
+  is exact at every sigclip (a closed form, :func:`first_pass_sigclip`).
+* The later iterations (``niter=4``: each cleans the pixels found so far and looks again) depend on
+  what was cleaned, so LACosmic is run in full at every value of the sweep (:data:`SIGCLIP_SWEEP`),
+  sharing the first iteration (about a quarter of the cost). A pixel flagged at swept value
+  ``g_i`` but not at ``g_{i+1}`` gets a critical sigclip in ``[g_i, g_{i+1})``: the largest at which
+  the iterations, in their state at ``g_i``, flag it.
+
+So thresholding the score at a swept value gives LACosmic's mask there (plus the few pixels of
+stricter swept values' masks that the looser one lacks: the masks are nested but for about 0.1%
+of pixels), and between swept values a continuous estimate instead of a straight line between two
+ROC points. The sweep is fine enough when refining it (:func:`sweep_refinement_check`, midpoints
+added) moves the TPR at FPR 0.05% / 0.5% by at most a few tenths of a point; see
+``docs/benchmarks.md`` for the measurements. The masks equal ``astroscrappy.detect_cosmics``'s
+(the tests compare them pixel for pixel): the re-implementation calls astroscrappy's own filters.
 
 :func:`predict_exposure_lacosmic` runs the sweep on every chip of an exposure and writes the
 pseudo-probability as an ordinary ``<rootname>_crpred.fits`` (``CRMODEL = 'LACosmic'``), so
@@ -23,9 +39,11 @@ import logging
 import resource
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,10 +58,24 @@ LACOSMIC_MODEL_NAME = "LACosmic"
 
 #: objlim per field type (deepCR-ACS/WFC paper).
 OBJLIM_BY_FIELD: dict[str, float] = {"globular_cluster": 2.6, "extragalactic": 2.6, "resolved_galaxy": 4.5}
-#: sigclip values swept for the ROC, loosest first.
-SIGCLIP_SWEEP: tuple[float, ...] = (2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0, 10.0, 14.0, 20.0)
+#: sigclip values of the full LACosmic runs behind the ROC, loosest first: every 0.25 where FPR 0.5%
+#: falls (sigclip 3-4 on ACS/WFC-like data), then about 12% apart up to 60, because FPR 0.05% falls
+#: at sigclip 7-15 in sparse fields and beyond 40 in globular clusters. Refining it (midpoints
+#: added) moves the pooled TPR at FPR 0.05% / 0.5% by at most 0.16 points per field type on the
+#: simulator's fields; the 11-value sweep used before (2-20) moved it by up to 0.7, and 20 values
+#: up to 40 by 2.3 in globular clusters (``docs/benchmarks.md``).
+SIGCLIP_SWEEP: tuple[float, ...] = (
+    *(2.0, 2.5, 3.0, 3.25, 3.5, 3.75, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 9.0),
+    *(10.0, 11.5, 13.0, 15.0, 17.0, 20.0, 23.0, 26.0, 30.0, 34.0, 38.0, 43.0, 50.0, 60.0),
+)
 #: sigclip of the single operating point (astroscrappy's default).
 DEFAULT_SIGCLIP = 4.5
+#: Neighbour detection limit as a fraction of sigclip (deepCR's benchmark setting).
+SIGFRAC = 0.3
+#: Critical sigclip whose pseudo-probability is 0.5 (:func:`sigclip_probability`).
+SIGCLIP_SCALE = 8.0
+#: Steepness of :func:`sigclip_probability` (``logit = SIGCLIP_POWER * ln(s / SIGCLIP_SCALE)``).
+SIGCLIP_POWER = 3.0
 
 
 def chip_read_noise(
@@ -83,6 +115,15 @@ def chip_read_noise(
     return float(np.mean(values))
 
 
+def _finite(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """C-contiguous float32 copy with non-finite pixels set to the finite median, and their mask."""
+    data = np.ascontiguousarray(image, dtype=np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        data = np.where(bad, np.median(data[~bad]), data).astype(np.float32)
+    return data, bad
+
+
 def lacosmic_mask(
     image: np.ndarray, *, read_noise: float, objlim: float, sigclip: float = DEFAULT_SIGCLIP
 ) -> np.ndarray:
@@ -100,15 +141,12 @@ def lacosmic_mask(
     """
     import astroscrappy
 
-    data = np.asarray(image, dtype=np.float32)
-    bad = ~np.isfinite(data)
-    if bad.any():
-        data = np.where(bad, np.median(data[~bad]), data).astype(np.float32)
+    data, bad = _finite(image)
     mask, _ = astroscrappy.detect_cosmics(
         data,
         inmask=bad,
         sigclip=sigclip,
-        sigfrac=0.3,
+        sigfrac=SIGFRAC,
         objlim=objlim,
         gain=1.0,
         readnoise=read_noise,
@@ -120,30 +158,366 @@ def lacosmic_mask(
     return np.asarray(mask, dtype=bool) & ~bad
 
 
+def _max3(values: np.ndarray) -> np.ndarray:
+    """Grey-level twin of astroscrappy's ``dilate3``: 3x3 maximum, the 1-pixel border copied."""
+    from scipy import ndimage
+
+    out = ndimage.maximum_filter(values, size=3, mode="nearest")
+    out[0, :], out[-1, :], out[:, 0], out[:, -1] = values[0, :], values[-1, :], values[:, 0], values[:, -1]
+    return out
+
+
+def _dilate3(flags: np.ndarray) -> np.ndarray:
+    from astroscrappy import utils
+
+    return np.asarray(utils.dilate3(np.ascontiguousarray(flags, dtype=np.uint8)), dtype=bool)
+
+
+def _lower_median(values: np.ndarray) -> np.float32:
+    """astroscrappy's ``median``: the lower median (element ``(n - 1) // 2`` in order)."""
+    return np.float32(np.partition(values, (values.size - 1) // 2)[(values.size - 1) // 2])
+
+
+@dataclass
+class _Significance:
+    """One LACosmic iteration's detection quantities (astroscrappy 1.3, deepCR's settings)."""
+
+    sp: np.ndarray  # Laplacian-to-noise minus its 5x5 median
+    fine: np.ndarray  # fine-structure contrast, floored at 0.01
+    good: np.ndarray  # not masked (bad pixels grown by 1 px)
+
+    def flagged(self, sigclip: float, *, objlim: float, sigfrac: float) -> np.ndarray:
+        """The iteration's CR pixels at ``sigclip``, computed as astroscrappy computes them."""
+        sigclip32 = np.float32(sigclip)
+        low = np.float32(np.float32(sigfrac) * sigclip32)
+        cosmics = (self.sp > sigclip32) & self.good & ((self.sp / self.fine) > objlim)
+        cosmics = _dilate3(cosmics) & self.good & (self.sp > sigclip32)
+        return _dilate3(cosmics) & self.good & (self.sp > low)
+
+    def critical(self, *, objlim: float, sigfrac: float) -> np.ndarray:
+        """Per pixel, the largest sigclip at which this iteration flags it (``-inf``: none).
+
+        Every condition of :meth:`flagged` is a threshold on sigclip, so the pixel is flagged at
+        ``s`` exactly when ``s`` is below ``c = min(max3(b), sp / sigfrac)`` with
+        ``b = min(max3(a), sp)`` and ``a = sp`` where ``sp / f > objlim`` (``max3``: 3x3 maximum).
+        """
+        never = np.float32(-np.inf)
+        a = np.where(self.good & ((self.sp / self.fine) > objlim), self.sp, never)
+        b = np.where(self.good, np.minimum(_max3(a), self.sp), never)
+        return np.where(self.good, np.minimum(_max3(b), self.sp / np.float32(sigfrac)), never)
+
+
+class _LACosmic:
+    """astroscrappy's ``detect_cosmics`` re-run on its own filters, sharing the first iteration.
+
+    Settings are deepCR's benchmark ones (``sepmed=False``, ``cleantype='medmask'``,
+    ``fsmode='median'``, ``satlevel=inf``, ``gain=1``). The first iteration does not depend on
+    sigclip, so it is computed once for every sigclip; each later iteration cleans the pixels
+    found so far with the masked 5x5 median (as ``clean_medmask``) and looks again.
+    """
+
+    def __init__(self, image: np.ndarray, *, read_noise: float, objlim: float, sigfrac: float = SIGFRAC):
+        from astroscrappy.astroscrappy import update_mask
+
+        self.data, bad = _finite(image)
+        self.objlim, self.sigfrac = float(objlim), float(sigfrac)
+        self.var = self.data + np.float32(read_noise * read_noise)
+        mask = np.ascontiguousarray(bad, dtype=np.uint8)
+        update_mask(self.data, mask, np.inf, False)  # satlevel=inf: grows the bad pixels by 1 px
+        self.mask = mask.astype(bool)
+        self.background = _lower_median(self.data[~self.mask])
+        self.background_var = _lower_median(self.var[~self.mask])
+        self.first = self._significance(self.data, self.var)
+
+    def _significance(self, data: np.ndarray, var: np.ndarray) -> _Significance:
+        from astroscrappy import utils
+
+        conved = utils.laplaceconvolve(utils.subsample(data))
+        conved[conved < 0] = 0.0
+        laplace = utils.rebin(conved)
+        del conved
+        m5 = utils.medfilt5(var)
+        m5[m5 < 0.00001] = 0.00001
+        noise = np.sqrt(m5)
+        del m5
+        laplace /= 2.0 * noise
+        sp = laplace - utils.medfilt5(laplace)
+        del laplace
+        fine = utils.medfilt3(data)
+        fine = (fine - utils.medfilt7(fine)) / noise
+        fine[fine < 0.01] = 0.01
+        return _Significance(sp=sp, fine=fine, good=~self.mask)
+
+    def _cleaned(self, crmask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image and variance with the ``crmask`` pixels replaced as ``clean_medmask`` does."""
+        ny, nx = self.data.shape
+        inner = np.zeros_like(crmask)
+        inner[2 : ny - 2, 2 : nx - 2] = crmask[2 : ny - 2, 2 : nx - 2]
+        index = np.flatnonzero(inner)
+        data, var = self.data.copy(), self.var.copy()
+        if index.size == 0:
+            return data, var
+        dy, dx = np.mgrid[-2:3, -2:3]
+        offsets = (dy * nx + dx).ravel()
+        excluded = (crmask | self.mask).ravel()
+        for array, background in ((data, self.background), (var, self.background_var)):
+            flat = array.ravel()
+            for chunk in np.array_split(index, max(1, index.size // 65536)):
+                around = chunk[:, None] + offsets[None, :]
+                values = flat[around]
+                dropped = excluded[around]
+                values[dropped] = np.inf
+                values.sort(axis=1)
+                count = 25 - dropped.sum(axis=1)
+                med = values[np.arange(chunk.size), np.maximum(count - 1, 0) // 2]
+                flat[chunk] = np.where(count > 0, med, background)
+        return data, var
+
+    def run(self, sigclip: float, *, niter: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """LACosmic's mask at ``sigclip`` and, per pixel, the largest critical sigclip of its iterations.
+
+        The critical values of iteration ``k > 1`` are those of that iteration's state at
+        ``sigclip`` (which pixels had been cleaned): exact for the mask at ``sigclip``, and the
+        first-order estimate of the mask at a nearby stricter sigclip.
+        """
+        crmask = np.zeros(self.data.shape, dtype=bool)
+        critical = np.full(self.data.shape, -np.inf, dtype=np.float32)
+        significance = self.first
+        for k in range(niter):
+            if k > 0:
+                significance = self._significance(*self._cleaned(crmask))
+            cosmics = significance.flagged(sigclip, objlim=self.objlim, sigfrac=self.sigfrac)
+            if k > 0:  # the first iteration's critical values are :meth:`first_critical`
+                np.maximum(
+                    critical, significance.critical(objlim=self.objlim, sigfrac=self.sigfrac), out=critical
+                )
+            crmask |= cosmics
+            if not cosmics.any():
+                break
+        return crmask, critical
+
+
+def first_pass_sigclip(
+    image: np.ndarray, *, read_noise: float, objlim: float, sigfrac: float = SIGFRAC
+) -> np.ndarray:
+    """Per pixel, the largest sigclip at which LACosmic's first iteration flags it.
+
+    ``first_pass_sigclip(...) > s`` equals ``astroscrappy.detect_cosmics(..., sigclip=s,
+    niter=1)``'s mask (deepCR's settings) at every ``s``: the first iteration does not depend on
+    sigclip except through thresholds (see ``_Significance.critical``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` float32; ``-inf`` where no sigclip flags the pixel.
+    """
+    lacosmic = _LACosmic(image, read_noise=read_noise, objlim=objlim, sigfrac=sigfrac)
+    return lacosmic.first.critical(objlim=lacosmic.objlim, sigfrac=lacosmic.sigfrac).astype(np.float32)
+
+
+def critical_sigclip(
+    image: np.ndarray,
+    *,
+    read_noise: float,
+    objlim: float,
+    sigclips: Sequence[float] = SIGCLIP_SWEEP,
+    nesting: Literal["closest", "union"] = "closest",
+) -> np.ndarray:
+    """Per pixel, the strictest sigclip at which LACosmic (4 iterations) still flags it.
+
+    LACosmic is run at every ``sigclips`` value (sharing the first iteration, which does not
+    depend on sigclip). A pixel whose last swept value is ``g_i`` gets its critical sigclip
+    within ``[g_i, g_{i+1})``: the largest sigclip at which the iterations, in their state at
+    ``g_i``, flag it (the first iteration's part is exact; the later iterations' part is estimated
+    from the state at ``g_i``). Below the loosest value, pixels get the first iteration's exact
+    critical sigclip.
+
+    LACosmic's masks are not quite nested (about 1% of the pixels flagged at some sigclip are
+    flagged at one value, not at a looser one, and again at a stricter one: mostly false
+    positives around bright stars), so no single number per pixel reproduces every mask.
+    ``nesting`` says which swept value is the pixel's last:
+
+    * ``closest`` (default): the ``g_k`` whose threshold ``critical >= g_i`` disagrees with the
+      pixel's actual flags at the fewest swept values (flags ``f_i``: ``k`` maximises
+      ``sum_{i <= k} (2 f_i - 1)``, the first such ``k``). Thresholded at swept values it gives
+      LACosmic's masks up to these flickering pixels, which err both ways and do not accumulate
+      as the sweep gets finer.
+    * ``union``: the strictest swept value that flags the pixel, so ``critical >= g_i`` is the
+      union of the masks at ``g_i`` and stricter values: every flickering pixel is added to every
+      looser mask, more of them the finer the sweep (about +10% false positives at 0.05% FPR
+      with a sweep every 0.25 in sigclip).
+
+    Parameters
+    ----------
+    image
+        ``(ny, nx)`` electrons; non-finite pixels are never flagged.
+    read_noise, objlim
+        As :func:`lacosmic_mask`.
+    sigclips
+        The swept values (at least one).
+    nesting
+        ``closest`` or ``union`` (above).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` float32 sigclip; 0 where LACosmic never flags the pixel.
+    """
+    critical, _ = _sweep(image, read_noise=read_noise, objlim=objlim, sigclips=sigclips, nesting=nesting)
+    return critical
+
+
+def _sweep(
+    image: np.ndarray,
+    *,
+    read_noise: float,
+    objlim: float,
+    sigclips: Sequence[float],
+    nesting: Literal["closest", "union"] = "closest",
+    keep: float | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`critical_sigclip`, and LACosmic's own mask at the swept value ``keep`` (if given)."""
+    levels = sorted(set(float(s) for s in sigclips))
+    if not levels:
+        raise ConfigError("the LACosmic sigclip sweep needs at least one value")
+    if nesting not in ("closest", "union"):
+        raise ConfigError(f"nesting must be closest or union, not {nesting!r}")
+    kept: np.ndarray | None = None
+    lacosmic = _LACosmic(image, read_noise=read_noise, objlim=objlim)
+    first = lacosmic.first.critical(objlim=lacosmic.objlim, sigfrac=lacosmic.sigfrac)
+    below = np.nextafter(np.float32(levels[0]), np.float32(0))
+    result = np.where(first > 0, np.minimum(first, below), np.float32(0)).astype(np.float32)
+    running = np.zeros(first.shape, dtype=np.int16)  # sum of (2 f_i - 1) so far
+    best = np.zeros(first.shape, dtype=np.int16)  # its maximum (0: never flagged)
+    for index, level in enumerate(levels):
+        mask, later = lacosmic.run(level)
+        if keep is not None and level == keep:
+            kept = mask
+        top = np.float32(levels[index + 1]) if index + 1 < len(levels) else np.float32(np.inf)
+        ceiling = np.nextafter(top, np.float32(0))
+        value = np.clip(np.maximum(first, later), np.float32(level), ceiling)
+        if nesting == "union":
+            chosen = mask
+        else:
+            running += np.where(mask, np.int16(1), np.int16(-1))
+            chosen = running > best
+            np.maximum(best, running, out=best)
+        result[chosen] = value[chosen]
+    return result, kept
+
+
+def sigclip_probability(sigclip: np.ndarray | float) -> np.ndarray:
+    """Pseudo-probability of a critical sigclip: ``1 / (1 + (S0 / s)^K)``, 0 for ``s <= 0``.
+
+    Monotone, so thresholds on it are thresholds on sigclip; ``logit = K ln(s / S0)`` spreads
+    sigclip 2-30 over the score histograms' logit bins (0.01 in logit = 0.33% in sigclip) and the
+    float16 ``CRPROB`` (:data:`SIGCLIP_SCALE` maps to 0.5).
+    """
+    s = np.asarray(sigclip, dtype=np.float64)
+    with np.errstate(divide="ignore", over="ignore"):
+        p = 1.0 / (1.0 + (SIGCLIP_SCALE / np.where(s > 0, s, np.nan)) ** SIGCLIP_POWER)
+    return np.nan_to_num(p, nan=0.0).astype(np.float32)
+
+
 def lacosmic_score(
     image: np.ndarray, *, read_noise: float, objlim: float, sigclips: Sequence[float] = SIGCLIP_SWEEP
 ) -> np.ndarray:
-    """Pseudo-probability of one chip from a sigclip sweep (see the module docstring).
+    """Pseudo-probability of one chip: :func:`sigclip_probability` of :func:`critical_sigclip`.
 
     Returns
     -------
     numpy.ndarray
         ``(ny, nx)`` float32 in [0, 1): 0 = never flagged.
     """
-    levels = sorted(sigclips)
-    score = np.zeros(np.shape(image), dtype=np.float32)
-    for index, sigclip in enumerate(levels):
-        level = np.float32((index + 1) / (len(levels) + 1))
-        flagged = lacosmic_mask(image, read_noise=read_noise, objlim=objlim, sigclip=sigclip)
-        score[flagged] = level
-    return score
+    return sigclip_probability(
+        critical_sigclip(image, read_noise=read_noise, objlim=objlim, sigclips=sigclips)
+    )
 
 
-def sweep_threshold(sigclip: float, sigclips: Sequence[float] = SIGCLIP_SWEEP) -> float:
-    """Score threshold whose mask is LACosmic's at ``sigclip`` (a value of the sweep)."""
-    levels = sorted(sigclips)
-    index = levels.index(sigclip)
-    return (index + 0.5) / (len(levels) + 1)
+def sweep_threshold(sigclip: float, sigclips: Sequence[float] | None = None) -> float:
+    """Score threshold whose mask (``score > threshold``) is LACosmic's at ``sigclip``.
+
+    ``sigclips`` is accepted for compatibility and ignored: the score is in sigclip units for
+    every sweep. The threshold sits just below ``sigclip``'s probability, so pixels whose
+    critical sigclip equals a swept value count as flagged there.
+    """
+    del sigclips
+    return float(np.nextafter(sigclip_probability(float(sigclip)), np.float32(0.0)))
+
+
+def refined_sweep(sigclips: Sequence[float]) -> tuple[float, ...]:
+    """The sweep with the midpoint of every pair of neighbouring values added (twice as fine)."""
+    levels = sorted(set(float(s) for s in sigclips))
+    middles = [round((a + b) / 2.0, 6) for a, b in pairwise(levels)]
+    return tuple(sorted(set(levels) | set(middles)))
+
+
+def sweep_tpr_at_fpr(
+    chips: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float]],
+    *,
+    objlim: float,
+    sigclips: Sequence[float] = SIGCLIP_SWEEP,
+) -> dict[str, float]:
+    """LACosmic's pooled TPR at the papers' FPR points for one sweep, scored like a model.
+
+    Parameters
+    ----------
+    chips
+        ``(image, truth mask, valid mask, read noise)`` per chip; the chips' score histograms
+        (:func:`crlib.metrics.histograms.score_histograms` of the float16 ``CRPROB``) are summed.
+    objlim, sigclips
+        As :func:`lacosmic_score`.
+
+    Returns
+    -------
+    dict
+        TPR per FPR point (keys as :data:`crlib.metrics.roc.FPR_POINTS`).
+    """
+    from crlib.metrics.histograms import score_histograms
+    from crlib.metrics.roc import FPR_POINTS, roc_from_histograms, tpr_at_fpr
+
+    hist_cr: np.ndarray | None = None
+    hist_noncr: np.ndarray | None = None
+    for image, truth, valid, read_noise in chips:
+        score = lacosmic_score(image, read_noise=read_noise, objlim=objlim, sigclips=sigclips)
+        cr, noncr = score_histograms(score.astype(np.float16), truth, valid)
+        hist_cr = cr if hist_cr is None else hist_cr + cr
+        hist_noncr = noncr if hist_noncr is None else hist_noncr + noncr
+    if hist_cr is None or hist_noncr is None:
+        raise ConfigError("no chips to score")
+    curve = roc_from_histograms(hist_cr, hist_noncr)
+    return {key: float(tpr_at_fpr(curve, fpr)) for key, fpr in FPR_POINTS.items()}
+
+
+def sweep_refinement_check(
+    chips: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float]],
+    *,
+    objlim: float,
+    sigclips: Sequence[float] = SIGCLIP_SWEEP,
+) -> dict[str, Any]:
+    """Whether the sweep is fine enough: TPR at the FPR points with the sweep and twice as fine.
+
+    Returns
+    -------
+    dict
+        ``sweep`` and ``refined`` (TPR per FPR point, :func:`sweep_tpr_at_fpr`), ``change``
+        (refined minus sweep, in TPR points, i.e. per cent), the two sweeps' values and the
+        seconds each took.
+    """
+    refined_levels = refined_sweep(sigclips)
+    start = time.perf_counter()
+    coarse = sweep_tpr_at_fpr(chips, objlim=objlim, sigclips=sigclips)
+    middle = time.perf_counter()
+    fine = sweep_tpr_at_fpr(chips, objlim=objlim, sigclips=refined_levels)
+    end = time.perf_counter()
+    return {
+        "sigclips": sorted(set(float(s) for s in sigclips)),
+        "refined_sigclips": list(refined_levels),
+        "sweep": coarse,
+        "refined": fine,
+        "change": {key: round(100.0 * (fine[key] - coarse[key]), 3) for key in coarse},
+        "seconds": {"sweep": middle - start, "refined": end - middle},
+    }
 
 
 def objlim_for(field_type: str) -> float:
@@ -216,14 +590,15 @@ def predict_exposure_lacosmic(
     if not levels:
         raise ConfigError("the LACosmic sigclip sweep needs at least one value")
     operating = min(levels, key=lambda s: abs(s - operating_sigclip))
-    threshold = sweep_threshold(operating, levels)
+    threshold = sweep_threshold(operating)
     start = time.perf_counter()
     exposure = read_exposure(path)
     chips = []
     for extver, (sci, _dq) in exposure.chips.items():
         noise = chip_read_noise(exposure.primary, exposure.profile, extver, ccd=exposure.ccd(extver))
-        score = lacosmic_score(sci, read_noise=noise, objlim=objlim, sigclips=levels)
-        mask = (score > threshold).astype(np.uint8)
+        critical, exact = _sweep(sci, read_noise=noise, objlim=objlim, sigclips=levels, keep=operating)
+        score = sigclip_probability(critical)
+        mask = np.asarray(exact, dtype=np.uint8)
         header = {
             "CCDCHIP": exposure.ccd(extver).ccdchip,
             "NNONFIN": int(np.count_nonzero(~np.isfinite(sci))),
@@ -246,7 +621,11 @@ def predict_exposure_lacosmic(
         "CRTHRESH": threshold,
         "CROBJLIM": (float(objlim), "LACosmic objlim"),
         "CRSIGCLP": (operating, "LACosmic sigclip of CRMASK"),
-        "CRSWEEP": (",".join(f"{s:g}" for s in levels), "sigclip sweep behind CRPROB"),
+        "CRSWEEP": (",".join(f"{s:g}" for s in levels), "sigclip values of the full LACosmic runs"),
+        "CRPROBFN": (
+            f"1/(1+({SIGCLIP_SCALE:g}/s)^{SIGCLIP_POWER:g})",
+            "CRPROB of s, the critical sigclip",
+        ),
         "CRLIBVER": code_version(),
         "CRDEVICE": "cpu",
         "CRSECS": round(seconds, 3),
