@@ -6,6 +6,7 @@ The expected outcomes (too few sources, one exposure, no catalog reachable) are 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import numpy as np
 from crlib.align.catalogs import CatalogOptions, exposure_catalogs
 from crlib.align.fit import ChipCorrector, FitOutcome, MatchOptions, fit_with_fallback
 from crlib.align.refcat import ReferenceCatalog, fetch_reference_catalog, read_catalog_file
-from crlib.align.verify import FitLimits, HeaderComparison, verify_relative_fit
+from crlib.align.verify import FitLimits, HeaderComparison, compare_with_header, verify_relative_fit
 from crlib.align.wcsupdate import write_wcs
 from crlib.config import worker_count
 from crlib.errors import InputDataError
@@ -49,6 +50,12 @@ class AlignOptions:
         Fewest sources a chip catalog needs to take part.
     relative_match, absolute_match
         Matching options of the two fits (the absolute search radius covers arcsec-level pointing errors).
+    header_match
+        Matching of the second relative try, around the header WCS (no 2-D histogram, a small
+        search radius): used when the wide search fails although the header WCS already pairs the
+        exposures' sources well beyond chance. The wide search's 2-D histogram peak can be pulled
+        pixels off by the many unmatched sources (cosmic rays) of a sparse field, after which no
+        match falls within the tolerance.
     catalog
         Source-finding options.
     fit_limits
@@ -65,6 +72,7 @@ class AlignOptions:
     min_sources: int = 4
     relative_match: MatchOptions = field(default_factory=MatchOptions)
     absolute_match: MatchOptions = field(default_factory=lambda: MatchOptions(searchrad=25.0))
+    header_match: MatchOptions = field(default_factory=lambda: MatchOptions(searchrad=3.0, use2dhist=False))
     catalog: CatalogOptions = field(default_factory=CatalogOptions)
     fit_limits: FitLimits = field(default_factory=FitLimits)
     workers: int = 0
@@ -230,6 +238,40 @@ def _header_note(comparison: HeaderComparison, *, kept: bool) -> dict[str, float
     }
 
 
+def _header_only(
+    chips: Sequence[ChipCorrector],
+    wcs: dict[tuple[str, int], Any],
+    *,
+    tolerance_px: float,
+    profile: InstrumentProfile,
+) -> dict[str, dict[str, float]]:
+    """Header comparison of every exposure with the first one (the reference), when no fit moved any."""
+    by_root: dict[str, list[ChipCorrector]] = {}
+    for chip in chips:
+        by_root.setdefault(chip.rootname, []).append(chip)
+    reference, *others = sorted(by_root)
+    notes: dict[str, dict[str, float]] = {}
+    for rootname in others:
+        comparison = compare_with_header(
+            by_root[reference],
+            by_root[rootname],
+            wcs,
+            wcs,
+            tolerance_px=tolerance_px,
+            scale_arcsec=profile.plate_scale_arcsec,
+        )
+        notes[rootname] = _header_note(comparison, kept=True)
+    return notes
+
+
+def _pairs_count(note: dict[str, float], limits: FitLimits) -> bool:
+    """Whether a header note's source pairs are real sources rather than chance coincidences."""
+    pairs = note.get("header_pairs", 0.0)
+    return pairs >= limits.min_header_pairs and pairs >= limits.chance_factor * note.get(
+        "header_chance_pairs", 0.0
+    )
+
+
 def align_visit(
     exposures: Sequence[Path],
     *,
@@ -308,14 +350,31 @@ def align_visit(
         return not_aligned(f"too few sources (< {opts.min_sources} per chip) in {', '.join(poor)}")
 
     relative = fit_with_fallback(chips, wcs, match=opts.relative_match)
+    used_match = opts.relative_match
     if not relative.success:
-        return not_aligned(f"relative fit failed: {relative.reason}", relative.n_matches)
+        # How well the header WCSs line up, measured on source pairs: the truth gate judges the
+        # header by it when no fit is taken, instead of distrusting every unaligned visit.
+        header_only = _header_only(chips, wcs, tolerance_px=opts.header_match.tolerance, profile=profile)
+        wide = relative.reason
+        why = f"relative fit failed: {wide}"
+        if header_only and all(_pairs_count(note, opts.fit_limits) for note in header_only.values()):
+            relative = fit_with_fallback(chips, wcs, match=opts.header_match)
+            used_match = opts.header_match
+            why = f"relative fit failed: wide search: {wide}; around the header WCS: {relative.reason}"
+        if not relative.success:
+            return not_aligned(f"{why}; header WCS kept", relative.n_matches, header_only)
+        log.info("visit %s: wide search failed (%s); matched around the header WCS", visit, wide)
+        relative = dataclasses.replace(
+            relative,
+            reason=f"wide search failed ({wide}); matched within {used_match.searchrad:g} px of the header "
+            "WCS",
+        )
     refused, comparisons = verify_relative_fit(
         relative,
         chips,
         wcs,
-        searchrad_px=opts.relative_match.searchrad,
-        tolerance_px=opts.relative_match.tolerance,
+        searchrad_px=used_match.searchrad,
+        tolerance_px=used_match.tolerance,
         scale_arcsec=profile.plate_scale_arcsec,
         limits=opts.fit_limits,
     )
@@ -377,6 +436,8 @@ def align_visit(
         reason = f"kept the relative fit: {catalog_note}"
     if excluded_note:
         reason = f"{reason}; {excluded_note}" if reason else excluded_note
+    if used_match is opts.header_match and relative.reason:
+        reason = f"{relative.reason}; {reason}" if reason else relative.reason
 
     wcsname: str | None = None
     if write:

@@ -80,3 +80,33 @@ def test_exposure_with_a_nan_chip_is_left_out_and_the_rest_aligned(gaia_visit, t
         assert "FIT" not in hdul["SCI", 2].header["WCSNAME"]  # left on its header WCS
     with fits.open(copies[2]) as hdul:
         assert hdul["SCI", 2].header["WCSNAME"] == result.wcsname
+
+
+def test_a_failed_wide_search_is_retried_around_a_header_wcs_that_lines_up(gaia_visit, tmp_path):
+    """The wide search finds too few matches (here: a 0.02 px tolerance); the header WCS pairs the
+    sources well beyond chance, so matching is tried again within 3 px of it, and succeeds."""
+    from crlib.align.fit import MatchOptions
+
+    copies = _copies(gaia_visit, tmp_path)
+    options = AlignOptions(query_catalogs=False, relative_match=MatchOptions(searchrad=60.0, tolerance=0.02))
+    result = align_visit(copies, visit=gaia_visit.visit, profile=ACS_WFC, options=options)
+    assert result.status == "aligned_relative", result.reason
+    assert (
+        result.reason.startswith("wide search failed (")
+        and "matched within 3 px of the header WCS" in result.reason
+    )
+    assert result.rms_px is not None and result.rms_px < 0.5 and result.n_matches >= 12
+    with fits.open(copies[1]) as hdul:
+        assert hdul["SCI", 1].header["WCSNAME"].endswith("FIT_REL_NONE")
+    # without the retry the visit keeps its header WCS, and says how well it lines up
+    no_retry = AlignOptions(
+        query_catalogs=False,
+        relative_match=MatchOptions(searchrad=60.0, tolerance=0.02),
+        header_match=MatchOptions(searchrad=60.0, tolerance=0.02),
+    )
+    kept = align_visit(
+        _copies(gaia_visit, tmp_path / "again"), visit="kept", profile=ACS_WFC, options=no_retry
+    )
+    assert kept.status == "not_aligned" and kept.reason.endswith("header WCS kept"), kept.reason
+    notes = [v for v in kept.per_exposure.values() if v.get("header_kept")]
+    assert len(notes) == 2 and all(v["header_pairs"] == 0 or v["header_offset_px"] < 2 for v in notes)
