@@ -20,7 +20,6 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 from typing import Any
 
 from crlib.classify.labels import FieldTypeLabel
@@ -31,9 +30,6 @@ log = logging.getLogger(__name__)
 
 #: Calibrated products in order of preference: CTE-corrected FLC, else FLT.
 CALIBRATED_SUFFIXES: tuple[str, ...] = ("FLC", "FLT")
-
-#: Fields of :class:`~crlib.records.Observation` (``field_type_method`` once records carries it).
-_OBSERVATION_FIELDS = frozenset(f.name for f in fields(Observation))
 
 _PRODUCT_NAME = re.compile(r"^(?P<root>[a-z0-9]{9})_(?P<suffix>[a-z0-9]+)\.fits(\.gz)?$")
 
@@ -145,9 +141,6 @@ def observation_from_rows(
     size = _int(product.get("size"), default=-1)
     md5 = _text(product.get("md5"))
     label = label if label is not None else field_type_label(observation)
-    extra: dict[str, Any] = {}
-    if "field_type_method" in _OBSERVATION_FIELDS:
-        extra["field_type_method"] = label.method
     return Observation(
         rootname=rootname,
         proposal_id=_int(observation.get("proposal_id")),
@@ -166,7 +159,7 @@ def observation_from_rows(
         size_bytes=size if size >= 0 else None,
         checksum=f"md5:{md5.lower()}" if md5 else None,
         field_type=label.column_value,
-        **extra,
+        field_type_method=label.method,
     )
 
 

@@ -40,7 +40,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from crlib.db.vocabulary import MANIFEST_SPLITS, METRIC_TRUTH_STATUSES, RUN_STATUSES, SPLITS, TRUTH_METHODS
+from crlib.db.vocabulary import (
+    FIELD_TYPE_METHODS,
+    LABELLING_METHODS,
+    MANIFEST_SPLITS,
+    METRIC_TRUTH_STATUSES,
+    RUN_STATUSES,
+    SPLITS,
+    TRUTH_METHODS,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -130,6 +138,13 @@ class Exposure(Base):
         CheckConstraint(
             one_of("field_type", ("globular_cluster", "extragalactic", "resolved_galaxy")), name="field_type"
         ),
+        CheckConstraint(one_of("field_type_method", FIELD_TYPE_METHODS), name="field_type_method"),
+        CheckConstraint(
+            "field_type IS NULL OR (field_type_method IS NOT NULL AND "
+            + one_of("field_type_method", LABELLING_METHODS)
+            + ")",
+            name="field_type_labelled",
+        ),
         Index("ix_exposures_obs_date_filter", "obs_date", "filter"),
     )
 
@@ -148,6 +163,8 @@ class Exposure(Base):
     ra_deg: Mapped[float] = mapped_column(Float)
     dec_deg: Mapped[float] = mapped_column(Float)
     field_type: Mapped[str | None] = mapped_column(String(32))
+    #: How ``field_type`` was decided (:data:`FIELD_TYPE_METHODS`); see :mod:`crlib.classify`.
+    field_type_method: Mapped[str | None] = mapped_column(String(16))
     product_filename: Mapped[str] = mapped_column(String(128))
     product_uri: Mapped[str] = mapped_column(String(1024))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)

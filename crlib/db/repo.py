@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete
+from sqlalchemy import and_, case, delete, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -62,8 +62,10 @@ from crlib.db.runs import finish_run, start_run
 from crlib.db.training_splits import record_training_splits, split_of, training_splits
 from crlib.db.validation import check_row, json_safe, one_of, within
 from crlib.db.vocabulary import (
+    FIELD_TYPE_METHODS,
     KNOWN_FIELD_TYPES,
     KNOWN_FILTERS,
+    LABELLING_METHODS,
     normalise_filter,
 )
 from crlib.errors import DatabaseError
@@ -78,6 +80,9 @@ from crlib.records import (
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    from crlib.classify.labels import FieldTypeLabel
+
 __all__ = [
     "current_aliases",
     "finish_run",
@@ -88,6 +93,7 @@ __all__ = [
     "record_alias",
     "record_alignment",
     "record_cr_statistics",
+    "record_field_types",
     "record_metrics",
     "record_model_version",
     "record_observations",
@@ -134,6 +140,7 @@ def observation_row(observation: Observation) -> dict[str, Any]:
         "ra_deg": observation.ra_deg,
         "dec_deg": observation.dec_deg,
         "field_type": observation.field_type,
+        "field_type_method": observation.field_type_method,
         "product_filename": observation.product_filename,
         "product_uri": observation.product_uri,
         "size_bytes": observation.size_bytes,
@@ -148,6 +155,7 @@ def observation_row(observation: Observation) -> dict[str, Any]:
                 KNOWN_FILTERS, hint=" (unknown filter; add it to the filters table by a migration)"
             ),
             "field_type": _FIELD_TYPE,
+            "field_type_method": one_of(FIELD_TYPE_METHODS, hint=" (see crlib.classify.labels)"),
             "exptime_s": _NON_NEGATIVE,
             "ra_deg": within(0.0, 360.0),
             "dec_deg": within(-90.0, 90.0),
@@ -158,6 +166,12 @@ def observation_row(observation: Observation) -> dict[str, Any]:
         raise DatabaseError(
             f"exposures.rootname {rootname!r} must be 9 letters/digits starting with its visit "
             f"{row['visit']!r}; nothing was stored"
+        )
+    if row["field_type"] is not None and row["field_type_method"] not in LABELLING_METHODS:
+        raise DatabaseError(
+            f"exposures.field_type_method of exposure {rootname} must say how field type "
+            f"{row['field_type']!r} was decided (one of {', '.join(LABELLING_METHODS)}), got "
+            f"{row['field_type_method']!r}; label it with crlib.classify; nothing was stored"
         )
     return row
 
@@ -190,8 +204,72 @@ def record_observations(session: Session, observations: Sequence[Observation]) -
     with stage_transaction(session, f"observations of {len(rows)} exposures"):
         upsert(session, Proposal, sorted(proposals.values(), key=lambda r: r["proposal_id"]), touch=None)
         upsert(session, Visit, sorted(visits.values(), key=lambda r: r["visit"]), touch=None)
-        upsert(session, Exposure, sorted(rows, key=lambda r: r["rootname"]), touch="recorded_at")
+        table = table_of(Exposure)
+        statement = insert(table)
+        new, old = statement.excluded, table.c
+        # The archive's listing never erases a label it cannot give: an exposure the metadata
+        # leaves unknown keeps the field type the image classifier recorded for it.
+        keep_image_label = and_(new.field_type.is_(None), old.field_type_method == "image")
+        updates: dict[str, Any] = {
+            name: new[name] for name in rows[0] if name not in ("rootname", "field_type", "field_type_method")
+        }
+        updates["field_type"] = case((keep_image_label, old.field_type), else_=new.field_type)
+        updates["field_type_method"] = case(
+            (keep_image_label, old.field_type_method), else_=new.field_type_method
+        )
+        updates["recorded_at"] = func.now()
+        session.execute(
+            statement.on_conflict_do_update(index_elements=["rootname"], set_=updates),
+            sorted(rows, key=lambda r: r["rootname"]),
+        )
     return len(rows)
+
+
+def record_field_types(session: Session, labels: Mapping[str, FieldTypeLabel]) -> int:
+    """Record field-type labels decided after polling (the image classifier) on their exposures.
+
+    Only exposures the archive's metadata left unlabelled (``field_type`` NULL) are changed: a
+    label from the simulator's column or the metadata rules is never overridden here.
+
+    Parameters
+    ----------
+    session
+        Session on the results database.
+    labels
+        Label per rootname (:class:`crlib.classify.labels.FieldTypeLabel`); an ``unknown`` label
+        records method ``unknown`` with a NULL field type.
+
+    Returns
+    -------
+    int
+        Number of exposures whose label was recorded.
+    """
+    rows = []
+    for rootname, label in sorted(labels.items()):
+        check_row(
+            table_of(Exposure),
+            {"field_type": label.column_value, "field_type_method": label.method},
+            record=f"exposure {rootname}",
+            checks={
+                "field_type": _FIELD_TYPE,
+                "field_type_method": one_of(FIELD_TYPE_METHODS, hint=" (see crlib.classify.labels)"),
+            },
+        )
+        rows.append((rootname.strip().lower(), label.column_value, label.method))
+    if not rows:
+        return 0
+    changed = 0
+    with stage_transaction(session, f"field types of {len(rows)} exposures"):
+        require_exposures(session, [r[0] for r in rows], what="field types")
+        for rootname, field_type, method in rows:
+            result = session.execute(
+                table_of(Exposure)
+                .update()
+                .where(Exposure.rootname == rootname, Exposure.field_type.is_(None))
+                .values(field_type=field_type, field_type_method=method)
+            )
+            changed += int(getattr(result, "rowcount", 0) or 0)
+    return changed
 
 
 # --------------------------------------------------------------------------- screening

@@ -7,6 +7,7 @@ message naming the field instead of a constraint name.
 
 from __future__ import annotations
 
+from crlib.classify.labels import METHODS as _LABEL_METHODS
 from crlib.profiles import FIELD_TYPES
 
 #: ACS/WFC imaging, ramp, polariser and grism elements (both filter wheels).
@@ -99,6 +100,11 @@ WFC3_UVIS_FILTERS: tuple[str, ...] = (
 KNOWN_FILTERS: frozenset[str] = frozenset(ACS_WFC_FILTERS) | frozenset(WFC3_UVIS_FILTERS)
 
 KNOWN_FIELD_TYPES: tuple[str, ...] = FIELD_TYPES
+#: How an exposure's field type was decided (``exposures.field_type_method``, see
+#: :mod:`crlib.classify.labels`): ``unknown`` when no method could, with ``field_type`` NULL.
+FIELD_TYPE_METHODS: tuple[str, ...] = _LABEL_METHODS
+#: Methods that produce a field type (a stored ``field_type`` has one of them).
+LABELLING_METHODS: tuple[str, ...] = tuple(m for m in _LABEL_METHODS if m != "unknown")
 VERDICTS: tuple[str, ...] = ("accept", "reject")
 SEVERITIES: tuple[str, ...] = ("reject", "warning", "info")
 QUALITY_STATUSES: tuple[str, ...] = ("ok", "suspect", "failed")

@@ -326,8 +326,10 @@ def screen_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = Tr
         log.warning("quarantined %s: %s", rootname, why)
     sets = group_verdicts(verdicts)
     accepted = sorted(v.rootname for v in verdicts if v.verdict == "accept")
+    image_field_type = _label_unlabelled_by_image(settings, run_id, ledger, visit, files, accepted, redo)
     ledger.update_visit(
         visit,
+        image_field_type=image_field_type,
         accepted=accepted,
         rejected={
             v.rootname: [r.message for r in v.reasons if r.severity == "reject"]
@@ -346,6 +348,33 @@ def screen_visit(settings: Settings, *, run_id: str, visit: str, redo: bool = Tr
         screen_reused=reused,
     )
     return visit
+
+
+def _label_unlabelled_by_image(
+    settings: Settings,
+    run_id: str,
+    ledger: RunLedger,
+    visit: str,
+    files: dict[str, str],
+    accepted: list[str],
+    redo: bool,
+) -> dict[str, Any] | None:
+    """Field type from the pixels for accepted exposures the metadata left unlabelled (recorded)."""
+    from crlib.db.repo import record_field_types
+    from crlib.pipeline import field_types
+
+    rootnames = field_types.unlabelled(_observations(ledger, visit), accepted)
+    if not rootnames:
+        return None
+    label, reused = field_types.classify_visit_pixels(
+        files, accepted, data_root=settings.data_root, visit=visit, redo=redo
+    )
+    log.info(
+        "visit %s: field type from the image for %d exposure(s): %s", visit, len(rootnames), label.describe()
+    )
+    with _session(settings, run_id=run_id) as session:
+        record_field_types(session, {rootname: label for rootname in rootnames})
+    return field_types.ledger_entry(label, rootnames, reused=reused)
 
 
 # ----------------------------------------------------------------------------- truth
@@ -657,7 +686,10 @@ def score_exposure(
         )
         return rootname
     observation = next((o for o in _observations(ledger, rootname[:6]) if o.rootname == rootname), None)
-    field_type = observation.field_type if observation else None
+    image_label = visit_state.get("image_field_type") or {}
+    field_type = (observation.field_type if observation else None) or (
+        image_label.get("field_type") if rootname in image_label.get("exposures", ()) else None
+    )
     exptime = (
         observation.exptime_s
         if observation and observation.exptime_s

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from crlib.classify.metadata import classify_caom_row
 from crlib.errors import InputDataError
 from crlib.records import Observation, TruthResult
 
@@ -210,7 +211,7 @@ def exposures_from_local_archive(
             TrainingExposure(
                 rootname=rootname,
                 visit=visit,
-                field_type=str(row.get("crlib_field_type") or "unknown"),
+                field_type=classify_caom_row(row).field_type,
                 filter=str(row.get("filters", "unknown")),
                 exptime_s=float(row["t_exptime"]),
                 flc_path=str(flc),

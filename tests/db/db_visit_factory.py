@@ -54,6 +54,7 @@ def visit_records(
             product_filename=f"{visit}_{i}_flc.fits",
             product_uri=f"mast:HST/product/{visit}_{i}_flc.fits",
             field_type=field_type,
+            field_type_method="simulator" if field_type else None,
         )
         for i in range(n)
     ]

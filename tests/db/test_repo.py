@@ -103,6 +103,8 @@ def _replace_first(records: dict[str, Any], key: str, **changes: Any) -> Any:
         ("observations", {"target_name": "x" * 300}, "exposures.target_name"),
         ("observations", {"exptime_s": float("nan")}, "exposures.exptime_s"),
         ("observations", {"field_type": "spiral_arm"}, "exposures.field_type"),
+        ("observations", {"field_type_method": "guess"}, "exposures.field_type_method"),
+        ("observations", {"field_type_method": None}, "exposures.field_type_method"),
         ("metrics", {"tpr_at_fpr": {"0.0005": float("nan")}}, "exposure_metrics.tpr_at_fpr"),
         ("metrics", {"tpr_at_fpr_dilated": {"0.005": 1.5}}, "exposure_metrics.tpr_at_fpr_dilated"),
         ("metrics", {"tp": -1}, "exposure_metrics.tp"),
@@ -170,6 +172,10 @@ def test_database_constraints_reject_what_bypasses_the_repository(factory: Any, 
             ("UPDATE exposures SET exptime_s = 'NaN' WHERE rootname = :r", "exposures.exptime_s"),
             ("UPDATE exposures SET filter = 'F999Z' WHERE rootname = :r", "exposures.filter"),
             ("UPDATE exposures SET field_type = 'bogus' WHERE rootname = :r", "exposures.field_type"),
+            (
+                "UPDATE exposures SET field_type_method = NULL WHERE rootname = :r",
+                "exposures.field_type_labelled",
+            ),
             (
                 "INSERT INTO cr_statistics VALUES (:r, 1, 1, 1, 100, 'Infinity', now())",
                 "cr_statistics.rate_per_cm2_s",
@@ -317,3 +323,38 @@ def test_rejecting_an_exposure_drops_the_results_derived_from_it(factory: Any, s
         # the exposure, its verdict and the other exposures' rows stay
         assert after["exposures"] == before["exposures"]
         assert after["screening_verdicts"] == before["screening_verdicts"]
+
+
+def test_field_types_from_the_image_fill_only_what_the_metadata_left_unknown(
+    factory: Any, sessions: Any
+) -> None:
+    from crlib.classify.labels import FieldTypeLabel, unknown_label
+
+    records = factory.visit_records()
+    first, second, third = (o.rootname for o in records["observations"])
+    observations = [
+        dataclasses.replace(o, field_type=None, field_type_method="unknown") if o.rootname != first else o
+        for o in records["observations"]
+    ]
+    with sessions() as session:
+        repo.record_observations(session, observations)
+        changed = repo.record_field_types(
+            session,
+            {
+                first: FieldTypeLabel("extragalactic", "image", 0.9, ("dense",)),
+                second: FieldTypeLabel("extragalactic", "image", 0.9, ("dense",)),
+                third: unknown_label("too few sources"),
+            },
+        )
+        assert changed == 2  # the first exposure's metadata label stands
+        rows = dict(
+            (r[0], (r[1], r[2]))
+            for r in session.execute(text("SELECT rootname, field_type, field_type_method FROM exposures"))
+        )
+        assert rows == {
+            first: ("globular_cluster", "simulator"),
+            second: ("extragalactic", "image"),
+            third: (None, "unknown"),
+        }
+        with pytest.raises(DatabaseError, match=r"record their observations first"):
+            repo.record_field_types(session, {"jzzz99zzq": unknown_label("x")})
