@@ -32,6 +32,15 @@ from crlib.profiles import ACS_WFC
 from .conftest import synthetic_chip
 
 
+@pytest.fixture(autouse=True)
+def _one_openmp_thread():
+    """astroscrappy's OpenMP threads spin-wait: on a busy 2-core machine one thread is ~3x faster."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 def test_read_noise_comes_from_the_chip_amplifiers(flc_factory) -> None:
     flc, _ = flc_factory()
     exposure = read_exposure(flc)
