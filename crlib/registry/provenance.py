@@ -36,6 +36,7 @@ from crlib.registry.versions import (
     DEEPCR_EXTERNAL,
     MANIFEST_TAG,
     TRUTH_SOURCE_TAG,
+    ModelNotFoundError,
     RegisteredVersion,
     get_version,
 )
@@ -144,7 +145,14 @@ def version_provenance(tracking_uri: str, version: RegisteredVersion) -> Trainin
     Returns
     -------
     TrainingProvenance
-        Never raises for missing or unreadable records: they become the status and a note.
+        Missing or unreadable records become the status and a note (an unreadable manifest makes
+        the gate refuse).
+
+    Raises
+    ------
+    ModelError
+        If the registry cannot be reached while following the chain: a registry that fails to
+        answer is not a deleted starting version.
     """
     visits: set[str] = set()
     fields: set[str] = set()
@@ -313,7 +321,7 @@ def _initial_version(
     if match is not None:
         try:
             return get_version(tracking_uri, match["name"], match["version"]), None
-        except Exception as exc:  # a deleted version: what it was trained on cannot be listed
+        except ModelNotFoundError as exc:  # a deleted version: what it was trained on cannot be listed
             log.warning("%s: starting version %s not found (%s)", version.label, initial, exc)
             return None, ("unknown", "unknown", f"{initial}, no longer registered: its training is unknown")
     if initial.startswith("deepCR"):
