@@ -332,6 +332,12 @@ def test_gate_refuses_a_challenger_trained_on_a_test_visit(gate_env, database_ur
     assert summary["provenance"]["champion"]["manifest"] == "external"
     assert summary["provenance"]["challenger"]["seen_visits"] == 3
     assert (summary["test_fields"], summary["test_visits"]) == (6, 6)
+    # ... and in the registry, on the refused version (the MLflow side of the record)
+    import json
+
+    tags = get_version(uri, "deepcr-acs-wfc", "2").tags
+    assert tags["crlib.gate.outcome"] == "refused"
+    assert json.loads(tags["crlib.gate.reasons"]) == [line.removeprefix("refused: ") for line in refused]
 
     # told to, the gate scores the four test fields neither model saw, and says which it left out
     from crlib.training.patches import open_patch_dataset
@@ -354,6 +360,8 @@ def test_gate_refuses_a_challenger_trained_on_a_test_visit(gate_env, database_ur
 def test_gate_refuses_a_positive_mean_gain_whose_interval_includes_a_loss(
     gate_env, database_url: str
 ) -> None:  # type: ignore[no-untyped-def]
+    import json
+
     uri, scores = gate_env["tracking_uri"], gate_env["scores"]
     assert _register_tiny(uri, alias=CHAMPION, tags={"crlib.truth_source": "real"}) == "1"
     assert _register_tiny(uri, alias=CHALLENGER, tags={"crlib.truth_source": "real"}) == "2"
@@ -377,7 +385,9 @@ def test_gate_refuses_a_positive_mean_gain_whose_interval_includes_a_loss(
     assert summary["kind"] == "gate_summary" and summary["failed"]
     assert summary["ci_low_points"] < 0 < summary["mean_delta_points"] < summary["ci_high_points"]
     assert (summary["confidence"], summary["resamples"], summary["seed"]) == (0.95, 1000, 0)
-    assert get_version(uri, "deepcr-acs-wfc", "2").tags["crlib.gate.ci_low_points"].startswith("-")
+    tags = get_version(uri, "deepcr-acs-wfc", "2").tags
+    assert tags["crlib.gate.ci_low_points"].startswith("-") and tags["crlib.gate.outcome"] == "refused"
+    assert json.loads(tags["crlib.gate.reasons"]) == [refused.removeprefix("refused: ")]
 
     # the same gain on every field: the interval excludes a loss and the challenger is promoted
     scores["2"] = {v: 0.82 for v in TEST_FIELDS}
@@ -470,3 +480,76 @@ def test_resampled_scores_match_the_pooled_roc_and_the_interval_is_seeded() -> N
     # v1 and v2 are one field (repeat visits): three units, resampled together
     grouped = bootstrap_mean_gain(champion, challenger, numbers, unit_of={"v2": "v1"}, resamples=500, seed=3)
     assert grouped.units == 3 and grouped.mean_delta_points == pytest.approx(first.mean_delta_points)
+
+
+def test_each_decision_records_both_versions_training_splits_through_their_chain(
+    gate_env, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A fine-tuned version has seen what its starting version saw: its scores there are in-sample."""
+    from crlib.db.engine import make_engine, session_factory
+    from crlib.db.training_splits import split_of, training_splits
+    from crlib.registry.decisions import database_recorder
+    from crlib.training.patches import open_patch_dataset
+
+    uri, scores = gate_env["tracking_uri"], gate_env["scores"]
+    bootstrap_registry(uri)  # v1: deepCR's shipped weights, external
+    first = {
+        "visits": {
+            "jown01": {"split": "train"},
+            "jval01": {"split": "validation"},
+            "jold01": {"split": "test"},
+        },
+        "exposures": [],
+    }
+    tags = {"crlib.initial": "deepCR ACS-WFC", "crlib.truth_source": "real", "crlib.dataset_id": "ds-first"}
+    assert _register_tiny(uri, alias="", tags=tags, manifest=first) == "2"
+    # v3 fine-tuned from v2 on a dataset whose split put jown01 and jval01 in test: v3 still saw them
+    second = {
+        "visits": {"jnew01": {"split": "train"}, "jown01": {"split": "test"}, "jval01": {"split": "test"}},
+        "exposures": [],
+    }
+    tags = {
+        "crlib.initial": "deepcr-acs-wfc/2",
+        "crlib.truth_source": "real",
+        "crlib.dataset_id": "ds-second",
+    }
+    assert _register_tiny(uri, alias=CHALLENGER, tags=tags, manifest=second) == "3"
+    scores["1"] = {v: 0.80 for v in TEST_FIELDS}
+    scores["3"] = {v: 0.80 for v in TEST_FIELDS}
+
+    engine = make_engine(database_url)
+    try:
+        from crlib.db.migrate import upgrade
+
+        upgrade(engine)
+        sessions = session_factory(engine)
+        decision = promote(
+            uri,
+            model_name="deepcr-acs-wfc",
+            dataset=open_patch_dataset(gate_env["dataset"]),
+            dry_run=True,
+            recorder=database_recorder(sessions, tracking_uri=uri),
+        )
+        assert not decision.promoted  # the same scores: no gain (what is recorded does not depend on it)
+        with sessions() as session:
+            recorded = {s.version: (s.training_dataset, s.visits) for s in training_splits(session)}
+            assert recorded == {
+                "1": ("external", {"train": 0, "validation": 0, "test": 0}),
+                "3": ("ds-second+ds-first", {"train": 2, "validation": 1, "test": 1}),
+            }
+            found = {
+                v: split_of(session, v, model_name="deepcr-acs-wfc", version="3") for v in second["visits"]
+            }
+            found |= {
+                v: split_of(session, v, model_name="deepcr-acs-wfc", version="3")
+                for v in ("jold01", "jzzz01")
+            }
+            assert found == {
+                "jnew01": "train",
+                "jown01": "train",  # trained on by v2: seen wins over v3's own test split
+                "jval01": "validation",
+                "jold01": "test",
+                "jzzz01": "unseen",
+            }
+    finally:
+        engine.dispose()
