@@ -149,7 +149,7 @@ def training_request(
     lr: float | None = None,
     hidden: int = 32,
     patch: int = 256,
-    border: int = 128,
+    border: int | None = None,
     seed: int = 0,
     validation_fraction: float | None = None,
     test_fraction: float | None = None,
@@ -169,7 +169,8 @@ def training_request(
     hidden
         Width of a network trained from scratch.
     patch, border
-        Patch edge and discarded chip border, pixels.
+        Patch edge and discarded chip border, pixels (border default: the instrument profile's
+        scoring rules, as pipeline scoring and the promotion gate use).
     seed
         Random seed (patch order, augmentation; the splits are a hash of each field, not seeded).
     validation_fraction, test_fraction
@@ -208,9 +209,7 @@ def training_request(
         initial=initial,
         config=config,
         hidden=hidden,
-        patches=PatchParameters(
-            patch=patch, border=border, saturation_e=get_profile(settings.instrument).saturation_e
-        ),
+        patches=PatchParameters.for_profile(get_profile(settings.instrument), patch=patch, border=border),
         fractions=SplitFractions(1.0 - validation - test, validation, test),
     )
 

@@ -87,6 +87,64 @@ def record_version_splits(session: Session, model_name: str, version: str, split
     )
 
 
+def sync_training_splits(
+    session: Session, tracking_uri: str, model_name: str, *, version: str | None = None
+) -> dict[str, VersionSplits | None]:
+    """Record the training splits of every registered version (or one) from MLflow.
+
+    For versions registered before the results database knew them, or trained without writing to
+    it (``crlib train --archive``); deepCR's shipped weights registered by ``crlib models
+    --bootstrap`` are recorded as ``external``. Versions with an unknown or unreadable manifest are
+    left as they are (``None`` in the answer).
+
+    Parameters
+    ----------
+    session
+        Results-database session (schema current).
+    tracking_uri
+        Tracking/registry URI.
+    model_name
+        Registered model, e.g. ``deepcr-acs-wfc``.
+    version
+        Only this version (number or alias).
+
+    Returns
+    -------
+    dict
+        ``{version: VersionSplits or None}``.
+
+    Raises
+    ------
+    ModelError
+        If the registry cannot be reached, or ``version`` does not exist.
+    """
+    from crlib.db.model_registry import record_model_version
+    from crlib.registry.versions import list_versions
+
+    versions = (
+        [get_version(tracking_uri, model_name, version)]
+        if version is not None
+        else list_versions(tracking_uri, model_name)
+    )
+    found: dict[str, VersionSplits | None] = {}
+    for registered in versions:
+        splits = version_splits(tracking_uri, registered)
+        found[registered.version] = splits
+        if splits is None:
+            continue
+        record_model_version(
+            session,
+            model_name=model_name,
+            version=registered.version,
+            source="mlflow",
+            uri=f"{registered.uri} @ {tracking_uri}"[:1024],
+            mlflow_run_id=registered.run_id,
+        )
+        record_version_splits(session, model_name, registered.version, splits)
+    session.commit()
+    return found
+
+
 def record_decision(
     session: Session,
     decision: PromotionDecision,

@@ -48,6 +48,8 @@ PIP_REQUIREMENTS = ["crlib", "torch==2.13.0", "numpy"]
 MANIFEST_TAG = "crlib.training_manifest"
 #: Version tag: ``real``, ``simulator`` or ``mixed`` (what the training exposures were).
 TRUTH_SOURCE_TAG = "crlib.truth_source"
+#: Version tag: the scoring rules of the training patches and test scores (``border 128 px, DQ-flagged ...``).
+SCORING_TAG = "crlib.scoring_rules"
 #: What crlib can say about the training set of deepCR's shipped weights.
 DEEPCR_EXTERNAL = (
     "external: deepCR's shipped weights were trained outside crlib on real HST visits (for ACS-WFC "
@@ -113,6 +115,22 @@ class AliasEvent:
     previous_version: str | None
     reason: str
     at_ms: int
+
+
+def instrument_of(model_name: str) -> str:
+    """Instrument profile of a registered model name (``deepcr-acs-wfc`` -> ``acs_wfc``).
+
+    Raises
+    ------
+    ConfigError
+        If the name is not one of :data:`REGISTERED_MODEL_NAMES`.
+    """
+    for instrument, name in REGISTERED_MODEL_NAMES.items():
+        if name == model_name:
+            return instrument
+    raise ConfigError(
+        f"unknown registered model {model_name!r}; known: {sorted(REGISTERED_MODEL_NAMES.values())}"
+    )
 
 
 def registered_model_name(instrument: str) -> str:

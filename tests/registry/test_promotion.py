@@ -553,3 +553,76 @@ def test_each_decision_records_both_versions_training_splits_through_their_chain
             }
     finally:
         engine.dispose()
+
+
+def test_the_gate_scores_only_under_the_profile_s_scoring_rules(
+    gate_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Test patches cut under another border (or DQ rule) than the profile's are refused, unscored."""
+    import dataclasses
+    import json
+
+    from crlib.profiles import ACS_WFC, ScoringRules
+    from crlib.training.patches import open_patch_dataset
+
+    uri, scores = gate_env["tracking_uri"], gate_env["scores"]
+    assert _register_tiny(uri, alias=CHAMPION, tags={"crlib.truth_source": "real"}) == "1"
+    assert _register_tiny(uri, alias=CHALLENGER, tags={"crlib.truth_source": "real"}) == "2"
+    scores["1"] = {v: 0.80 for v in TEST_FIELDS}
+    scores["2"] = {v: 0.82 for v in TEST_FIELDS}
+    dataset = open_patch_dataset(gate_env["dataset"])
+    passed = promote(uri, model_name="deepcr-acs-wfc", dataset=dataset, dry_run=True)
+    assert passed.promoted and passed.scoring == {
+        "border_px": 128,
+        "dq_excluded": True,
+        "label_dq_bits": 12288,
+    }
+    assert passed.summary_entry()["scoring"] == passed.scoring
+
+    manifest = json.loads((gate_env["dataset"] / "manifest.json").read_text())
+    manifest["parameters"] = {"patch": 8, "border": 64, "exclude_dq": True}
+    (gate_env["dataset"] / "manifest.json").write_text(json.dumps(manifest))
+    narrow = promote(uri, model_name="deepcr-acs-wfc", dataset=open_patch_dataset(gate_env["dataset"]))
+    assert not narrow.applied and narrow.comparisons == () and narrow.scoring["border_px"] == 64
+    (reason,) = narrow.reasons
+    assert "were cut under border 64 px, DQ-flagged pixels excluded" in reason
+    assert "instrument profile's rules (border 128 px, DQ-flagged pixels excluded)" in reason
+    tags = get_version(uri, "deepcr-acs-wfc", "2").tags
+    assert json.loads(tags["crlib.gate.scoring"])["border_px"] == 64
+
+    # the same dataset passes once the profile itself scores under those rules
+    other = dataclasses.replace(ACS_WFC, scoring=ScoringRules(border_px=64))
+    monkeypatch.setattr("crlib.profiles.get_profile", lambda name: other)
+    moved = promote(uri, model_name="deepcr-acs-wfc", dataset=open_patch_dataset(gate_env["dataset"]))
+    assert moved.applied and moved.scoring["border_px"] == 64
+
+
+def test_training_splits_are_recorded_from_the_registry(gate_env) -> None:  # type: ignore[no-untyped-def]
+    """``crlib models --bootstrap`` records deepCR's weights as external; ``--from-registry`` the rest."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from crlib.cli.app import app, register_commands
+
+    register_commands()
+    runner = CliRunner()
+
+    def splits() -> dict[str, tuple]:
+        result = runner.invoke(app, ["stats", "training-splits", "--format", "json"])
+        assert result.exit_code == 0, result.output
+        return {r["model"]: (r["training_dataset"], r["train"], r["test"]) for r in json.loads(result.stdout)}
+
+    assert runner.invoke(app, ["models", "--bootstrap"]).exit_code == 0
+    assert splits() == {"deepcr-acs-wfc:1": ("external", 0, 0)}
+    manifest = {"visits": {"jown01": {"split": "train"}, "jtst01": {"split": "test"}}, "exposures": []}
+    tags = {"crlib.initial": "deepcr-acs-wfc/1", "crlib.dataset_id": "ds-own"}
+    assert _register_tiny(gate_env["tracking_uri"], alias=CHALLENGER, tags=tags, manifest=manifest) == "2"
+    assert _register_tiny(gate_env["tracking_uri"], alias="") == "3"  # no manifest: left alone
+    assert "deepcr-acs-wfc:2" not in splits()
+
+    result = runner.invoke(app, ["stats", "training-splits", "--from-registry", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "deepcr-acs-wfc:2: recorded 2 visits of dataset ds-own" in result.stderr
+    assert "deepcr-acs-wfc:3: no readable training manifest in MLflow; left as recorded" in result.stderr
+    assert splits() == {"deepcr-acs-wfc:1": ("external", 0, 0), "deepcr-acs-wfc:2": ("ds-own", 1, 1)}
