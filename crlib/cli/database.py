@@ -325,9 +325,15 @@ def _performance_note(session: Any, where: Any, results: list[Any], proposal: in
     if hints:
         lines.append("(" + "; ".join(hints) + ")")
     pooled = {model for row in results for model in row.models}
+    unrecorded = False
     for state in training_splits(session):
         if f"{state.model_name}:{state.version}" in pooled:
             lines.append(state.describe())
+            unrecorded |= not state.recorded and state.source == "mlflow"
+    if unrecorded:
+        lines.append(
+            "(crlib stats training-splits --from-registry records the training manifests MLflow holds)"
+        )
     lines.append(_freshness(session, proposal))
     return "\n".join(lines)
 

@@ -499,6 +499,7 @@ def _record_challenger(settings: Settings, result: TrainingRunResult, tracking_u
     from crlib.db.model_registry import record_alias, record_model_version
     from crlib.db.session import open_results_db
     from crlib.db.training_splits import record_training_splits
+    from crlib.registry.provenance import version_splits
     from crlib.registry.versions import CHALLENGER
 
     version = result.version
@@ -515,13 +516,17 @@ def _record_challenger(settings: Settings, result: TrainingRunResult, tracking_u
                 mlflow_run_id=result.run_id,
                 description=f"trained from {result.initial_label} on dataset {result.dataset.dataset_id}",
             )
-            # the version's training manifest: its scores on these visits are labelled in-sample
+            # the version's training manifest, combined with its starting versions' (what they trained
+            # on it has seen too): its scores on these visits are labelled in-sample
+            chain = version_splits(tracking_uri, version)
             record_training_splits(
                 session,
                 model_name=version.name,
                 version=version.version,
-                splits={visit: entry["split"] for visit, entry in result.dataset.manifest["visits"].items()},
-                dataset_id=result.dataset.dataset_id,
+                splits=chain.splits
+                if chain is not None
+                else {visit: entry["split"] for visit, entry in result.dataset.manifest["visits"].items()},
+                dataset_id=chain.dataset_id if chain is not None else result.dataset.dataset_id,
             )
             record_alias(
                 session,
