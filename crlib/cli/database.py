@@ -325,9 +325,15 @@ def _performance_note(session: Any, where: Any, results: list[Any], proposal: in
     if hints:
         lines.append("(" + "; ".join(hints) + ")")
     pooled = {model for row in results for model in row.models}
+    unrecorded = False
     for state in training_splits(session):
         if f"{state.model_name}:{state.version}" in pooled:
             lines.append(state.describe())
+            unrecorded |= not state.recorded and state.source == "mlflow"
+    if unrecorded:
+        lines.append(
+            "(crlib stats training-splits --from-registry records the training manifests MLflow holds)"
+        )
     lines.append(_freshness(session, proposal))
     return "\n".join(lines)
 
@@ -428,11 +434,27 @@ def training_splits_command(
             help="Record MODEL as weights crlib did not train (deepCR's shipped models): every visit unseen.",
         ),
     ] = False,
+    from_registry: Annotated[
+        bool,
+        typer.Option(
+            "--from-registry",
+            help="Record every registered version's training manifest (MODEL: name[:version]) from MLflow, "
+            "through its chain of starting versions; deepCR's shipped weights as external.",
+        ),
+    ] = False,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Show (or record) what each model version was trained on, which decides the split of its scores."""
     from crlib.db.training_splits import record_training_splits, training_splits
     from crlib.db.vocabulary import EXTERNAL_TRAINING
+
+    if from_registry:
+        if manifest is not None or external:
+            raise click.BadParameter(
+                "--from-registry reads the manifests from MLflow: leave out --manifest/--external",
+                param_hint="--from-registry",
+            )
+        _sync_from_registry(model)
 
     if manifest is not None or external:
         name, _, version = (model or "").partition(":")
@@ -462,6 +484,30 @@ def training_splits_command(
         for s in states
     ]
     _emit(rows, fmt, title="Training data of each model version")
+
+
+def _sync_from_registry(model: str | None) -> None:
+    """``crlib stats training-splits --from-registry``: record what MLflow knows, say what it did."""
+    from crlib.config import load_settings
+    from crlib.registry.decisions import sync_training_splits
+    from crlib.registry.versions import registered_model_name
+
+    settings = load_settings()
+    name, _, version = (model or "").partition(":")
+    name = name or registered_model_name(settings.instrument)
+    _, sessions = _open(upgrade=True)
+    with sessions() as session:
+        found = sync_training_splits(session, settings.resolved_mlflow_uri(), name, version=version or None)
+    for number, splits in sorted(found.items(), key=lambda item: int(item[0])):
+        if splits is None:
+            typer.echo(
+                f"{name}:{number}: no readable training manifest in MLflow; left as recorded", err=True
+            )
+        else:
+            typer.echo(
+                f"{name}:{number}: recorded {len(splits.splits)} visits of dataset {splits.dataset_id}",
+                err=True,
+            )
 
 
 def _manifest_splits(path: Path) -> tuple[dict[str, str], str]:

@@ -56,7 +56,15 @@ def train_command(
         int, typer.Option(min=2, max=256, help="Network width when training from scratch.")
     ] = 32,
     patch: Annotated[int, typer.Option(min=16, max=1024, help="Patch edge, pixels (even).")] = 256,
-    border: Annotated[int, typer.Option(min=0, max=1024, help="Chip border discarded, pixels.")] = 128,
+    border: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=1024,
+            help="Chip border discarded, pixels (default: the instrument profile's scoring border, 128 for "
+            "ACS/WFC; the promotion gate refuses test patches cut under another).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     validation_fraction: Annotated[
         float | None,
@@ -346,7 +354,8 @@ def models_command(
     uri = settings.resolved_mlflow_uri()
     name = registered_model_name(settings.instrument)
     if bootstrap:
-        bootstrap_registry(uri, instrument=settings.instrument)
+        champion = bootstrap_registry(uri, instrument=settings.instrument)
+        _record_bootstrap(settings, champion)
     versions = list_versions(uri, name)
     events = alias_history(uri, name) if history else []
     recorded, note = _recent_decisions(settings, name, decisions)
@@ -402,6 +411,30 @@ def models_command(
             f"{d.decided_at:%Y-%m-%d %H:%M:%S} v{d.challenger_version} vs champion v{d.champion_version}: "
             f"{d.outcome}, mean {mean} points{why}"
         )
+
+
+def _record_bootstrap(settings: Any, champion: Any) -> None:
+    """Record the champion's training splits (``external`` for deepCR's weights) in the results database.
+
+    Statistics then say of its scores that its training visits are not known to crlib, before any
+    gate decision records it. Skipped, with a note, when the results database cannot be opened.
+    """
+    from crlib.db.session import open_results_db
+    from crlib.errors import CrlibError
+    from crlib.registry.decisions import sync_training_splits
+
+    try:
+        engine, sessions = open_results_db(settings, upgrade=True, pool_size=1)
+    except CrlibError as exc:
+        typer.echo(f"training splits of {champion.label} not recorded: {exc}", err=True)
+        return
+    try:
+        with sessions() as session:
+            sync_training_splits(
+                session, settings.resolved_mlflow_uri(), champion.name, version=champion.version
+            )
+    finally:
+        engine.dispose()
 
 
 def _recent_decisions(settings: Any, model_name: str, limit: int) -> tuple[list[Any], str | None]:

@@ -149,7 +149,7 @@ def training_request(
     lr: float | None = None,
     hidden: int = 32,
     patch: int = 256,
-    border: int = 128,
+    border: int | None = None,
     seed: int = 0,
     validation_fraction: float | None = None,
     test_fraction: float | None = None,
@@ -169,7 +169,8 @@ def training_request(
     hidden
         Width of a network trained from scratch.
     patch, border
-        Patch edge and discarded chip border, pixels.
+        Patch edge and discarded chip border, pixels (border default: the instrument profile's
+        scoring rules, as pipeline scoring and the promotion gate use).
     seed
         Random seed (patch order, augmentation; the splits are a hash of each field, not seeded).
     validation_fraction, test_fraction
@@ -208,9 +209,7 @@ def training_request(
         initial=initial,
         config=config,
         hidden=hidden,
-        patches=PatchParameters(
-            patch=patch, border=border, saturation_e=get_profile(settings.instrument).saturation_e
-        ),
+        patches=PatchParameters.for_profile(get_profile(settings.instrument), patch=patch, border=border),
         fractions=SplitFractions(1.0 - validation - test, validation, test),
     )
 
@@ -500,6 +499,7 @@ def _record_challenger(settings: Settings, result: TrainingRunResult, tracking_u
     from crlib.db.model_registry import record_alias, record_model_version
     from crlib.db.session import open_results_db
     from crlib.db.training_splits import record_training_splits
+    from crlib.registry.provenance import version_splits
     from crlib.registry.versions import CHALLENGER
 
     version = result.version
@@ -516,13 +516,17 @@ def _record_challenger(settings: Settings, result: TrainingRunResult, tracking_u
                 mlflow_run_id=result.run_id,
                 description=f"trained from {result.initial_label} on dataset {result.dataset.dataset_id}",
             )
-            # the version's training manifest: its scores on these visits are labelled in-sample
+            # the version's training manifest, combined with its starting versions' (what they trained
+            # on it has seen too): its scores on these visits are labelled in-sample
+            chain = version_splits(tracking_uri, version)
             record_training_splits(
                 session,
                 model_name=version.name,
                 version=version.version,
-                splits={visit: entry["split"] for visit, entry in result.dataset.manifest["visits"].items()},
-                dataset_id=result.dataset.dataset_id,
+                splits=chain.splits
+                if chain is not None
+                else {visit: entry["split"] for visit, entry in result.dataset.manifest["visits"].items()},
+                dataset_id=chain.dataset_id if chain is not None else result.dataset.dataset_id,
             )
             record_alias(
                 session,

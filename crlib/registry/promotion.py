@@ -9,6 +9,11 @@ lists the excluded ones in the notes).
 deepCR's shipped weights were trained outside crlib: their manifest is ``external`` and every
 decision says so in its notes rather than pretending to have checked it.
 
+The test patches must have been cut under the model's instrument profile's scoring rules
+(:class:`~crlib.profiles.ScoringRules`: border and DQ exclusion, the rules pipeline scoring and
+training use); a dataset cut under other rules is refused the same way, and every decision records
+the rules it was scored under.
+
 Then both versions are scored on the same test split (pooled per field type and filter, TPR at
 FPR 0.05% and 0.5%, with and without dilation: 4 numbers per group). The challenger is promoted
 only if
@@ -50,12 +55,13 @@ from crlib.registry.versions import (
     CHAMPION,
     RegisteredVersion,
     get_version,
+    instrument_of,
     load_registered_model,
     set_alias,
     set_version_tags,
 )
 from crlib.training.evaluation import EvaluationReport, GainInterval, bootstrap_mean_gain, evaluate_network
-from crlib.training.patches import PatchDataset
+from crlib.training.patches import PatchDataset, dataset_rules
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +162,9 @@ class PromotionDecision:
         manifests, ``--allow-simulated``); not reasons to refuse.
     provenance
         ``{"champion": ..., "challenger": ...}``: :meth:`TrainingProvenance.to_json` of both.
+    scoring
+        The scoring rules the test patches were cut under (``border_px``, ``dq_excluded``,
+        ``label_dq_bits``); the gate scores only under the instrument profile's rules.
     """
 
     model_name: str
@@ -176,6 +185,7 @@ class PromotionDecision:
     test_visits: int = 0
     notes: tuple[str, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
+    scoring: dict[str, Any] = field(default_factory=dict)
 
     @property
     def outcome(self) -> str:
@@ -228,6 +238,7 @@ class PromotionDecision:
             "failed": not (math.isfinite(self.ci_low_points) and self.ci_low_points >= t.min_ci_low_points),
             "notes": list(self.notes),
             "provenance": self.provenance,
+            "scoring": self.scoring,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -336,10 +347,14 @@ def promote(
     PromotionDecision
         Refusals are decisions with reasons, never exceptions.
     """
+    from crlib.profiles import get_profile
+
     thresholds = thresholds or GateThresholds()
+    rules = get_profile(instrument_of(model_name)).scoring
     candidate = get_version(tracking_uri, model_name, challenger)
     incumbent = get_version(tracking_uri, model_name, CHAMPION)
     test_fields = dataset_test_fields(dataset.manifest, dataset.index)
+    cut_under = dataset_rules(dataset.manifest)
     reports: dict[str, EvaluationReport] = {}
     comparisons: tuple[GateComparison, ...] = ()
     mean_delta = math.nan
@@ -362,7 +377,14 @@ def promote(
                 {str(r["visit"]) for r in dataset.index if r["split"] == EXCLUDED_SPLIT}
             )
             leaks = []
-        if leaks:  # the test split is not held out: refuse to run, score nothing
+        if cut_under != rules:
+            leaks.append(
+                f"the test patches of dataset {dataset.dataset_id} were cut under {cut_under.describe()}, "
+                f"but {model_name} is scored under its instrument profile's rules ({rules.describe()}), "
+                "as pipeline scoring and training count pixels: rebuild the dataset under the profile's "
+                "rules (crlib train without --border)"
+            )
+        if leaks:  # the test split is not held out or not scored as the profile says: score nothing
             log.warning(
                 "%s: the gate refuses to score v%s: %s", model_name, candidate.version, "; ".join(leaks)
             )
@@ -406,6 +428,11 @@ def promote(
         test_visits=len(test_fields),
         notes=tuple(notes),
         provenance=provenance,
+        scoring={
+            "border_px": cut_under.border_px,
+            "dq_excluded": cut_under.exclude_dq,
+            "label_dq_bits": cut_under.label_dq_bits,
+        },
     )
     log.info(
         "%s v%s vs champion v%s: %s (%s)%s",
@@ -556,6 +583,7 @@ def _record_in_mlflow(
         "crlib.gate.reasons": json.dumps(list(decision.reasons)),
         "crlib.gate.notes": json.dumps(list(decision.notes)),
         "crlib.gate.thresholds": json.dumps(asdict(decision.thresholds)),
+        "crlib.gate.scoring": json.dumps(decision.scoring),
     }
     set_version_tags(tracking_uri, decision.model_name, decision.challenger_version, tags)
     client = mlflow_client(tracking_uri)

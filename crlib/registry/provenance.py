@@ -36,6 +36,7 @@ from crlib.registry.versions import (
     DEEPCR_EXTERNAL,
     MANIFEST_TAG,
     TRUTH_SOURCE_TAG,
+    ModelNotFoundError,
     RegisteredVersion,
     get_version,
 )
@@ -144,7 +145,14 @@ def version_provenance(tracking_uri: str, version: RegisteredVersion) -> Trainin
     Returns
     -------
     TrainingProvenance
-        Never raises for missing or unreadable records: they become the status and a note.
+        Missing or unreadable records become the status and a note (an unreadable manifest makes
+        the gate refuse).
+
+    Raises
+    ------
+    ModelError
+        If the registry cannot be reached while following the chain: a registry that fails to
+        answer is not a deleted starting version.
     """
     visits: set[str] = set()
     fields: set[str] = set()
@@ -184,6 +192,102 @@ def version_provenance(tracking_uri: str, version: RegisteredVersion) -> Trainin
         manifests=tuple(manifests),
         notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class VersionSplits:
+    """The split of every visit a version's training chain was given, for the results database.
+
+    Attributes
+    ----------
+    label
+        ``<name>/<version>``.
+    status
+        The version's own manifest status (``recorded`` or ``external``; unknown and unreadable
+        manifests give no :class:`VersionSplits`).
+    splits
+        ``{visit: split}`` over the chain of ``crlib.initial`` versions: a visit any model of the
+        chain saw in ``train`` (or ``validation``) is ``train`` (``validation``) for this version
+        even where its own manifest put it in ``test``; empty for external weights.
+    dataset_id
+        The version's ``crlib.dataset_id`` (joined with its starting versions' with ``+``), or
+        ``external`` for weights crlib did not train.
+    notes
+        Parts of the chain crlib cannot list (external or unknown).
+    """
+
+    label: str
+    status: ManifestStatus
+    splits: dict[str, str]
+    dataset_id: str
+    notes: tuple[str, ...] = ()
+
+
+#: Which split a visit counts in when the chain disagrees: having been trained on wins.
+_SPLIT_RANK = {"test": 0, "validation": 1, "train": 2}
+
+
+def version_splits(tracking_uri: str, version: RegisteredVersion) -> VersionSplits | None:
+    """What the results database should record as ``version``'s training splits.
+
+    Statistics label each score with the split of its visit for the predicting version
+    (``model_version_splits``); a fine-tuned version has seen what the versions it started from
+    saw, so the splits are combined over the ``crlib.initial`` chain (seen splits win).
+
+    Parameters
+    ----------
+    tracking_uri
+        Tracking/registry URI.
+    version
+        The registered version.
+
+    Returns
+    -------
+    VersionSplits or None
+        ``None`` when the version's own manifest is unknown or unreadable (nothing reliable to
+        record: its scores stay ``unseen`` and ``crlib stats performance`` says the manifest is
+        not recorded). External weights (deepCR's shipped models) give ``dataset_id="external"``
+        and no visits.
+
+    Raises
+    ------
+    ModelError
+        If the registry cannot be reached while following the chain.
+    """
+    splits: dict[str, str] = {}
+    datasets: list[str] = []
+    notes: list[str] = []
+    own: ManifestStatus | None = None
+    seen_labels: set[str] = set()
+    current: RegisteredVersion | None = version
+    while current is not None and current.label not in seen_labels:
+        seen_labels.add(current.label)
+        status, location, manifest, note = _own_manifest(tracking_uri, current)
+        if own is None:
+            own = status
+            if status in ("unknown", "unreadable"):
+                log.warning("%s: %s; its training splits are not recorded", version.label, note)
+                return None
+        if manifest is None:
+            notes.append(f"{current.label}: {note}")
+        else:
+            datasets.append(current.tags.get("crlib.dataset_id") or location)
+            for visit, entry in (manifest.get("visits") or {}).items():
+                split = str((entry or {}).get("split"))
+                if split in _SPLIT_RANK:
+                    held = splits.get(str(visit))
+                    if held is None or _SPLIT_RANK[split] > _SPLIT_RANK[held]:
+                        splits[str(visit)] = split
+        current, start = _initial_version(tracking_uri, current)
+        if start is not None:
+            notes.append(f"fine-tuned from {start[2]}")
+    assert own is not None
+    if own == EXTERNAL:
+        return VersionSplits(version.label, own, {}, EXTERNAL, tuple(notes))
+    dataset_id = "+".join(datasets)
+    if len(dataset_id) > 128:
+        dataset_id = dataset_id[:120] + f"+{len(datasets)}sets"
+    return VersionSplits(version.label, own, splits, dataset_id, tuple(notes))
 
 
 def leakage_reasons(role: str, provenance: TrainingProvenance, test_fields: Mapping[str, str]) -> list[str]:
@@ -313,7 +417,7 @@ def _initial_version(
     if match is not None:
         try:
             return get_version(tracking_uri, match["name"], match["version"]), None
-        except Exception as exc:  # a deleted version: what it was trained on cannot be listed
+        except ModelNotFoundError as exc:  # a deleted version: what it was trained on cannot be listed
             log.warning("%s: starting version %s not found (%s)", version.label, initial, exc)
             return None, ("unknown", "unknown", f"{initial}, no longer registered: its training is unknown")
     if initial.startswith("deepCR"):

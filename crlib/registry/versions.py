@@ -48,6 +48,8 @@ PIP_REQUIREMENTS = ["crlib", "torch==2.13.0", "numpy"]
 MANIFEST_TAG = "crlib.training_manifest"
 #: Version tag: ``real``, ``simulator`` or ``mixed`` (what the training exposures were).
 TRUTH_SOURCE_TAG = "crlib.truth_source"
+#: Version tag: the scoring rules of the training patches and test scores (``border 128 px, DQ-flagged ...``).
+SCORING_TAG = "crlib.scoring_rules"
 #: What crlib can say about the training set of deepCR's shipped weights.
 DEEPCR_EXTERNAL = (
     "external: deepCR's shipped weights were trained outside crlib on real HST visits (for ACS-WFC "
@@ -55,6 +57,14 @@ DEEPCR_EXTERNAL = (
 )
 
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+class ModelNotFoundError(ModelError):
+    """The registry answered: this registered model, version or alias does not exist.
+
+    Distinct from the :class:`~crlib.errors.ModelError` raised when the registry cannot be reached
+    or fails to answer, which must never be taken to mean "missing".
+    """
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,22 @@ class AliasEvent:
     previous_version: str | None
     reason: str
     at_ms: int
+
+
+def instrument_of(model_name: str) -> str:
+    """Instrument profile of a registered model name (``deepcr-acs-wfc`` -> ``acs_wfc``).
+
+    Raises
+    ------
+    ConfigError
+        If the name is not one of :data:`REGISTERED_MODEL_NAMES`.
+    """
+    for instrument, name in REGISTERED_MODEL_NAMES.items():
+        if name == model_name:
+            return instrument
+    raise ConfigError(
+        f"unknown registered model {model_name!r}; known: {sorted(REGISTERED_MODEL_NAMES.values())}"
+    )
 
 
 def registered_model_name(instrument: str) -> str:
@@ -184,13 +210,21 @@ def register_version(
 
 
 def set_alias(tracking_uri: str, model_name: str, alias: str, version: str, *, reason: str) -> None:
-    """Point ``alias`` at ``version`` and append an alias event tag to the registered model."""
+    """Point ``alias`` at ``version`` and append an alias event tag to the registered model.
+
+    Raises
+    ------
+    ModelError
+        If the registered model does not exist or the registry cannot be reached (nothing moved).
+    """
     client = mlflow_client(tracking_uri)
-    previous: str | None
-    try:
-        previous = str(client.get_model_version_by_alias(model_name, alias).version)
-    except Exception:
-        previous = None
+    registered = _registered_model(client, model_name)
+    if registered is None:
+        raise ModelError(
+            f"registered model {model_name!r} does not exist at {tracking_uri}: cannot set {alias}"
+        )
+    held = _aliases(registered).get(alias)
+    previous = str(held) if held is not None else None
     client.set_registered_model_alias(model_name, alias, version)
     now = int(time.time() * 1000)
     event = {"alias": alias, "version": version, "previous_version": previous, "reason": reason, "at_ms": now}
@@ -227,25 +261,33 @@ def get_version(tracking_uri: str, model_name: str, version_or_alias: str) -> Re
 
     Raises
     ------
-    ModelError
+    ModelNotFoundError
         If the model, version or alias does not exist (the message lists what does).
+    ModelError
+        If the registry cannot be reached or fails to answer.
     """
     client = mlflow_client(tracking_uri)
-    if _registered_model(client, model_name) is None:
-        raise ModelError(
+    registered = _registered_model(client, model_name)
+    if registered is None:
+        raise ModelNotFoundError(
             f"registered model {model_name!r} does not exist at {tracking_uri} "
             "(run `crlib models --bootstrap` to register deepCR's shipped weights as the champion)"
         )
-    try:
-        if version_or_alias.isdigit():
-            found = client.get_model_version(model_name, version_or_alias)
-        else:
-            found = client.get_model_version_by_alias(model_name, version_or_alias)
-    except Exception:
+    number = version_or_alias if version_or_alias.isdigit() else _aliases(registered).get(version_or_alias)
+    found = None
+    if number is not None:
+        try:
+            found = client.get_model_version(model_name, str(number))
+        except Exception as exc:
+            if not is_not_found(exc):
+                raise ModelError(
+                    f"cannot read {model_name} version {number} at {tracking_uri}: {exc}"
+                ) from None
+    if found is None:
         known = ", ".join(f"{v.version}{list(v.aliases)}" for v in list_versions(tracking_uri, model_name))
-        raise ModelError(
+        raise ModelNotFoundError(
             f"{model_name}: no version or alias {version_or_alias!r} (versions: {known or 'none'})"
-        ) from None
+        )
     return _as_registered(found)
 
 
@@ -308,11 +350,11 @@ def bootstrap_registry(tracking_uri: str, *, instrument: str = "acs_wfc") -> Reg
     profile = get_profile(instrument)
     model_name = registered_model_name(profile.name)
     client = mlflow_client(tracking_uri)
-    if _registered_model(client, model_name) is not None:
-        try:
-            return _as_registered(client.get_model_version_by_alias(model_name, CHAMPION))
-        except Exception:
-            log.info("%s exists without a champion; registering deepCR's shipped weights", model_name)
+    registered = _registered_model(client, model_name)  # ModelError when the registry cannot answer
+    if registered is not None:
+        if CHAMPION in _aliases(registered):
+            return get_version(tracking_uri, model_name, CHAMPION)
+        log.info("%s exists without a champion; registering deepCR's shipped weights", model_name)
     spec = SHIPPED_MODELS[profile.deepcr_model]
     shipped = load_shipped_model(profile.deepcr_model)
     metadata = ModelMetadata(
@@ -436,18 +478,54 @@ def _download(tracking_uri: str, version: RegisteredVersion, target: Path) -> No
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def is_not_found(exc: BaseException) -> bool:
+    """Whether an MLflow error says the asked-for resource does not exist.
+
+    Only MLflow's ``RESOURCE_DOES_NOT_EXIST`` error code counts: a refused connection, a timeout,
+    a server error or a message that merely contains "not found" is a failure to answer, never an
+    answer that the model or version is missing (which could make crlib register or fall back to
+    deepCR's shipped weights).
+
+    Parameters
+    ----------
+    exc
+        The exception an ``MlflowClient`` call raised.
+
+    Returns
+    -------
+    bool
+    """
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
 def _registered_model(client: MlflowClient, name: str) -> Any:
+    """The registered model, ``None`` when MLflow says it does not exist.
+
+    Raises
+    ------
+    ModelError
+        On any other failure (unreachable server, timeout, server error).
+    """
     try:
         return client.get_registered_model(name)
     except Exception as exc:
-        if (
-            "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", ""))
-            or "not found" in str(exc).lower()
-        ):
+        if is_not_found(exc):
             return None
-        if "does not exist" in str(exc).lower():
-            return None
-        raise ModelError(f"cannot reach the MLflow model registry: {exc}") from None
+        log.warning("MLflow registry lookup of %s failed: %s", name, exc)
+        raise ModelError(
+            f"cannot reach the MLflow model registry at {client._registry_uri} to look up {name!r}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+
+
+def _aliases(registered: Any) -> dict[str, str]:
+    """``{alias: version}`` of a registered model entity (MLflow returns a dict, older stores a list)."""
+    aliases = registered.aliases or {}
+    if isinstance(aliases, dict):
+        return {str(k): str(v) for k, v in aliases.items()}
+    return {str(a.alias): str(a.version) for a in aliases}
 
 
 def _all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:

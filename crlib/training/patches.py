@@ -1,6 +1,9 @@
 """Patch datasets: 256x256 cut-outs of (image, CR mask, ignore mask), written once as ``.npy``.
 
-Per chip the image border (128 px) is discarded and the rest tiled without overlap. Chips are the
+Which pixels count is the instrument profile's :class:`~crlib.profiles.ScoringRules`, the same
+rules pipeline scoring applies (:func:`PatchParameters.for_profile`): per chip the profile's border
+(128 px for ACS/WFC and WFC3/UVIS, the deepCR-ACS/WFC paper's) is discarded and the rest tiled
+without overlap, and DQ-flagged pixels are ignored when the profile excludes them. Chips are the
 SCI extensions the FLC holds that have a ``CRMASK`` in the truth file, each of its own shape
 (full-frame chips, one- or two-chip subarrays). A chip smaller than a patch plus the border on both
 sides (``patch + 2 * border`` = 512 px by default: a 512x513 ``UVIS2-C512C-SUB`` chip gives one
@@ -11,9 +14,11 @@ the training data. Each skipped chip is logged and recorded with its reason in t
 and their sizes. The *ignore*
 mask (1 = excluded from loss and metrics) is set where
 
-* the DQ array flags the pixel (any bit except the CR bits 4096/8192, which are the labels),
+* the DQ array flags the pixel (any bit except the profile's label bits, the CR flags 4096/8192),
+  when the profile's rules exclude DQ-flagged pixels (they do for every shipped profile),
 * the truth file's ``VALID`` is 0 (when the truth file has one),
-* within the 7x7-dilated footprint of a saturated pixel (> ``saturation_e``, 70000 e- for ACS/WFC),
+* within the 7x7-dilated footprint of a saturated pixel (> the profile's ``saturation_e``, 70000 e-
+  for ACS/WFC),
 * the image is not finite.
 
 A dataset directory holds ``images.npy`` (float32, N x P x P, electrons), ``masks.npy`` and
@@ -38,13 +43,27 @@ from typing import Any
 import numpy as np
 
 from crlib.errors import InputDataError
+from crlib.profiles import ACS_WFC, CR_DQ_BITS, InstrumentProfile, ScoringRules
 from crlib.training.sources import TrainingExposure
 from crlib.training.splits import SPLITS, SplitFractions, assign_splits, load_split_file, save_split_file
 
 log = logging.getLogger(__name__)
 
-#: DQ bits that are CR labels, not defects.
-CR_DQ_BITS = 4096 | 8192
+__all__ = [
+    "CR_DQ_BITS",
+    "DATASET_SCHEMA",
+    "MANIFEST",
+    "PatchDataset",
+    "PatchParameters",
+    "build_patch_dataset",
+    "dataset_key",
+    "dataset_rules",
+    "ignore_mask",
+    "open_patch_dataset",
+    "patch_origins",
+    "too_small_reason",
+]
+
 MANIFEST = "manifest.json"
 DATASET_SCHEMA = "crlib-patch-dataset/1"
 
@@ -53,22 +72,81 @@ DATASET_SCHEMA = "crlib-patch-dataset/1"
 class PatchParameters:
     """How exposures are cut into patches (all lengths in pixels).
 
+    Build them from the instrument profile (:meth:`for_profile`): the border and the DQ rule are
+    the profile's :class:`~crlib.profiles.ScoringRules`, so training, the promotion gate and
+    pipeline scoring count the same pixels. The defaults are the ACS/WFC profile's.
+
     Attributes
     ----------
     patch
         Patch edge (deepCR-ACS/WFC: 256).
     border
-        Chip border discarded on every side (deepCR-ACS/WFC: 128).
+        Chip border discarded on every side (the profile's ``scoring.border_px``).
     saturation_e
-        Saturation level, electrons; saturated pixels are dilated with ``saturation_dilation``.
+        Saturation level, electrons (the profile's); saturated pixels are dilated with
+        ``saturation_dilation``.
     saturation_dilation
         Edge of the square dilation kernel (7).
+    exclude_dq
+        Ignore pixels whose DQ has a bit set other than ``label_dq_bits`` (the profile's
+        ``scoring.exclude_dq``).
+    label_dq_bits
+        DQ bits that are labels, not defects (the CR flags, the profile's
+        ``scoring.label_dq_bits``).
     """
 
     patch: int = 256
-    border: int = 128
-    saturation_e: float = 70000.0
+    border: int = ACS_WFC.scoring.border_px
+    saturation_e: float = ACS_WFC.saturation_e
     saturation_dilation: int = 7
+    exclude_dq: bool = ACS_WFC.scoring.exclude_dq
+    label_dq_bits: int = ACS_WFC.scoring.label_dq_bits
+
+    @classmethod
+    def for_profile(
+        cls, profile: InstrumentProfile, *, patch: int = 256, border: int | None = None
+    ) -> PatchParameters:
+        """Patch parameters under ``profile``'s scoring rules and saturation level.
+
+        Parameters
+        ----------
+        profile
+            Instrument profile (:func:`crlib.profiles.get_profile`).
+        patch
+            Patch edge, pixels.
+        border
+            Override the profile's border (an experiment: the gate refuses a dataset whose rules
+            differ from the profile's).
+        """
+        rules = profile.scoring
+        return cls(
+            patch=patch,
+            border=rules.border_px if border is None else border,
+            saturation_e=profile.saturation_e,
+            exclude_dq=rules.exclude_dq,
+            label_dq_bits=rules.label_dq_bits,
+        )
+
+    @property
+    def scoring(self) -> ScoringRules:
+        """The scoring rules these patches were cut under (compare with a profile's ``scoring``)."""
+        return ScoringRules(
+            border_px=self.border, exclude_dq=self.exclude_dq, label_dq_bits=self.label_dq_bits
+        )
+
+
+def dataset_rules(manifest: dict[str, Any]) -> ScoringRules:
+    """The scoring rules a dataset was cut under, from its manifest's ``parameters``.
+
+    Datasets written before the DQ rule was a parameter always excluded DQ-flagged pixels other
+    than the CR bits.
+    """
+    parameters = manifest.get("parameters") or {}
+    return ScoringRules(
+        border_px=int(parameters.get("border", ACS_WFC.scoring.border_px)),
+        exclude_dq=bool(parameters.get("exclude_dq", True)),
+        label_dq_bits=int(parameters.get("label_dq_bits", CR_DQ_BITS)),
+    )
 
 
 @dataclass(frozen=True)
@@ -124,7 +202,10 @@ def ignore_mask(
     """Pixels excluded from loss and metrics, bool (ny, nx) (see the module docstring)."""
     from scipy.ndimage import binary_dilation
 
-    bad = (dq.astype(np.int64) & ~CR_DQ_BITS) != 0
+    if params.exclude_dq:
+        bad = (dq.astype(np.int64) & ~params.label_dq_bits) != 0
+    else:
+        bad = np.zeros(sci.shape, dtype=bool)
     bad |= ~np.isfinite(sci)
     if valid is not None:
         bad |= valid == 0
@@ -260,7 +341,8 @@ def build_patch_dataset(
         Datasets directory (``<data_root>/training/datasets``); the persistent visit split file
         ``splits.json`` lives here.
     params
-        Patch size, border, saturation handling.
+        Patch size, border, DQ rule, saturation handling (default: the ACS/WFC profile's;
+        :meth:`PatchParameters.for_profile` for others).
     fractions
         Split fractions for visits seen for the first time.
     seed

@@ -37,6 +37,7 @@ from crlib.registry.versions import (
     CHALLENGER,
     CHAMPION,
     MANIFEST_TAG,
+    SCORING_TAG,
     TRUTH_SOURCE_TAG,
     RegisteredVersion,
     bootstrap_registry,
@@ -46,7 +47,7 @@ from crlib.registry.versions import (
     registered_model_name,
 )
 from crlib.training.evaluation import EvaluationReport, evaluate_network
-from crlib.training.patches import PatchDataset, PatchParameters, build_patch_dataset
+from crlib.training.patches import PatchDataset, PatchParameters, build_patch_dataset, dataset_rules
 from crlib.training.sources import TrainingExposure, truth_source_of
 from crlib.training.splits import SplitFractions
 from crlib.training.trainer import EpochRecord, TrainingConfig, TrainingProgress, train_network
@@ -71,7 +72,8 @@ class TrainingRequest:
     hidden
         Width of a network trained from scratch (fine-tuning keeps the starting model's width).
     patches
-        Patch cutting parameters.
+        Patch cutting parameters; ``None`` (default): the instrument profile's scoring rules and
+        saturation (:meth:`PatchParameters.for_profile`), as pipeline scoring and the gate use.
     fractions
         Split fractions per stratum of fields (proposal, target), see :mod:`crlib.training.splits`.
     register
@@ -82,7 +84,14 @@ class TrainingRequest:
     initial: InitialModel = "champion"
     config: TrainingConfig = field(default_factory=TrainingConfig)
     hidden: int = 32
-    patches: PatchParameters = field(default_factory=PatchParameters)
+    patches: PatchParameters | None = None
+
+    def patch_parameters(self) -> PatchParameters:
+        """``patches``, or the instrument profile's (:meth:`PatchParameters.for_profile`)."""
+        from crlib.profiles import get_profile
+
+        return self.patches or PatchParameters.for_profile(get_profile(self.instrument))
+
     fractions: SplitFractions = field(default_factory=SplitFractions)
     register: bool = True
 
@@ -209,7 +218,7 @@ def run_training(
     dataset = build_patch_dataset(
         exposures,
         work_dir / "datasets",
-        params=request.patches,
+        params=request.patch_parameters(),
         fractions=request.fractions,
         seed=request.config.seed,
     )
@@ -310,6 +319,7 @@ def run_training(
                         "crlib.dataset_id": dataset.dataset_id,
                         "crlib.dataset_dir": str(dataset.directory),
                         MANIFEST_TAG: f"runs:/{run_id}/dataset/manifest.json",
+                        SCORING_TAG: dataset_rules(dataset.manifest).describe(),
                     }
                     | truth_tags
                     | _summary_tags(test_report)
@@ -370,7 +380,7 @@ def _log_parameters(
     augmentation = config.pop("augmentation")
     params = {f"train_{k}": v for k, v in config.items()}
     params |= {f"augment_{k}": v for k, v in augmentation.items()}
-    params |= {f"patch_{k}": v for k, v in asdict(request.patches).items()}
+    params |= {f"patch_{k}": v for k, v in asdict(request.patch_parameters()).items()}
     params |= {f"split_{k}": v for k, v in asdict(request.fractions).items()}
     params |= {
         "initial": request.initial,

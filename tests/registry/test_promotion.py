@@ -332,6 +332,12 @@ def test_gate_refuses_a_challenger_trained_on_a_test_visit(gate_env, database_ur
     assert summary["provenance"]["champion"]["manifest"] == "external"
     assert summary["provenance"]["challenger"]["seen_visits"] == 3
     assert (summary["test_fields"], summary["test_visits"]) == (6, 6)
+    # ... and in the registry, on the refused version (the MLflow side of the record)
+    import json
+
+    tags = get_version(uri, "deepcr-acs-wfc", "2").tags
+    assert tags["crlib.gate.outcome"] == "refused"
+    assert json.loads(tags["crlib.gate.reasons"]) == [line.removeprefix("refused: ") for line in refused]
 
     # told to, the gate scores the four test fields neither model saw, and says which it left out
     from crlib.training.patches import open_patch_dataset
@@ -354,6 +360,8 @@ def test_gate_refuses_a_challenger_trained_on_a_test_visit(gate_env, database_ur
 def test_gate_refuses_a_positive_mean_gain_whose_interval_includes_a_loss(
     gate_env, database_url: str
 ) -> None:  # type: ignore[no-untyped-def]
+    import json
+
     uri, scores = gate_env["tracking_uri"], gate_env["scores"]
     assert _register_tiny(uri, alias=CHAMPION, tags={"crlib.truth_source": "real"}) == "1"
     assert _register_tiny(uri, alias=CHALLENGER, tags={"crlib.truth_source": "real"}) == "2"
@@ -377,7 +385,9 @@ def test_gate_refuses_a_positive_mean_gain_whose_interval_includes_a_loss(
     assert summary["kind"] == "gate_summary" and summary["failed"]
     assert summary["ci_low_points"] < 0 < summary["mean_delta_points"] < summary["ci_high_points"]
     assert (summary["confidence"], summary["resamples"], summary["seed"]) == (0.95, 1000, 0)
-    assert get_version(uri, "deepcr-acs-wfc", "2").tags["crlib.gate.ci_low_points"].startswith("-")
+    tags = get_version(uri, "deepcr-acs-wfc", "2").tags
+    assert tags["crlib.gate.ci_low_points"].startswith("-") and tags["crlib.gate.outcome"] == "refused"
+    assert json.loads(tags["crlib.gate.reasons"]) == [refused.removeprefix("refused: ")]
 
     # the same gain on every field: the interval excludes a loss and the challenger is promoted
     scores["2"] = {v: 0.82 for v in TEST_FIELDS}
@@ -470,3 +480,149 @@ def test_resampled_scores_match_the_pooled_roc_and_the_interval_is_seeded() -> N
     # v1 and v2 are one field (repeat visits): three units, resampled together
     grouped = bootstrap_mean_gain(champion, challenger, numbers, unit_of={"v2": "v1"}, resamples=500, seed=3)
     assert grouped.units == 3 and grouped.mean_delta_points == pytest.approx(first.mean_delta_points)
+
+
+def test_each_decision_records_both_versions_training_splits_through_their_chain(
+    gate_env, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A fine-tuned version has seen what its starting version saw: its scores there are in-sample."""
+    from crlib.db.engine import make_engine, session_factory
+    from crlib.db.training_splits import split_of, training_splits
+    from crlib.registry.decisions import database_recorder
+    from crlib.training.patches import open_patch_dataset
+
+    uri, scores = gate_env["tracking_uri"], gate_env["scores"]
+    bootstrap_registry(uri)  # v1: deepCR's shipped weights, external
+    first = {
+        "visits": {
+            "jown01": {"split": "train"},
+            "jval01": {"split": "validation"},
+            "jold01": {"split": "test"},
+        },
+        "exposures": [],
+    }
+    tags = {"crlib.initial": "deepCR ACS-WFC", "crlib.truth_source": "real", "crlib.dataset_id": "ds-first"}
+    assert _register_tiny(uri, alias="", tags=tags, manifest=first) == "2"
+    # v3 fine-tuned from v2 on a dataset whose split put jown01 and jval01 in test: v3 still saw them
+    second = {
+        "visits": {"jnew01": {"split": "train"}, "jown01": {"split": "test"}, "jval01": {"split": "test"}},
+        "exposures": [],
+    }
+    tags = {
+        "crlib.initial": "deepcr-acs-wfc/2",
+        "crlib.truth_source": "real",
+        "crlib.dataset_id": "ds-second",
+    }
+    assert _register_tiny(uri, alias=CHALLENGER, tags=tags, manifest=second) == "3"
+    scores["1"] = {v: 0.80 for v in TEST_FIELDS}
+    scores["3"] = {v: 0.80 for v in TEST_FIELDS}
+
+    engine = make_engine(database_url)
+    try:
+        from crlib.db.migrate import upgrade
+
+        upgrade(engine)
+        sessions = session_factory(engine)
+        decision = promote(
+            uri,
+            model_name="deepcr-acs-wfc",
+            dataset=open_patch_dataset(gate_env["dataset"]),
+            dry_run=True,
+            recorder=database_recorder(sessions, tracking_uri=uri),
+        )
+        assert not decision.promoted  # the same scores: no gain (what is recorded does not depend on it)
+        with sessions() as session:
+            recorded = {s.version: (s.training_dataset, s.visits) for s in training_splits(session)}
+            assert recorded == {
+                "1": ("external", {"train": 0, "validation": 0, "test": 0}),
+                "3": ("ds-second+ds-first", {"train": 2, "validation": 1, "test": 1}),
+            }
+            found = {
+                v: split_of(session, v, model_name="deepcr-acs-wfc", version="3") for v in second["visits"]
+            }
+            found |= {
+                v: split_of(session, v, model_name="deepcr-acs-wfc", version="3")
+                for v in ("jold01", "jzzz01")
+            }
+            assert found == {
+                "jnew01": "train",
+                "jown01": "train",  # trained on by v2: seen wins over v3's own test split
+                "jval01": "validation",
+                "jold01": "test",
+                "jzzz01": "unseen",
+            }
+    finally:
+        engine.dispose()
+
+
+def test_the_gate_scores_only_under_the_profile_s_scoring_rules(
+    gate_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Test patches cut under another border (or DQ rule) than the profile's are refused, unscored."""
+    import dataclasses
+    import json
+
+    from crlib.profiles import ACS_WFC, ScoringRules
+    from crlib.training.patches import open_patch_dataset
+
+    uri, scores = gate_env["tracking_uri"], gate_env["scores"]
+    assert _register_tiny(uri, alias=CHAMPION, tags={"crlib.truth_source": "real"}) == "1"
+    assert _register_tiny(uri, alias=CHALLENGER, tags={"crlib.truth_source": "real"}) == "2"
+    scores["1"] = {v: 0.80 for v in TEST_FIELDS}
+    scores["2"] = {v: 0.82 for v in TEST_FIELDS}
+    dataset = open_patch_dataset(gate_env["dataset"])
+    passed = promote(uri, model_name="deepcr-acs-wfc", dataset=dataset, dry_run=True)
+    assert passed.promoted and passed.scoring == {
+        "border_px": 128,
+        "dq_excluded": True,
+        "label_dq_bits": 12288,
+    }
+    assert passed.summary_entry()["scoring"] == passed.scoring
+
+    manifest = json.loads((gate_env["dataset"] / "manifest.json").read_text())
+    manifest["parameters"] = {"patch": 8, "border": 64, "exclude_dq": True}
+    (gate_env["dataset"] / "manifest.json").write_text(json.dumps(manifest))
+    narrow = promote(uri, model_name="deepcr-acs-wfc", dataset=open_patch_dataset(gate_env["dataset"]))
+    assert not narrow.applied and narrow.comparisons == () and narrow.scoring["border_px"] == 64
+    (reason,) = narrow.reasons
+    assert "were cut under border 64 px, DQ-flagged pixels excluded" in reason
+    assert "instrument profile's rules (border 128 px, DQ-flagged pixels excluded)" in reason
+    tags = get_version(uri, "deepcr-acs-wfc", "2").tags
+    assert json.loads(tags["crlib.gate.scoring"])["border_px"] == 64
+
+    # the same dataset passes once the profile itself scores under those rules
+    other = dataclasses.replace(ACS_WFC, scoring=ScoringRules(border_px=64))
+    monkeypatch.setattr("crlib.profiles.get_profile", lambda name: other)
+    moved = promote(uri, model_name="deepcr-acs-wfc", dataset=open_patch_dataset(gate_env["dataset"]))
+    assert moved.applied and moved.scoring["border_px"] == 64
+
+
+def test_training_splits_are_recorded_from_the_registry(gate_env) -> None:  # type: ignore[no-untyped-def]
+    """``crlib models --bootstrap`` records deepCR's weights as external; ``--from-registry`` the rest."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from crlib.cli.app import app, register_commands
+
+    register_commands()
+    runner = CliRunner()
+
+    def splits() -> dict[str, tuple]:
+        result = runner.invoke(app, ["stats", "training-splits", "--format", "json"])
+        assert result.exit_code == 0, result.output
+        return {r["model"]: (r["training_dataset"], r["train"], r["test"]) for r in json.loads(result.stdout)}
+
+    assert runner.invoke(app, ["models", "--bootstrap"]).exit_code == 0
+    assert splits() == {"deepcr-acs-wfc:1": ("external", 0, 0)}
+    manifest = {"visits": {"jown01": {"split": "train"}, "jtst01": {"split": "test"}}, "exposures": []}
+    tags = {"crlib.initial": "deepcr-acs-wfc/1", "crlib.dataset_id": "ds-own"}
+    assert _register_tiny(gate_env["tracking_uri"], alias=CHALLENGER, tags=tags, manifest=manifest) == "2"
+    assert _register_tiny(gate_env["tracking_uri"], alias="") == "3"  # no manifest: left alone
+    assert "deepcr-acs-wfc:2" not in splits()
+
+    result = runner.invoke(app, ["stats", "training-splits", "--from-registry", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "deepcr-acs-wfc:2: recorded 2 visits of dataset ds-own" in result.stderr
+    assert "deepcr-acs-wfc:3: no readable training manifest in MLflow; left as recorded" in result.stderr
+    assert splits() == {"deepcr-acs-wfc:1": ("external", 0, 0), "deepcr-acs-wfc:2": ("ds-own", 1, 1)}

@@ -115,3 +115,98 @@ def test_provenance_of_versions_without_tags_is_read_from_their_source(tracking_
     (reason,) = leakage_reasons("challenger", unreadable, {"jtst01": "1:A"})
     assert "its training manifest cannot be read" in reason
     assert leakage_reasons("champion", manual, {"jtst01": "1:A"}) == []
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again on exit: nothing listens there
+
+
+def _champion_state(tracking_uri: str) -> tuple[list[str], str, list[tuple[str, str]]]:
+    from crlib.registry.versions import get_version
+
+    return (
+        [v.version for v in list_versions(tracking_uri, "deepcr-acs-wfc")],
+        get_version(tracking_uri, "deepcr-acs-wfc", CHAMPION).version,
+        [(e.alias, e.version) for e in alias_history(tracking_uri, "deepcr-acs-wfc")],
+    )
+
+
+@pytest.mark.parametrize(
+    "failing", ["get_registered_model", "get_model_version", "get_model_version_by_alias"]
+)
+def test_a_transient_registry_error_never_moves_the_champion(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A registry that fails to answer is not a registry without a champion (bootstrap must not run)."""
+    from mlflow.exceptions import MlflowException
+
+    from crlib.registry.serving import resolve_model_reference
+    from mlflow import MlflowClient
+
+    bootstrap_registry(tracking_uri)
+    set_alias(tracking_uri, "deepcr-acs-wfc", CHALLENGER, "1", reason="test")
+    before = _champion_state(tracking_uri)
+    assert before == (["1"], "1", [(CHAMPION, "1"), (CHALLENGER, "1")])
+
+    calls: list[str] = []
+
+    def unavailable(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(failing)
+        raise MlflowException(
+            "API request to http://mlflow:5000 failed: 503 Service Unavailable (Registered Model not found "
+            "in cache)",
+            error_code="TEMPORARILY_UNAVAILABLE",
+        )
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, failing, unavailable)
+        if failing == "get_model_version_by_alias":  # not asked: aliases come with the registered model
+            assert bootstrap_registry(tracking_uri).version == "1"
+        else:
+            with pytest.raises(ModelError, match="cannot r"):
+                bootstrap_registry(tracking_uri)
+        if failing == "get_registered_model":
+            with pytest.raises(ModelError, match="cannot reach"):
+                set_alias(tracking_uri, "deepcr-acs-wfc", CHAMPION, "1", reason="must not be recorded")
+        # inference neither falls back to deepCR's shipped weights nor sees a missing model
+        from crlib.config import load_settings
+
+        monkeypatch.setenv("CRLIB_MLFLOW_TRACKING_URI", tracking_uri)
+        if failing == "get_model_version_by_alias":
+            assert resolve_model_reference(load_settings(), "champion").version == "1"
+        else:
+            with pytest.raises(ModelError, match="cannot r"):
+                resolve_model_reference(load_settings(), "champion")
+    assert calls or failing == "get_model_version_by_alias"
+    assert _champion_state(tracking_uri) == before
+
+
+def test_an_unreachable_tracking_server_is_an_error_not_an_empty_registry(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crlib.config import load_settings
+    from crlib.registry.serving import resolve_model_reference
+    from crlib.registry.versions import registered_model_exists
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    bootstrap_registry(tracking_uri)
+    before = _champion_state(tracking_uri)
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    for attempt in (
+        lambda: bootstrap_registry(closed),
+        lambda: registered_model_exists(closed, "deepcr-acs-wfc"),
+        lambda: set_alias(closed, "deepcr-acs-wfc", CHAMPION, "2", reason="must not move"),
+    ):
+        with pytest.raises(
+            ModelError, match=r"cannot reach the MLflow model registry at http://127\.0\.0\.1"
+        ):
+            attempt()
+    monkeypatch.setenv("CRLIB_MLFLOW_TRACKING_URI", closed)
+    with pytest.raises(ModelError, match="cannot reach"):  # no silent fallback to the shipped weights
+        resolve_model_reference(load_settings(), None)
+    assert _champion_state(tracking_uri) == before

@@ -99,3 +99,33 @@ def test_chips_smaller_than_a_patch_plus_border_are_skipped_with_a_reason(tmp_pa
         InputDataError, match=r"no 256x256 patch fits.*chips need 512x512 px; got jtin02abq SCI,1 10x10"
     ):
         build_patch_dataset(exposures[1:2], tmp_path / "tiny", params=params)
+
+
+def test_patches_follow_the_instrument_profile_s_scoring_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Border and DQ rule come from the profile (as pipeline scoring's), not from constants."""
+    import dataclasses
+
+    from crlib.config import load_settings
+    from crlib.pipeline.lifecycle import training_request
+    from crlib.profiles import ACS_WFC, WFC3_UVIS, ScoringRules, get_profile
+
+    for profile in (ACS_WFC, WFC3_UVIS):
+        params = PatchParameters.for_profile(profile)
+        assert params.scoring == profile.scoring and params.saturation_e == profile.saturation_e
+    assert PatchParameters() == PatchParameters.for_profile(ACS_WFC)
+    assert training_request(load_settings()).patches == PatchParameters.for_profile(ACS_WFC)
+
+    # a profile scoring under other rules changes the training patches the same way
+    other = dataclasses.replace(ACS_WFC, scoring=ScoringRules(border_px=64, exclude_dq=False))
+    monkeypatch.setattr(
+        "crlib.profiles.get_profile", lambda name: other if name == "acs_wfc" else get_profile(name)
+    )
+    patches = training_request(load_settings()).patches
+    assert patches is not None and (patches.border, patches.exclude_dq) == (64, False)
+    assert patch_origins((512, 512), patches) == [(64, 64)]
+    sci = np.full((40, 40), 100.0, np.float32)
+    dq = np.zeros((40, 40), np.int16)
+    dq[6, 6] = 16  # hot pixel: kept when the profile does not exclude DQ-flagged pixels
+    assert not ignore_mask(sci, dq, None, params=patches).any()
+    assert ignore_mask(sci, dq, None, params=PatchParameters.for_profile(ACS_WFC))[6, 6]
+    assert training_request(load_settings(), border=0).patches.border == 0  # type: ignore[union-attr]
