@@ -193,12 +193,13 @@ def generate_archive(session: Session, *, exposures: int, bins: int, model_versi
         f"""
         INSERT INTO exposures (rootname, visit, proposal_id, instrument, detector, filter, exptime_s,
                                t_min_mjd, t_max_mjd, obs_date, release_mjd, target_name, ra_deg, dec_deg,
-                               field_type, product_filename, product_uri)
+                               field_type, field_type_method, product_filename, product_uri)
         SELECT vis || lpad(to_hex(g % 4), 2, '0') || 'q', vis, 10000 + v % :np, 'ACS/WFC', 'WFC',
                ({filters})[1 + (v * 7919) % {len(BENCH_FILTERS)}], exptime, mjd, mjd + exptime / 86400.0,
                DATE '1858-11-17' + floor(mjd)::int, mjd + 365, 'BENCH',
                (v % 360)::float8, ((v % 180) - 90)::float8,
                (ARRAY['globular_cluster', 'extragalactic', 'resolved_galaxy'])[1 + (10000 + v % :np) % 3],
+               'simulator',
                vis || lpad(to_hex(g % 4), 2, '0') || 'q_flc.fits', 'mast:HST/product/bench_flc.fits'
         FROM (SELECT g, g / 4 AS v, 'j' || lpad(to_hex(g / 4), 5, '0') AS vis,
                      (ARRAY[30, 339, 500, 1200, 2000])[1 + (g / 4) % 5]::float8 AS exptime,

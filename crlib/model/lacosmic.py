@@ -25,8 +25,9 @@ stricter swept values' masks that the looser one lacks: the masks are nested but
 of pixels), and between swept values a continuous estimate instead of a straight line between two
 ROC points. The sweep is fine enough when refining it (:func:`sweep_refinement_check`, midpoints
 added) moves the TPR at FPR 0.05% / 0.5% by at most a few tenths of a point; see
-``docs/benchmarks.md`` for the measurements. The masks equal ``astroscrappy.detect_cosmics``'s
-(the tests compare them pixel for pixel): the re-implementation calls astroscrappy's own filters.
+``docs/inference.md`` (LACosmic baseline) for the measurements. The masks equal
+``astroscrappy.detect_cosmics``'s (the tests compare them pixel for pixel): the re-implementation
+calls astroscrappy's own filters.
 
 :func:`predict_exposure_lacosmic` runs the sweep on every chip of an exposure and writes the
 pseudo-probability as an ordinary ``<rootname>_crpred.fits`` (``CRMODEL = 'LACosmic'``), so
@@ -60,10 +61,10 @@ LACOSMIC_MODEL_NAME = "LACosmic"
 OBJLIM_BY_FIELD: dict[str, float] = {"globular_cluster": 2.6, "extragalactic": 2.6, "resolved_galaxy": 4.5}
 #: sigclip values of the full LACosmic runs behind the ROC, loosest first: every 0.25 where FPR 0.5%
 #: falls (sigclip 3-4 on ACS/WFC-like data), then about 12% apart up to 60, because FPR 0.05% falls
-#: at sigclip 7-15 in sparse fields and beyond 40 in globular clusters. Refining it (midpoints
-#: added) moves the pooled TPR at FPR 0.05% / 0.5% by at most 0.16 points per field type on the
-#: simulator's fields; the 11-value sweep used before (2-20) moved it by up to 0.7, and 20 values
-#: up to 40 by 2.3 in globular clusters (``docs/benchmarks.md``).
+#: beyond sigclip 20 in globular clusters. Refining it (midpoints added) moved the pooled TPR at
+#: FPR 0.05% / 0.5% by at most 0.17 points per field type on simulated exposures; the 11-value
+#: sweep used before (2-20) gave 3.3 points more at 0.05% in a globular cluster, where that FPR
+#: lies beyond its last value (``docs/inference.md``, LACosmic baseline).
 SIGCLIP_SWEEP: tuple[float, ...] = (
     *(2.0, 2.5, 3.0, 3.25, 3.5, 3.75, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 9.0),
     *(10.0, 11.5, 13.0, 15.0, 17.0, 20.0, 23.0, 26.0, 30.0, 34.0, 38.0, 43.0, 50.0, 60.0),

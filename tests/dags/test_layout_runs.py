@@ -132,7 +132,7 @@ def test_subarray_and_full_frame_visits_through_the_nightly_dag_and_crlib_run(
     subarray, full = (v.visit for v in archive.visits)
 
     run = dagbag.dags["crlib_nightly_ingest"].test(
-        logical_date=pendulum.datetime(2026, 11, 20, 3, 30, tz="UTC")
+        logical_date=pendulum.datetime(2026, 11, 21, 3, 30, tz="UTC")
     )
     assert run.state == "success"
     assert [r[0] for r in _query(database_url, "SELECT status FROM pipeline_runs")] == ["success"]

@@ -125,6 +125,7 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     corrupt = archive.visits[1].exposures[2].rootname
     nightly = dagbag.dags["crlib_nightly_ingest"]
     logical_date = pendulum.datetime(2026, 11, 20, 3, 30, tz="UTC")
+    earlier = len(_truth_events(airflow_db))  # the session's Airflow database is shared by DAG tests
 
     run = nightly.test(logical_date=logical_date)
     assert run.state == "success"
@@ -148,7 +149,7 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     assert list(summary["failed"]) == [corrupt] and corrupt in summary["failed"][corrupt]
     assert _query(database_url, "SELECT count(*) FROM archive_watermarks") == [(1,)]
     # New truth was recorded: one event on the truth asset, saying how much.
-    events = _truth_events(airflow_db)
+    events = _truth_events(airflow_db)[earlier:]
     assert [e["new_truth"] for e in events] == [5], events
     # The run refreshed the statistics summaries: crlib stats pools the five scored exposures.
     # By default it pools the scores resting on ok truth; suspect truth when asked.
@@ -162,7 +163,7 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     again = nightly.test(logical_date=logical_date)
     assert again.state == "success"
     assert _counts(database_url) == first
-    assert len(_truth_events(airflow_db)) == 1
+    assert len(_truth_events(airflow_db)[earlier:]) == 1
 
     # An operator reprocesses the first visit's proposal: its rows are replaced, never duplicated.
     proposal = archive.visits[0].proposal_id
@@ -174,7 +175,7 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     assert _query(
         database_url, f"SELECT dag_id, status FROM pipeline_runs WHERE run_id = '{run.run_id}'"
     ) == [("crlib_reprocess_proposal", "success")]
-    assert [e["new_truth"] for e in _truth_events(airflow_db)] == [5, 3]  # truth redone for 3
+    assert [e["new_truth"] for e in _truth_events(airflow_db)[earlier:]] == [5, 3]  # truth redone for 3
 
     # Only the score stage redone: the recorded truth is reused (no alignment, no drizzle: the
     # truth files and the drizzle work directory are untouched), rows are replaced, not added.
@@ -190,7 +191,7 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     state = RunLedger(data_root, run.run_id).visit(visit)
     assert state["truth_reused"] == sorted(o.rootname for o in archive.visits[0].exposures)
     assert state["screen_reused"] is True and len(state["fetch_reused"]) == 3
-    assert len(_truth_events(airflow_db)) == 2  # reused truth is not new truth
+    assert len(_truth_events(airflow_db)[earlier:]) == 2  # reused truth is not new truth
     summary = RunLedger(data_root, run.run_id).summary()
     assert summary["truth_new"] == 0 and summary["reused"]["truth"] == 3 and summary["scored"] == 3
 
