@@ -108,3 +108,40 @@ def format_artefacts(summary: dict[str, dict[str, Any]], *, indent: str = "  ") 
             f"({row['fraction_labelled_cr']:.4f}), valid {row['valid_fraction']:.3f}{mark}"
         )
     return lines
+
+
+def score_artefacts(
+    visit_dir: Path, results: Sequence[Any], exposures: Sequence[Any]
+) -> dict[str, dict[str, Any]]:
+    """:func:`summarise_artefacts` of a visit's truth results against ``visit_dir/truth/*_simtruth.fits``.
+
+    Parameters
+    ----------
+    visit_dir
+        The simulated visit.
+    results
+        :class:`~crlib.records.TruthResult` of its exposures (those without a product are skipped).
+    exposures
+        :class:`~crlib.align.exposures.ExposureInfo` of the exposures (profile by rootname).
+    """
+    profiles = {e.rootname: e.profile for e in exposures}
+    rows = [
+        artefact_counts(
+            Path(r.path),
+            Path(visit_dir) / "truth" / f"{r.rootname}_simtruth.fits",
+            profile=profiles[r.rootname],
+        )
+        for r in results
+        if r.path is not None
+    ]
+    return summarise_artefacts(rows)
+
+
+def excluded_counts(results: Sequence[Any]) -> dict[str, int]:
+    """Sum of the truth records' ``artefact_*`` parameters (what the truth stage excluded)."""
+    total: dict[str, int] = {}
+    for result in results:
+        for key, value in result.parameters.items():
+            if key.startswith("artefact_"):
+                total[key] = total.get(key, 0) + int(value)
+    return total

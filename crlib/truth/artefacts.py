@@ -277,7 +277,7 @@ def _refine(
         return None
     segments = np.bincount(((along[inside] - along[inside].min()) // SEGMENT_PX).astype(np.int64))
     chance_segment = density * SEGMENT_PX * 2.0 * half_width
-    occupied = segments >= max(3.0, chance_segment + 4.0 * math.sqrt(cluster * (chance_segment + 1.0)))
+    occupied = segments >= max(3.0, chance_segment + 2.0 * math.sqrt(cluster * (chance_segment + 1.0)))
     span = np.flatnonzero(occupied)
     if span.size == 0:
         return None
