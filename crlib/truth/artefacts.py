@@ -48,6 +48,8 @@ SEGMENT_PX = 32.0
 COARSE_STEP_DEG = 0.5
 COARSE_RHO_PX = 12.0
 HOT_NSIGMA = 4.0
+#: Extra significance asked of the mean over *all* exposures (no exposure left out).
+HOT_ALL_EXTRA_SIGMA = 0.5
 HOT_TRAIL_NSIGMA = 2.0
 HOT_CONSISTENCY_SIGMA = 4.0
 HOT_TRAIL_GROW_PX = 3
@@ -287,6 +289,17 @@ def _refine(
     return Trail(math.degrees(theta), float(rho + offset), float(half_width), extent, int(inside.sum()))
 
 
+def _constant_excess(
+    excess: np.ndarray, variance: np.ndarray, consistency_sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Significance of the mean excess over the exposures, and whether each exposure agrees with it."""
+    n = excess.shape[0]
+    mean = excess.mean(axis=0)
+    combined = mean / np.sqrt(variance.mean(axis=0) / n)
+    spread = np.abs(excess - mean) / np.sqrt(variance + np.clip(mean, 0, None))
+    return combined, spread.max(axis=0) <= consistency_sigma
+
+
 def recurrent_hot_pixels(
     excess_e: Sequence[np.ndarray],
     sigma_e: Sequence[np.ndarray],
@@ -295,14 +308,17 @@ def recurrent_hot_pixels(
     trail_nsigma: float = HOT_TRAIL_NSIGMA,
     consistency_sigma: float = HOT_CONSISTENCY_SIGMA,
     grow_px: int = HOT_TRAIL_GROW_PX,
+    plain_sky: np.ndarray | None = None,
 ) -> np.ndarray:
     """Detector pixels that stand above the CR-free model by the same amount in every exposure.
 
     A pixel is hot when the mean of its excesses over the exposures is ``>= nsigma`` times its
     standard error and every exposure's excess agrees with that mean within ``consistency_sigma``
     (noise of the model plus Poisson noise of the mean excess itself): a CR in one exposure, or
-    two CRs of different charge at one pixel, fail the second test. With three or more exposures
-    the largest excess is left out of both tests (a CR may hit the hot pixel in one of them).
+    two CRs of different charge at one pixel, fail the second test. The tests run on all exposures
+    (at ``nsigma`` + 0.5: faint warm pixels, flagged where noise lifts them in one exposure) and,
+    with three or more exposures, once more with the largest excess left out (a CR may hit the
+    hot pixel in one exposure).
     Pixels up to ``grow_px`` along the column from a hot pixel that pass the same tests at
     ``trail_nsigma`` are its CTE trail.
 
@@ -321,6 +337,9 @@ def recurrent_hot_pixels(
         Largest deviation of one exposure's excess from the mean, in sigma.
     grow_px
         Pixels along the column either side searched for the hot pixel's trail.
+    plain_sky
+        bool (ny, nx): where the all-exposure test applies (default everywhere); on sources the
+        blotted median misses part of every peak, which that test would take for a warm pixel.
 
     Returns
     -------
@@ -333,17 +352,21 @@ def recurrent_hot_pixels(
         return np.zeros(np.shape(excess_e[0]) if excess_e else (0, 0), dtype=bool)
     excess = np.stack([np.asarray(e, dtype=np.float32) for e in excess_e])
     variance = np.stack([np.asarray(s, dtype=np.float32) ** 2 for s in sigma_e])
+    combined, consistent = _constant_excess(excess, variance, consistency_sigma)
+    # a faint warm pixel: every exposure counts (a 3-5 sigma noise peak in one of them is what
+    # makes driz_cr flag it), at a higher significance
+    hot = (combined >= nsigma + HOT_ALL_EXTRA_SIGMA) & consistent
+    if plain_sky is not None:
+        hot &= plain_sky
     if excess.shape[0] >= 3:
         # a CR on the hot pixel in one exposure must not hide it: judge the others
         order = np.argsort(excess, axis=0)[:-1]
-        excess = np.take_along_axis(excess, order, axis=0)
-        variance = np.take_along_axis(variance, order, axis=0)
-    n = excess.shape[0]
-    mean = excess.mean(axis=0)
-    combined = mean / np.sqrt(variance.mean(axis=0) / n)
-    spread = np.abs(excess - mean) / np.sqrt(variance + np.clip(mean, 0, None))
-    consistent = spread.max(axis=0) <= consistency_sigma
-    hot = (combined >= nsigma) & consistent
+        kept = np.take_along_axis(excess, order, axis=0)
+        kept_variance = np.take_along_axis(variance, order, axis=0)
+        combined_kept, consistent_kept = _constant_excess(kept, kept_variance, consistency_sigma)
+        hot |= (combined_kept >= nsigma) & consistent_kept
+        combined = np.maximum(combined, combined_kept)
+        consistent |= consistent_kept
     if grow_px > 0 and hot.any():
         near = binary_dilation(hot, structure=np.ones((2 * grow_px + 1, 1), dtype=bool))
         hot |= near & (combined >= trail_nsigma) & consistent
@@ -420,6 +443,7 @@ def visit_hot_pixels(
     maps: dict[int, np.ndarray] = {}
     for extver in extvers:
         excess, sigma = [], []
+        plain_sky = None
         for path, blots, read_noise in exposures:
             blot_path = blots.get(extver)
             if blot_path is None or not blot_path.exists():
@@ -434,8 +458,11 @@ def visit_hot_pixels(
             residual -= np.float32(np.median(residual[::4, ::4]))
             excess.append(residual)
             sigma.append(np.sqrt(np.clip(model, 0, None) + np.float32(read_noise**2)))
+            level = float(np.median(model[::4, ::4]))
+            near_sky = model <= level + 5.0 * np.sqrt(max(level, 0.0) + read_noise**2)
+            plain_sky = near_sky if plain_sky is None else plain_sky & near_sky
         else:
             if len(excess) >= 2:
-                maps[extver] = recurrent_hot_pixels(excess, sigma)
+                maps[extver] = recurrent_hot_pixels(excess, sigma, plain_sky=plain_sky)
                 log.info("chip %d: %d recurrent hot pixels (incl. trail)", extver, int(maps[extver].sum()))
     return maps
