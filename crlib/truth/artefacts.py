@@ -309,6 +309,7 @@ def recurrent_hot_pixels(
     consistency_sigma: float = HOT_CONSISTENCY_SIGMA,
     grow_px: int = HOT_TRAIL_GROW_PX,
     plain_sky: np.ndarray | None = None,
+    flagged_any: np.ndarray | None = None,
 ) -> np.ndarray:
     """Detector pixels that stand above the CR-free model by the same amount in every exposure.
 
@@ -340,6 +341,10 @@ def recurrent_hot_pixels(
     plain_sky
         bool (ny, nx): where the all-exposure test applies (default everywhere); on sources the
         blotted median misses part of every peak, which that test would take for a warm pixel.
+    flagged_any
+        bool (ny, nx): pixels the CR detector flagged in at least one exposure; only hot pixels
+        within one pixel of those are returned (a hot pixel nobody flagged is correctly "not CR",
+        and in an undithered visit the stars' cores sit on the same detector pixels every time).
 
     Returns
     -------
@@ -367,6 +372,8 @@ def recurrent_hot_pixels(
         hot |= (combined_kept >= nsigma) & consistent_kept
         combined = np.maximum(combined, combined_kept)
         consistent |= consistent_kept
+    if flagged_any is not None:
+        hot &= binary_dilation(flagged_any, structure=np.ones((3, 3), dtype=bool))
     if grow_px > 0 and hot.any():
         near = binary_dilation(hot, structure=np.ones((2 * grow_px + 1, 1), dtype=bool))
         hot |= near & (combined >= trail_nsigma) & consistent
@@ -422,7 +429,10 @@ HEADER_KEYS = {
 
 
 def visit_hot_pixels(
-    exposures: Sequence[tuple[Path, dict[int, Path], float]], extvers: Sequence[int]
+    exposures: Sequence[tuple[Path, dict[int, Path], float]],
+    extvers: Sequence[int],
+    *,
+    flagged: Sequence[dict[int, np.ndarray | None]] | None = None,
 ) -> dict[int, np.ndarray]:
     """:func:`recurrent_hot_pixels` of every chip of a drizzled visit.
 
@@ -432,6 +442,9 @@ def visit_hot_pixels(
         Per exposure ``(working copy of the FLC, {extver: drizzlepac blot image}, read noise e-)``.
     extvers
         SCI extension versions to examine.
+    flagged
+        Per exposure ``{extver: CR mask (1 = flagged) or None}``: hot pixels are looked for only
+        next to pixels flagged in some exposure.
 
     Returns
     -------
@@ -463,6 +476,12 @@ def visit_hot_pixels(
             plain_sky = near_sky if plain_sky is None else plain_sky & near_sky
         else:
             if len(excess) >= 2:
-                maps[extver] = recurrent_hot_pixels(excess, sigma, plain_sky=plain_sky)
+                flagged_any = None
+                if flagged is not None:
+                    masks = [f.get(extver) for f in flagged]
+                    flagged_any = np.logical_or.reduce([m.astype(bool) for m in masks if m is not None])
+                maps[extver] = recurrent_hot_pixels(
+                    excess, sigma, plain_sky=plain_sky, flagged_any=flagged_any
+                )
                 log.info("chip %d: %d recurrent hot pixels (incl. trail)", extver, int(maps[extver].sum()))
     return maps

@@ -436,7 +436,9 @@ def build_visit_truth(
             for i in todo
         }
         hot_pixels = visit_hot_pixels(
-            [(copy_of[i.rootname], blots[i.rootname], i.read_noise_e) for i in todo], todo[0].sci_extvers
+            [(copy_of[i.rootname], blots[i.rootname], i.read_noise_e) for i in todo],
+            todo[0].sci_extvers,
+            flagged=[{e: run.cr_mask(i.rootname, e) for e in i.sci_extvers} for i in todo],
         )
 
     def one_exposure(info: ExposureInfo) -> TruthResult:
