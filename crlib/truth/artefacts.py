@@ -358,11 +358,11 @@ def recurrent_hot_pixels(
     excess = np.stack([np.asarray(e, dtype=np.float32) for e in excess_e])
     variance = np.stack([np.asarray(s, dtype=np.float32) ** 2 for s in sigma_e])
     combined, consistent = _constant_excess(excess, variance, consistency_sigma)
+    sky = plain_sky if plain_sky is not None else np.ones(combined.shape, dtype=bool)
     # a faint warm pixel: every exposure counts (a 3-5 sigma noise peak in one of them is what
-    # makes driz_cr flag it), at a higher significance
-    hot = (combined >= nsigma + HOT_ALL_EXTRA_SIGMA) & consistent
-    if plain_sky is not None:
-        hot &= plain_sky
+    # makes driz_cr flag it), at a higher significance, on plain sky only
+    hot = (combined >= nsigma + HOT_ALL_EXTRA_SIGMA) & consistent & sky
+    trail_ok = (combined >= trail_nsigma) & consistent & sky
     if excess.shape[0] >= 3:
         # a CR on the hot pixel in one exposure must not hide it: judge the others
         order = np.argsort(excess, axis=0)[:-1]
@@ -370,13 +370,12 @@ def recurrent_hot_pixels(
         kept_variance = np.take_along_axis(variance, order, axis=0)
         combined_kept, consistent_kept = _constant_excess(kept, kept_variance, consistency_sigma)
         hot |= (combined_kept >= nsigma) & consistent_kept
-        combined = np.maximum(combined, combined_kept)
-        consistent |= consistent_kept
+        trail_ok |= (combined_kept >= trail_nsigma) & consistent_kept
     if flagged_any is not None:
         hot &= binary_dilation(flagged_any, structure=np.ones((3, 3), dtype=bool))
     if grow_px > 0 and hot.any():
         near = binary_dilation(hot, structure=np.ones((2 * grow_px + 1, 1), dtype=bool))
-        hot |= near & (combined >= trail_nsigma) & consistent
+        hot |= near & trail_ok
     return np.asarray(hot, dtype=bool)
 
 
