@@ -43,14 +43,29 @@ def simulate_command(
             "for `crlib truth --method multiframe`)."
         ),
     ] = "pattern",
+    effects: Annotated[
+        str,
+        typer.Option(
+            help="'basic' (no archive effects) or 'realistic' (real PSFs, CTE trails, dated hot/warm/sink "
+            "pixels, prior DQ 4096, satellite trails, roll/scale errors, varying CR rate; docs/simulator.md)."
+        ),
+    ] = "basic",
+    filters_per_visit: Annotated[
+        int, typer.Option(help="Filters within one visit (blocks of exposures); needs --filter repeated.")
+    ] = 1,
 ) -> None:
     """Simulate HST ACS/WFC visits (FLC files + CR truth) into a local archive.
 
     Parameters are validated by the library (ConfigError -> one-line message), not by Typer.
     """
+    import dataclasses
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from crlib.simulate import simulate_archive
+    from crlib.simulate.effects import parse_effects
+
+    chosen = dataclasses.replace(parse_effects(effects), filters_per_visit=filters_per_visit)
 
     with Progress(
         TextColumn("{task.description}"),
@@ -76,6 +91,7 @@ def simulate_command(
             exptime_s=exptime,
             gaia_catalog=gaia_catalog,
             dither=dither,
+            effects=chosen,
             progress=report,
         )
     typer.echo(f"archive {archive.root}: {len(archive.visits)} visits, table {archive.observations_path}")

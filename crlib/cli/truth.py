@@ -196,6 +196,13 @@ def bench_truth_command(
             "(default: the truth stage's own).",
         ),
     ] = None,
+    effects: Annotated[
+        str,
+        typer.Option(
+            help="Simulator effects: 'basic', or 'realistic' (every archive effect on, a satellite "
+            "trail forced into the second exposure; recall/FPR per artefact class reported)."
+        ),
+    ] = "basic",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Truth fidelity on simulated visits: alignment, recall, FPR, star cores, time vs AstroDrizzle.
@@ -216,6 +223,10 @@ def bench_truth_command(
             param_hint="--field-type",
         )
     scratch = out or load_settings().data_root / "bench" / "truth"
+    from crlib.simulate.effects import SimEffects, parse_effects
+
+    chosen = parse_effects(effects)
+    simulated = SimEffects.realistic(satellite_exposures=(1,)) if effects == "realistic" else chosen
     if method == TruthMethod.multiframe:
         from crlib.truth.crosscheck import format_crosscheck, run_crosscheck_benchmark
 
@@ -227,6 +238,7 @@ def bench_truth_command(
             exposures=exposures,
             seed=seed,
             field_types=tuple(field_type) if field_type else FIELD_TYPES,
+            effects=simulated,
         )
         typer.echo(json.dumps(report, indent=2, default=str) if as_json else format_crosscheck(report))
         return
@@ -239,6 +251,7 @@ def bench_truth_command(
         repeats=repeats,
         warmup=warmup,
         num_cores=num_cores,
+        effects=simulated,
     )
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from crlib.errors import ConfigError, InputDataError
 from crlib.profiles import ACS_WFC, FIELD_TYPES
+from crlib.simulate.effects import SimEffects
 from crlib.simulate.geometry import DITHER_CHOICES
 from crlib.simulate.programs import PROGRAM_VISITS, base36, filter_spec, visit_name
 from crlib.simulate.visit import VisitPlan, render_visit
@@ -227,7 +228,7 @@ def observation_rows(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[d
                 "obsid": obsid,
                 "proposal_id": str(data["proposal_id"]),
                 "instrument_name": ACS_WFC.mast_instrument_name,
-                "filters": data["filter"],
+                "filters": exposure.get("filter", data["filter"]),
                 "t_min": exposure["t_min"],
                 "t_max": exposure["t_max"],
                 "t_exptime": exposure["exptime_s"],
@@ -292,6 +293,8 @@ def simulate_visit(
     exptime_s: float | None = None,
     gaia_catalog: Path | None = None,
     dither: str = "pattern",
+    effects: SimEffects | None = None,
+    extra_filters: Sequence[str] = (),
     progress: ProgressCallback | None = None,
     progress_offset: int = 0,
     progress_total: int | None = None,
@@ -325,6 +328,10 @@ def simulate_visit(
     dither
         ``"pattern"`` (the standard LINE/BOX dither for the exposure count) or ``"none"`` (an
         undithered CR-SPLIT visit with ~0.03 px frame-to-frame jitter, for the multi-frame truth).
+    effects
+        Archive effects (:class:`~crlib.simulate.effects.SimEffects`; default none: the basic simulator).
+    extra_filters
+        Further filters of a multi-filter visit (used when ``effects.filters_per_visit > 1``).
     progress
         Called as ``progress(message, done, total)`` after each exposure.
 
@@ -332,7 +339,7 @@ def simulate_visit(
     -------
     SimulatedVisit
     """
-    _validate(1, exposures, field_type, (filter_name,), size, seed)
+    _validate(1, exposures, field_type, (filter_name, *extra_filters), size, seed)
     if field_type == "mixed":
         raise ConfigError("simulate_visit needs a concrete field type, not 'mixed'")
     _validate_optional(proposal_id, exptime_s, dither)
@@ -353,6 +360,8 @@ def simulate_visit(
         exptime_s=exptime_s,
         gaia_catalog=gaia_catalog,
         dither=dither,
+        effects=effects or SimEffects(),
+        extra_filters=tuple(filter_spec(name) for name in extra_filters),
     )
     try:
         data = render_visit(
@@ -385,6 +394,7 @@ def simulate_archive(
     exptime_s: float | None = None,
     gaia_catalog: Path | None = None,
     dither: str = "pattern",
+    effects: SimEffects | None = None,
     progress: ProgressCallback | None = None,
 ) -> SimulatedArchive:
     """Simulate ``visits`` new visits into a local archive and rewrite ``observations.json``.
@@ -417,6 +427,9 @@ def simulate_archive(
         Optional ``ra dec mag`` star list (e.g. the NGC 6791 Gaia DR2 file) to simulate a real sky.
     dither
         ``"pattern"`` (standard dithers) or ``"none"`` (undithered CR-SPLIT visits).
+    effects
+        Archive effects (default none; ``SimEffects.realistic()`` turns every one on). With
+        ``filters_per_visit > 1`` a visit uses that many of ``filters``, starting at its own.
     progress
         ``progress(message, done, total)`` callback, one call per exposure.
 
@@ -444,10 +457,12 @@ def simulate_archive(
     total = visits * exposures
     for number in range(visits):
         kind = FIELD_TYPES[number % len(FIELD_TYPES)] if field_type == "mixed" else field_type
+        own = [filters[(number + j) % len(filters)] for j in range(len(filters))]
         simulate_visit(
             root,
             field_type=kind,
-            filter_name=filters[number % len(filters)],
+            filter_name=own[0],
+            extra_filters=tuple(own[1:]),
             exposures=exposures,
             size=size,
             seed=seed,
@@ -457,6 +472,7 @@ def simulate_archive(
             exptime_s=exptime_s,
             gaia_catalog=gaia_catalog,
             dither=dither,
+            effects=effects,
             progress=progress,
             progress_offset=number * exposures,
             progress_total=total,

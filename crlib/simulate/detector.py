@@ -11,11 +11,16 @@ pattern (same positions in every exposure), with residual signal in SCI.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crlib.profiles import InstrumentProfile
+from crlib.simulate.cte import apply_cte
 from crlib.simulate.geometry import ChipWindow, FloatArray
+
+if TYPE_CHECKING:
+    from crlib.simulate.defects import DatedDefects
 
 FULL_WELL_E = 80000.0
 DARK_RATE_E_PER_S = 0.006
@@ -125,6 +130,49 @@ def bleed_saturation(charge: FloatArray, full_well: float) -> np.ndarray:
     return charge >= full_well
 
 
+@dataclass(frozen=True, slots=True)
+class CteSetup:
+    """CTE trailing of one chip window (see :func:`crlib.simulate.cte.apply_cte`).
+
+    Attributes
+    ----------
+    transfers
+        Parallel transfers of each window row to the serial register, shape (ny,).
+    trail_sign
+        +1: trails toward larger rows; -1: toward smaller rows.
+    years
+        Years since ACS installation.
+    """
+
+    transfers: np.ndarray
+    trail_sign: int
+    years: float
+
+
+@dataclass(frozen=True, slots=True)
+class Readout:
+    """Calibrated arrays of one chip window and what the effects did.
+
+    Attributes
+    ----------
+    sci, err
+        float32 (ny, nx), electrons.
+    dq
+        int16 (ny, nx).
+    cr_charge
+        float32 (ny, nx): CR charge as read out (after CTE, including its own trail), electrons.
+    cte_trail
+        float32 (ny, nx): net charge CTE moved into each pixel from everything but CRs (positive
+        in trails, negative where sources lost charge), electrons (zeros without CTE).
+    """
+
+    sci: np.ndarray
+    err: np.ndarray
+    dq: np.ndarray
+    cr_charge: np.ndarray
+    cte_trail: np.ndarray
+
+
 def read_out(
     rng: np.random.Generator,
     expected_e: FloatArray,
@@ -137,7 +185,7 @@ def read_out(
     exptime_s: float,
     dark_e: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Turn expected electrons into calibrated SCI/ERR/DQ arrays.
+    """Turn expected electrons into calibrated SCI/ERR/DQ arrays (the basic detector).
 
     Parameters
     ----------
@@ -163,11 +211,85 @@ def read_out(
     tuple
         ``(sci float32, err float32, dq int16)`` of shape (ny, nx).
     """
+    out = read_out_detailed(
+        rng,
+        expected_e,
+        cr_charge=cr_charge,
+        defects=defects,
+        amp_index=amp_index,
+        gains=gains,
+        read_noises=read_noises,
+        exptime_s=exptime_s,
+        dark_e=dark_e,
+    )
+    return out.sci, out.err, out.dq
+
+
+def read_out_detailed(
+    rng: np.random.Generator,
+    expected_e: FloatArray,
+    *,
+    cr_charge: FloatArray,
+    defects: Defects,
+    amp_index: np.ndarray,
+    gains: tuple[float, float],
+    read_noises: tuple[float, float],
+    exptime_s: float,
+    dark_e: float,
+    dated: DatedDefects | None = None,
+    cte: CteSetup | None = None,
+    background_e: float = 0.0,
+) -> Readout:
+    """:func:`read_out` with the optional archive effects.
+
+    Parameters
+    ----------
+    rng, expected_e, cr_charge, defects, amp_index, gains, read_noises, exptime_s, dark_e
+        As :func:`read_out`.
+    dated
+        Dated hot/warm/sink pixels (:mod:`crlib.simulate.defects`); they replace the basic hot
+        pixels of ``defects`` (its bad columns stay).
+    cte
+        Trail the charge along the columns before the read noise is added.
+    background_e
+        Sky + dark per pixel, electrons (fills CTE traps).
+
+    Returns
+    -------
+    Readout
+    """
+    from crlib.simulate.defects import add_hot_charge, apply_sinks, defect_dq
+
     charge = rng.poisson(np.clip(expected_e, 0.0, None) + dark_e).astype(np.float64)
     charge += cr_charge
-    charge[defects.hot_y, defects.hot_x] += rng.poisson(defects.hot_rate * exptime_s)
+    if dated is None:
+        charge[defects.hot_y, defects.hot_x] += rng.poisson(defects.hot_rate * exptime_s)
+    else:
+        add_hot_charge(rng, charge, dated, exptime_s=exptime_s)
+        apply_sinks(charge, dated)
     charge += np.where(defects.column_mask, defects.column_offset, 0.0)
     saturated = bleed_saturation(charge, FULL_WELL_E)
+    cr_read = np.asarray(cr_charge, dtype=np.float64)
+    trail = np.zeros_like(charge)
+    if cte is not None:
+        static = charge - cr_read
+        trailed, _ = apply_cte(
+            charge,
+            transfers=cte.transfers,
+            trail_sign=cte.trail_sign,
+            background_e=background_e,
+            years=cte.years,
+        )
+        trailed_static, _ = apply_cte(
+            static,
+            transfers=cte.transfers,
+            trail_sign=cte.trail_sign,
+            background_e=background_e,
+            years=cte.years,
+        )
+        trail = trailed_static - static  # net: trails show where more charge arrives than leaves
+        cr_read = trailed - trailed_static
+        charge = trailed
     gain = np.asarray(gains)[amp_index][None, :]
     noise = np.asarray(read_noises)[amp_index][None, :]
     charge += rng.standard_normal(charge.shape) * noise
@@ -175,6 +297,15 @@ def read_out(
     err = np.sqrt(np.clip(sci + dark_e, 0.0, None) + noise**2)
     dq = np.zeros(charge.shape, dtype=np.int16)
     dq[defects.column_mask] |= DQ_BAD_DETECTOR_PIXEL
-    dq[defects.hot_y, defects.hot_x] |= DQ_HOT_PIXEL
+    if dated is None:
+        dq[defects.hot_y, defects.hot_x] |= DQ_HOT_PIXEL
+    else:
+        dq |= defect_dq(charge.shape, dated)
     dq[saturated] |= DQ_SATURATED
-    return sci.astype(np.float32), err.astype(np.float32), dq
+    return Readout(
+        sci=sci.astype(np.float32),
+        err=err.astype(np.float32),
+        dq=dq,
+        cr_charge=cr_read.astype(np.float32),
+        cte_trail=trail.astype(np.float32),
+    )

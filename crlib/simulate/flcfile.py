@@ -230,26 +230,40 @@ def write_truth(
     models: list[np.ndarray],
     mask_threshold_e: float,
     n_events: list[int],
+    artefacts: list[np.ndarray | None] | None = None,
 ) -> None:
-    """Write ``<rootname>_simtruth.fits``: CRMASK, CRCHARGE, MODEL per chip (EXTVER = SCI extver)."""
+    """Write ``<rootname>_simtruth.fits``: CRMASK, CRCHARGE, MODEL per chip (EXTVER = SCI extver).
+
+    With ``artefacts`` (uint8 bit masks of :mod:`crlib.simulate.artefacts`, one per chip) an
+    ``ARTEFACT`` extension follows each chip's MODEL; readers of the other extensions are unaffected.
+    """
+    from crlib.simulate.artefacts import ARTEFACT_BITS
+
     primary = fits.PrimaryHDU()
     primary.header["ROOTNAME"] = rootname
     primary.header["FILETYPE"] = "SIMTRUTH"
     primary.header["CRTHRESH"] = (mask_threshold_e, "CRMASK = 1 where CR charge >= this, e-")
     hdus: list[fits.ImageHDU | fits.PrimaryHDU] = [primary]
-    for window, mask, charge, model, events in zip(
-        windows, cr_masks, cr_charges, models, n_events, strict=True
+    bits = artefacts if artefacts is not None else [None] * len(windows)
+    for window, mask, charge, model, events, artefact in zip(
+        windows, cr_masks, cr_charges, models, n_events, bits, strict=True
     ):
-        for name, data, unit in (
+        planes = [
             ("CRMASK", mask, "UNITLESS"),
             ("CRCHARGE", charge, "ELECTRONS"),
             ("MODEL", model, "ELECTRONS"),
-        ):
+        ]
+        if artefact is not None:
+            planes.append(("ARTEFACT", artefact, "UNITLESS"))
+        for name, data, unit in planes:
             hdu = fits.ImageHDU(data=data, name=name, ver=window.sci_extver)
             hdu.header["BUNIT"] = unit
             hdu.header["LTV1"] = float(-window.x0)
             hdu.header["LTV2"] = float(-window.y0)
             hdu.header["NCREVENT"] = (events, "CR events drawn for this chip (incl. margin)")
+            if name == "ARTEFACT":
+                for label, bit in ARTEFACT_BITS.items():
+                    hdu.header[f"BIT{bit}"] = (label, "artefact class of this bit")
             hdus.append(hdu)
     write_fits(fits.HDUList(hdus), path, stamp=f"truth of {rootname}")
 

@@ -16,6 +16,7 @@ from astropy.wcs import WCS
 from crlib.simulate.geometry import (
     FloatArray,
     orientat_deg,
+    radec,
     rotate_chip_wcs,
     rotation_about,
     rotation_between,
@@ -36,16 +37,38 @@ class Pointing:
         Sky rotation (3, 3) from the template's pointing to this one.
     anchor
         ``(sci_extver, x, y)``: the full-chip pixel (0-based) that dither and error offsets refer to.
+    scale
+        Plate-scale factor about the anchor (1: the template's scale; > 1: the sky looks smaller).
     """
 
     template: Template
     rotation: FloatArray
     anchor: tuple[int, float, float]
+    scale: float = 1.0
 
     def chip_crval_cd(self, sci_extver: int) -> tuple[tuple[float, float], FloatArray]:
-        """Rotated ``(CRVAL1, CRVAL2)`` and CD matrix of one chip."""
+        """Rotated (and scaled about the anchor) ``(CRVAL1, CRVAL2)`` and CD matrix of one chip."""
         crval, cd = self.template.crval_cd(sci_extver)
-        return rotate_chip_wcs(crval, cd, self.rotation)
+        crval, cd = rotate_chip_wcs(crval, cd, self.rotation)
+        if self.scale == 1.0:
+            return crval, cd
+        anchor = Pointing(self.template, self.rotation, self.anchor).anchor_sky()
+        point = unit_vector(crval[0], crval[1])
+        axis = np.cross(anchor, point)
+        norm = float(np.linalg.norm(axis))
+        if norm > 0:
+            angle = math.atan2(norm, float(np.dot(anchor, point)))
+            point = rotation_about(axis / norm, (self.scale - 1.0) * angle) @ point
+        return radec(point), cd * self.scale
+
+    def rotated_and_scaled(self, angle_deg: float, scale: float) -> Pointing:
+        """This pointing turned by ``angle_deg`` about the anchor's sky position and scaled by ``scale``.
+
+        Positive angles turn the sky counter-clockwise on the detector, as ``roll_deg`` of
+        :func:`nominal_pointing`; ``scale`` multiplies the plate scale (an aberration-like error).
+        """
+        turn = rotation_about(self.anchor_sky(), math.radians(angle_deg))
+        return Pointing(self.template, turn @ self.rotation, self.anchor, self.scale * scale)
 
     def chip_wcs(self, sci_extver: int) -> WCS:
         """Full-chip WCS with distortion for one chip."""
@@ -67,7 +90,7 @@ class Pointing:
         step = rotation_between(self.anchor_sky((-shift_px[0], -shift_px[1])), self.anchor_sky())
         # ``step`` maps the point now at anchor-shift onto the anchor's sky position; the telescope
         # must move the opposite way so that the old anchor sky point lands at anchor+shift.
-        return Pointing(self.template, step.T @ self.rotation, self.anchor)
+        return Pointing(self.template, step.T @ self.rotation, self.anchor, self.scale)
 
     def position_angle_change_deg(self) -> float:
         """Change of the anchor chip's ``ORIENTAT`` relative to the template, degrees."""

@@ -44,9 +44,38 @@ def _accumulate(image: FloatArray, x: FloatArray, y: FloatArray, half: int, valu
 
 
 def add_point_sources(
-    image: FloatArray, x: FloatArray, y: FloatArray, flux: FloatArray, fwhm_px: float
+    image: FloatArray,
+    x: FloatArray,
+    y: FloatArray,
+    flux: FloatArray,
+    fwhm_px: float,
+    *,
+    psf_filter: str | None = None,
 ) -> None:
-    """Add Moffat point sources (total ``flux`` e- each) at window pixel positions ``x, y``."""
+    """Add point sources (total ``flux`` e- each) at window pixel positions ``x, y``.
+
+    With ``psf_filter`` (e.g. ``"F606W"``) the stars are drizzlepac's ACS/WFC PSF of that filter
+    (:mod:`crlib.simulate.psf`), otherwise Moffat profiles of ``fwhm_px``.
+    """
+    if psf_filter is not None:
+        from crlib.simulate.psf import PSF_STAMP_TIERS, psf_values
+
+        lower = 0.0
+        for upper, half in PSF_STAMP_TIERS:
+            chosen = np.flatnonzero((flux >= lower) & (flux < upper))
+            lower = upper
+            chunk = max(1, 4_000_000 // (2 * half + 1) ** 2)  # bounded temporary arrays
+            for start in range(0, chosen.size, chunk):
+                part = chosen[start : start + chunk]
+                amp = flux[part][:, None, None]
+                _accumulate(
+                    image,
+                    x[part],
+                    y[part],
+                    half,
+                    lambda dx, dy, amp=amp: amp * psf_values(psf_filter, dx, dy),
+                )
+        return
     alpha = moffat_alpha(fwhm_px)
     amplitude = flux * (MOFFAT_BETA - 1.0) / (np.pi * alpha**2)
     lower = 0.0
@@ -123,7 +152,13 @@ def _interpolation_matrix(nodes: FloatArray, size: int) -> FloatArray:
 
 
 def render_window(
-    scene: Scene, wcs: WCS, window: ChipWindow, *, exptime_s: float, fwhm_px: float
+    scene: Scene,
+    wcs: WCS,
+    window: ChipWindow,
+    *,
+    exptime_s: float,
+    fwhm_px: float,
+    psf_filter: str | None = None,
 ) -> FloatArray:
     """Noiseless source signal (e-, no sky) of one chip window.
 
@@ -138,7 +173,9 @@ def render_window(
     exptime_s
         Exposure time, seconds.
     fwhm_px
-        PSF FWHM, pixels.
+        PSF FWHM, pixels (Moffat stars, galaxy softening).
+    psf_filter
+        Render stars with drizzlepac's PSF of this filter instead of the Moffat profile.
 
     Returns
     -------
@@ -158,7 +195,14 @@ def render_window(
         y = y - window.y0
         near = (x > -margin) & (x < window.nx + margin) & (y > -margin) & (y < window.ny + margin)
         if kind == "stars":
-            add_point_sources(image, x[near], y[near], scene.star_rate[near] * exptime_s, fwhm_px)
+            add_point_sources(
+                image,
+                x[near],
+                y[near],
+                scene.star_rate[near] * exptime_s,
+                fwhm_px,
+                psf_filter=psf_filter,
+            )
         else:
             add_galaxies(
                 image,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +18,26 @@ import numpy as np
 from astropy.wcs import WCS
 
 from crlib.profiles import ACS_WFC
+from crlib.simulate.artefacts import DQ_CR_DRIZ, artefact_mask, prior_drizzle_flags
 from crlib.simulate.cosmics import CosmicRayModel, inject_cosmic_rays, mean_pixels_per_event
 from crlib.simulate.detector import (
     DARK_RATE_E_PER_S,
     FULL_WELL_E,
+    Defects,
     amplifier_columns,
     chip_defects,
-    read_out,
+    read_out_detailed,
 )
+from crlib.simulate.effects import SimEffects
 from crlib.simulate.flcfile import ChipData, ExposureMeta, build_flc, mean_dark_e, write_fits, write_truth
-from crlib.simulate.geometry import chip_windows, dither_pattern
+from crlib.simulate.geometry import ChipWindow, chip_windows, dither_pattern
 from crlib.simulate.pointing import Pointing, nominal_pointing
 from crlib.simulate.programs import GAIA_FIELD_TARGET, TARGETS, FilterSpec, rootname
-from crlib.simulate.render import render_window
-from crlib.simulate.scene import build_scene, read_gaia_catalog
-from crlib.simulate.template import load_template
+from crlib.simulate.render import render_window, window_to_frame
+from crlib.simulate.satellites import trail_image
+from crlib.simulate.scene import Scene, build_scene, read_gaia_catalog
+from crlib.simulate.template import Template, load_template
+from crlib.simulate.visiteffects import VisitEffects, draw_visit_effects
 
 PROFILE = ACS_WFC
 TYPICAL_EXPTIMES_S = {
@@ -76,6 +81,8 @@ class VisitPlan:
     exptime_s: float | None
     gaia_catalog: Path | None
     dither: str = "pattern"
+    effects: SimEffects = field(default_factory=SimEffects)
+    extra_filters: tuple[FilterSpec, ...] = ()
 
 
 def _visit_frame(pointing: Pointing) -> WCS:
@@ -111,6 +118,88 @@ def _file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _render_chip(
+    plan: VisitPlan,
+    k: int,
+    window: ChipWindow,
+    *,
+    scene: Scene,
+    template: Template,
+    true_pointing: Pointing,
+    header_pointing: Pointing,
+    visit_effects: VisitEffects,
+    cr_model: CosmicRayModel,
+    exptime: float,
+    sky_e: float,
+    dark: float,
+    defects: dict[int, Defects],
+) -> tuple[ChipData, tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray | None]]:
+    """One chip of exposure ``k``: its FLC arrays and its truth (mask, charge, model, events, artefacts)."""
+    effects = plan.effects
+    effect = visit_effects.exposures[k]
+    chip = PROFILE.chip(window.sci_extver)
+    true_wcs = true_pointing.chip_wcs(window.sci_extver)
+    model = render_window(
+        scene,
+        true_wcs,
+        window,
+        exptime_s=exptime,
+        fwhm_px=effect.filter.psf_fwhm_px,
+        psf_filter=effect.filter.name if effects.real_psf else None,
+    )
+    if effect.flux_factor != 1.0:
+        model *= effect.flux_factor
+    model += sky_e
+    satellite = None
+    if effect.satellite is not None:
+        u, v = window_to_frame(true_wcs, window, scene.frame)
+        satellite = trail_image(effect.satellite, u, v)
+    hits = inject_cosmic_rays(
+        np.random.default_rng([plan.seed, plan.visit_index, k + 1, window.sci_extver, 1]),
+        window.shape,
+        exptime_s=exptime,
+        model=cr_model,
+    )
+    header = template.primary
+    dated = visit_effects.defects.get(window.sci_extver)
+    readout = read_out_detailed(
+        np.random.default_rng([plan.seed, plan.visit_index, k + 1, window.sci_extver, 2]),
+        model if satellite is None else model + satellite,
+        cr_charge=hits.charge,
+        defects=defects[window.sci_extver],
+        amp_index=amplifier_columns(PROFILE, window),
+        gains=(float(header[f"ATODGN{chip.amps[0]}"]), float(header[f"ATODGN{chip.amps[1]}"])),
+        read_noises=(float(header[f"READNSE{chip.amps[0]}"]), float(header[f"READNSE{chip.amps[1]}"])),
+        exptime_s=exptime,
+        dark_e=dark,
+        dated=dated,
+        cte=visit_effects.cte_setup(window, PROFILE),
+        background_e=sky_e + dark,
+    )
+    dq = readout.dq
+    if effects.prior_drizzle_dq:
+        unflagged = None
+        if dated is not None:
+            unflagged = np.zeros(window.shape, dtype=bool)
+            hot = dated.unflagged & (dated.hot_rate * exptime >= 30.0)
+            unflagged[dated.hot_y[hot], dated.hot_x[hot]] = True
+        dq = dq | np.where(prior_drizzle_flags(readout.cr_charge, unflagged), DQ_CR_DRIZ, 0).astype(np.int16)
+    crval, cd = header_pointing.chip_crval_cd(window.sci_extver)
+    chip_data = ChipData(window, crval, cd, readout.sci, readout.err, dq, dark)
+    artefacts = None
+    if effects.any:
+        artefacts = artefact_mask(
+            window.shape,
+            cte_trail=readout.cte_trail if effects.cte else None,
+            hot=(dated.hot_y, dated.hot_x, dated.unflagged) if dated is not None else None,
+            sink=(dated.sink_y, dated.sink_x) if dated is not None else None,
+            satellite=satellite,
+            bad_columns=defects[window.sci_extver].column_mask,
+        )
+    cr_mask = (readout.cr_charge >= cr_model.mask_threshold_e).astype(np.uint8)
+    return chip_data, (cr_mask, readout.cr_charge, model.astype(np.float32), hits.n_events, artefacts)
 
 
 def render_visit(
@@ -180,58 +269,64 @@ def render_visit(
         zeropoint=plan.filter.ab_zeropoint,
         gaia=gaia,
     )
+    box = _scene_box(nominal, frame, plan.size)
+    visit_effects = draw_visit_effects(
+        plan.effects,
+        seed=plan.seed,
+        visit_index=plan.visit_index,
+        exposures=plan.exposures,
+        filters=(plan.filter, *plan.extra_filters),
+        mjd=start_mjd,
+        windows=windows,
+        profile=PROFILE,
+        frame_centre=((box[0] + box[1]) / 2.0, (box[2] + box[3]) / 2.0),
+        field_half_size_px=max(box[1] - box[0], box[3] - box[2]) / 2.0,
+    )
     pattern, dithers = dither_pattern(plan.exposures, dither=plan.dither)
     scale = PROFILE.plate_scale_arcsec
     visit_dir = root / plan.visit
     (visit_dir / "truth").mkdir(parents=True, exist_ok=True)
     defects = {w.sci_extver: chip_defects(PROFILE, w) for w in windows}
     dark = mean_dark_e(exptime, DARK_RATE_E_PER_S)
-    sky_e = plan.filter.sky_e_per_s * exptime
     exposures: list[dict[str, Any]] = []
     for k, dither in enumerate(dithers):
         name = rootname(plan.visit, k)
+        effect = visit_effects.exposures[k]
         header_pointing = nominal.moved_by_pixels(dither)
         error = (visit_error[0] + float(jitter[k, 0]), visit_error[1] + float(jitter[k, 1]))
         true_pointing = header_pointing.moved_by_pixels(error)
+        if effect.roll_error_deg != 0.0 or effect.scale_error != 1.0:
+            true_pointing = true_pointing.rotated_and_scaled(effect.roll_error_deg, effect.scale_error)
+        cr_model = (
+            replace(CR_MODEL, rate_per_cm2_s=CR_MODEL.rate_per_cm2_s * effect.cr_rate_factor)
+            if effect.cr_rate_factor != 1.0
+            else CR_MODEL
+        )
+        sky_e = effect.filter.sky_e_per_s * exptime
         chips: list[ChipData] = []
-        masks, charges, models, events = [], [], [], []
+        masks, charges, models, events, artefacts = [], [], [], [], []
         for window in windows:
-            chip = PROFILE.chip(window.sci_extver)
-            model = render_window(
-                scene,
-                true_pointing.chip_wcs(window.sci_extver),
+            chip_data, truth = _render_chip(
+                plan,
+                k,
                 window,
-                exptime_s=exptime,
-                fwhm_px=plan.filter.psf_fwhm_px,
+                scene=scene,
+                template=template,
+                true_pointing=true_pointing,
+                header_pointing=header_pointing,
+                visit_effects=visit_effects,
+                cr_model=cr_model,
+                exptime=exptime,
+                sky_e=sky_e,
+                dark=dark,
+                defects=defects,
             )
-            model += sky_e
-            hits = inject_cosmic_rays(
-                np.random.default_rng([plan.seed, plan.visit_index, k + 1, window.sci_extver, 1]),
-                window.shape,
-                exptime_s=exptime,
-                model=CR_MODEL,
-            )
-            header = template.primary
-            sci, err, dq = read_out(
-                np.random.default_rng([plan.seed, plan.visit_index, k + 1, window.sci_extver, 2]),
-                model,
-                cr_charge=hits.charge,
-                defects=defects[window.sci_extver],
-                amp_index=amplifier_columns(PROFILE, window),
-                gains=(float(header[f"ATODGN{chip.amps[0]}"]), float(header[f"ATODGN{chip.amps[1]}"])),
-                read_noises=(
-                    float(header[f"READNSE{chip.amps[0]}"]),
-                    float(header[f"READNSE{chip.amps[1]}"]),
-                ),
-                exptime_s=exptime,
-                dark_e=dark,
-            )
-            crval, cd = header_pointing.chip_crval_cd(window.sci_extver)
-            chips.append(ChipData(window, crval, cd, sci, err, dq, dark))
-            masks.append(hits.mask(CR_MODEL.mask_threshold_e))
-            charges.append(hits.charge)
-            models.append(model.astype(np.float32))
-            events.append(hits.n_events)
+            chips.append(chip_data)
+            masks.append(truth[0])
+            charges.append(truth[1])
+            models.append(truth[2])
+            events.append(truth[3])
+            artefacts.append(truth[4])
         expstart = start_mjd + k * (exptime + OVERHEAD_S) / 86400.0
         meta = ExposureMeta(
             rootname=name,
@@ -240,7 +335,7 @@ def render_visit(
             target_name=target_name,
             target_ra=target_ra,
             target_dec=target_dec,
-            filter=plan.filter,
+            filter=effect.filter,
             exptime_s=exptime,
             expstart_mjd=expstart,
             pa_v3_deg=pa_v3,
@@ -260,6 +355,7 @@ def render_visit(
             models=models,
             mask_threshold_e=CR_MODEL.mask_threshold_e,
             n_events=events,
+            artefacts=artefacts if plan.effects.any else None,
         )
         n_pixels = sum(w.nx * w.ny for w in windows)
         centre = header_pointing.anchor_sky()
@@ -277,6 +373,8 @@ def render_visit(
                 "dither_px": [dither[0], dither[1]],
                 "pointing_error_px": [error[0], error[1]],
                 "jitter_px": [float(jitter[k, 0]), float(jitter[k, 1])],
+                "filter": effect.filter.name,
+                "effects": effect.as_dict(),
                 "cr_events": events,
                 "cr_pixel_fraction": float(sum(int(m.sum()) for m in masks) / n_pixels),
                 "saturated_pixels": int(sum(int((c.dq & 256).astype(bool).sum()) for c in chips)),
@@ -315,7 +413,7 @@ def render_visit(
         "dither_convention": "a fixed star moves by +dither_px from exposure 0 to k (header WCS, anchor)",
         "exptime_s": exptime,
         "psf_fwhm_px": plan.filter.psf_fwhm_px,
-        "sky_e_per_pixel": sky_e,
+        "sky_e_per_pixel": plan.filter.sky_e_per_s * exptime,
         "mean_dark_e": dark,
         "full_well_e": FULL_WELL_E,
         "cosmic_rays": {
@@ -328,6 +426,7 @@ def render_visit(
             * cr_pixels_per_event(),
         },
         "scene": scene.summary,
+        "effects": visit_effects.summary(),
         "gaia_catalog": str(plan.gaia_catalog) if plan.gaia_catalog is not None else None,
         "seeds": {
             "archive": plan.seed,

@@ -16,12 +16,16 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from crlib.profiles import FIELD_TYPES
+from crlib.truth.fidelity_report import artefact_lines
 from crlib.truth.product import read_truth_product
+
+if TYPE_CHECKING:
+    from crlib.simulate.effects import SimEffects
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,7 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
     """
     from crlib.align.exposures import find_exposures, read_exposure
     from crlib.align.visit import AlignOptions
+    from crlib.truth.artefact_fidelity import excluded_counts, score_artefacts
     from crlib.truth.fidelity import FIDELITY_KEYS, mean_finite, score_against_simulator
     from crlib.truth.visit import TruthOptions, build_visit_truth
 
@@ -118,6 +123,8 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
         products[method] = {r.rootname: Path(r.path) for r in truth.exposures if r.path is not None}
         fidelity = score_against_simulator(visit_dir, truth.exposures, exposures)
         report[method] = {
+            "artefacts": score_artefacts(visit_dir, truth.exposures, exposures),
+            "excluded": excluded_counts(truth.exposures),
             "statuses": {r.rootname: r.status for r in truth.exposures},
             "reasons": {r.rootname: list(r.reasons) for r in truth.exposures if r.reasons},
             "seconds": seconds,
@@ -136,8 +143,12 @@ def run_crosscheck_benchmark(
     exposures: int = 4,
     seed: int = 7,
     field_types: tuple[str, ...] = FIELD_TYPES,
+    effects: SimEffects | None = None,
 ) -> dict[str, Any]:
-    """Simulate one undithered visit per field type and cross-check the two truth methods on each."""
+    """Simulate one undithered visit per field type and cross-check the two truth methods on each.
+
+    ``effects``: simulator archive effects (default: basic); the report scores each artefact class.
+    """
     from crlib.truth.fidelity import simulate_field_visits
 
     if exposures < 3:
@@ -151,10 +162,17 @@ def run_crosscheck_benchmark(
         seed=seed,
         field_types=field_types,
         dither="none",
+        effects=effects,
     ):
         log.info("cross-checking truth methods on %s (%s)", visit_dir.name, field_type)
         visits.append(crosscheck_visit(visit_dir, scratch / "runs-crsplit"))
-    return {"targets": TARGETS, "size": size, "exposures": exposures, "visits": visits}
+    return {
+        "targets": TARGETS,
+        "size": size,
+        "exposures": exposures,
+        "effects": effects.as_dict() if effects is not None else None,
+        "visits": visits,
+    }
 
 
 def format_crosscheck(report: dict[str, Any]) -> str:
@@ -176,6 +194,11 @@ def format_crosscheck(report: dict[str, Any]) -> str:
                 f"{m['false_positive_rate']:9.2e} {m['star_core_contamination']:7.4f} {m['seconds']:8.1f}  "
                 f"{','.join(sorted(set(m['statuses'].values())))}"
             )
+        for method in ("multiframe", "drizzle"):
+            extra = artefact_lines(v[method])
+            if extra:
+                lines.append(f"{'':18s} {method}:")
+                lines.extend(extra)
         a = v["agreement"]
         if a:
             lines.append(

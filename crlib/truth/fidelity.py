@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import numpy as np
 
 from crlib.profiles import FIELD_TYPES, InstrumentProfile
+from crlib.truth.artefact_fidelity import excluded_counts, score_artefacts
+from crlib.truth.fidelity_report import BARE, CRLIB, format_report
 from crlib.truth.parameters import parameter_differences
 from crlib.truth.product import read_truth_product
 from crlib.truth.quality import star_core_mask
@@ -38,9 +40,12 @@ from crlib.truth.quality import star_core_mask
 if TYPE_CHECKING:
     from crlib.align.exposures import ExposureInfo
     from crlib.records import TruthResult
+    from crlib.simulate.effects import SimEffects
     from crlib.truth.drizzle import DrizzleRun
 
 T = TypeVar("T")
+
+__all__ = ["BARE", "CRLIB", "benchmark_visit", "format_report", "run_truth_benchmark"]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +56,6 @@ TARGETS = {
     "star_core_contamination": 0.01,
     "time_ratio": 1.5,
 }
-
-#: Names of the two timed tools: the whole truth stage, and AstroDrizzle alone.
-CRLIB = "crlib"
-BARE = "bare"
 
 #: Modules the timed paths import lazily (drizzlepac, alignment, masks): imported before any timer.
 PRELOAD_MODULES = (
@@ -75,23 +76,6 @@ PRELOAD_MODULES = (
     "crlib.align.visit",
     "crlib.truth.drizzle",
     "crlib.truth.visit",
-)
-
-#: Effective parameters printed per tool (all of them are compared).
-SHOWN_PARAMETERS = (
-    "parameter_set",
-    "skysub",
-    "skymethod",
-    "skymethod_used",
-    "combine_type",
-    "driz_cr",
-    "driz_cr_snr",
-    "driz_cr_scale",
-    "driz_cr_grow",
-    "driz_combine",
-    "num_cores",
-    "in_memory",
-    "output",
 )
 
 
@@ -230,8 +214,11 @@ def simulate_field_visits(
     seed: int,
     field_types: tuple[str, ...],
     dither: str = "pattern",
+    effects: SimEffects | None = None,
 ) -> list[tuple[str, Path]]:
     """A fresh one-visit archive per field type under ``root/<field type>`` (seed ``seed + index``).
+
+    ``effects``: the simulator's archive effects (default: the basic simulator).
 
     Returns
     -------
@@ -254,6 +241,7 @@ def simulate_field_visits(
             size=size,
             seed=seed + index,
             dither=dither,
+            effects=effects,
         )
         visits.extend((field_type, Path(visit.directory)) for visit in archive.visits)
     return visits
@@ -462,6 +450,8 @@ def benchmark_visit(
     fidelity = score_against_simulator(visit_dir, truth.exposures, exposures)
 
     return {
+        "artefacts": score_artefacts(visit_dir, truth.exposures, exposures),
+        "excluded": excluded_counts(truth.exposures),
         "visit": visit_dir.name,
         "field_type": info.get("field_type"),
         "alignment_status": alignment.status if alignment else None,
@@ -502,6 +492,7 @@ def run_truth_benchmark(
     repeats: int = 2,
     warmup: bool = True,
     num_cores: int | None = None,
+    effects: SimEffects | None = None,
 ) -> dict[str, Any]:
     """Simulate one visit per field type and benchmark the truth stage on each.
 
@@ -513,6 +504,8 @@ def run_truth_benchmark(
         What to simulate (one visit per field type, seed ``seed + index``).
     repeats, warmup, num_cores
         Passed to :func:`benchmark_visit`.
+    effects
+        Simulator archive effects (default: basic); the report scores each artefact class.
 
     Returns
     -------
@@ -526,7 +519,12 @@ def run_truth_benchmark(
     load_start = _load_average()
     visits = []
     for field_type, visit_dir in simulate_field_visits(
-        scratch / "archive", size=size, exposures=exposures, seed=seed, field_types=field_types
+        scratch / "archive",
+        size=size,
+        exposures=exposures,
+        seed=seed,
+        field_types=field_types,
+        effects=effects,
     ):
         log.info("benchmarking %s (%s)", visit_dir.name, field_type)
         visits.append(
@@ -536,6 +534,7 @@ def run_truth_benchmark(
         "targets": TARGETS,
         "size": size,
         "exposures": exposures,
+        "effects": effects.as_dict() if effects is not None else None,
         "repeats": repeats,
         "warmup": warmup,
         "cpu_count": os.cpu_count(),
@@ -543,66 +542,3 @@ def run_truth_benchmark(
         "load_average_end": _load_average(),
         "visits": visits,
     }
-
-
-def _shown(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """Human-readable table of :func:`run_truth_benchmark` output, with every timed run and the
-    parameters both tools used."""
-    t = report["targets"]
-    lines = [
-        f"truth fidelity ({report['size']}, {report['exposures']} exposures/visit); targets: align <= "
-        f"{t['alignment_rms_px']} px, recall(>50e-) >= {t['recall_50e']}, FPR <= {t['false_positive_rate']}, "
-        f"star cores <= {t['star_core_contamination']}, time <= {t['time_ratio']}x bare AstroDrizzle",
-        f"timing: median of {report['repeats']} alternated runs per tool"
-        f"{' after one untimed warm-up run each' if report['warmup'] else ' (no warm-up)'}; "
-        f"{report['cpu_count']} CPU cores; load average (1/5/15 min) "
-        f"{_shown(report['load_average_start'])} at start, {_shown(report['load_average_end'])} at end",
-        f"{'field type':18s} {'align':>8s} {'err px':>7s} {'rec50':>6s} {'rec3s':>6s} {'FPR':>9s} "
-        f"{'FPR-ring':>9s} {'cores':>6s} {'truth s':>8s} {'bare s':>7s} {'ratio':>6s}  status",
-    ]
-    for v in report["visits"]:
-        err = v["alignment_error_rms_px"]
-        lines.append(
-            f"{v['field_type']!s:18s} {v['alignment_status'] or '-':>8.8s} "
-            f"{(f'{err:.3f}' if err is not None else '-'):>7s} "
-            f"{v['recall_50e']:6.3f} {v['recall_3sigma']:6.3f} "
-            f"{v['false_positive_rate']:9.2e} {v['false_positive_rate_outside_grow_ring']:9.2e} "
-            f"{v['star_core_contamination']:6.3f} {v['truth_seconds']:8.1f} "
-            f"{v['bare_astrodrizzle_seconds']:7.1f} "
-            f"{v['time_ratio']:6.2f}  {','.join(sorted(set(v['statuses'].values())))}"
-        )
-    for v in report["visits"]:
-        lines.append(f"{v['field_type']} ({v['visit']}):")
-        runs = ", ".join(
-            f"{r['tool']} {r['seconds']:.1f} s (load {r['load_average'][0] if r['load_average'] else '-'})"
-            for r in v["runs"]
-        )
-        lines.append(f"  runs in order: {runs}")
-        steps = ", ".join(f"{k} {s:.1f}" for k, s in v["truth_step_seconds"].items())
-        lines.append(f"  truth stage steps (s, last run): {steps}")
-        threads = v["threads"]
-        lines.append(
-            f"  threads: crlib align catalogs {threads['align_catalog_workers']}, masks "
-            f"{threads['truth_mask_workers']}; AstroDrizzle num_cores crlib "
-            f"{_shown(threads['astrodrizzle_num_cores'].get(CRLIB))}, bare "
-            f"{_shown(threads['astrodrizzle_num_cores'].get(BARE))}"
-        )
-        imported = sorted({m for r in v["runs"] for m in r["imported_while_timed"]})
-        lines.append(f"  modules imported inside a timer: {', '.join(imported) if imported else 'none'}")
-        for tool in (CRLIB, BARE):
-            p = v["parameters"].get(tool) or {}
-            shown = ", ".join(f"{key}={_shown(p.get(key))}" for key in SHOWN_PARAMETERS)
-            lines.append(f"  {tool + ' parameters:':18s} {shown}")
-        if v["parameters_match"]:
-            n = len(v["parameters"][CRLIB] or {})
-            lines.append(f"  parameters: identical ({n} keywords compared)")
-        else:
-            diff = "; ".join(
-                f"{k}: crlib {a!r} vs bare {b!r}" for k, (a, b) in v["parameter_differences"].items()
-            )
-            lines.append(f"  parameters DIFFER: {diff}")
-    return "\n".join(lines)

@@ -21,6 +21,7 @@ import numpy as np
 from crlib.align.exposures import ExposureInfo
 from crlib.provenance import code_version
 from crlib.records import ChipTruth, TruthResult
+from crlib.truth.artefacts import HEADER_KEYS, exclude_artefacts, find_satellite_trails, sum_counts
 from crlib.truth.multiframe import CrMaskOptions, compute_crmasks, write_diagnostic_plots
 from crlib.truth.quality import (
     ChipQuality,
@@ -161,6 +162,7 @@ def multiframe_visit_truth(
 
     masks: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {i.rootname: {} for i in infos}
     qualities: dict[str, list[ChipQuality]] = {i.rootname: [] for i in infos}
+    excluded: dict[str, list[dict[str, int]]] = {i.rootname: [] for i in infos}
     for extver in infos[0].sci_extvers:
         frames, goods = [], []
         for info in infos:
@@ -179,6 +181,11 @@ def multiframe_visit_truth(
         for k, info in enumerate(infos):
             valid = common & ~saturation_mask(frames[k], level_e=profile.saturation_e)
             flagged = result.frame_masks[k].astype(bool)
+            # satellite trails: flagged in one frame only, like CRs (crlib.truth.artefacts)
+            band, trails = find_satellite_trails(flagged & valid)
+            flagged_u8, valid_u8, counts = exclude_artefacts(flagged, valid, satellite_band=band)
+            flagged, valid = flagged_u8.astype(bool), valid_u8.astype(bool)
+            excluded[info.rootname].append({**counts, "satellite_trails": len(trails)})
             cr_valid = flagged & valid
             core = cores & valid
             qualities[info.rootname].append(
@@ -194,7 +201,7 @@ def multiframe_visit_truth(
                     star_core_flagged=int((core & flagged).sum()),
                 )
             )
-            masks[info.rootname][extver] = (result.frame_masks[k], valid.astype(np.uint8))
+            masks[info.rootname][extver] = (flagged_u8, valid_u8)
 
     results = []
     for info in infos:
@@ -218,6 +225,8 @@ def multiframe_visit_truth(
             "CRLIBVER": code_version(),
             "STATUS": status,
         }
+        artefact_totals = sum_counts(excluded[info.rootname])
+        provenance.update({HEADER_KEYS[k]: v for k, v in artefact_totals.items() if k in HEADER_KEYS})
         path = write_truth_product(
             out_dir / f"{info.rootname}_crtruth.fits",
             rootname=info.rootname,
@@ -228,6 +237,7 @@ def multiframe_visit_truth(
         parameters: dict[str, object] = {
             **{k.lower(): v for k, v in provenance.items()},
             "frame_offset_px": offsets[info.rootname],
+            **{f"artefact_{key}": value for key, value in artefact_totals.items()},
             **gate_parameters(qualities[info.rootname]),
         }
         chips = tuple(

@@ -31,6 +31,13 @@ from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile, get_profile
 from crlib.provenance import code_version
 from crlib.records import AlignmentResult, ChipTruth, TruthResult
+from crlib.truth.artefacts import (
+    HEADER_KEYS,
+    exclude_artefacts,
+    find_satellite_trails,
+    sum_counts,
+    visit_hot_pixels,
+)
 from crlib.truth.drizzle import DrizzleRun, run_astrodrizzle
 from crlib.truth.product import write_truth_product
 from crlib.truth.quality import (
@@ -73,6 +80,9 @@ class TruthOptions:
         Extra AstroDrizzle keywords.
     workers
         Threads that build the exposures' masks at once (0: one per CPU core).
+    exclude_artefacts
+        Keep satellite trails and recurrent (hot) pixels out of the CR and valid masks
+        (:mod:`crlib.truth.artefacts`) and count them in the record.
     """
 
     align: bool = True
@@ -84,6 +94,7 @@ class TruthOptions:
     min_peak_snr: float = DEFAULT_MIN_PEAK_SNR
     drizzle_overrides: dict[str, Any] = field(default_factory=dict)
     workers: int = 0
+    exclude_artefacts: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +126,14 @@ class VisitTruth:
     out_dir: Path
 
 
+def _blot_paths(work_dir: Path, rootname: str, extver: int) -> list[Path]:
+    return sorted(work_dir.glob(f"{rootname}*_sci{extver}_blt.fits"))
+
+
 def _blot_image(work_dir: Path, rootname: str, extver: int) -> np.ndarray | None:
     from astropy.io import fits
 
-    for path in sorted(work_dir.glob(f"{rootname}*_sci{extver}_blt.fits")):
+    for path in _blot_paths(work_dir, rootname, extver):
         with fits.open(path, memmap=False) as hdul:
             return np.asarray(hdul[0].data, dtype=np.float32)
     return None
@@ -150,6 +165,7 @@ def _exposure_truth(
     options: TruthOptions,
     out_dir: Path,
     provenance: dict[str, Any],
+    hot_pixels: dict[int, np.ndarray] | None = None,
 ) -> TruthResult:
     from astropy.io import fits
 
@@ -160,6 +176,7 @@ def _exposure_truth(
     qualities: list[ChipQuality] = []
     chips: list[ChipTruth] = []
     missing = []
+    artefact_counts: list[dict[str, int]] = []
     # the working copy: its SCI equals the visit's file apart from NaN/inf pixels flag_nonfinite filled
     with fits.open(copy, memmap=False) as hdul:
         for extver in info.sci_extvers:
@@ -183,6 +200,18 @@ def _exposure_truth(
                 crmask, _ = prune_insignificant(
                     crmask, sci, blot, read_noise_e=info.read_noise_e, min_peak_snr=options.min_peak_snr
                 )
+            if options.exclude_artefacts:
+                band, trails = find_satellite_trails(crmask.astype(bool) & valid_bool)
+                crmask, valid, counts = exclude_artefacts(
+                    crmask, valid, hot=(hot_pixels or {}).get(extver), satellite_band=band
+                )
+                artefact_counts.append({**counts, "satellite_trails": len(trails)})
+                valid_bool = valid.astype(bool)
+                if blot is not None and options.min_peak_snr > 0 and counts["hot_flagged"]:
+                    # a hot pixel's flagged neighbours (driz_cr_grow) lose their peak with it
+                    crmask, _ = prune_insignificant(
+                        crmask, sci, blot, read_noise_e=info.read_noise_e, min_peak_snr=options.min_peak_snr
+                    )
             cr_valid = crmask.astype(bool) & valid_bool
             core = (
                 star_core_mask(blot, valid=valid_bool, saturation_e=profile.saturation_e)
@@ -221,6 +250,10 @@ def _exposure_truth(
     parameters = {**provenance, **gate_parameters(qualities)}
     header = {k: v for k, v in provenance.items() if len(k) <= 8}
     header["STATUS"] = status
+    if options.exclude_artefacts:
+        excluded = sum_counts(artefact_counts)
+        parameters.update({f"artefact_{key}": value for key, value in excluded.items()})
+        header.update({HEADER_KEYS[key]: value for key, value in excluded.items() if key in HEADER_KEYS})
     path = write_truth_product(
         out_dir / f"{info.rootname}_crtruth.fits",
         rootname=info.rootname,
@@ -396,6 +429,17 @@ def build_visit_truth(
     todo = [info for info in infos if info.rootname not in failed]
     copy_of = {info.rootname: copy for info, copy in zip(infos, copies, strict=True)}
     coverages = _coverages(todo, frames) if opts.min_exposures > 1 else {}
+    hot_pixels: dict[int, np.ndarray] = {}
+    if opts.exclude_artefacts and len(todo) >= 2:
+        blots = {
+            i.rootname: {e: p for e in i.sci_extvers for p in _blot_paths(run.work_dir, i.rootname, e)[:1]}
+            for i in todo
+        }
+        hot_pixels = visit_hot_pixels(
+            [(copy_of[i.rootname], blots[i.rootname], i.read_noise_e) for i in todo],
+            todo[0].sci_extvers,
+            flagged=[{e: run.cr_mask(i.rootname, e) for e in i.sci_extvers} for i in todo],
+        )
 
     def one_exposure(info: ExposureInfo) -> TruthResult:
         return _exposure_truth(
@@ -408,6 +452,7 @@ def build_visit_truth(
             options=opts,
             out_dir=out_dir,
             provenance=provenance,
+            hot_pixels=hot_pixels,
         )
 
     # pixel work per exposure (pruning, star cores, events, products) in threads: numpy and scipy

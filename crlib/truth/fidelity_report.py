@@ -1,0 +1,106 @@
+"""Text report of ``crlib bench truth`` (:func:`crlib.truth.fidelity.run_truth_benchmark` output)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Names of the two timed tools: the whole truth stage, and AstroDrizzle alone.
+CRLIB = "crlib"
+BARE = "bare"
+
+#: Effective parameters printed per tool (all of them are compared).
+SHOWN_PARAMETERS = (
+    "parameter_set",
+    "skysub",
+    "skymethod",
+    "skymethod_used",
+    "combine_type",
+    "driz_cr",
+    "driz_cr_snr",
+    "driz_cr_scale",
+    "driz_cr_grow",
+    "driz_combine",
+    "num_cores",
+    "in_memory",
+    "output",
+)
+
+
+def artefact_lines(visit: dict[str, Any]) -> list[str]:
+    """Per-artefact-class lines of one visit's report (none for a basic simulation)."""
+    from crlib.truth.artefact_fidelity import format_artefacts
+
+    lines = []
+    if visit.get("artefacts"):
+        lines.append("  artefact pixels (not CR) labelled CR by the truth (target <= 1%):")
+        lines.extend(format_artefacts(visit["artefacts"], indent="    "))
+    excluded = visit.get("excluded") or {}
+    if excluded:
+        lines.append(
+            "  excluded by the truth stage: " + ", ".join(f"{k[9:]} {v}" for k, v in excluded.items())
+        )
+    return lines
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Human-readable table of :func:`run_truth_benchmark` output, with every timed run and the
+    parameters both tools used."""
+    t = report["targets"]
+    lines = [
+        f"truth fidelity ({report['size']}, {report['exposures']} exposures/visit); targets: align <= "
+        f"{t['alignment_rms_px']} px, recall(>50e-) >= {t['recall_50e']}, FPR <= {t['false_positive_rate']}, "
+        f"star cores <= {t['star_core_contamination']}, time <= {t['time_ratio']}x bare AstroDrizzle",
+        f"timing: median of {report['repeats']} alternated runs per tool"
+        f"{' after one untimed warm-up run each' if report['warmup'] else ' (no warm-up)'}; "
+        f"{report['cpu_count']} CPU cores; load average (1/5/15 min) "
+        f"{_shown(report['load_average_start'])} at start, {_shown(report['load_average_end'])} at end",
+        f"{'field type':18s} {'align':>8s} {'err px':>7s} {'rec50':>6s} {'rec3s':>6s} {'FPR':>9s} "
+        f"{'FPR-ring':>9s} {'cores':>6s} {'truth s':>8s} {'bare s':>7s} {'ratio':>6s}  status",
+    ]
+    for v in report["visits"]:
+        err = v["alignment_error_rms_px"]
+        lines.append(
+            f"{v['field_type']!s:18s} {v['alignment_status'] or '-':>8.8s} "
+            f"{(f'{err:.3f}' if err is not None else '-'):>7s} "
+            f"{v['recall_50e']:6.3f} {v['recall_3sigma']:6.3f} "
+            f"{v['false_positive_rate']:9.2e} {v['false_positive_rate_outside_grow_ring']:9.2e} "
+            f"{v['star_core_contamination']:6.3f} {v['truth_seconds']:8.1f} "
+            f"{v['bare_astrodrizzle_seconds']:7.1f} "
+            f"{v['time_ratio']:6.2f}  {','.join(sorted(set(v['statuses'].values())))}"
+        )
+    for v in report["visits"]:
+        lines.append(f"{v['field_type']} ({v['visit']}):")
+        lines.extend(artefact_lines(v))
+        runs = ", ".join(
+            f"{r['tool']} {r['seconds']:.1f} s (load {r['load_average'][0] if r['load_average'] else '-'})"
+            for r in v["runs"]
+        )
+        lines.append(f"  runs in order: {runs}")
+        steps = ", ".join(f"{k} {s:.1f}" for k, s in v["truth_step_seconds"].items())
+        lines.append(f"  truth stage steps (s, last run): {steps}")
+        threads = v["threads"]
+        lines.append(
+            f"  threads: crlib align catalogs {threads['align_catalog_workers']}, masks "
+            f"{threads['truth_mask_workers']}; AstroDrizzle num_cores crlib "
+            f"{_shown(threads['astrodrizzle_num_cores'].get(CRLIB))}, bare "
+            f"{_shown(threads['astrodrizzle_num_cores'].get(BARE))}"
+        )
+        imported = sorted({m for r in v["runs"] for m in r["imported_while_timed"]})
+        lines.append(f"  modules imported inside a timer: {', '.join(imported) if imported else 'none'}")
+        for tool in (CRLIB, BARE):
+            p = v["parameters"].get(tool) or {}
+            shown = ", ".join(f"{key}={_shown(p.get(key))}" for key in SHOWN_PARAMETERS)
+            lines.append(f"  {tool + ' parameters:':18s} {shown}")
+        if v["parameters_match"]:
+            n = len(v["parameters"][CRLIB] or {})
+            lines.append(f"  parameters: identical ({n} keywords compared)")
+        else:
+            diff = "; ".join(
+                f"{k}: crlib {a!r} vs bare {b!r}" for k, (a, b) in v["parameter_differences"].items()
+            )
+            lines.append(f"  parameters DIFFER: {diff}")
+    return "\n".join(lines)
