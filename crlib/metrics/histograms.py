@@ -24,6 +24,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from crlib.float16 import float16_bits
+
 #: Version of the binning; stored with histograms so old rows are never mixed with new bins.
 BINNING_VERSION = "f16-logit0.01-v1"
 
@@ -62,8 +64,7 @@ def float16_codes(probability: np.ndarray) -> np.ndarray:
         Any float array of probabilities (NaN counts as 0).
     """
     values = np.nan_to_num(np.asarray(probability), nan=0.0)
-    p16 = np.clip(values, 0.0, 1.0).astype(np.float16)
-    return p16.view(np.uint16)
+    return float16_bits(np.clip(values, 0.0, 1.0))
 
 
 def score_histograms(

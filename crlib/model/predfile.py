@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from crlib.errors import InputDataError
+from crlib.float16 import float16_bits
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def write_prediction(path: Path, chips: list[ChipPrediction], *, primary: dict[s
     for key, value in primary.items():
         hdus[0].header[key] = value
     for chip in chips:
-        bits = np.ascontiguousarray(chip.probability.astype(np.float16, copy=False)).view(np.uint16)
+        bits = float16_bits(chip.probability)
         prob = fits.ImageHDU(bits, name="CRPROB", ver=chip.extver)
         prob.header["PROBTYPE"] = ("FLOAT16", "uint16 data are IEEE float16 bit patterns")
         mask = fits.ImageHDU(chip.mask.astype(np.uint8, copy=False), name="CRMASK", ver=chip.extver)
