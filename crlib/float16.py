@@ -35,6 +35,8 @@ def float16_bits(values: np.ndarray) -> np.ndarray:
         with np.errstate(under="ignore", over="ignore"):
             return np.ascontiguousarray(array.astype(np.float16)).view(np.uint16)
     contiguous = np.ascontiguousarray(array)
+    if not contiguous.flags.writeable:  # torch.from_numpy warns on read-only memory (a memmap)
+        contiguous = contiguous.copy()
     bits = torch.from_numpy(contiguous).to(torch.float16).numpy().view(np.uint16)
     nan = np.isnan(contiguous)
     if nan.any():

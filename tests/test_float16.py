@@ -33,6 +33,7 @@ def test_probability_maps_round_as_numpy_rounds_them(scale: float) -> None:
     rng = np.random.default_rng(7)
     values = (rng.random((64, 96), dtype=np.float32) * np.float32(scale)).astype(np.float32)
     values[0, :4] = [0.0, -0.0, 1.0, np.float32(6.1035156e-05)]  # zeros, one, smallest normal
+    values.flags.writeable = False  # as a memory-mapped FITS array is
     out = float16_bits(values)
     assert out.dtype == np.uint16 and out.shape == values.shape and out.flags["C_CONTIGUOUS"]
     assert np.array_equal(out, _numpy_bits(values))
