@@ -86,8 +86,9 @@ def classify_visit_pixels(
     try:
         label, features = classify_files([Path(p) for p in chosen])
         detail: dict[str, Any] = features.as_dict()
-    except InputDataError as exc:
-        label, detail = unknown_label(f"image classifier could not read the visit's files: {exc}"), {}
+    except (InputDataError, ValueError) as exc:  # unreadable files, or pixels it cannot measure
+        log.warning("visit %s: image classifier gave up: %s", visit, exc)
+        label, detail = unknown_label(f"image classifier could not measure the visit's files: {exc}"), {}
     outputs.write("classify", visit, {**identity, "label": _label_to_dict(label), "features": detail})
     return label, False
 
