@@ -6,7 +6,9 @@ DAG tests never touch a developer's ~/airflow.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +21,7 @@ DAGS = REPO / "dags"
 PLUGINS = REPO / "plugins"
 
 _home = Path(tempfile.mkdtemp(prefix="crlib-airflow-"))
+atexit.register(shutil.rmtree, _home, ignore_errors=True)  # the test session's own, gone with it
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": str(_home),
     "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
