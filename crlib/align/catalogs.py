@@ -1,8 +1,10 @@
 """Per-exposure, per-chip source catalogs for alignment (photutils on DQ-good pixels).
 
 Cosmic rays are the main contaminant of single-exposure catalogs; they are rejected three ways:
-DAOStarFinder's sharpness and roundness bounds (CR hits are sharper than the PSF and often
-elongated), and a size test (a star lights up several pixels around its peak, most CRs one or two).
+pixels the archive already flagged as CRs (DQ 4096/8192) are masked, DAOStarFinder's sharpness
+and roundness bounds (CR hits are sharper than the PSF and often elongated), and a size test (a
+star lights up several pixels around its peak, many CRs fewer). What is left is matched between
+exposures, where CRs find no partner.
 """
 
 from __future__ import annotations
@@ -42,8 +44,13 @@ class CatalogOptions:
         Keep at most this many brightest sources per chip (drizzlepac SVM: 500).
     sharpness_range, roundness_range
         DAOStarFinder bounds; CR hits fall above the sharpness upper bound.
-    min_pixels
-        Minimum pixels above half the peak height within a 5x5 box around the peak.
+    min_pixels, core_fraction
+        Minimum pixels above ``core_fraction`` of the peak height (over the local background)
+        within a 5x5 box around the peak. Measured on simulated small visits (detections matched
+        to the simulator's CR mask): with drizzlepac's real F606W PSF, 3 pixels above half the
+        peak kept 88 of 134 stars and 971 of 1,830 CR detections (a well-centred real star lights
+        1-2 pixels above half its peak); 5 above a quarter keeps 104 stars and 508 CRs (with Moffat
+        stars: 113 / 981 before, 122 / 521 after).
     background_box
         Box size of the 2-D background estimate, pixels.
     """
@@ -52,12 +59,13 @@ class CatalogOptions:
     max_sources: int = 500
     sharpness_range: tuple[float, float] = (0.25, 0.90)
     roundness_range: tuple[float, float] = (-1.0, 1.0)
-    min_pixels: int = 3
+    min_pixels: int = 5
+    core_fraction: float = 0.25
     background_box: int = 64
 
 
-def _pixels_above_half_peak(
-    data: np.ndarray, x: np.ndarray, y: np.ndarray, background: np.ndarray
+def _pixels_above_fraction_of_peak(
+    data: np.ndarray, x: np.ndarray, y: np.ndarray, background: np.ndarray, fraction: float
 ) -> np.ndarray:
     ny, nx = data.shape
     xi = np.clip(np.rint(x).astype(int), 2, nx - 3)
@@ -66,7 +74,7 @@ def _pixels_above_half_peak(
     boxes = data[yi[:, None, None] + offsets[None, :, None], xi[:, None, None] + offsets[None, None, :]]
     base = background[yi, xi][:, None, None]
     peak = boxes.max(axis=(1, 2))[:, None, None]
-    return ((boxes - base) > 0.5 * (peak - base)).sum(axis=(1, 2))
+    return ((boxes - base) > fraction * (peak - base)).sum(axis=(1, 2))
 
 
 def find_sources(
@@ -84,7 +92,8 @@ def find_sources(
     sci
         float (ny, nx) science array, electrons.
     dq
-        int (ny, nx) data-quality array; flagged pixels are masked.
+        int (ny, nx) data-quality array; flagged pixels are masked (CR flags included; the bits
+        drizzle counts as good, :data:`crlib.truth.validmask.DRIZZLE_GOOD_BITS`, are not).
     fwhm_px
         PSF FWHM, pixels.
     saturation_e
@@ -108,11 +117,15 @@ def find_sources(
     from photutils.background import Background2D, MedianBackground
     from photutils.detection import DAOStarFinder
 
-    from crlib.truth.validmask import dq_good  # lazy: crlib.truth imports crlib.align
+    from crlib.truth.validmask import DRIZZLE_GOOD_BITS, dq_good  # lazy: crlib.truth imports crlib.align
 
     opts = options or CatalogOptions()
     data = np.asarray(sci, dtype=np.float32)
-    mask = ~dq_good(dq) | ~np.isfinite(data)
+    # CR-flagged pixels (DQ 4096 from the archive's own AstroDrizzle run, 8192 from CR-SPLIT
+    # rejection) are masked like any other flag, as drizzlepac's catalogs mask every DQ flag: with
+    # drizzlepac's sharp ACS/WFC PSFs a CR hit is as compact as a star, and a sparse field's
+    # catalog is otherwise mostly cosmic rays.
+    mask = ~dq_good(dq, ignored_bits=DRIZZLE_GOOD_BITS) | ~np.isfinite(data)
     data = np.where(mask, 0.0, data).astype(np.float32)
     box = min(opts.background_box, data.shape[0] // 2, data.shape[1] // 2)
     try:
@@ -145,7 +158,7 @@ def find_sources(
         return empty
     x = np.asarray(found["x_centroid"], dtype=float)
     y = np.asarray(found["y_centroid"], dtype=float)
-    npix = _pixels_above_half_peak(data, x, y, level)
+    npix = _pixels_above_fraction_of_peak(data, x, y, level, opts.core_fraction)
     keep = npix >= opts.min_pixels
     table = Table(
         {

@@ -12,6 +12,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +95,19 @@ def find_exposures(visit_dir: Path) -> list[Path]:
         for path in sorted(visit_dir.glob(f"*{suffix}")):
             chosen[path.name[: -len(suffix)].lower()] = path
     return [chosen[key] for key in sorted(chosen)]
+
+
+def header_filter(primary: Any) -> str:
+    """The filter that shapes an exposure's bandpass, from its primary header.
+
+    The first of ``FILTER1``, ``FILTER2`` (ACS) and ``FILTER`` (WFC3) that is set and is not a
+    ``CLEAR`` wheel position, upper case; ``""`` when none is.
+    """
+    for key in ("FILTER1", "FILTER2", "FILTER"):
+        value = str(primary.get(key, "")).strip().upper()
+        if value and not value.startswith("CLEAR") and value != "N/A":
+            return value
+    return ""
 
 
 def _mean_keyword(header: object, keywords: tuple[str, ...]) -> float | None:
@@ -240,8 +254,7 @@ def read_exposure(
                     nonfinite += int(np.count_nonzero(~np.isfinite(sci.data)))
             gain = _mean_keyword(primary, found.gain_keywords) or 1.0
             read_noise = _mean_keyword(primary, found.readnoise_keywords) or 0.0
-            filters = [str(primary.get(k, "")).strip().upper() for k in ("FILTER1", "FILTER2", "FILTER")]
-            filt = next((f for f in filters if f and not f.startswith("CLEAR")), "")
+            filt = header_filter(primary)
             rootname = str(primary.get("ROOTNAME", path.name.split("_")[0])).strip().lower()
     except InputDataError:
         raise

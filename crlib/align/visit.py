@@ -369,20 +369,54 @@ def align_visit(
             reason=f"wide search failed ({wide}); matched within {used_match.searchrad:g} px of the header "
             "WCS",
         )
-    refused, comparisons = verify_relative_fit(
-        relative,
-        chips,
-        wcs,
-        searchrad_px=used_match.searchrad,
-        tolerance_px=used_match.tolerance,
-        scale_arcsec=profile.plate_scale_arcsec,
-        limits=opts.fit_limits,
-    )
-    header = {k: _header_note(c, kept=k in refused) for k, c in comparisons.items()}
-    for rootname in refused:
-        header.setdefault(rootname, {"header_kept": 1.0})
+
+    def verified(
+        fit: FitOutcome, match: MatchOptions
+    ) -> tuple[dict[str, str], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+        """The fit's refusals, per-exposure header notes and accepted exposures."""
+        refusals, comparisons = verify_relative_fit(
+            fit,
+            chips,
+            wcs,
+            searchrad_px=match.searchrad,
+            tolerance_px=match.tolerance,
+            scale_arcsec=profile.plate_scale_arcsec,
+            limits=opts.fit_limits,
+        )
+        notes = {k: _header_note(c, kept=k in refusals) for k, c in comparisons.items()}
+        for rootname in refusals:
+            notes.setdefault(rootname, {"header_kept": 1.0})
+        kept = {k: v for k, v in fit.per_exposure.items() if not v.get("reference") and k not in refusals}
+        return refusals, notes, kept
+
+    refused, header, accepted = verified(relative, used_match)
     refused_note = "; ".join(f"{k}: {why}" for k, why in sorted(refused.items()))
-    accepted = {k: v for k, v in relative.per_exposure.items() if not v.get("reference") and k not in refused}
+    if (
+        not accepted
+        and used_match is opts.relative_match
+        and header
+        and all(_pairs_count(note, opts.fit_limits) for note in header.values())
+    ):
+        # The wide search's fit was refused while the header WCSs already line up the sources
+        # (its 2-D histogram peak was pulled off by cosmic-ray chance pairs): match again within
+        # the header match's radius, as when the wide search fails outright.
+        retry = fit_with_fallback(chips, wcs, match=opts.header_match)
+        if retry.success:
+            retry_refused, retry_header, retry_accepted = verified(retry, opts.header_match)
+            if retry_accepted:
+                log.info(
+                    "visit %s: wide-search fit refused (%s); matched around the header WCS",
+                    visit,
+                    refused_note,
+                )
+                relative = dataclasses.replace(
+                    retry,
+                    reason=f"wide-search {relative.fitgeom} fit refused ({refused_note}); matched within "
+                    f"{opts.header_match.searchrad:g} px of the header WCS",
+                )
+                used_match = opts.header_match
+                refused, header, accepted = retry_refused, retry_header, retry_accepted
+                refused_note = "; ".join(f"{k}: {why}" for k, why in sorted(refused.items()))
     if not accepted:
         return not_aligned(
             f"header WCS kept: the {relative.fitgeom} relative fit is refused for every exposure "

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from crlib.cli.app import app, bench_app
+
+if TYPE_CHECKING:
+    from crlib.truth.visit import VisitTruth
 
 
 class TruthMethod(StrEnum):
@@ -108,17 +111,22 @@ def truth_command(
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where *_crtruth.fits go.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
-    """Build ground-truth CR masks (<rootname>_crtruth.fits) for one visit, with quality gates."""
+    """Build ground-truth CR masks (<rootname>_crtruth.fits) for one visit, with quality gates.
+
+    A visit observed in several filters gets one truth run per filter (driz_cr compares exposures
+    of one bandpass); a filter with a single exposure is reported failed with that reason.
+    """
     from crlib.align.visit import AlignOptions
     from crlib.records import to_dict
-    from crlib.truth.visit import TruthOptions, build_visit_truth
+    from crlib.truth.byfilter import build_truth_per_filter
+    from crlib.truth.visit import TruthOptions
 
     options = TruthOptions(
         align=not no_align,
         align_options=AlignOptions(catalog_file=catalog_file, query_catalogs=not no_query),
         border_px=border,
     )
-    result = build_visit_truth(
+    results = build_truth_per_filter(
         visit_dir,
         work_dir=_work_dir(visit_dir, work_dir),
         out_dir=out_dir,
@@ -126,30 +134,46 @@ def truth_command(
         options=options,
     )
     if as_json:
-        payload = {
-            "visit": result.visit,
-            "method": result.method,
-            "alignment": to_dict(result.alignment) if result.alignment else None,
-            "exposures": [to_dict(r) for r in result.exposures],
-            "seconds": result.seconds,
-            "out_dir": str(result.out_dir),
-        }
-        typer.echo(json.dumps(payload, indent=2, default=str))
-        return
-    if result.alignment:
-        a = result.alignment
-        rms = f"{a.rms_px:.3f} px" if a.rms_px is not None else "n/a"
-        typer.echo(f"alignment: {a.status} ({a.fit_geometry or '-'}, rms {rms}, catalog {a.catalog or '-'})")
-    for r in result.exposures:
-        chips = ", ".join(
-            f"chip{c.chip}: {c.cr_pixels} px/{c.cr_events} ev, valid {c.valid_fraction:.2f}" for c in r.chips
-        )
-        typer.echo(f"{r.rootname}: {r.status}  {chips}")
-        for reason in r.reasons:
-            typer.echo(f"    {reason}")
-    typer.echo(f"products in {result.out_dir}; {result.seconds.get('total', 0):.1f} s")
-    if any(r.status == "failed" for r in result.exposures):
+        payload = [
+            {
+                "visit": result.visit,
+                "method": result.method,
+                "alignment": to_dict(result.alignment) if result.alignment else None,
+                "exposures": [to_dict(r) for r in result.exposures],
+                "seconds": result.seconds,
+                "out_dir": str(result.out_dir),
+            }
+            for result in results
+        ]
+        typer.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, default=str))
+    else:
+        _print_truth(results)
+    if any(r.status == "failed" for result in results for r in result.exposures):
         raise typer.Exit(code=2)
+
+
+def _print_truth(results: list[VisitTruth]) -> None:
+    """The truth runs' records as text, one block per filter when there are several."""
+    for result in results:
+        if len(results) > 1:
+            names = ", ".join(r.rootname for r in result.exposures)
+            typer.echo(f"-- {result.visit}, one filter's exposures: {names}")
+        if result.alignment:
+            a = result.alignment
+            rms = f"{a.rms_px:.3f} px" if a.rms_px is not None else "n/a"
+            typer.echo(
+                f"alignment: {a.status} ({a.fit_geometry or '-'}, rms {rms}, catalog {a.catalog or '-'})"
+            )
+        for r in result.exposures:
+            chips = ", ".join(
+                f"chip{c.chip}: {c.cr_pixels} px/{c.cr_events} ev, valid {c.valid_fraction:.2f}"
+                for c in r.chips
+            )
+            typer.echo(f"{r.rootname}: {r.status}  {chips}")
+            for reason in r.reasons:
+                typer.echo(f"    {reason}")
+    total = sum(result.seconds.get("total", 0.0) for result in results)
+    typer.echo(f"products in {results[0].out_dir}; {total:.1f} s")
 
 
 @bench_app.command("truth")

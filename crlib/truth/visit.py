@@ -307,6 +307,12 @@ def build_visit_truth(
     Returns
     -------
     VisitTruth
+
+    Raises
+    ------
+    InputDataError
+        When the directory holds no exposure file, or exposures of more than one filter (see
+        :mod:`crlib.truth.byfilter`).
     """
     opts = options or TruthOptions()
     visit_dir = Path(visit_dir)
@@ -329,6 +335,17 @@ def build_visit_truth(
         infos.append(info)
     if not infos and not results:
         raise InputDataError(visit_dir, "no *_flc.fits or *_flt.fits files", fix="point at a visit directory")
+    filters = sorted({info.filter for info in infos})
+    if len(filters) > 1:
+        held = "; ".join(
+            f"{name or 'no filter'}: {', '.join(i.rootname for i in infos if i.filter == name)}"
+            for name in filters
+        )
+        raise InputDataError(
+            visit_dir,
+            f"holds exposures in {len(filters)} filters ({held}); driz_cr compares exposures of one filter",
+            fix="build truth per filter: `crlib truth` does, or crlib.truth.byfilter.build_truth_per_filter",
+        )
 
     if method == "multiframe":
         from crlib.truth.multiframe_visit import multiframe_visit_truth
