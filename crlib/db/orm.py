@@ -257,7 +257,12 @@ class ScreeningReasonRow(Base):
 
 # --------------------------------------------------------------------------- alignment
 class AlignmentResultRow(Base):
-    """Alignment of one visit."""
+    """Alignment of one visit's exposures in one filter.
+
+    A visit observed in several filters is aligned (and drizzled) per filter, so it has a row per
+    filter. ``filter`` is ``''`` for rows recorded before migration 0008 whose visit held several
+    filters (which set they describe is not known).
+    """
 
     __tablename__ = "alignment_results"
     __table_args__ = (
@@ -269,6 +274,7 @@ class AlignmentResultRow(Base):
     )
 
     visit: Mapped[str] = mapped_column(ForeignKey("visits.visit", ondelete="CASCADE"), primary_key=True)
+    filter: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="")
     status: Mapped[str] = mapped_column(String(24))
     catalog: Mapped[str | None] = mapped_column(String(64))
     fit_geometry: Mapped[str | None] = mapped_column(String(32))

@@ -352,11 +352,22 @@ def record_screening(session: Session, verdicts: Sequence[ScreeningVerdict]) -> 
 
 
 # --------------------------------------------------------------------------- alignment
-def record_alignment(session: Session, result: AlignmentResult) -> None:
-    """Record (replace) the alignment result of one visit."""
+def record_alignment(session: Session, result: AlignmentResult, *, filter_name: str) -> None:
+    """Record (replace) the alignment result of one visit's exposures in one filter.
+
+    Parameters
+    ----------
+    session
+        Open session.
+    result
+        The alignment of the set.
+    filter_name
+        The set's filter (e.g. ``F606W``): a multi-filter visit is aligned per filter.
+    """
     visit = result.visit.strip().lower()
     row = {
         "visit": visit,
+        "filter": filter_name.strip().upper(),
         "status": result.status,
         "catalog": result.catalog,
         "fit_geometry": result.fit_geometry,
@@ -369,7 +380,7 @@ def record_alignment(session: Session, result: AlignmentResult) -> None:
     check_row(
         table_of(AlignmentResultRow),
         row,
-        record=f"visit {visit}",
+        record=f"visit {visit} filter {row['filter'] or '-'}",
         checks={
             "status": one_of(("aligned_absolute", "aligned_relative", "not_aligned", "failed")),
             "n_matches": _NON_NEGATIVE,

@@ -483,7 +483,7 @@ def build_visit_truth(settings: Settings, *, run_id: str, visit: str, redo: bool
         entries.append(entry)
         alignment = reuse.alignment_from_dict(entry["alignment"])
         truths = [reuse.truth_from_dict(row) for row in entry["results"]]
-        _record_truth_set(settings, run_id, alignment, truths)
+        _record_truth_set(settings, run_id, alignment, truths, filter_name=_set_filter(files, members))
         for truth in truths:
             statuses[truth.rootname] = truth.status
             if truth.path and truth.status != "failed":
@@ -502,12 +502,28 @@ def _failed_set(visit: str, members: list[str], reason: str) -> Any:
     return VisitTruth(visit, "drizzle", None, failed, {}, Path(), Path())
 
 
-def _record_truth_set(settings: Settings, run_id: str, alignment: Any, truths: list[Any]) -> None:
+def _set_filter(files: dict[str, str], members: list[str]) -> str:
+    """A truth set's filter, from its first readable member's primary header (``''`` if none)."""
+    from astropy.io import fits
+
+    from crlib.align.exposures import header_filter
+
+    for rootname in sorted(members):
+        try:
+            return header_filter(fits.getheader(files[rootname], 0))
+        except (KeyError, OSError, ValueError, TypeError, IndexError):
+            continue
+    return ""
+
+
+def _record_truth_set(
+    settings: Settings, run_id: str, alignment: Any, truths: list[Any], *, filter_name: str = ""
+) -> None:
     from crlib.db.repo import record_alignment, record_truth
 
     with _session(settings, run_id=run_id) as session:
         if alignment is not None:
-            record_alignment(session, alignment)
+            record_alignment(session, alignment, filter_name=filter_name)
         for truth in truths:
             record_truth(session, truth)
 

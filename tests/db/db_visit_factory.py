@@ -131,6 +131,7 @@ def visit_records(
         )
     return {
         "observations": observations,
+        "filter": filter_name,
         "verdicts": verdicts,
         "alignment": alignment,
         "truths": truths,
@@ -146,7 +147,7 @@ def record_visit(session: Any, records: dict[str, Any]) -> None:
 
     repo.record_observations(session, records["observations"])
     repo.record_screening(session, records["verdicts"])
-    repo.record_alignment(session, records["alignment"])
+    repo.record_alignment(session, records["alignment"], filter_name=records["filter"])
     for truth in records["truths"]:
         repo.record_truth(session, truth)
     repo.record_cr_statistics(session, records["statistics"])
