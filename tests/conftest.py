@@ -84,10 +84,35 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def small_archive(tmp_path_factory: pytest.TempPathFactory):
-    """A small simulated local archive: 2 visits x 3 exposures (globular cluster, extragalactic)."""
+    """A small simulated local archive: 2 visits x 3 exposures (globular cluster, extragalactic).
+
+    Simulated with the simulator's defaults: every archive effect on (``SimEffects.realistic()``).
+    """
     from crlib.simulate import simulate_archive
 
     root = tmp_path_factory.mktemp("archive")
     return simulate_archive(
         root, visits=2, exposures=3, field_type="mixed", filters=("F606W",), size="small", seed=11
+    )
+
+
+@pytest.fixture(scope="session")
+def basic_archive(tmp_path_factory: pytest.TempPathFactory):
+    """``small_archive``'s layout (2 visits x 3 small exposures, seed 11) with no archive effect.
+
+    For tests of the basic simulator's physics, and of scoring against the simulator's own CR
+    mask (``CRCHARGE >= 5 e-``, which with CTE on also holds the faint trail pixels of every CR).
+    """
+    from crlib.simulate import simulate_archive
+    from crlib.simulate.effects import SimEffects
+
+    return simulate_archive(
+        tmp_path_factory.mktemp("basic-archive"),
+        visits=2,
+        exposures=3,
+        field_type="mixed",
+        filters=("F606W",),
+        size="small",
+        seed=11,
+        effects=SimEffects.basic(),
     )

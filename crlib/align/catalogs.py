@@ -135,7 +135,9 @@ def find_sources(
     # Background2D interpolates its mesh to full resolution on every property access (~0.3 s per
     # 4096x2048 chip): take the background once, and the noise level from the mesh itself.
     level = np.asarray(background.background, dtype=np.float32)
-    residual = data - level
+    # masked pixels sit at the background, not at zero: DAOStarFinder's zero-sum kernel would
+    # answer a hole far below the sky with spurious peaks around its edge
+    residual = np.where(mask, np.float32(0.0), data - level)
     rms = float(np.median(background.background_rms_mesh))
     if not np.isfinite(rms):
         raise SourceFindingError("background noise level is not finite")

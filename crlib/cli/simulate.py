@@ -49,7 +49,7 @@ def simulate_command(
             help="'basic' (no archive effects) or 'realistic' (real PSFs, CTE trails, dated hot/warm/sink "
             "pixels, prior DQ 4096, satellite trails, roll/scale errors, varying CR rate; docs/simulator.md)."
         ),
-    ] = "basic",
+    ] = "realistic",
     filters_per_visit: Annotated[
         int, typer.Option(help="Filters within one visit (blocks of exposures); needs --filter repeated.")
     ] = 1,

@@ -226,7 +226,7 @@ def bench_truth_command(
             help="Simulator effects: 'basic', or 'realistic' (every archive effect on, a satellite "
             "trail forced into the second exposure; recall/FPR per artefact class reported)."
         ),
-    ] = "basic",
+    ] = "realistic",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Truth fidelity on simulated visits: alignment, recall, FPR, star cores, time vs AstroDrizzle.

@@ -329,7 +329,8 @@ def simulate_visit(
         ``"pattern"`` (the standard LINE/BOX dither for the exposure count) or ``"none"`` (an
         undithered CR-SPLIT visit with ~0.03 px frame-to-frame jitter, for the multi-frame truth).
     effects
-        Archive effects (:class:`~crlib.simulate.effects.SimEffects`; default none: the basic simulator).
+        Archive effects (:class:`~crlib.simulate.effects.SimEffects`; default: every effect at
+        its realistic strength, ``SimEffects.realistic()``; ``SimEffects.basic()`` for none).
     extra_filters
         Further filters of a multi-filter visit (used when ``effects.filters_per_visit > 1``).
     progress
@@ -360,7 +361,7 @@ def simulate_visit(
         exptime_s=exptime_s,
         gaia_catalog=gaia_catalog,
         dither=dither,
-        effects=effects or SimEffects(),
+        effects=effects if effects is not None else SimEffects.realistic(),
         extra_filters=tuple(filter_spec(name) for name in extra_filters),
     )
     try:
@@ -428,7 +429,8 @@ def simulate_archive(
     dither
         ``"pattern"`` (standard dithers) or ``"none"`` (undithered CR-SPLIT visits).
     effects
-        Archive effects (default none; ``SimEffects.realistic()`` turns every one on). With
+        Archive effects (default ``SimEffects.realistic()``: every effect on; ``SimEffects.basic()``
+        for none). With
         ``filters_per_visit > 1`` a visit uses that many of ``filters``, starting at its own.
     progress
         ``progress(message, done, total)`` callback, one call per exposure.

@@ -33,9 +33,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
     ids=["wfc1-512", "wfc1-sci2-only"],
 )
 def test_one_chip_subarray_from_screening_to_statistics(
-    small_archive, tmp_path: Path, aperture: str, columns: slice, renumber: bool
+    basic_archive, tmp_path: Path, aperture: str, columns: slice, renumber: bool
 ) -> None:
-    exposure = small_archive.visits[0].exposures[0]
+    # basic simulator: scored below against its own CR mask, which has no CTE trail pixels
+    exposure = basic_archive.visits[0].exposures[0]
     flc, masks = crop_one_chip(
         Path(exposure.path),
         Path(exposure.truth_path),

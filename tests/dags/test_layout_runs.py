@@ -17,6 +17,7 @@ from typing import Any
 
 import pendulum
 import pytest
+from testsupport.sql import query_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")]
 
@@ -69,19 +70,9 @@ def layouts_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         yield archive, fake
 
 
-def _query(database_url: str, sql: str) -> list[tuple]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = [tuple(r) for r in connection.execute(text(sql))]
-    engine.dispose()
-    return rows
-
-
 def _per_visit(database_url: str) -> dict[str, dict[str, Any]]:
     """What the results database holds per visit: truth statuses, chips, predictions, scores."""
-    rows = _query(
+    rows = query_rows(
         database_url,
         "SELECT e.visit, "
         "  array_agg(DISTINCT t.status), "
@@ -135,19 +126,19 @@ def test_subarray_and_full_frame_visits_through_the_nightly_dag_and_crlib_run(
         logical_date=pendulum.datetime(2026, 11, 21, 3, 30, tz="UTC")
     )
     assert run.state == "success"
-    assert [r[0] for r in _query(database_url, "SELECT status FROM pipeline_runs")] == ["success"]
+    assert [r[0] for r in query_rows(database_url, "SELECT status FROM pipeline_runs")] == ["success"]
     recorded = _per_visit(database_url)
     assert recorded == {subarray: _expected(1), full: _expected(2)}, recorded
     # CR rates over each chip's real area: the subarray's (one 512x512 chip) agree with the full
     # frame's (with one fixed chip area they would come out at half the full frame's)
     rates = dict(
-        _query(
+        query_rows(
             database_url,
             "SELECT left(rootname, 6), avg(rate_per_cm2_s) FROM cr_statistics GROUP BY 1",
         )
     )
     assert 0.6 < rates[subarray] / rates[full] < 1.6, rates
-    assert _query(
+    assert query_rows(
         database_url, f"SELECT DISTINCT chip FROM cr_statistics WHERE left(rootname, 6) = '{subarray}'"
     ) == [(1,)]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from testsupport.sql import query_rows
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +36,6 @@ def retrain_archive(tmp_path_factory: pytest.TempPathFactory):
 
 def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-
-
-def _query(database_url: str, sql: str) -> list[tuple]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = [tuple(r) for r in connection.execute(text(sql))]
-    engine.dispose()
-    return rows
 
 
 def test_retrain_skips_without_new_truth_then_trains_and_the_gate_records_its_decision(
@@ -86,12 +77,14 @@ def test_retrain_skips_without_new_truth_then_trains_and_the_gate_records_its_de
     assert _states(trained) == {"enough_new_truth": "success", "train": "success"}
     challenger = get_version(tracking_uri, "deepcr-acs-wfc", "challenger")
     assert challenger.version == "2" and challenger.tags["crlib.source"] == "training"
-    assert _query(database_url, "SELECT alias, version FROM current_model_aliases") == [("challenger", "2")]
+    assert query_rows(database_url, "SELECT alias, version FROM current_model_aliases") == [
+        ("challenger", "2")
+    ]
 
     promote = dagbag.dags["crlib_promote_model"]
     run = promote.test(run_conf={"version": "challenger", "dry_run": True})
     assert run.state == "success"
-    assert _query(
+    assert query_rows(
         database_url,
         "SELECT v.version, d.dry_run, d.applied, d.run_id, (SELECT count(*) FROM "
         "jsonb_array_elements(d.comparisons) c WHERE c->>'kind' IS NULL) "

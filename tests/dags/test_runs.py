@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pendulum
 import pytest
+from testsupport.sql import query_rows, table_counts
 
 pytestmark = pytest.mark.slow
 
@@ -66,26 +67,6 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch, served_archive, database_url: 
     return archive, database_url
 
 
-def _counts(database_url: str) -> dict[str, int]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        counts = {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
-    engine.dispose()
-    return counts
-
-
-def _query(database_url: str, sql: str) -> list[tuple]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = [tuple(r) for r in connection.execute(text(sql))]
-    engine.dispose()
-    return rows
-
-
 def _truth_events(airflow_home: Path) -> list[dict]:
     """Asset events of ``crlib://results/truth`` in the Airflow metadata database (their extras)."""
     import sqlite3
@@ -129,11 +110,11 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
 
     run = nightly.test(logical_date=logical_date)
     assert run.state == "success"
-    first = _counts(database_url)
+    first = table_counts(database_url, TABLES)
     assert first["exposures"] == 6
     assert first["screening_verdicts"] == 6
     # The corrupt file is rejected with a reason naming the problem; the other five are predicted.
-    verdicts = dict(_query(database_url, "SELECT rootname, verdict FROM screening_verdicts"))
+    verdicts = dict(query_rows(database_url, "SELECT rootname, verdict FROM screening_verdicts"))
     assert verdicts[corrupt] == "reject"
     assert sum(1 for v in verdicts.values() if v == "accept") == 5
     assert first["predictions"] == 5
@@ -141,19 +122,19 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     assert first["exposure_metrics"] == 5
     assert first["cr_statistics"] == 10  # two chips each
     # One damaged file: the run is partial (Airflow's success does not hide it), and says why.
-    statuses = _query(
+    statuses = query_rows(
         database_url, "SELECT status, message FROM pipeline_runs WHERE dag_id = 'crlib_nightly_ingest'"
     )
     assert statuses == [("partial", "1 of 6 exposure(s) failed (1 at screen)")], statuses
     summary = RunLedger(data_root, run.run_id).summary()
     assert list(summary["failed"]) == [corrupt] and corrupt in summary["failed"][corrupt]
-    assert _query(database_url, "SELECT count(*) FROM archive_watermarks") == [(1,)]
+    assert query_rows(database_url, "SELECT count(*) FROM archive_watermarks") == [(1,)]
     # New truth was recorded: one event on the truth asset, saying how much.
     events = _truth_events(airflow_db)[earlier:]
     assert [e["new_truth"] for e in events] == [5], events
     # The run refreshed the statistics summaries: crlib stats pools the five scored exposures.
     # By default it pools the scores resting on ok truth; suspect truth when asked.
-    ok = _query(database_url, "SELECT count(*) FROM exposure_metrics WHERE truth_status = 'ok'")[0][0]
+    ok = query_rows(database_url, "SELECT count(*) FROM exposure_metrics WHERE truth_status = 'ok'")[0][0]
     assert _pooled_exposures(database_url) == ok
     assert _pooled_exposures(database_url, truth_statuses=("ok", "suspect")) == 5
     assert RunLedger(data_root, run.run_id).summary()["summaries_refreshed_s"]
@@ -162,7 +143,7 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     # and no truth event is emitted.
     again = nightly.test(logical_date=logical_date)
     assert again.state == "success"
-    assert _counts(database_url) == first
+    assert table_counts(database_url, TABLES) == first
     assert len(_truth_events(airflow_db)[earlier:]) == 1
 
     # An operator reprocesses the first visit's proposal: its rows are replaced, never duplicated.
@@ -170,9 +151,9 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     reprocess = dagbag.dags["crlib_reprocess_proposal"]
     run = reprocess.test(run_conf={"proposal_id": proposal, "visits": [archive.visits[0].visit.upper()]})
     assert run.state == "success"
-    assert _counts(database_url) == first
+    assert table_counts(database_url, TABLES) == first
     # Recorded as the reprocess DAG's run (not the nightly's), and successful: that visit is clean.
-    assert _query(
+    assert query_rows(
         database_url, f"SELECT dag_id, status FROM pipeline_runs WHERE run_id = '{run.run_id}'"
     ) == [("crlib_reprocess_proposal", "success")]
     assert [e["new_truth"] for e in _truth_events(airflow_db)[earlier:]] == [5, 3]  # truth redone for 3
@@ -187,7 +168,7 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     run = reprocess.test(run_conf={"proposal_id": proposal, "visits": [visit], "stages": ["score"]})
     assert run.state == "success"
     assert _files_state(truth_files + drizzle_dirs) == before
-    assert _counts(database_url) == first
+    assert table_counts(database_url, TABLES) == first
     state = RunLedger(data_root, run.run_id).visit(visit)
     assert state["truth_reused"] == sorted(o.rootname for o in archive.visits[0].exposures)
     assert state["screen_reused"] is True and len(state["fetch_reused"]) == 3
@@ -202,10 +183,10 @@ def test_reprocess_refuses_a_request_that_names_nothing(airflow_db, dagbag, pipe
     reprocess = dagbag.dags["crlib_reprocess_proposal"]
     run = reprocess.test(run_conf={"proposal_id": -5})
     assert run.state == "failed"
-    rows = _query(
+    rows = query_rows(
         database_url, f"SELECT dag_id, status, message FROM pipeline_runs WHERE run_id = '{run.run_id}'"
     )
     assert rows == [
         ("crlib_reprocess_proposal", "failed", "proposal -5 is not an HST proposal number (1-99999)")
     ]
-    assert _counts(database_url)["exposures"] == 0
+    assert table_counts(database_url, TABLES)["exposures"] == 0

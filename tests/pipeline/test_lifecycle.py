@@ -10,20 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from sqlalchemy import create_engine, text
+from testsupport.sql import query_rows
 
 
 @pytest.fixture(autouse=True)
 def _torch_threads() -> None:
     torch.set_num_threads(2)
-
-
-def _query(database_url: str, sql: str) -> list[tuple]:
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = [tuple(r) for r in connection.execute(text(sql))]
-    engine.dispose()
-    return rows
 
 
 def test_retrain_waits_for_enough_new_truth_then_registers_a_challenger(
@@ -62,12 +54,14 @@ def test_retrain_waits_for_enough_new_truth_then_registers_a_challenger(
     run = mlflow_client(settings.resolved_mlflow_uri()).get_run(summary["run_id"])
     assert run.data.tags["crlib.pipeline_run_id"] == "manual__retrain"
     assert get_version(settings.resolved_mlflow_uri(), "deepcr-acs-wfc", "challenger").version == "2"
-    assert _query(
+    assert query_rows(
         database_url,
         "SELECT v.version, v.source, v.mlflow_run_id FROM model_versions v "
         "JOIN models m ON m.id = v.model_id WHERE m.name = 'deepcr-acs-wfc'",
     ) == [("2", "mlflow", summary["run_id"])]
-    assert _query(database_url, "SELECT alias, version FROM current_model_aliases") == [("challenger", "2")]
+    assert query_rows(database_url, "SELECT alias, version FROM current_model_aliases") == [
+        ("challenger", "2")
+    ]
 
     # Airflow retrying the same task (same run id) returns the version it registered; no version 3.
     retried = train_challenger(settings, run_id="manual__retrain")
@@ -86,7 +80,7 @@ def test_retrain_waits_for_enough_new_truth_then_registers_a_challenger(
     assert dry["dry_run"] and not dry["applied"] and dry["champion"] == "1"
     assert dry["outcome"] in ("would promote (dry run)", "refused (dry run)")
     assert len(dry["comparisons"]) == 4 and dry["dataset"] == summary["dataset"]
-    assert _query(
+    assert query_rows(
         database_url,
         "SELECT dry_run, applied, run_id, (SELECT count(*) FROM jsonb_array_elements(comparisons) c "
         "WHERE c->>'kind' IS NULL) FROM promotion_decisions",
@@ -118,7 +112,7 @@ def test_promotion_gate_moves_inference_to_a_better_model_and_refuses_a_worse_on
     ledger.update_visit(exposure.rootname[:6], files={exposure.rootname: str(exposure.path)})
 
     def predictions() -> list[tuple]:
-        return _query(
+        return query_rows(
             database_url,
             "SELECT m.name, v.version, v.source FROM predictions p JOIN model_versions v "
             "ON v.id = p.model_version_id JOIN models m ON m.id = v.model_id ORDER BY p.recorded_at",
@@ -169,4 +163,4 @@ def test_promotion_gate_moves_inference_to_a_better_model_and_refuses_a_worse_on
     ]
     failed = [c for c in history[0].comparisons if c.get("kind") is None and c["failed"]]
     assert failed == refused["failed"]
-    assert _query(database_url, "SELECT alias, version FROM current_model_aliases") == [("champion", "2")]
+    assert query_rows(database_url, "SELECT alias, version FROM current_model_aliases") == [("champion", "2")]

@@ -9,18 +9,9 @@ gets model inference and no truth, with the reason recorded.
 from __future__ import annotations
 
 import pytest
+from testsupport.sql import query_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")]
-
-
-def _rows(database_url: str, sql: str) -> list[tuple]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = [tuple(r) for r in connection.execute(text(sql))]
-    engine.dispose()
-    return rows
 
 
 def test_a_three_filter_visit_gets_truth_per_filter_and_predictions_for_every_exposure(
@@ -55,14 +46,18 @@ def test_a_three_filter_visit_gets_truth_per_filter_and_predictions_for_every_ex
     assert summary["truth"] == {r: "ok" for r in rootnames if r != lone}, summary
     assert summary["scored"] == 4, summary
     # one alignment per filter set, each over its own two exposures
-    alignments = dict(_rows(database_url, "SELECT filter, status FROM alignment_results"))
+    alignments = dict(query_rows(database_url, "SELECT filter, status FROM alignment_results"))
     assert set(alignments) == {"F606W", "F814W"}, alignments
     assert all(status.startswith("aligned") for status in alignments.values()), alignments
     # truth rows name their filter's files only; the lone F435W exposure has none but a prediction
-    truth = dict(_rows(database_url, "SELECT rootname, status FROM truth_results WHERE method = 'drizzle'"))
+    truth = dict(
+        query_rows(database_url, "SELECT rootname, status FROM truth_results WHERE method = 'drizzle'")
+    )
     assert truth == {r: "ok" for r in rootnames if r != lone}, truth
-    filters = dict(_rows(database_url, "SELECT rootname, filter FROM exposures"))
+    filters = dict(query_rows(database_url, "SELECT rootname, filter FROM exposures"))
     expected = ["F606W", "F606W", "F814W", "F814W", "F435W"]
     assert filters == dict(zip(rootnames, expected, strict=True)), filters
-    predicted = {r for (r,) in _rows(database_url, "SELECT rootname FROM predictions WHERE status = 'ok'")}
+    predicted = {
+        r for (r,) in query_rows(database_url, "SELECT rootname FROM predictions WHERE status = 'ok'")
+    }
     assert predicted == set(rootnames)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testsupport.sql import query_rows
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +46,6 @@ EXPECTED_REASON = {
 
 #: Not damage but a science rule's rejection (an ordinary outcome, not a failure of the run).
 REJECTED_BY_RULE = ("wrong_bunit", "zero_exptime")
-
-
-def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(text(sql))]
-    finally:
-        engine.dispose()
 
 
 def _crlib(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -131,15 +121,15 @@ def test_every_damage_class_is_quarantined_and_the_rest_processed(
     all_good = sorted(r for rootnames in good.values() for r in rootnames)
     truth = summary["truth"]
     assert all(truth[r] in ("ok", "suspect") for r in all_good), truth
-    scored = {r for (r,) in _query(database_url, "SELECT rootname FROM exposure_metrics")}
+    scored = {r for (r,) in query_rows(database_url, "SELECT rootname FROM exposure_metrics")}
     assert scored == set(all_good), scored
     # The blank visit kept its header WCS (nothing to align on) and still got truth.
-    aligned = dict(_query(database_url, "SELECT visit, status FROM alignment_results"))
+    aligned = dict(query_rows(database_url, "SELECT visit, status FROM alignment_results"))
     assert aligned[poisoned_archive["blank"]] == "not_aligned", aligned
 
     # The database agrees: each damaged exposure is a rejection with its reason, no derived rows.
     reasons = dict(
-        _query(
+        query_rows(
             database_url,
             "SELECT v.rootname, string_agg(r.message, '; ') FROM screening_verdicts v "
             "JOIN screening_reasons r USING (rootname) WHERE v.verdict = 'reject' GROUP BY 1",
@@ -147,11 +137,11 @@ def test_every_damage_class_is_quarantined_and_the_rest_processed(
     )
     for damage in EXPECTED_REASON:
         assert EXPECTED_REASON[damage] in reasons[planted[damage]], (damage, reasons)
-    run = _query(database_url, "SELECT dag_id, status, message FROM pipeline_runs")
+    run = query_rows(database_url, "SELECT dag_id, status, message FROM pipeline_runs")
     assert run == [("crlib_cli_run", "partial", summary["message"])], run
 
     # The next run over the same data does not crash either: same outcome, no duplicate rows.
-    counts = _query(database_url, "SELECT count(*) FROM exposure_metrics")
+    counts = query_rows(database_url, "SELECT count(*) FROM exposure_metrics")
     proposal = poisoned_archive["archive"].visits[0].proposal_id
     again = _crlib("run", "--json", "--proposal", str(proposal), env=env)
     assert again.returncode == 0, again.stderr[-4000:]
@@ -160,7 +150,7 @@ def test_every_damage_class_is_quarantined_and_the_rest_processed(
     assert second["status"] == "partial", second
     visit_a = poisoned_archive["archive"].visits[0].visit
     assert set(second["failed"]) == {planted[d] for d in VISIT_A_DAMAGES if d not in REJECTED_BY_RULE}
-    assert _query(database_url, "SELECT count(*) FROM exposure_metrics") == counts
+    assert query_rows(database_url, "SELECT count(*) FROM exposure_metrics") == counts
     assert sorted(second["truth"]) == sorted([*good[visit_a]])
 
 
@@ -182,10 +172,14 @@ def test_killed_run_is_abandoned_and_an_empty_request_is_refused(
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            ready = _query(database_url, "SELECT count(*) FROM pg_tables WHERE tablename = 'pipeline_runs'")
+            ready = query_rows(
+                database_url, "SELECT count(*) FROM pg_tables WHERE tablename = 'pipeline_runs'"
+            )
             if (
                 ready[0][0]
-                and _query(database_url, "SELECT count(*) FROM pipeline_runs WHERE status = 'running'")[0][0]
+                and query_rows(database_url, "SELECT count(*) FROM pipeline_runs WHERE status = 'running'")[
+                    0
+                ][0]
             ):
                 break
             assert child.poll() is None, child.communicate()
@@ -197,7 +191,7 @@ def test_killed_run_is_abandoned_and_an_empty_request_is_refused(
     finally:
         if child.poll() is None:
             child.kill()
-    assert _query(database_url, "SELECT status FROM pipeline_runs") == [("running",)]
+    assert query_rows(database_url, "SELECT status FROM pipeline_runs") == [("running",)]
 
     # The next run starts (and is refused: proposal 12177 has nothing in this archive): one line,
     # exit 1, and the killed run is recorded as abandoned on the way.
@@ -210,7 +204,7 @@ def test_killed_run_is_abandoned_and_an_empty_request_is_refused(
     pipeline = json.loads(_crlib("stats", "pipeline", "--format", "json", env=env).stdout)
     (row,) = [r for r in pipeline if r["dag_id"] == "crlib_cli_run"]
     assert (row["runs"], row["abandoned"], row["failed"], row["unfinished"]) == (2, 1, 1, 0), row
-    (message,) = _query(database_url, "SELECT message FROM pipeline_runs WHERE status = 'abandoned'")[0]
+    (message,) = query_rows(database_url, "SELECT message FROM pipeline_runs WHERE status = 'abandoned'")[0]
     assert "process" in message and "gone" in message, message
 
     visit_only = _crlib("run", "--visit", small_archive.visits[0].visit.upper(), env=env, timeout=300)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from testsupport.sql import query_rows, table_counts
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +28,6 @@ TABLES = (
     "cr_statistics",
     "pipeline_runs",
 )
-
-
-def _counts(database_url: str) -> dict[str, int]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        counts = {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
-    engine.dispose()
-    return counts
 
 
 def _scalar(database_url: str, sql: str) -> object:
@@ -62,16 +53,6 @@ def _stats_after(database_url: str) -> tuple[int, list]:
         refreshed = list(summaries_refreshed_at(session).values())
     engine.dispose()
     return pooled, refreshed
-
-
-def _rows(database_url: str, sql: str) -> list[tuple]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = [tuple(r) for r in connection.execute(text(sql))]
-    engine.dispose()
-    return rows
 
 
 def _mtimes(paths: list[Path]) -> dict[str, int]:
@@ -100,11 +81,11 @@ def test_reprocess_redoing_only_score_reuses_truth(
     started = _scalar(database_url, "SELECT now()")
     first = run_pipeline(settings, run_id="first")
     assert first["scored"] == 6 and first["truth_new"] == 6, first
-    full = _counts(database_url)
+    full = table_counts(database_url, TABLES)
     assert full["exposure_metrics"] == 6 and full["truth_results"] == 6
     # Every score records what it rests on: the truth's status and method, the split of its visit for
     # the model (deepCR's shipped weights: unseen) and the profile's scoring rules (128-px border, DQ).
-    provenance = _rows(
+    provenance = query_rows(
         database_url,
         "SELECT m.truth_status, t.status, m.truth_method, m.split, m.border_px, m.dq_excluded "
         "FROM exposure_metrics m JOIN truth_results t ON t.rootname = m.rootname AND t.method = 'drizzle'",
@@ -138,14 +119,14 @@ def test_reprocess_redoing_only_score_reuses_truth(
     assert state["fetch_reused"] == rootnames
     assert summary["truth_new"] == 0 and summary["scored"] == 3
     assert summary["reused"] == {"fetch": 3, "screen": 1, "truth": 3, "infer": 3, "score": 0}
-    assert _counts(database_url) == {**full, "pipeline_runs": full["pipeline_runs"] + 1}
+    assert table_counts(database_url, TABLES) == {**full, "pipeline_runs": full["pipeline_runs"] + 1}
 
     # Redo nothing: the metrics are reused too and recorded again, still without duplicates.
     summary = run_pipeline(
         settings, run_id="reuse-all", proposal_id=visit.proposal_id, visits=[visit.visit], redo=[]
     )
     assert summary["reused"]["score"] == 3 and summary["scored"] == 3
-    assert _counts(database_url) == {**full, "pipeline_runs": full["pipeline_runs"] + 2}
+    assert table_counts(database_url, TABLES) == {**full, "pipeline_runs": full["pipeline_runs"] + 2}
 
     # A truth file rewritten since it was recorded is not trusted: that set is drizzled again.
     os.utime(truth_files[0], ns=(before[str(truth_files[0])] + 10**9, before[str(truth_files[0])] + 10**9))
@@ -157,7 +138,7 @@ def test_reprocess_redoing_only_score_reuses_truth(
     assert not any("reusing recorded truth" in m for m in _messages(caplog))
     rebuilt = _mtimes(truth_files + drizzle_dirs)
     assert all(rebuilt[str(p)] != before[str(p)] for p in truth_files + drizzle_dirs)
-    assert _counts(database_url) == {**full, "pipeline_runs": full["pipeline_runs"] + 3}
+    assert table_counts(database_url, TABLES) == {**full, "pipeline_runs": full["pipeline_runs"] + 3}
 
 
 def test_redo_fetch_downloads_again_and_rejects_unknown_stages(

@@ -1,4 +1,11 @@
-"""Fixtures for the simulator tests, built on the session's ``small_archive`` (tests/conftest.py)."""
+"""Fixtures for the simulator tests.
+
+``gc_visit`` and ``ex_visit`` come from ``basic_archive`` (tests/conftest.py): the session's small
+archive layout simulated *without* archive effects (``SimEffects.basic()``), so the basic physics (noise against
+the header, pointing errors as pure translations, Moffat stars) is checked on its own; the archive
+effects, on by default, are checked in ``test_effects.py`` and ``small_archive`` (tests/conftest.py)
+is simulated with them.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +28,12 @@ def read_visit_json() -> Callable[[Path], dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def gc_visit(small_archive):
-    """The small archive's globular-cluster visit (3 exposures)."""
-    return next(v for v in small_archive.visits if v.field_type == "globular_cluster")
+def gc_visit(basic_archive):
+    """The basic archive's globular-cluster visit (3 exposures)."""
+    return next(v for v in basic_archive.visits if v.field_type == "globular_cluster")
 
 
 @pytest.fixture(scope="session")
-def ex_visit(small_archive):
-    """The small archive's extragalactic visit (3 exposures)."""
-    return next(v for v in small_archive.visits if v.field_type == "extragalactic")
+def ex_visit(basic_archive):
+    """The basic archive's extragalactic visit (3 exposures)."""
+    return next(v for v in basic_archive.visits if v.field_type == "extragalactic")

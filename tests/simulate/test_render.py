@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from stwcs.wcsutil import HSTWCS
 
 from crlib.simulate import simulate_visit
+from crlib.simulate.effects import SimEffects
 
 
 def _point_sources(model: np.ndarray, sky: float) -> np.ndarray:
@@ -47,8 +48,14 @@ def test_relative_positions_follow_header_wcs_plus_injected_errors(gc_visit, rea
 
 def test_gaia_stars_land_at_their_catalog_positions(tmp_path, shared_data) -> None:
     catalog = shared_data / "gaia" / "gaia_dr2_ngc6791_wfc3_ibwb01.cat"
-    visit = simulate_visit(
-        tmp_path, field_type="extragalactic", exposures=2, seed=3, gaia_catalog=catalog, exptime_s=60.0
+    visit = simulate_visit(  # basic: the pointing error is then a pure translation
+        tmp_path,
+        field_type="extragalactic",
+        exposures=2,
+        seed=3,
+        gaia_catalog=catalog,
+        exptime_s=60.0,
+        effects=SimEffects.basic(),
     )
     ra, dec = np.loadtxt(catalog, usecols=(0, 1), unpack=True)
     truth = json.loads((visit.directory / "truth" / "visit.json").read_text())
