@@ -1,9 +1,9 @@
 """Fixtures for the simulator tests.
 
 ``gc_visit`` and ``ex_visit`` come from ``basic_archive`` (tests/conftest.py): the session's small
-archive layout simulated *without* archive effects (``SimEffects.basic()``), so the basic physics (noise against
-the header, pointing errors as pure translations, Moffat stars) is checked on its own; the archive
-effects, on by default, are checked in ``test_effects.py`` and ``small_archive`` (tests/conftest.py)
+archive layout simulated *without* archive effects (``SimEffects.basic()``), so the basic physics
+(noise against the header, pointing errors as pure translations, Moffat stars) is checked on its
+own; the archive effects, on by default, are checked in ``test_effects.py``, and ``small_archive``
 is simulated with them.
 """
 
