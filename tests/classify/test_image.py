@@ -127,8 +127,13 @@ def test_features_between_the_classes_are_unknown(mixed_archive: Path) -> None:
     features = per_exposure[0][2]
     from dataclasses import replace
 
-    between = replace(features, extended_fraction=0.16, extended_area_mpx=0.16)
+    between = replace(features, extended_fraction=0.16, extended_area_mpx=0.16, saturated_density_peak=3.0)
     assert decide(between).field_type == "unknown"
+    # between flat and extended but with a cluster core's saturated giants (seen on the realistic
+    # simulator: 0.19 extended, ~38 saturated/Mpx): a cluster, as it would be flat or extended
+    assert decide(replace(between, saturated_density_peak=38.0)).field_type == "globular_cluster"
+    sparse = replace(between, point_density_peak=400.0, saturated_density_peak=38.0)
+    assert decide(sparse).field_type == "unknown"  # not dense: the giants alone decide nothing
     core = replace(features, extended_fraction=0.5, extended_area_mpx=0.5, saturated_density_peak=11.0)
     assert "between a galaxy and a cluster core" in decide(core).reasons[0]
     crowded_galaxy = replace(core, saturated_density_peak=0.0)
