@@ -275,7 +275,8 @@ def alignment_check(
         (no accepted fit used fewer pairs than its geometry's minimum) and per exposure:
         ``rms_px``/``max_px`` (true error of the WCS used), ``header_rms_px`` (of its header WCS),
         ``injected`` (shift, roll, scale), ``fitted`` (whether the fit was taken), ``n_matches``,
-        ``n_fit``, ``min_matches``, ``fit_rms_px``, ``header_kept``, ``reference``.
+        ``n_fit``, ``min_matches``, ``fit_rms_px``, ``header_kept``, ``reference`` and, where the
+        refinement pass on the looser catalogs was applied, the same as ``refine_*``.
     """
     from crlib.align.fit import FITGEOM_FALLBACK
     from crlib.truth.align_fidelity import alignment_errors, simulated_pointings
@@ -313,6 +314,14 @@ def alignment_check(
             if fitted:
                 geometry = (alignment.fit_geometry or "").split("+")[0] if alignment else ""
                 rule_ok &= row["n_fit"] >= rule.get(geometry, 0)
+        if "refine_n_matches" in entry:
+            row.update(
+                refine_n_matches=int(entry["refine_n_matches"]),
+                refine_n_fit=int(entry["refine_n_fit"]),
+                refine_min_matches=int(entry["refine_min_matches"]),
+                refine_rms_px=float(entry["refine_rms_px"]),
+            )
+            rule_ok &= row["refine_n_fit"] >= row["refine_min_matches"] > 0
         exposures[rootname] = row
     return {
         "reference": None if absolute else reference,

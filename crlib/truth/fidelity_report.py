@@ -66,6 +66,11 @@ def alignment_lines(visit: dict[str, Any]) -> list[str]:
                 f"fit on {row['n_matches']} matches ({row['n_fit']} after clipping, "
                 f"rule {row['min_matches']}), rms {row['fit_rms_px']:.3f} px"
             )
+            if row.get("refine_n_matches") is not None:
+                how += (
+                    f"; refined on {row['refine_n_matches']} ({row['refine_n_fit']} after clipping, "
+                    f"rule {row['refine_min_matches']}), rms {row['refine_rms_px']:.3f} px"
+                )
         elif row.get("n_matches") is not None:
             how = f"fit refused ({row['n_matches']} matches), header WCS kept"
         else:
