@@ -86,7 +86,9 @@ def test_sky_with_many_cosmic_rays_is_not_a_crowded_field() -> None:
         chips.append(rng.poisson(60.0, (512, 1024)) + rng.normal(0, 4.0, (512, 1024)) + hits.charge)
     label, features = classify_arrays([chips])
     assert features.rejected_peaks > 3000
-    assert features.point_density_peak < 150
+    # ~240/Mpx of CR peaks pass the PSF-like cut (0.32 FWHM; ~110 at the former Moffat-fitted 0.36):
+    # half the 500/Mpx sparse limit at four times the on-orbit rate
+    assert features.point_density_peak < 300
     assert label.field_type == "extragalactic"
 
 
