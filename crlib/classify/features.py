@@ -8,9 +8,9 @@ The measurements behind :mod:`crlib.classify.image` (all chips of an exposure to
   width of at least ``min_minor_fwhm`` x FWHM (a cosmic ray or hot pixel is sharper than the PSF),
   a mean width of at most ``max_size_fwhm`` x FWHM (no galaxies, no saturated stars) and an
   elongation of at most ``max_elongation`` (no CR tracks). A single ACS/WFC frame of 500 s holds
-  ~1300 CR events per 10^6 pixels; the cut keeps 3-5 % of the CR peaks and 80-97 % of the others
-  (stars; extended galaxies are dropped on purpose), measured on simulated frames against their
-  CR truth. The density is quoted for the whole
+  ~1300 CR events per 10^6 pixels; the cut keeps 10-12 % of the CR peaks and 94-99 % of the star
+  peaks rendered with drizzlepac's real ACS/WFC PSFs (extended galaxies are dropped on purpose),
+  measured on simulated frames against their CR truth. The density is quoted for the whole
   exposure and for its densest ``PEAK_AREA_PX`` (so a cluster core that fills a corner of a full
   frame still reads as dense).
 * **Extended light**: a background map (median of ``TILE_PX`` x ``TILE_PX`` tiles, 3x3-tile median
