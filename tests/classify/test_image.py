@@ -201,3 +201,26 @@ def test_full_size_visits(tmp_path_factory: pytest.TempPathFactory) -> None:
     result = evaluate_simulated(tmp_path_factory.mktemp("full"), seeds=[41], size="full", visits=3)
     assert result.per_exposure.wrong == 0 and result.per_visit.wrong == 0
     assert result.per_exposure.correct >= 0.9 * result.per_exposure.total, result.per_exposure.as_markdown()
+
+
+def test_realistic_small_visits(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every archive effect on (real PSFs, CTE, hot pixels, prior-drizzle DQ, satellites): small frames."""
+    from crlib.simulate.effects import SimEffects
+
+    result = evaluate_simulated(
+        tmp_path_factory.mktemp("realistic"), seeds=[9], size="small", effects=SimEffects.realistic()
+    )
+    assert result.per_exposure.wrong == 0 and result.per_visit.wrong == 0
+    assert result.per_exposure.correct >= 0.9 * result.per_exposure.total, result.per_exposure.as_markdown()
+
+
+@pytest.mark.slow
+def test_realistic_full_size_visits(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Full frames with every archive effect on: the real PSF must not push clusters into the gap."""
+    from crlib.simulate.effects import SimEffects
+
+    result = evaluate_simulated(
+        tmp_path_factory.mktemp("realistic-full"), seeds=[11], size="full", effects=SimEffects.realistic()
+    )
+    assert result.per_exposure.wrong == 0 and result.per_visit.wrong == 0
+    assert result.per_exposure.correct >= 0.9 * result.per_exposure.total, result.per_exposure.as_markdown()
