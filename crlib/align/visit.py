@@ -150,8 +150,10 @@ def visit_catalogs(
             failures[path] = result
         else:
             catalogs[path] = result
-    counts = {p: sum(len(t) for t in c.values()) for p, c in catalogs.items()}
-    usable = [p for p, c in catalogs.items() if any(len(t) >= opts.min_sources for t in c.values())]
+    # counted on the strict sources (the first fit's), not the looser refinement set
+    strict = {p: [len(strict_sources(t, opts.catalog)) for t in c.values()] for p, c in catalogs.items()}
+    counts = {p: sum(n) for p, n in strict.items()}
+    usable = [p for p, n in strict.items() if any(k >= opts.min_sources for k in n)]
     for path in [p for p, n in counts.items() if n == 0]:
         others = sorted(counts[p] for p in usable if p != path)
         if len(others) >= 2:
