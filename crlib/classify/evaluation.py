@@ -8,6 +8,9 @@ in ``docs/field_types.md`` come from it::
     from crlib.classify.evaluation import evaluate_simulated
     result = evaluate_simulated(Path("/tmp/ft"), seeds=range(1, 9), size="small")
     print(result.per_exposure.as_markdown())
+
+``effects=SimEffects.realistic()`` simulates with every archive effect (real PSFs, CTE, hot pixels,
+prior-drizzle DQ, satellites, roll/scale errors) for the realistic tables.
 """
 
 from __future__ import annotations
