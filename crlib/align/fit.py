@@ -68,7 +68,9 @@ class FitOutcome:
     wcs
         ``{(rootname, sci_extver): corrected HSTWCS}``.
     per_exposure
-        ``{rootname: {"n_matches", "rms_px", "shift_x", "shift_y", "rotation_deg", "scale"}}``.
+        ``{rootname: {"n_matches", "n_fit", "min_matches", "rms_px", "shift_x", "shift_y",
+        "rotation_deg", "scale"}}``: ``n_matches`` pairs found, ``n_fit`` of them left after sigma
+        clipping, ``min_matches`` the rule's minimum for the geometry (:data:`FITGEOM_FALLBACK`).
     reason
         Why the fit failed or fell back.
     """
@@ -105,8 +107,14 @@ def _make_correctors(
 
 
 def _summarise(
-    correctors: list, fitgeom: str
+    correctors: list, fitgeom: str, minobj: int
 ) -> tuple[bool, int, float | None, dict[str, dict[str, float]], str | None]:
+    """Per-exposure fit facts; a group whose sigma clipping left fewer than ``minobj`` pairs fails.
+
+    tweakwcs checks ``minobj`` on the matches before clipping; its clipping stops only at the
+    geometry's mathematical minimum (2 for ``rscale``), so a fit accepted on 12 matches could rest
+    on fewer. The rule applies to the pairs the fit actually used.
+    """
     per_exposure: dict[str, dict[str, float]] = {}
     failures = []
     for corrector in correctors:
@@ -121,10 +129,20 @@ def _summarise(
             continue
         if rootname in per_exposure:
             continue
+        fitmask = info.get("fitmask")
+        n_fit = int(np.count_nonzero(fitmask)) if fitmask is not None else int(info.get("nmatches", 0))
+        if n_fit < minobj:
+            failures.append(
+                f"{corrector.meta['name']}: {n_fit} of {info.get('nmatches', 0)} matches left after "
+                f"clipping, fewer than {minobj}"
+            )
+            continue
         shift = np.asarray(info.get("shift", (0.0, 0.0)), float)
         rot = info.get("<rot>", 0.0)
         per_exposure[rootname] = {
             "n_matches": float(info.get("nmatches", 0)),
+            "n_fit": float(n_fit),
+            "min_matches": float(minobj),
             "rms_px": float(info.get("rmse", math.nan)),
             "shift_x": float(shift[0]),
             "shift_y": float(shift[1]),
@@ -201,7 +219,7 @@ def fit_with_fallback(
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
             reasons.append(f"{fitgeom}: tweakwcs failed ({exc})")
             continue
-        ok, n_matches, rms, per_exposure, reason = _summarise(correctors, fitgeom)
+        ok, n_matches, rms, per_exposure, reason = _summarise(correctors, fitgeom, minobj)
         if ok:
             new_wcs = {(c.meta["rootname"], c.meta["chip"]): c.wcs for c in correctors}
             note = "; ".join(reasons) if reasons else None

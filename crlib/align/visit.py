@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from crlib.align.catalogs import CatalogOptions, exposure_catalogs
+from crlib.align.catalogs import CatalogOptions, exposure_catalogs, strict_sources
 from crlib.align.fit import ChipCorrector, FitOutcome, MatchOptions, fit_with_fallback
 from crlib.align.refcat import ReferenceCatalog, fetch_reference_catalog, read_catalog_file
 from crlib.align.verify import FitLimits, HeaderComparison, compare_with_header, verify_relative_fit
@@ -56,6 +56,12 @@ class AlignOptions:
         exposures' sources well beyond chance. The wide search's 2-D histogram peak can be pulled
         pixels off by the many unmatched sources (cosmic rays) of a sparse field, after which no
         match falls within the tolerance.
+    refine_match
+        Matching of the refinement pass (``None``: no refinement): once a relative fit is accepted,
+        it is fitted again from the fitted WCS on the looser catalogs (``refine_min_pixels``), with
+        a 1 px search and tolerance, so that stars of every sub-pixel phase take part (see
+        :class:`~crlib.align.catalogs.CatalogOptions`); the same match rule applies, and the pass
+        is kept only when every exposure succeeds.
     catalog
         Source-finding options.
     fit_limits
@@ -73,6 +79,9 @@ class AlignOptions:
     relative_match: MatchOptions = field(default_factory=MatchOptions)
     absolute_match: MatchOptions = field(default_factory=lambda: MatchOptions(searchrad=25.0))
     header_match: MatchOptions = field(default_factory=lambda: MatchOptions(searchrad=3.0, use2dhist=False))
+    refine_match: MatchOptions | None = field(
+        default_factory=lambda: MatchOptions(searchrad=1.0, tolerance=1.0, use2dhist=False)
+    )
     catalog: CatalogOptions = field(default_factory=CatalogOptions)
     fit_limits: FitLimits = field(default_factory=FitLimits)
     workers: int = 0
@@ -141,8 +150,10 @@ def visit_catalogs(
             failures[path] = result
         else:
             catalogs[path] = result
-    counts = {p: sum(len(t) for t in c.values()) for p, c in catalogs.items()}
-    usable = [p for p, c in catalogs.items() if any(len(t) >= opts.min_sources for t in c.values())]
+    # counted on the strict sources (the first fit's), not the looser refinement set
+    strict = {p: [len(strict_sources(t, opts.catalog)) for t in c.values()] for p, c in catalogs.items()}
+    counts = {p: sum(n) for p, n in strict.items()}
+    usable = [p for p, n in strict.items() if any(k >= opts.min_sources for k in n)]
     for path in [p for p, n in counts.items() if n == 0]:
         others = sorted(counts[p] for p in usable if p != path)
         if len(others) >= 2:
@@ -272,6 +283,58 @@ def _pairs_count(note: dict[str, float], limits: FitLimits) -> bool:
     )
 
 
+def _refine(
+    loose_chips: Sequence[ChipCorrector],
+    aligned_wcs: dict[tuple[str, int], Any],
+    relative: FitOutcome,
+    refused: dict[str, str],
+    per_exposure: dict[str, dict[str, float]],
+    opts: AlignOptions,
+    scale_arcsec: float,
+) -> str | None:
+    """Refit the accepted exposures from their fitted WCS on the looser catalogs, within 1 px.
+
+    Updates ``aligned_wcs`` and ``per_exposure`` (``refine_*`` entries) in place when every
+    exposure's refit succeeds with the rule's matches, a shift within the search radius and an rms
+    within the fit limit; returns a note for the reason (``None`` when nothing was tried).
+    """
+    if opts.refine_match is None:
+        return None
+    taken = {k for k in relative.per_exposure if k not in refused}
+    chips = [c for c in loose_chips if c.rootname in taken]
+    if len({c.rootname for c in chips}) < 2:
+        return None
+    refined = fit_with_fallback(chips, aligned_wcs, match=opts.refine_match)
+    if not refined.success:
+        return f"refinement on the looser catalogs failed ({refined.reason}); first fit kept"
+    limit_px = opts.fit_limits.max_rms_arcsec / scale_arcsec
+    for rootname, info in refined.per_exposure.items():
+        if info.get("reference"):
+            continue
+        moved = math.hypot(info.get("shift_x", 0.0), info.get("shift_y", 0.0))
+        if moved > opts.refine_match.searchrad or not info.get("rms_px", math.inf) <= limit_px:
+            rms = info.get("rms_px")
+            return f"refinement refused for {rootname} (shift {moved:.3f} px, rms {rms}); first fit kept"
+    aligned_wcs.update(refined.wcs)
+    for rootname, info in refined.per_exposure.items():
+        entry = per_exposure.setdefault(rootname, {})
+        if info.get("reference"):
+            entry["refine_reference"] = 1.0
+            continue
+        entry.update(
+            refine_n_matches=info["n_matches"],
+            refine_n_fit=info.get("n_fit", info["n_matches"]),
+            refine_min_matches=info.get("min_matches", 0.0),
+            refine_rms_px=info["rms_px"],
+            refine_shift_x=info.get("shift_x", 0.0),
+            refine_shift_y=info.get("shift_y", 0.0),
+        )
+    fitted = [v for v in refined.per_exposure.values() if not v.get("reference")]
+    low = int(min(v["n_matches"] for v in fitted))
+    radius = opts.refine_match.searchrad
+    return f"refined ({refined.fitgeom}) on the looser catalogs within {radius:g} px: >= {low} matches"
+
+
 def align_visit(
     exposures: Sequence[Path],
     *,
@@ -315,6 +378,7 @@ def align_visit(
     excluded_note = "; ".join(f"left out {exc}" for exc in excluded)
     paths = [p for p in all_paths if p in found.catalogs]
     chips: list[ChipCorrector] = []
+    loose_chips: list[ChipCorrector] = []
     wcs: dict[tuple[str, int], Any] = {}
     n_sources: dict[str, int] = {}
     for path in paths:
@@ -323,9 +387,12 @@ def align_visit(
         n_sources[rootname] = 0
         for extver, chip_catalog in found.catalogs[path].items():
             wcs[(rootname, extver)] = chip_wcs[extver]
-            n_sources[rootname] += len(chip_catalog)
-            if len(chip_catalog) >= opts.min_sources:
-                chips.append(ChipCorrector(path, rootname, extver, chip_catalog))
+            strict = strict_sources(chip_catalog, opts.catalog)
+            n_sources[rootname] += len(strict)
+            if len(strict) >= opts.min_sources:
+                chips.append(ChipCorrector(path, rootname, extver, strict))
+                loose = chip_catalog[: opts.catalog.max_sources]
+                loose_chips.append(ChipCorrector(path, rootname, extver, loose))
     log.info("visit %s: sources per exposure %s", visit, n_sources)
     usable = sorted({c.rootname for c in chips})
     sources_note = {k: float(v) for k, v in n_sources.items()}
@@ -435,6 +502,9 @@ def align_visit(
     }
     if refused:
         excluded_note = "; ".join(filter(None, [f"header WCS kept for {refused_note}", excluded_note]))
+    refine_note = _refine(
+        loose_chips, aligned_wcs, relative, refused, per_exposure, opts, profile.plate_scale_arcsec
+    )
 
     refcat, catalog_note = _reference_catalog(opts, aligned_wcs)
     absolute: FitOutcome | None = None
@@ -472,6 +542,8 @@ def align_visit(
         reason = f"{reason}; {excluded_note}" if reason else excluded_note
     if used_match is opts.header_match and relative.reason:
         reason = f"{relative.reason}; {reason}" if reason else relative.reason
+    if refine_note:
+        reason = f"{reason}; {refine_note}" if reason else refine_note
 
     wcsname: str | None = None
     if write:

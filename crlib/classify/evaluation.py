@@ -8,6 +8,9 @@ in ``docs/field_types.md`` come from it::
     from crlib.classify.evaluation import evaluate_simulated
     result = evaluate_simulated(Path("/tmp/ft"), seeds=range(1, 9), size="small")
     print(result.per_exposure.as_markdown())
+
+``effects=SimEffects.realistic()`` simulates with every archive effect (real PSFs, CTE, hot pixels,
+prior-drizzle DQ, satellites, roll/scale errors) for the realistic tables.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from crlib.classify.features import ImageFeatures, combine_features, measure_features
 from crlib.classify.image import DEFAULT_THRESHOLDS, ImageThresholds, decide, read_chips
 from crlib.classify.labels import UNKNOWN
 from crlib.profiles import FIELD_TYPES
+
+if TYPE_CHECKING:
+    from crlib.simulate.effects import SimEffects
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,14 @@ class SimulatedCheck:
     rows: list[dict[str, Any]]
 
 
+def _effects_tag(effects: SimEffects) -> str:
+    """A short directory tag for a set of simulator effects (stable for equal settings)."""
+    import hashlib
+
+    digest = hashlib.sha1(json.dumps(effects.as_dict(), sort_keys=True, default=str).encode()).hexdigest()
+    return f"effects{digest[:8]}"
+
+
 def classify_simulated_visit(
     visit_dir: Path, *, thresholds: ImageThresholds = DEFAULT_THRESHOLDS
 ) -> tuple[str, list[tuple[str, str, ImageFeatures]], str]:
@@ -118,6 +132,7 @@ def evaluate_simulated(
     filters: Sequence[str] = ("F435W", "F606W", "F814W"),
     exptime_s: float | None = None,
     thresholds: ImageThresholds = DEFAULT_THRESHOLDS,
+    effects: SimEffects | None = None,
 ) -> SimulatedCheck:
     """Simulate mixed-field archives (one per seed under ``root``) and classify them from pixels.
 
@@ -138,6 +153,10 @@ def evaluate_simulated(
         Exposure time, seconds (default: the simulator's typical values per field type).
     thresholds
         Decision limits.
+    effects
+        The simulator's archive effects (default: the basic simulator); archives simulated with
+        effects go to ``root/<size>-effects<hash of the settings>-seed<seed>``, so archives of
+        different settings never mix.
 
     Returns
     -------
@@ -148,7 +167,9 @@ def evaluate_simulated(
     rows: list[dict[str, Any]] = []
     visit_pairs: list[tuple[str, str]] = []
     for seed in seeds:
-        archive_dir = Path(root) / f"{size}-seed{seed}"
+        archive_dir = Path(root) / (
+            f"{size}-{_effects_tag(effects)}-seed{seed}" if effects else f"{size}-seed{seed}"
+        )
         if not (archive_dir / "observations.json").exists():
             simulate_archive(
                 archive_dir,
@@ -159,6 +180,7 @@ def evaluate_simulated(
                 size=size,
                 seed=seed,
                 exptime_s=exptime_s,
+                effects=effects,
             )
         for visit_json in sorted(archive_dir.glob("*/truth/visit.json")):
             true, exposures_found, visit_prediction = classify_simulated_visit(

@@ -8,9 +8,9 @@ The measurements behind :mod:`crlib.classify.image` (all chips of an exposure to
   width of at least ``min_minor_fwhm`` x FWHM (a cosmic ray or hot pixel is sharper than the PSF),
   a mean width of at most ``max_size_fwhm`` x FWHM (no galaxies, no saturated stars) and an
   elongation of at most ``max_elongation`` (no CR tracks). A single ACS/WFC frame of 500 s holds
-  ~1300 CR events per 10^6 pixels; the cut keeps 3-5 % of the CR peaks and 80-97 % of the others
-  (stars; extended galaxies are dropped on purpose), measured on simulated frames against their
-  CR truth. The density is quoted for the whole
+  ~1300 CR events per 10^6 pixels; the cut keeps 10-12 % of the CR peaks and 94-99 % of the star
+  peaks rendered with drizzlepac's real ACS/WFC PSFs (extended galaxies are dropped on purpose),
+  measured on simulated frames against their CR truth. The density is quoted for the whole
   exposure and for its densest ``PEAK_AREA_PX`` (so a cluster core that fills a corner of a full
   frame still reads as dense).
 * **Extended light**: a background map (median of ``TILE_PX`` x ``TILE_PX`` tiles, 3x3-tile median
@@ -68,7 +68,12 @@ class DetectionSettings:
         Detection threshold on the 1-pixel-Gaussian smoothed image, in units of its local noise.
     min_minor_fwhm, max_size_fwhm
         PSF-likeness: Gaussian-weighted minor-axis width at least, and mean width at most, these
-        multiples of the FWHM (stars measure ≈ 0.44 FWHM; CR peaks ≈ 0.25–0.3 FWHM).
+        multiples of the FWHM. CR peaks measure ≈ 0.25 FWHM (median; 90 % below 0.33). Stars
+        measure ≈ 0.43 FWHM with a Moffat PSF but only 0.33–0.35 (median) with drizzlepac's real
+        per-filter ACS/WFC PSFs, which are sharper and undersampled: the minimum is the 5th
+        percentile of real-PSF star peaks in the bluest filter (F435W 0.324, F606W 0.323, F814W
+        0.341), rounded down to 0.32. It was 0.36, fitted to Moffat stars, which dropped half the
+        real-PSF stars (see ``docs/field_types.md``).
     max_elongation
         PSF-likeness: ``(l1 - l2) / (l1 + l2)`` of the second-moment eigenvalues at most this.
     extended_sigma
@@ -81,7 +86,7 @@ class DetectionSettings:
 
     psf_fwhm_px: float = 2.0
     nsigma: float = 8.0
-    min_minor_fwhm: float = 0.36
+    min_minor_fwhm: float = 0.32
     max_size_fwhm: float = 0.65
     max_elongation: float = 0.3
     extended_sigma: float = 1.0

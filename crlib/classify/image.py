@@ -6,8 +6,9 @@ The measurements (CR-robust point-source density, extended light, saturated star
 =================  ==========================================================================
 globular_cluster   very dense PSF-like point sources (peak density ≥ ``dense_per_mpx``) on a
                    flat background (extended fraction ≤ ``flat_max`` and area ≤
-                   ``flat_max_mpx``); or dense *and* extended with many saturated stars in the
-                   densest area (a Galactic cluster core: its giants saturate)
+                   ``flat_max_mpx``); or dense on light that is not flat (extended, or between
+                   flat and extended) with many saturated stars in the densest area (a Galactic
+                   cluster core: its giants saturate)
 resolved_galaxy    extended light (fraction ≥ ``extended_min`` or area ≥ ``extended_min_mpx``)
                    with resolved point sources (peak density ≥ ``resolved_min_per_mpx``), and
                    few saturated stars where it is also dense
@@ -70,9 +71,10 @@ class ImageThresholds:
         Globular cluster (without saturated stars) and extragalactic: extended fraction at most
         ``flat_max`` *and* extended area at most ``flat_max_mpx``.
     saturated_cluster_per_mpx, saturated_galaxy_per_mpx
-        A field both dense and extended is a cluster core with at least the first number of
-        saturated stars per 10^6 pixels (peak area), a resolved galaxy with at most the second (a
-        nearby galaxy's stars are faint; a Galactic cluster's giants saturate); between: unknown.
+        A dense field whose light is not flat is a cluster core with at least the first number of
+        saturated stars per 10^6 pixels (peak area); if it is also extended, a resolved galaxy with
+        at most the second (a nearby galaxy's stars are faint; a Galactic cluster's giants
+        saturate); between: unknown.
     """
 
     dense_per_mpx: float = 1500.0
@@ -148,12 +150,15 @@ def decide(features: ImageFeatures, *, thresholds: ImageThresholds = DEFAULT_THR
         margins["extragalactic"] = ex
     rg = min(_dex(peak, t.resolved_min_per_mpx), extended)
     why = ""
-    if rg > 0 and peak >= t.dense_per_mpx:
-        # Dense *and* extended: a cluster core and a crowded galaxy look alike but for the giants.
+    if peak >= t.dense_per_mpx and flat <= 0:
+        # Dense on light that is not flat (extended, or between flat and extended): a cluster core
+        # and a crowded galaxy look alike but for the giants, which saturate in a Galactic cluster.
         core = min(_dex(peak, t.dense_per_mpx), _dex(saturated, t.saturated_cluster_per_mpx))
         if core > 0:
             margins["globular_cluster"] = core
             why = _WHY["globular_cluster_core"]
+        elif rg <= 0:
+            pass  # neither flat nor extended, few giants: between the classes
         elif saturated <= t.saturated_galaxy_per_mpx:
             margins["resolved_galaxy"] = min(rg, _dex(t.saturated_galaxy_per_mpx, max(saturated, 1e-3)))
         else:

@@ -3,7 +3,8 @@
 For each field type a simulated visit (full-size 3-exposure by default) goes through the whole truth
 stage; we report
 
-* alignment error after the fit against the injected header error (pixels, rms over each chip),
+* true alignment error of the WCS the stage used against the pointing the simulator injected
+  (shift, roll, scale; pixels, rms over a grid of every chip), with each fit's matches and geometry,
 * recall of the simulator's CR pixels above 3 sigma and above 50 e-, and the false-positive rate,
   inside valid pixels (also without the 1-pixel ``driz_cr_grow`` ring around true CRs),
 * star-core contamination: star cores found in the simulator's noiseless model, flagged as CR,
@@ -39,7 +40,7 @@ from crlib.truth.quality import star_core_mask
 
 if TYPE_CHECKING:
     from crlib.align.exposures import ExposureInfo
-    from crlib.records import TruthResult
+    from crlib.records import AlignmentResult, TruthResult
     from crlib.simulate.effects import SimEffects
     from crlib.truth.drizzle import DrizzleRun
 
@@ -256,6 +257,81 @@ def _injected_shifts(visit_json: dict[str, Any]) -> dict[str, tuple[float, float
     return shifts
 
 
+def alignment_check(
+    visit_dir: Path, work_dir: Path, alignment: AlignmentResult | None, rootnames: Sequence[str]
+) -> dict[str, Any]:
+    """True alignment error of every exposure's WCS after the truth stage, and the fit behind it.
+
+    The WCS of each working copy (fitted, or the header WCS where the fit was refused or failed) is
+    compared on a 64-px grid of every chip with the pointing the simulator injected: shift, roll
+    and plate scale (:func:`crlib.truth.align_fidelity.alignment_errors`). A relative fit is judged
+    in its reference exposure's frame (the first rootname when nothing was fitted), an absolute one
+    on the true sky.
+
+    Returns
+    -------
+    dict
+        ``reference``, ``absolute``, ``rule`` (the minimum matches per geometry), ``rule_ok``
+        (no accepted fit used fewer pairs than its geometry's minimum) and per exposure:
+        ``rms_px``/``max_px`` (true error of the WCS used), ``header_rms_px`` (of its header WCS),
+        ``injected`` (shift, roll, scale), ``fitted`` (whether the fit was taken), ``n_matches``,
+        ``n_fit``, ``min_matches``, ``fit_rms_px``, ``header_kept``, ``reference`` and, where the
+        refinement pass on the looser catalogs was applied, the same as ``refine_*``.
+    """
+    from crlib.align.fit import FITGEOM_FALLBACK
+    from crlib.truth.align_fidelity import alignment_errors, simulated_pointings
+
+    info = json.loads((Path(visit_dir) / "truth" / "visit.json").read_text())
+    injected = {k: p.injected for k, p in simulated_pointings(info).items()}
+    per = alignment.per_exposure if alignment is not None else {}
+    aligned = alignment is not None and alignment.status.startswith("aligned")
+    absolute = alignment is not None and alignment.status == "aligned_absolute"
+    reference = next((r for r, v in per.items() if v.get("reference")), None) or sorted(rootnames)[0]
+    files = {r: Path(work_dir) / f"{r}_flc.fits" for r in rootnames}
+    files = {r: f for r, f in files.items() if f.exists()}
+    errors = alignment_errors(Path(visit_dir), files, reference=None if absolute else reference)
+    rule = dict(FITGEOM_FALLBACK)
+    exposures: dict[str, dict[str, Any]] = {}
+    rule_ok = True
+    for rootname in rootnames:
+        entry = per.get(rootname, {})
+        taken = not entry.get("reference") and not entry.get("header_kept")
+        fitted = aligned and taken and "n_matches" in entry
+        row: dict[str, Any] = {
+            **errors.get(rootname, {}),
+            "injected": injected.get(rootname),
+            "reference": rootname == reference,
+            "fitted": bool(fitted),
+            "header_kept": bool(entry.get("header_kept")),
+        }
+        if "n_matches" in entry and not entry.get("reference"):
+            row.update(
+                n_matches=int(entry["n_matches"]),
+                n_fit=int(entry.get("n_fit", entry["n_matches"])),
+                min_matches=int(entry.get("min_matches", 0)),
+                fit_rms_px=float(entry.get("rms_px", float("nan"))),
+            )
+            if fitted:
+                geometry = (alignment.fit_geometry or "").split("+")[0] if alignment else ""
+                rule_ok &= row["n_fit"] >= rule.get(geometry, 0)
+        if "refine_n_matches" in entry:
+            row.update(
+                refine_n_matches=int(entry["refine_n_matches"]),
+                refine_n_fit=int(entry["refine_n_fit"]),
+                refine_min_matches=int(entry["refine_min_matches"]),
+                refine_rms_px=float(entry["refine_rms_px"]),
+            )
+            rule_ok &= row["refine_n_fit"] >= row["refine_min_matches"] > 0
+        exposures[rootname] = row
+    return {
+        "reference": None if absolute else reference,
+        "absolute": absolute,
+        "rule": rule,
+        "rule_ok": bool(rule_ok),
+        "exposures": exposures,
+    }
+
+
 def preload_modules() -> tuple[str, ...]:
     """Import every module the two timed paths import lazily, so no import happens inside a timer.
 
@@ -436,17 +512,8 @@ def benchmark_visit(
 
     injected = _injected_shifts(info)
     alignment = truth.alignment
-    align_errors: dict[str, float] = {}
-    if alignment is not None and alignment.status.startswith("aligned"):
-        absolute = alignment.status == "aligned_absolute"
-        reference = next((r for r, v in alignment.per_exposure.items() if v.get("reference")), None)
-        ref_shift = injected.get(reference or "", (0.0, 0.0)) if not absolute else (0.0, 0.0)
-        for exp in exposures:
-            shift = injected.get(exp.rootname, (0.0, 0.0))
-            expected = (shift[0] - ref_shift[0], shift[1] - ref_shift[1])
-            align_errors[exp.rootname] = wcs_correction_error(
-                exp.path, truth.work_dir / exp.path.name, dict.fromkeys(exp.sci_extvers, expected)
-            )
+    align_check = alignment_check(visit_dir, truth.work_dir, alignment, [e.rootname for e in exposures])
+    align_errors = {k: v["rms_px"] for k, v in align_check["exposures"].items()}
     fidelity = score_against_simulator(visit_dir, truth.exposures, exposures)
 
     return {
@@ -457,6 +524,9 @@ def benchmark_visit(
         "alignment_status": alignment.status if alignment else None,
         "alignment_fit_rms_px": alignment.rms_px if alignment else None,
         "alignment_error_rms_px": max(align_errors.values()) if align_errors else None,
+        "alignment_fit_geometry": alignment.fit_geometry if alignment else None,
+        "alignment_reason": alignment.reason if alignment else None,
+        "alignment_check": align_check,
         "injected_error_px": {k: list(v) for k, v in injected.items()},
         "statuses": {r.rootname: r.status for r in truth.exposures},
         "reasons": {r.rootname: list(r.reasons) for r in truth.exposures if r.reasons},

@@ -42,6 +42,48 @@ def artefact_lines(visit: dict[str, Any]) -> list[str]:
     return lines
 
 
+def alignment_lines(visit: dict[str, Any]) -> list[str]:
+    """Per-exposure true alignment error, injected pointing error and the fit behind it."""
+    check = visit.get("alignment_check")
+    if not check:
+        return []
+    rule = ", ".join(f"{geometry} >= {n}" for geometry, n in check["rule"].items())
+    frame = "true sky" if check["absolute"] else f"frame of reference exposure {check['reference']}"
+    lines = [
+        f"  alignment {visit['alignment_status']} ({visit.get('alignment_fit_geometry') or 'no fit'}), "
+        f"true error in the {frame}; match rule {rule}: "
+        f"{'kept' if check['rule_ok'] else 'BROKEN'}"
+    ]
+    if visit.get("alignment_reason"):
+        lines.append(f"    reason: {visit['alignment_reason']}")
+    for rootname, row in check["exposures"].items():
+        inj = row.get("injected") or {}
+        shift = inj.get("shift_px", [0.0, 0.0])
+        if row.get("reference"):
+            how = "reference"
+        elif row.get("fitted"):
+            how = (
+                f"fit on {row['n_matches']} matches ({row['n_fit']} after clipping, "
+                f"rule {row['min_matches']}), rms {row['fit_rms_px']:.3f} px"
+            )
+            if row.get("refine_n_matches") is not None:
+                how += (
+                    f"; refined on {row['refine_n_matches']} ({row['refine_n_fit']} after clipping, "
+                    f"rule {row['refine_min_matches']}), rms {row['refine_rms_px']:.3f} px"
+                )
+        elif row.get("n_matches") is not None:
+            how = f"fit refused ({row['n_matches']} matches), header WCS kept"
+        else:
+            how = "header WCS kept"
+        lines.append(
+            f"    {rootname}: error rms {row.get('rms_px', float('nan')):.3f} px, max "
+            f"{row.get('max_px', float('nan')):.3f} (header {row.get('header_rms_px', float('nan')):.3f}); "
+            f"injected shift ({shift[0]:+.2f}, {shift[1]:+.2f}) px, "
+            f"roll {inj.get('roll_deg', 0.0):+.5f} deg, scale {inj.get('scale', 1.0) - 1.0:+.1e}; {how}"
+        )
+    return lines
+
+
 def _shown(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -74,6 +116,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
     for v in report["visits"]:
         lines.append(f"{v['field_type']} ({v['visit']}):")
+        lines.extend(alignment_lines(v))
         lines.extend(artefact_lines(v))
         runs = ", ".join(
             f"{r['tool']} {r['seconds']:.1f} s (load {r['load_average'][0] if r['load_average'] else '-'})"

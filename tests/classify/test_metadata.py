@@ -82,6 +82,40 @@ def test_real_m31_rows_are_resolved_galaxy_or_unknown_never_another_type(shared_
         assert by_name[name] == {"unknown"}, name
 
 
+def test_real_target_classifications_map_to_their_types(shared_data: Path) -> None:
+    """Real ``target_description`` strings recorded from ESA's HST archive, verbatim, on their own.
+
+    A globular cluster's category (``BROAD_CATEGORY=STELLAR CLUSTER|TARGET_DESCRIP=STELLAR
+    CLUSTER;GLOBULAR CLUSTER``) is a globular cluster; a cluster of galaxies' is extragalactic; a
+    bare galaxy category is ``unknown`` until a name or pointing says how far away the galaxy is,
+    and with M31's name it is a resolved galaxy.
+    """
+    rows = _esa_rows(shared_data)
+    described = {row["target_classification"]: row for row in rows}
+    globular = [d for d in described if "GLOBULAR CLUSTER" in d]
+    galaxies = [d for d in described if "CLUSTER OF GALAXIES" in d]
+    spiral = [d for d in described if d.startswith("GALAXY;SPIRAL")]
+    assert globular and galaxies and spiral
+    for description in globular:
+        label = classify_metadata(target_classification=description)
+        assert label.field_type == "globular_cluster", (description, label)
+        # the same row with its real name and pointing (a cluster *in M31*) contradicts itself
+        row = described[description]
+        placed = classify_metadata(
+            target_classification=description,
+            target_name=row["target_name"],
+            ra_deg=row["s_ra"],
+            dec_deg=row["s_dec"],
+        )
+        assert placed.field_type in ("globular_cluster", "unknown")
+    for description in galaxies:
+        assert classify_metadata(target_classification=description).field_type == "extragalactic"
+    for description in spiral:
+        assert classify_metadata(target_classification=description).field_type == "unknown"
+        m31 = classify_metadata(target_classification=description, target_name="M31")
+        assert m31.field_type == "resolved_galaxy", (description, m31)
+
+
 def test_real_acs_wfc_header_targets(shared_data: Path) -> None:
     """TARGNAME of the real ACS/WFC headers: 47 Tuc twice, omega Cen, and an anonymous galaxy."""
     from astropy.io import fits

@@ -163,3 +163,46 @@ def test_report_prints_both_times_every_run_parameters_threads_and_load():
     assert "parameters DIFFER: skymethod_used: crlib 'match' vs bare 'localmin'" in fidelity.format_report(
         report
     )
+
+
+def test_alignment_lines_show_true_error_injection_matches_and_the_rule():
+    from crlib.truth.fidelity_report import alignment_lines
+
+    row = {
+        "rms_px": 0.012,
+        "max_px": 0.02,
+        "header_rms_px": 0.3,
+        "injected": {"shift_px": [0.5, -1.0], "roll_deg": 0.0012, "scale": 1 + 4e-6},
+        "reference": False,
+        "fitted": True,
+        "n_matches": 98,
+        "n_fit": 97,
+        "min_matches": 12,
+        "fit_rms_px": 0.2,
+        "refine_n_matches": 237,
+        "refine_n_fit": 231,
+        "refine_min_matches": 12,
+        "refine_rms_px": 0.13,
+    }
+    visit = {
+        "alignment_status": "aligned_relative",
+        "alignment_fit_geometry": "rscale",
+        "alignment_reason": "refined (rscale) on the looser catalogs within 1 px: >= 237 matches",
+        "alignment_check": {
+            "reference": "a01q",
+            "absolute": False,
+            "rule": {"rscale": 12, "rshift": 8, "shift": 4},
+            "rule_ok": True,
+            "exposures": {
+                "a01q": {"rms_px": 0.0, "max_px": 0.0, "header_rms_px": 0.0, "reference": True},
+                "a02q": row,
+            },
+        },
+    }
+    text = "\n".join(alignment_lines(visit))
+    assert "frame of reference exposure a01q" in text and "rscale >= 12" in text and "kept" in text
+    assert "a02q: error rms 0.012 px, max 0.020 (header 0.300)" in text
+    assert "injected shift (+0.50, -1.00) px, roll +0.00120 deg, scale +4.0e-06" in text
+    assert "fit on 98 matches (97 after clipping, rule 12)" in text and "refined on 237 (231" in text
+    visit["alignment_check"]["rule_ok"] = False
+    assert "BROKEN" in alignment_lines(visit)[0]
