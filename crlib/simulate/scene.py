@@ -36,10 +36,13 @@ own random stream (:func:`crowd_resolved_galaxy`, :class:`LightStructure`):
   light (F606W holds H-alpha and [OIII]) peaking at 0.2-2x the local disk light and 150-2000 young
   stars of m 19-28;
 * crowded resolved stars: an old/intermediate disk population following the (armed, patchy) disk
-  light at 0.03-0.09 stars/px² with m <= 28 at the disk centre, m 20-28, dN/dm ∝ 10^0.3m (RGB/AGB
+  light at 0.02-0.06 stars/px² with m <= 28 at the disk centre, m 21-28, dN/dm ∝ 10^0.3m (RGB/AGB
   luminosity-function slope), anchored on PHAT's 117 million stars over ~0.5 deg² of M31's disk
   (Williams et al. 2014, ApJS 215, 9; Dalcanton et al. 2012, ApJS 200, 18): 18 stars/arcsec² =
-  0.045 stars/px² on average, i.e. fields at their crowding limit (1 star per 10-30 px²); and a
+  0.045 stars/px² on average, i.e. fields at their crowding limit (1 star per 10-30 px²), counted
+  mostly in F814W, where red giants are 1-2 mag brighter than in F606W (hence 0.02-0.06 to m = 28
+  here); the bright end is the AGB, ~1 mag above the RGB tip (M_I = -4.05, V - I ~ 1.5-2: V ~ 22
+  at M31's distance modulus 24.5); and a
   young population on the arms, 0.004-0.015 stars/px² at arm crest, m 19-28 (blue/red supergiants
   down to the upper main sequence).
 """
@@ -147,8 +150,8 @@ class Scene:
 #: Crowded resolved galaxies (``build_scene(..., crowded=True)``): see the module docstring for sources.
 CROWD_GRID_PX = 4.0
 """Grid step (visit-frame px) of :class:`LightStructure` (its features are >= 15 px wide)."""
-CROWD_OLD_DENSITY = (0.03, 0.09)
-CROWD_OLD_MAGS = (20.0, 28.0)
+CROWD_OLD_DENSITY = (0.02, 0.06)
+CROWD_OLD_MAGS = (21.0, 28.0)
 CROWD_YOUNG_DENSITY = (0.004, 0.015)
 CROWD_YOUNG_MAGS = (19.0, 28.0)
 CROWD_LF_SLOPE = 0.3
