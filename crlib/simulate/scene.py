@@ -149,20 +149,35 @@ class Scene:
 
 #: Crowded resolved galaxies (``build_scene(..., crowded=True)``): see the module docstring for sources.
 CROWD_GRID_PX = 4.0
-"""Grid step (visit-frame px) of :class:`LightStructure` (its features are >= 15 px wide)."""
+"""Grid step (visit-frame px) of :class:`LightStructure` (its features are >= 5 px wide)."""
+CROWD_DISTANCE_MODULUS = (24.4, 29.5)
+"""Galaxy distance moduli: M31/M33 (24.4-24.7), NGC 300 (26.5), LEGUS disks at 3.5-10 Mpc (27.7-30)."""
+CROWD_FIELD_MU = (20.5, 22.5)
+"""V surface brightness (mag/arcsec²) of the disk at the field centre."""
+CROWD_DISK_RE_PX = (5000.0, 30000.0)
+CROWD_ANCHOR_RADIUS = (0.3, 1.5)
+"""Field centre's radius in the disk plane, in units of r_e."""
+PIXEL_MAG_OFFSET = 6.505
+"""Magnitude of one 0.05" pixel relative to one arcsec² (-2.5 log10 0.0025)."""
+CROWD_REFERENCE_MU = 21.5
+CROWD_REFERENCE_DM = 24.47
+CROWD_REFERENCE_PC_PER_PX = 0.19
+"""M31 (distance modulus 24.47): densities below are for a mu_V = 21.5 disk at that distance."""
 CROWD_OLD_DENSITY = (0.02, 0.06)
-CROWD_OLD_MAGS = (21.0, 28.0)
+CROWD_OLD_BRIGHT_ABS = -3.5
 CROWD_YOUNG_DENSITY = (0.004, 0.015)
-CROWD_YOUNG_MAGS = (19.0, 28.0)
+CROWD_YOUNG_BRIGHT_ABS = -8.0
+CROWD_BRIGHTEST_MAG = 17.0
+CROWD_FAINTEST_MAG = 28.0
 CROWD_LF_SLOPE = 0.3
 CROWD_PITCH_DEG = (10.0, 30.0)
 CROWD_ARM_CONTRAST = (1.5, 3.0)
 CROWD_DUST_TAU = (0.5, 1.5)
 CROWD_PATCH_SIGMA = 0.25
 CROWD_PATCH_SCALE_PX = 40.0
-CROWD_KNOTS_PER_MPX = (1.5, 4.0)
-"""Star-forming knots per 10^6 px² at the disk centre on an arm crest."""
-CROWD_KNOT_SIGMA_PX = (15.0, 80.0)
+CROWD_KNOTS_PER_MPX = (0.5, 2.0)
+"""Star-forming knots per 10^6 px² on an arm crest of a mu_V = 21.5 disk at M31's distance."""
+CROWD_KNOT_SIGMA_PC = (20.0, 100.0)
 CROWD_KNOT_STARS = (150, 2000)
 CROWD_KNOT_NEBULAR = (0.2, 2.0)
 
@@ -277,40 +292,41 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float, size=None):
 
 
 def crowd_resolved_galaxy(
-    rng: np.random.Generator, disk: DiffuseLight, box: tuple[float, float, float, float]
-) -> tuple[LightStructure, dict[str, FloatArray], dict[str, float]]:
-    """Arms, dust, patchiness, star-forming knots and crowded resolved stars of a resolved galaxy.
+    rng: np.random.Generator, disk: DiffuseLight, box: tuple[float, float, float, float], zeropoint: float
+) -> tuple[DiffuseLight, LightStructure, dict[str, FloatArray], dict[str, float]]:
+    """The disk, arms, dust, patchiness, star-forming knots and crowded stars of a resolved galaxy.
+
+    The field lies inside the disk: an exponential disk (orientation of ``disk``) of V surface
+    brightness :data:`CROWD_FIELD_MU` at the anchor. The galaxy's distance modulus
+    (:data:`CROWD_DISTANCE_MODULUS`) sets how many of its stars are resolved (brighter than m = 28)
+    per unit of disk light, their bright end, and the knots' sizes in pixels.
 
     Parameters
     ----------
     rng
         The crowding's own random stream (so the rest of the scene is drawn as without it).
     disk
-        The smooth disk the structure modulates.
+        The smooth scene's disk: its axis ratio and position angle are kept.
     box
         ``(u_min, u_max, v_min, v_max)`` region of the visit frame to populate, pixels.
+    zeropoint
+        Filter AB zero point: surface brightnesses in magnitudes to e- s⁻¹ pixel⁻¹.
 
     Returns
     -------
     tuple
-        ``(structure, stars, summary)``: :class:`LightStructure`; ``stars`` with visit-frame ``u``,
-        ``v`` and ``mag`` (before dust) of the added stars; numbers for ``visit.json``.
+        ``(disk, structure, stars, summary)``: the new smooth disk (it replaces ``disk``),
+        :class:`LightStructure`; ``stars`` with visit-frame ``u``, ``v`` and ``mag`` (before dust)
+        of the added stars; numbers for ``visit.json``.
     """
     from scipy.ndimage import gaussian_filter
 
-    u_min, u_max, v_min, v_max = box
-    step = CROWD_GRID_PX
-    gu = u_min + step * np.arange(int(np.ceil((u_max - u_min) / step)) + 2)
-    gv = v_min + step * np.arange(int(np.ceil((v_max - v_min) / step)) + 2)
-    uu, vv = np.meshgrid(gu, gv)
-    cos, sin = np.cos(disk.pa_rad), np.sin(disk.pa_rad)
-    du, dv = uu - disk.u0, vv - disk.v0
-    major = du * cos + dv * sin
-    minor = (-du * sin + dv * cos) / disk.axis_ratio
-    radius = np.hypot(major, minor)  # in the disk plane
-    theta = np.arctan2(minor, major)
-
     # the galaxy's numbers first, so that they do not depend on the size of the box
+    distance_modulus = rng.uniform(*CROWD_DISTANCE_MODULUS)
+    field_mu = rng.uniform(*CROWD_FIELD_MU)
+    r_e = float(_log_uniform(rng, *CROWD_DISK_RE_PX))
+    anchor_radius = rng.uniform(*CROWD_ANCHOR_RADIUS) * r_e
+    anchor_angle = rng.uniform(0.0, 2.0 * np.pi)
     pitch = np.radians(rng.uniform(*CROWD_PITCH_DEG))
     phase0 = rng.uniform(0.0, 2.0 * np.pi)
     contrast = rng.uniform(*CROWD_ARM_CONTRAST)
@@ -318,6 +334,35 @@ def crowd_resolved_galaxy(
     knot_rate = rng.uniform(*CROWD_KNOTS_PER_MPX) * 1e-6
     old_density = rng.uniform(*CROWD_OLD_DENSITY)
     arm_density = rng.uniform(*CROWD_YOUNG_DENSITY)
+
+    # the disk: n = 1, centred so that the anchor (0, 0) lies at anchor_radius in the disk plane
+    ref_rate = float(magnitudes_to_rate(np.asarray(CROWD_REFERENCE_MU + PIXEL_MAG_OFFSET), zeropoint))
+    field_rate = float(magnitudes_to_rate(np.asarray(field_mu + PIXEL_MAG_OFFSET), zeropoint))
+    cos, sin = np.cos(disk.pa_rad), np.sin(disk.pa_rad)
+    major = anchor_radius * np.cos(anchor_angle)
+    minor = anchor_radius * np.sin(anchor_angle) * disk.axis_ratio
+    centre_u, centre_v = -(major * cos - minor * sin), -(major * sin + minor * cos)
+    disk = DiffuseLight(
+        u0=float(centre_u),
+        v0=float(centre_v),
+        r_e=r_e,
+        n=1.0,
+        axis_ratio=disk.axis_ratio,
+        pa_rad=disk.pa_rad,
+        central_rate=field_rate * float(np.exp(sersic_b(1.0) * anchor_radius / r_e)),
+    )
+    # resolved stars per unit disk light: dN/dM ∝ 10^0.3M, so 10^(-0.3 (DM - 24.5)) of M31's count
+    resolved = 10.0 ** (-CROWD_LF_SLOPE * (distance_modulus - CROWD_REFERENCE_DM))
+    pc_per_px = 10.0 ** (distance_modulus / 5.0 + 1.0) * 0.05 / 206265.0
+
+    u_min, u_max, v_min, v_max = box
+    step = CROWD_GRID_PX
+    gu = u_min + step * np.arange(int(np.ceil((u_max - u_min) / step)) + 2)
+    gv = v_min + step * np.arange(int(np.ceil((v_max - v_min) / step)) + 2)
+    uu, vv = np.meshgrid(gu, gv)
+    du, dv = uu - disk.u0, vv - disk.v0
+    radius = np.hypot(du * cos + dv * sin, (-du * sin + dv * cos) / disk.axis_ratio)  # disk plane
+    theta = np.arctan2((-du * sin + dv * cos) / disk.axis_ratio, du * cos + dv * sin)
     # m = 2 trailing logarithmic spiral; the arms fade in outside 0.3 r_e (no winding to the centre)
     phase = 2.0 * (theta - np.log(np.maximum(radius, 1.0) / disk.r_e) / np.tan(pitch)) + phase0
     fade = 1.0 - np.exp(-((radius / (0.3 * disk.r_e)) ** 2))
@@ -332,16 +377,17 @@ def crowd_resolved_galaxy(
     nebular = np.zeros_like(uu)
     structure = LightStructure(float(gu[0]), float(gv[0]), step, arms, crest, tau, nebular)
 
-    def disk_share(u, v):
-        return disk.rate(u, v) / disk.central_rate
+    def light(u, v):  # disk light in units of a mu_V = 21.5 mag/arcsec² disk
+        return disk.rate(u, v) / ref_rate
 
     # star-forming knots along the arms, each an OB association inside its HII region
+    area_scale = (pc_per_px / CROWD_REFERENCE_PC_PER_PX) ** 2  # more of the galaxy per pixel farther out
     ku, kv = sample_positions(
-        rng, box, lambda u, v: knot_rate * structure.sample(crest, u, v) * disk_share(u, v)
+        rng, box, lambda u, v: knot_rate * area_scale * light(u, v) * structure.sample(crest, u, v)
     )
     n_knots = ku.size
-    knot_sigma = _log_uniform(rng, *CROWD_KNOT_SIGMA_PX, n_knots)
-    knot_stars = np.rint(_log_uniform(rng, *CROWD_KNOT_STARS, n_knots)).astype(np.int64)
+    knot_sigma = np.clip(_log_uniform(rng, *CROWD_KNOT_SIGMA_PC, n_knots) / pc_per_px, 5.0, 400.0)
+    knot_stars = np.rint(resolved * _log_uniform(rng, *CROWD_KNOT_STARS, n_knots)).astype(np.int64)
     knot_peak = rng.uniform(*CROWD_KNOT_NEBULAR, n_knots) * disk.rate(ku, kv) * structure.sample(arms, ku, kv)
     for k in range(n_knots):
         width = 1.5 * knot_sigma[k]  # the HII region around the association
@@ -356,30 +402,38 @@ def crowd_resolved_galaxy(
     young_u, young_v = young_u[inside], young_v[inside]
 
     old_u, old_v = sample_positions(
-        rng, box, lambda u, v: old_density * disk_share(u, v) * structure.sample(arms, u, v)
+        rng, box, lambda u, v: old_density * resolved * light(u, v) * structure.sample(arms, u, v)
     )
     arm_u, arm_v = sample_positions(
-        rng, box, lambda u, v: arm_density * disk_share(u, v) * structure.sample(crest, u, v)
+        rng, box, lambda u, v: arm_density * resolved * light(u, v) * structure.sample(crest, u, v)
     )
     young_u, young_v = np.concatenate([young_u, arm_u]), np.concatenate([young_v, arm_v])
+    old_bright = max(CROWD_OLD_BRIGHT_ABS + distance_modulus, CROWD_BRIGHTEST_MAG)
+    young_bright = max(CROWD_YOUNG_BRIGHT_ABS + distance_modulus, CROWD_BRIGHTEST_MAG)
     mags = np.concatenate(
         [
-            sample_magnitudes(rng, old_u.size, *CROWD_OLD_MAGS, CROWD_LF_SLOPE),
-            sample_magnitudes(rng, young_u.size, *CROWD_YOUNG_MAGS, CROWD_LF_SLOPE),
+            sample_magnitudes(rng, old_u.size, old_bright, CROWD_FAINTEST_MAG, CROWD_LF_SLOPE),
+            sample_magnitudes(rng, young_u.size, young_bright, CROWD_FAINTEST_MAG, CROWD_LF_SLOPE),
         ]
     )
     stars = {"u": np.concatenate([old_u, young_u]), "v": np.concatenate([old_v, young_v]), "mag": mags}
     summary = {
+        "galaxy_u": disk.u0,
+        "galaxy_v": disk.v0,
+        "galaxy_re_px": disk.r_e,
+        "crowd_distance_modulus": float(distance_modulus),
+        "crowd_field_mu_v": float(field_mu),
+        "crowd_field_rate": field_rate,
         "crowd_pitch_deg": float(np.degrees(pitch)),
         "crowd_arm_contrast": float(contrast),
         "crowd_dust_tau_v": float(tau_peak),
-        "crowd_old_density": float(old_density),
-        "crowd_arm_young_density": float(arm_density),
+        "crowd_old_density_m31": float(old_density),
+        "crowd_arm_young_density_m31": float(arm_density),
         "crowd_knots": float(n_knots),
         "crowd_old_stars": float(old_u.size),
         "crowd_young_stars": float(young_u.size),
     }
-    return structure, stars, summary
+    return disk, structure, stars, summary
 
 
 def read_gaia_catalog(path: Path) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -490,7 +544,7 @@ def build_scene(
         add_stars(lambda uu, vv: np.full(uu.shape, EXTRAGALACTIC_STAR_DENSITY), 16.0, 27.0, 0.15)
     galaxies = _galaxies(rng, box, GALAXY_DENSITY * BACKGROUND_GALAXY_FACTOR[field_type], zeropoint)
     if diffuse is not None and crowded_rng is not None and gaia is None:
-        structure, crowd, crowd_summary = crowd_resolved_galaxy(crowded_rng, diffuse, box)
+        diffuse, structure, crowd, crowd_summary = crowd_resolved_galaxy(crowded_rng, diffuse, box, zeropoint)
         star_u.append(crowd["u"])
         star_v.append(crowd["v"])
         star_mag.append(crowd["mag"])
