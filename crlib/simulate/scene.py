@@ -150,10 +150,11 @@ class Scene:
 #: Crowded resolved galaxies (``build_scene(..., crowded=True)``): see the module docstring for sources.
 CROWD_GRID_PX = 4.0
 """Grid step (visit-frame px) of :class:`LightStructure` (its features are >= 5 px wide)."""
-CROWD_DISTANCE_MODULUS = (27.5, 30.0)
-"""Galaxy distance moduli: the LEGUS disks (3.5-10 Mpc), as the paper's resolved-galaxy test visit 13364/95.
-M31/M33 (24.4-24.7) and NGC 300 (26.5) are 10-100x more crowded per unit of disk light; on such a draw
-deepCR's TPR at 0.05% FPR fell to 18% (docs/simulator.md), far below the paper's resolved galaxies."""
+CROWD_DISTANCE_MODULUS = (27.0, 30.0)
+"""Galaxy distance moduli, 2.5-10 Mpc: nearby star-forming disks as the LEGUS sample (3.5-12 Mpc; the paper's
+resolved-galaxy test visit 13364/95) and the Sculptor/M81-group spirals (NGC 55, NGC 253, NGC 2403, M81 at
+2-3.6 Mpc). M31/M33 (24.4-24.7) and NGC 300 (26.5) are 5-50x more crowded per unit of disk light; on such a
+draw deepCR's TPR at 0.05% FPR fell to 18% (docs/simulator.md), far below the paper's resolved galaxies."""
 CROWD_FIELD_MU = (20.5, 22.5)
 """V surface brightness (mag/arcsec²) of the disk at the field centre."""
 CROWD_DISK_RE_PX = (5000.0, 30000.0)
