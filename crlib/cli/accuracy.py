@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from crlib.model.accuracy import AccuracyReport
 
 SizeOption = Literal["small", "full"]
+EffectsOption = Literal["basic", "realistic"]
 DeviceOption = Literal["auto", "cpu", "cuda"]
 
 
@@ -83,6 +84,13 @@ def bench_accuracy_command(
             help="Truth: prune driz_cr components below this many sigma (default 5; 0 keeps them all).",
         ),
     ] = None,
+    effects: Annotated[
+        EffectsOption,
+        typer.Option(
+            help="Simulator effects: 'realistic' (real PSFs, CTE, dated hot/warm/sink pixels, satellites, "
+            "crowded structured resolved galaxies ...) or 'basic' (the original simulator)."
+        ),
+    ] = "realistic",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """deepCR global and per-filter models and LACosmic on simulated visits with drizzle truth vs Table 3."""
@@ -92,6 +100,7 @@ def bench_accuracy_command(
     from crlib.model.accuracy import ACCURACY_FILTERS, MODEL_KINDS, run_accuracy_benchmark
     from crlib.model.lacosmic import SIGCLIP_SWEEP
     from crlib.profiles import ACS_WFC, FIELD_TYPES
+    from crlib.simulate.effects import parse_effects
 
     settings = load_settings()
     report = run_accuracy_benchmark(
@@ -110,6 +119,7 @@ def bench_accuracy_command(
         keep_files=keep_files,
         rules=ACS_WFC.scoring if border is None else dataclasses.replace(ACS_WFC.scoring, border_px=border),
         min_peak_snr=min_peak_snr,
+        effects=parse_effects(effects),
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -135,6 +145,7 @@ def print_report(report: AccuracyReport) -> None:
         f"scoring border {scoring.get('border_px', 0)} px"
         + (", DQ-flagged pixels excluded" if scoring.get("exclude_dq") else "")
         + f", truth pruned below {settings.get('truth_min_peak_snr', 0):g} sigma"
+        + _effects_text(settings.get("effects"))
     )
     console.print(f"[bold]{report.caveat}[/bold]")
     for label, title in (("plain", "no dilation"), ("dilated", "3x3 dilation of the predicted mask")):
@@ -192,6 +203,18 @@ def print_report(report: AccuracyReport) -> None:
     console.print("Evaluation differences from deepCR's deepCR.evaluate:")
     for note in report.notes:
         console.print(f"  - {note}")
+
+
+def _effects_text(effects: dict | None) -> str:
+    """``, effects realistic|basic|custom`` for the table titles (empty when not recorded)."""
+    if effects is None:
+        return ", simulator's default effects"
+    from crlib.simulate.effects import SimEffects
+
+    for name, preset in (("basic", SimEffects.basic()), ("realistic", SimEffects.realistic())):
+        if effects == preset.as_dict():
+            return f", effects {name}"
+    return ", effects custom"
 
 
 def tpr_percent(value: float) -> str:

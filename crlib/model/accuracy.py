@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from crlib.errors import ConfigError
 from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr_points
@@ -44,6 +44,9 @@ from crlib.metrics.scoring import pooled_histograms, score_prediction_file
 from crlib.model.lacosmic import SIGCLIP_SWEEP, objlim_for, predict_exposure_lacosmic
 from crlib.profiles import ACS_WFC, FIELD_TYPES, ScoringRules
 from crlib.records import ExposureMetrics
+
+if TYPE_CHECKING:
+    from crlib.simulate.effects import SimEffects
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +417,7 @@ def run_accuracy_benchmark(
     keep_files: bool = False,
     rules: ScoringRules | None = None,
     min_peak_snr: float | None = None,
+    effects: SimEffects | None = None,
 ) -> AccuracyReport:
     """Simulate, build truth, predict and score every field type x filter cell; pool the results.
 
@@ -447,6 +451,10 @@ def run_accuracy_benchmark(
     min_peak_snr
         Truth stage: driz_cr components whose peak is below this many sigma are pruned from the
         truth (default: the truth stage's, 5; 0 keeps every driz_cr component).
+    effects
+        Simulator archive effects (:class:`crlib.simulate.effects.SimEffects`; ``None``: the
+        simulator's default). ``crlib bench accuracy`` passes ``SimEffects.realistic()`` unless told
+        ``--effects basic``.
 
     Returns
     -------
@@ -500,6 +508,7 @@ def run_accuracy_benchmark(
                 size=size,
                 seed=seed,
                 visit_index=visit_index,
+                effects=effects,
             )
             seconds["simulate"] = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -580,6 +589,7 @@ def run_accuracy_benchmark(
         "visits_per_cell": visits_per_cell,
         "exposures_per_visit": exposures,
         "seed": seed,
+        "effects": None if effects is None else effects.as_dict(),
         "models": list(kinds),
         "lacosmic_sigclips": sorted(float(s) for s in sigclips) if "lacosmic" in kinds else [],
         "lacosmic_objlim": {ft: objlim_for(ft) for ft in field_types} if "lacosmic" in kinds else {},

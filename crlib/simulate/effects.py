@@ -17,7 +17,10 @@ effect on with the values documented, each with its source, in ``docs/simulator.
 * ``rotation_scale_errors``: per-exposure roll and plate-scale errors of the true pointing on top of
   the translations;
 * ``cr_rate_sigma``: log-normal scatter of the CR rate from exposure to exposure;
-* ``filters_per_visit``: visits whose exposures use several filters (blocks of exposures per filter).
+* ``filters_per_visit``: visits whose exposures use several filters (blocks of exposures per filter);
+* ``crowded_resolved_galaxies``: resolved galaxies as crowded, structured disks (spiral arms, dust
+  lanes, star-forming knots with HII regions, crowded resolved stars at all magnitudes)
+  (:func:`crlib.simulate.scene.crowd_resolved_galaxy`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ class SimEffects:
         Log-normal sigma of the per-exposure CR-rate factor (0: the profile's constant rate).
     filters_per_visit
         Filters used within one visit (1: single-filter visits); exposures are split into blocks.
+    crowded_resolved_galaxies
+        Draw resolved-galaxy scenes crowded and structured (arms, dust lanes, star-forming knots,
+        crowded resolved stars; :func:`crlib.simulate.scene.crowd_resolved_galaxy`) instead of a
+        smooth disk with sparse stars. Other field types are unaffected.
     """
 
     real_psf: bool = False
@@ -64,6 +71,7 @@ class SimEffects:
     rotation_scale_errors: bool = False
     cr_rate_sigma: float = 0.0
     filters_per_visit: int = 1
+    crowded_resolved_galaxies: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.satellite_probability <= 1.0:
@@ -93,6 +101,7 @@ class SimEffects:
             satellite_probability=0.05,
             rotation_scale_errors=True,
             cr_rate_sigma=0.25,
+            crowded_resolved_galaxies=True,
         )
         return dataclasses.replace(preset, **overrides)
 

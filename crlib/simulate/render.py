@@ -2,7 +2,8 @@
 
 Point sources are Moffat stamps (β = 2.5, FWHM ≈ 2 px like the ACS/WFC PSF core) evaluated at
 their sub-pixel positions; galaxies are Sérsic stamps; diffuse light is evaluated per pixel on
-visit-frame coordinates interpolated from a coarse grid of exact WCS transformations. Stamps are
+visit-frame coordinates interpolated from a coarse grid of exact WCS transformations (times the arms,
+dust and HII regions of a crowded resolved galaxy, :class:`crlib.simulate.scene.LightStructure`). Stamps are
 accumulated with ``np.bincount`` (no full-image convolutions).
 """
 
@@ -217,5 +218,5 @@ def render_window(
             )
     if scene.diffuse is not None:
         u, v = window_to_frame(wcs, window, scene.frame)
-        image += scene.diffuse.rate(u, v) * exptime_s
+        image += scene.diffuse_rate(u, v) * exptime_s
     return image

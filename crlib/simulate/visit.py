@@ -2,7 +2,8 @@
 
 Random streams: ``default_rng([seed, visit_index, 0])`` draws the visit (target, roll, pointing
 error, exposure time, scene); ``[seed, visit_index, k + 1, extver, 1]`` the CRs and
-``[..., 2]`` the noise of exposure ``k``'s chip ``extver``.
+``[..., 2]`` the noise of exposure ``k``'s chip ``extver``; ``[seed, visit_index, 0, 8]`` the crowding
+and structure of a resolved galaxy (``SimEffects.crowded_resolved_galaxies``).
 """
 
 from __future__ import annotations
@@ -268,6 +269,11 @@ def render_visit(
         box=_scene_box(nominal, frame, plan.size),
         zeropoint=plan.filter.ab_zeropoint,
         gaia=gaia,
+        crowded_rng=(
+            np.random.default_rng([plan.seed, plan.visit_index, 0, 8])
+            if plan.effects.crowded_resolved_galaxies
+            else None
+        ),
     )
     box = _scene_box(nominal, frame, plan.size)
     visit_effects = draw_visit_effects(

@@ -24,6 +24,7 @@ from crlib.model.accuracy import (
     pool_report_groups,
     run_accuracy_benchmark,
 )
+from crlib.simulate.effects import SimEffects
 
 from .conftest import synthetic_chip
 
@@ -140,6 +141,7 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[AccuracyRepor
         include_suspect=True,
         device="cpu",
         threads=1,
+        effects=SimEffects.basic(),
     )
     return report, workdir
 
@@ -198,6 +200,7 @@ def test_same_seed_gives_the_same_numbers_through_the_cli(tiny_report, tmp_path:
 
     report, _ = tiny_report
     args = ["bench", "accuracy", "--field-type", "globular_cluster", "--filter", "F606W", "--seed", "3"]
+    args += ["--effects", "basic"]
     args += [
         "--model",
         "global",
@@ -213,7 +216,33 @@ def test_same_seed_gives_the_same_numbers_through_the_cli(tiny_report, tmp_path:
     assert done.value.code == 0
     again = json.loads(capsys.readouterr().out)
     assert again["settings"]["models"] == ["global"]
+    assert again["settings"]["effects"] == SimEffects.basic().as_dict()
     first = report.group("globular_cluster", "F606W")
     second = again["groups"][0]
     assert second["n_cr"] == first.n_cr and second["exposures"] == first.exposures
     assert second["tpr"]["global"] == first.tpr["global"]
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"), [([], SimEffects.realistic()), (["--effects", "basic"], SimEffects())]
+)
+def test_effects_reach_the_simulator(option, expected, tmp_path: Path, monkeypatch) -> None:
+    """``--effects`` (default realistic) is what ``simulate_visit`` is given (stopped before any work)."""
+    import crlib.simulate
+    from crlib.cli.app import main
+
+    seen: list[SimEffects | None] = []
+
+    def fake_simulate_visit(*args, effects=None, **kwargs):
+        seen.append(effects)
+        raise _Stop
+
+    monkeypatch.setattr(crlib.simulate, "simulate_visit", fake_simulate_visit)
+    args = ["bench", "accuracy", "--field-type", "resolved_galaxy", "--filter", "F606W", "--model", "global"]
+    with pytest.raises(_Stop):
+        main([*args, "--device", "cpu", "--workdir", str(tmp_path), *option])
+    assert seen == [expected]
