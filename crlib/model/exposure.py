@@ -74,12 +74,13 @@ class ExposureImage:
 
 
 def exposure_filter(header: Any) -> str | None:
-    """The spectral filter from FILTER1/FILTER2 (ACS) or FILTER (WFC3), ignoring CLEAR wheels."""
-    for key in ("FILTER", "FILTER1", "FILTER2"):
-        value = str(header.get(key, "")).strip().upper()
-        if value and not value.startswith("CLEAR") and value != "N/A":
-            return value
-    return None
+    """The spectral filter from FILTER1/FILTER2 (ACS) or FILTER (WFC3), ignoring CLEAR wheels.
+
+    :func:`crlib.align.exposures.header_filter`, with ``None`` when the header names none.
+    """
+    from crlib.align.exposures import header_filter
+
+    return header_filter(header) or None
 
 
 #: BUNIT values of a calibrated FLC/FLT chip in electrons.

@@ -504,16 +504,10 @@ def _failed_set(visit: str, members: list[str], reason: str) -> Any:
 
 def _set_filter(files: dict[str, str], members: list[str]) -> str:
     """A truth set's filter, from its first readable member's primary header (``''`` if none)."""
-    from astropy.io import fits
+    from crlib.registry.serving import exposure_filter_of
 
-    from crlib.align.exposures import header_filter
-
-    for rootname in sorted(members):
-        try:
-            return header_filter(fits.getheader(files[rootname], 0))
-        except (KeyError, OSError, ValueError, TypeError, IndexError):
-            continue
-    return ""
+    found = (exposure_filter_of(Path(files[rootname])) for rootname in sorted(members))
+    return next((name for name in found if name), "")
 
 
 def _record_truth_set(
