@@ -147,7 +147,7 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """Settings as plain values with secrets (tokens, URL passwords) masked, for display."""
-        from crlib.db.urls import mask_url
+        from crlib.database_url import mask_url
 
         shown: dict[str, Any] = {}
         for name in type(self).model_fields:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from testsupport import flc
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -41,7 +44,7 @@ def _isolated_crlib_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
 @pytest.fixture(scope="session")
 def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a real PostgreSQL server's maintenance database (``postgres``)."""
-    from crlib.db.urls import sqlalchemy_url
+    from crlib.database_url import sqlalchemy_url
 
     configured = os.environ.get("CRLIB_TEST_DATABASE_URL")
     if configured:
@@ -116,3 +119,43 @@ def basic_archive(tmp_path_factory: pytest.TempPathFactory):
         seed=11,
         effects=SimEffects.basic(),
     )
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Any]:
+    """Engine on a fresh database upgraded to the newest schema."""
+    from crlib.db.engine import make_engine
+    from crlib.db.migrate import upgrade
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Any) -> Any:
+    """A sessionmaker on :func:`engine`."""
+    from crlib.db.engine import session_factory
+
+    return session_factory(engine)
+
+
+@pytest.fixture
+def flc_factory(tmp_path: Path) -> Callable[..., tuple[Path, dict[int, np.ndarray]]]:
+    """Build a small two-chip FLC; returns its path and the truth masks per SCI extver."""
+
+    def build(
+        name: str = "jtest01aq", *, shape: tuple[int, int] = (200, 260), seed: int = 3, **kwargs
+    ) -> tuple[Path, dict[int, np.ndarray]]:
+        chips, truths = {}, {}
+        from crlib.profiles import ACS_WFC
+
+        for offset, layout in enumerate(ACS_WFC.chips):
+            chips[layout.sci_extver], truths[layout.sci_extver] = flc.synthetic_chip(
+                shape, seed=seed + offset
+            )
+        path = flc.write_flc(tmp_path / f"{name}_flc.fits", chips, rootname=name, **kwargs)
+        return path, truths
+
+    return build

@@ -95,7 +95,7 @@ def find_sources(
         float (ny, nx) science array, electrons.
     dq
         int (ny, nx) data-quality array; flagged pixels are masked (CR flags included; the bits
-        drizzle counts as good, :data:`crlib.truth.validmask.DRIZZLE_GOOD_BITS`, are not).
+        drizzle counts as good, :data:`crlib.formats.dq.DRIZZLE_GOOD_BITS`, are not).
     fwhm_px
         PSF FWHM, pixels.
     saturation_e
@@ -119,7 +119,7 @@ def find_sources(
     from photutils.background import Background2D, MedianBackground
     from photutils.detection import DAOStarFinder
 
-    from crlib.truth.validmask import DRIZZLE_GOOD_BITS, dq_good  # lazy: crlib.truth imports crlib.align
+    from crlib.formats.dq import DRIZZLE_GOOD_BITS, dq_good
 
     opts = options or CatalogOptions()
     data = np.asarray(sci, dtype=np.float32)

@@ -149,7 +149,7 @@ def check_chip_pixels(
         No finite pixel, more than ``max_nonfinite_fraction`` NaN/Inf pixels, no finite
         DQ-good pixel, or a constant chip (no sky noise: a zeroed or filled array).
     """
-    from crlib.truth.validmask import dq_good  # lazy: crlib.truth imports crlib.align
+    from crlib.formats.dq import dq_good
 
     data = np.asarray(sci)
     finite = np.isfinite(data)

@@ -3,7 +3,7 @@
 Modules: :mod:`~crlib.archive.protocol` (the interface), :mod:`~crlib.archive.mast`,
 :mod:`~crlib.archive.local`, :mod:`~crlib.archive.caom` (rows to records, grouping),
 :mod:`~crlib.archive.poll`, :mod:`~crlib.archive.watermark`, :mod:`~crlib.archive.download`,
-:mod:`~crlib.archive.retry`, and :mod:`~crlib.archive.fake_mast` (a fake MAST for tests).
+and :mod:`~crlib.archive.retry`. The fake MAST server for tests is :mod:`crlib.harness.fake_mast`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
   metadata label is ``unknown``.
 * :mod:`crlib.classify.labels`: the :class:`FieldTypeLabel` both return (type, method, confidence,
   reasons) and :func:`choose_label` to combine them.
-* :mod:`crlib.classify.evaluation`: confusion tables on simulated visits.
+The confusion tables on simulated visits are :mod:`crlib.bench.classifier`.
 
 No classifier guesses: missing, weak or contradictory evidence gives ``unknown``. See
 ``docs/field_types.md``. The package imports only the light modules (labels, metadata: pure

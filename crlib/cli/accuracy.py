@@ -13,7 +13,7 @@ import typer
 from crlib.cli.app import bench_app
 
 if TYPE_CHECKING:
-    from crlib.model.accuracy import AccuracyReport
+    from crlib.bench.accuracy import AccuracyReport
 
 SizeOption = Literal["small", "full"]
 EffectsOption = Literal["basic", "realistic"]
@@ -21,7 +21,7 @@ DeviceOption = Literal["auto", "cpu", "cuda"]
 
 
 class Detector(StrEnum):
-    """Compared detectors (:data:`crlib.model.accuracy.MODEL_KINDS`)."""
+    """Compared detectors (:data:`crlib.bench.accuracy.MODEL_KINDS`)."""
 
     global_ = "global"
     per_filter = "per_filter"
@@ -96,8 +96,8 @@ def bench_accuracy_command(
     """deepCR global and per-filter models and LACosmic on simulated visits with drizzle truth vs Table 3."""
     import dataclasses
 
+    from crlib.bench.accuracy import ACCURACY_FILTERS, MODEL_KINDS, run_accuracy_benchmark
     from crlib.config import load_settings
-    from crlib.model.accuracy import ACCURACY_FILTERS, MODEL_KINDS, run_accuracy_benchmark
     from crlib.model.lacosmic import SIGCLIP_SWEEP
     from crlib.profiles import ACS_WFC, FIELD_TYPES
     from crlib.simulate.effects import parse_effects
@@ -132,7 +132,7 @@ def print_report(report: AccuracyReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from crlib.model.accuracy import ALL_FILTERS
+    from crlib.bench.accuracy import ALL_FILTERS
 
     console = Console()
     console.width = max(console.width, 150)

@@ -46,7 +46,7 @@ def cluster_command(
     CRLIB_DATABASE_URL's server), a private redis-server, api-server, scheduler, dag-processor,
     triggerer and Celery workers on queues cpu and gpu."""
     from crlib.config import load_settings
-    from crlib.pipeline.cluster import WorkerSpec, local_cluster
+    from crlib.harness.cluster import WorkerSpec, local_cluster
 
     specs = tuple(WorkerSpec.parse(w) for w in worker) if worker else None
     workers = specs or (WorkerSpec("cpu", ("cpu",)), WorkerSpec("gpu", ("gpu",)))
@@ -94,8 +94,8 @@ def bench_cluster_command(
 ) -> None:
     """Reprocess a simulated proposal in one process, then on 1 and on 2 Celery workers (one thread per
     task); print the wall times, the 2-worker/1-worker ratio and Airflow's per-task overhead."""
+    from crlib.bench.scaling import SCALING_TARGET, run_scaling_benchmark
     from crlib.config import load_settings
-    from crlib.pipeline.scaling import SCALING_TARGET, run_scaling_benchmark
 
     report = run_scaling_benchmark(
         load_settings(),

@@ -44,8 +44,8 @@ def upgrade_command(
     revision: Annotated[str, typer.Option(help="Target revision (default: newest).")] = "head",
 ) -> None:
     """Apply the schema migrations to the configured (or embedded) results database."""
+    from crlib.database_url import mask_url
     from crlib.db.migrate import current_revision, upgrade
-    from crlib.db.urls import mask_url
 
     engine, _ = _open()
     before = current_revision(engine)
@@ -57,9 +57,9 @@ def upgrade_command(
 def status_command() -> None:
     """Show the database URL (password masked), the embedded server, schema revision and refresh times."""
     from crlib.config import load_settings
+    from crlib.database_url import mask_url
     from crlib.db.migrate import current_revision, head_revision
     from crlib.db.session import open_results_db
-    from crlib.db.urls import mask_url
 
     settings = load_settings()
     engine, sessions = open_results_db(settings)
@@ -104,8 +104,8 @@ def start_command() -> None:
 
     Without it the embedded server stops when the last crlib command or task using it exits.
     """
+    from crlib.database_url import mask_url
     from crlib.db.embedded import embedded_server_state, keep_embedded_server
-    from crlib.db.urls import mask_url
 
     settings = _embedded_settings("start")
     url = keep_embedded_server(settings.data_root)
@@ -289,7 +289,7 @@ def cr_rate_command(
                 row[key] = value.isoformat()
     _emit(rows, fmt, title="CR rate by " + " x ".join(dims), note=note)
     if plot is not None:
-        from crlib.db.plots import plot_cr_rate
+        from crlib.cli.plots import plot_cr_rate
 
         plot_cr_rate(rows, dims=dims, path=plot)
         typer.echo(f"plot written to {plot}", err=True)
@@ -404,7 +404,7 @@ def performance_command(
         note=note,
     )
     if plot is not None:
-        from crlib.db.plots import plot_roc_curves
+        from crlib.cli.plots import plot_roc_curves
 
         plot_roc_curves(results, path=plot)
         typer.echo(f"plot written to {plot}", err=True)
@@ -584,7 +584,7 @@ def bench_db_command(
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Statistics latency over a generated archive and bulk-recording rate, in a scratch database."""
-    from crlib.db.bench import RECORD_TARGET_ROWS_PER_S, STATS_TARGET_S, run_db_benchmark
+    from crlib.bench.database import RECORD_TARGET_ROWS_PER_S, STATS_TARGET_S, run_db_benchmark
 
     if exposures < 100:
         raise click.BadParameter(f"{exposures} is below 100", param_hint="--exposures")

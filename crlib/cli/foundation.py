@@ -43,7 +43,7 @@ def demo_command(
     from pathlib import Path
 
     from crlib.config import load_settings
-    from crlib.demo import run_demo
+    from crlib.harness.demo import run_demo
 
     settings = load_settings()
     summary = run_demo(settings, out=Path(out) if out else None, seed=seed)
@@ -135,8 +135,8 @@ def bench_dag_command(
 
     import click
 
+    from crlib.bench.pipeline import DAG_IDS, run_dag_benchmark
     from crlib.config import load_settings
-    from crlib.pipeline.bench import DAG_IDS, run_dag_benchmark
 
     if size not in ("full", "small"):
         raise click.BadParameter(f"{size!r}; choose full or small", param_hint="--size")

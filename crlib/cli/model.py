@@ -155,8 +155,8 @@ def bench_infer_command(
     ] = True,
 ) -> None:
     """deepCR clean() vs our engine (fp32, bf16) vs astroscrappy, and `crlib infer` end to end."""
+    from crlib.bench.inference import CLI_OVER_ENGINE_TARGET, CLI_VARIANTS, METHODS, run_inference_benchmark
     from crlib.config import load_settings
-    from crlib.model.benchmark import CLI_OVER_ENGINE_TARGET, CLI_VARIANTS, METHODS, run_inference_benchmark
 
     chosen = tuple(method) if method else METHODS
     unknown = [m for m in chosen if m not in METHODS]

@@ -520,8 +520,8 @@ def bench_train_command(
     patch: Annotated[int, typer.Option(min=32, max=512, help="Patch edge, pixels.")] = 256,
 ) -> None:
     """Training throughput (patches/s) of crlib's loop vs deepCR's own training step, same data."""
+    from crlib.bench.training import run_training_benchmark
     from crlib.config import load_settings
-    from crlib.training.bench import run_training_benchmark
 
     settings = load_settings()
     result = run_training_benchmark(

@@ -236,9 +236,9 @@ def bench_truth_command(
     timer, and the runs alternate; the report prints every run, both parameter sets, threads and
     load average.
     """
+    from crlib.bench.truth import format_report, run_truth_benchmark
     from crlib.config import load_settings
     from crlib.profiles import FIELD_TYPES
-    from crlib.truth.fidelity import format_report, run_truth_benchmark
 
     unknown = sorted(set(field_type or ()) - set(FIELD_TYPES))
     if unknown:
@@ -252,7 +252,7 @@ def bench_truth_command(
     chosen = parse_effects(effects)
     simulated = SimEffects.realistic(satellite_exposures=(1,)) if effects == "realistic" else chosen
     if method == TruthMethod.multiframe:
-        from crlib.truth.crosscheck import format_crosscheck, run_crosscheck_benchmark
+        from crlib.bench.truth_crosscheck import format_crosscheck, run_crosscheck_benchmark
 
         if exposures < 3:
             raise typer.BadParameter("the multi-frame method needs >= 3 exposures", param_hint="--exposures")

@@ -80,11 +80,6 @@ def date_field(value: dt.date) -> bytes:
     return int4_field((value - _PG_EPOCH).days)
 
 
-def float8_field(value: float) -> bytes:
-    """A ``double precision`` field."""
-    return b"\x00\x00\x00\x08" + _FLOAT8.pack(value)
-
-
 def row_count(n_fields: int) -> bytes:
     """The start of a row: its number of fields (encoded fields follow)."""
     return _INT16.pack(n_fields)
@@ -260,11 +255,6 @@ def int_value(value: memoryview | None) -> int | None:
     if size == 4:
         return int(_INT32.unpack(value)[0])
     return int(_INT16.unpack(value)[0])
-
-
-def float_value(value: memoryview | None) -> float | None:
-    """A ``double precision`` field."""
-    return None if value is None else float(_FLOAT8.unpack(value)[0])
 
 
 def bool_value(value: memoryview | None) -> bool | None:

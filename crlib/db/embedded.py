@@ -203,7 +203,7 @@ def embedded_server_url(data_root: Path, *, database: str = DEFAULT_DATABASE) ->
 
 
 def _open_server(pgserver: ModuleType, pgdata: Path, database: str) -> str:
-    from crlib.db.urls import sqlalchemy_url
+    from crlib.database_url import sqlalchemy_url
 
     try:
         with _server_lock(pgserver):

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def resolve_database_url(settings: Settings) -> str:
     """The configured ``CRLIB_DATABASE_URL``, or the embedded server's URL (started if needed)."""
-    from crlib.db.urls import sqlalchemy_url
+    from crlib.database_url import sqlalchemy_url
 
     if settings.database_url is not None:
         return sqlalchemy_url(settings.database_url.get_secret_value())
@@ -46,7 +46,7 @@ def make_engine(url: str, *, check: bool = True, pool_size: int = 5) -> Engine:
     """
     from sqlalchemy import create_engine, text
 
-    from crlib.db.urls import mask_url, sqlalchemy_url
+    from crlib.database_url import mask_url, sqlalchemy_url
 
     url = sqlalchemy_url(url)
     engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True, future=True)

@@ -115,7 +115,7 @@ def _migrate(
     from alembic import command
     from sqlalchemy import text
 
-    from crlib.db.urls import mask_url
+    from crlib.database_url import mask_url
 
     config = alembic_config()
     try:

@@ -56,7 +56,7 @@ def ensure_roles(
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from crlib.db.urls import mask_url
+    from crlib.database_url import mask_url
 
     try:
         with engine.begin() as connection:

@@ -20,6 +20,7 @@ from sqlalchemy import BigInteger, Float, Integer, String, Table
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from crlib.errors import DatabaseError
+from crlib.jsonvalues import json_compatible
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -55,26 +56,13 @@ def within(low: float | None = None, high: float | None = None) -> Check:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` as JSON-compatible data: numpy scalars unwrapped, non-finite floats as strings.
+    """``value`` as JSON-compatible data for a descriptive payload: non-finite floats as strings.
 
-    Used for descriptive payloads (header summaries, rule values, parameters) where a ``NaN`` in a
-    header is information, not a measurement; measured values are checked strictly instead.
+    Used for header summaries, rule values and parameters, where a ``NaN`` in a header is
+    information, not a measurement (:func:`crlib.jsonvalues.json_compatible` with
+    ``non_finite="string"``); measured values are checked strictly instead.
     """
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [json_safe(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
+    return json_compatible(value, non_finite="string")
 
 
 def _problem(column: Any, value: Any) -> str | None:

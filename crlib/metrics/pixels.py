@@ -24,11 +24,20 @@ import numpy as np
 
 from crlib.errors import InputDataError
 from crlib.profiles import ScoringRules
-from crlib.truth.validmask import inside_border
 
 log = logging.getLogger(__name__)
 
 __all__ = ["fits_border", "inside_border", "read_dq", "scored_pixels"]
+
+
+def inside_border(shape: tuple[int, ...], border_px: int) -> np.ndarray:
+    """bool ``shape``: False within ``border_px`` pixels of the edge (all True for 0)."""
+    inside = np.zeros(shape, dtype=bool)
+    if border_px > 0:
+        inside[border_px:-border_px, border_px:-border_px] = True
+    else:
+        inside[...] = True
+    return inside
 
 
 def fits_border(shape: tuple[int, ...], border_px: int) -> bool:

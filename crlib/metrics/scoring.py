@@ -216,7 +216,7 @@ def score_prediction_chips(
     """
     if rules is not None and rules.exclude_dq and flc is None:
         raise ValueError("the scoring rules exclude DQ-flagged pixels: pass the exposure's FLC")
-    from crlib.model.predfile import read_prediction
+    from crlib.formats.prediction import read_prediction
 
     primary, chips = read_prediction(prediction)
     truth_chips = read_truth(truth)

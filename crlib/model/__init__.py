@@ -1,1 +1,1 @@
-"""deepCR mask models: networks, weights, inference engine, prediction files, LACosmic baseline, benchmark."""
+"""deepCR mask models: networks, weights, model packages, the inference engine, the LACosmic baseline."""

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from crlib.errors import InputDataError, ModelError
+from crlib.formats.prediction import ChipPrediction, prediction_path, write_prediction
 from crlib.model.inference import MaskEngine, Precision, peak_memory_mb
 from crlib.model.layout import FIX_DOWNLOAD, FileLayout, chip_layout
-from crlib.model.predfile import ChipPrediction, prediction_path, write_prediction
 from crlib.model.weights import LoadedModel, choose_model_name, load_shipped_model
 from crlib.profiles import ChipLayout, InstrumentProfile, profile_for_header
 from crlib.provenance import code_version

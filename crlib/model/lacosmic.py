@@ -583,8 +583,8 @@ def predict_exposure_lacosmic(
     ConfigError
         Empty sweep.
     """
+    from crlib.formats.prediction import ChipPrediction, prediction_path, write_prediction
     from crlib.model.exposure import read_exposure
-    from crlib.model.predfile import ChipPrediction, prediction_path, write_prediction
     from crlib.provenance import code_version
 
     levels = sorted(set(float(s) for s in sigclips))

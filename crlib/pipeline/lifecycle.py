@@ -27,8 +27,8 @@ from crlib.errors import ConfigError
 
 if TYPE_CHECKING:
     from crlib.registry.promotion import GateThresholds
+    from crlib.registry.retraining import InitialModel, TrainingRequest, TrainingRunResult
     from crlib.registry.versions import RegisteredVersion
-    from crlib.training.pipeline import InitialModel, TrainingRequest, TrainingRunResult
     from crlib.training.sources import TrainingExposure
     from crlib.training.trainer import TrainingProgress
 
@@ -184,8 +184,8 @@ def training_request(
         Odd patch size, fractions leaving no training visits, or an unavailable device.
     """
     from crlib.profiles import get_profile
+    from crlib.registry.retraining import TrainingRequest
     from crlib.training.patches import PatchParameters
-    from crlib.training.pipeline import TrainingRequest
     from crlib.training.splits import SplitFractions
     from crlib.training.trainer import TrainingConfig
 
@@ -258,8 +258,8 @@ def train_challenger(
     """
     import torch
 
+    from crlib.registry.retraining import run_training
     from crlib.registry.versions import bootstrap_registry
-    from crlib.training.pipeline import run_training
 
     request = request or training_request(settings)
     tracking_uri = settings.resolved_mlflow_uri()

@@ -568,8 +568,8 @@ def infer_exposure(
     from crlib.db.model_registry import has_prediction, record_model_version
     from crlib.db.repo import record_predictions
     from crlib.errors import CrlibError, ModelError
+    from crlib.formats.prediction import prediction_path
     from crlib.model.exposure import predict_exposure
-    from crlib.model.predfile import prediction_path
     from crlib.profiles import get_profile
     from crlib.registry.serving import (
         exposure_filter_of,

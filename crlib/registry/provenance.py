@@ -6,7 +6,7 @@ champion of the real-data model.
 
 Where crlib records it
 ----------------------
-* A version registered by :func:`crlib.training.pipeline.run_training` carries the tags
+* A version registered by :func:`crlib.registry.retraining.run_training` carries the tags
   ``crlib.training_manifest = runs:/<run id>/dataset/manifest.json`` (the dataset manifest the
   training run logged: every exposure and ``{visit: {split, stratum, field}}``),
   ``crlib.initial`` (what training started from: ``deepcr-acs-wfc/3``, ``deepCR ACS-WFC`` or

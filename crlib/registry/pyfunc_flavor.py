@@ -1,7 +1,7 @@
 """MLflow pyfunc loader for crlib model packages (``loader_module`` workflow, nothing pickled).
 
 A registered model version is logged with ``loader_module="crlib.registry.pyfunc_flavor"`` and
-``data_path=<package directory>`` (see :mod:`crlib.registry.package`). MLflow then calls
+``data_path=<package directory>`` (see :mod:`crlib.model.package`). MLflow then calls
 :func:`_load_pyfunc` with that directory; the code lives in the installed crlib, never in the
 artifact. ``mlflow.pyfunc.load_model("models:/deepcr-acs-wfc@champion")`` therefore works in any
 environment that has crlib installed, and any input size is accepted (fully convolutional).
@@ -25,7 +25,7 @@ class CrlibMaskModel:
     """
 
     def __init__(self, data_path: str) -> None:
-        from crlib.registry.package import read_package
+        from crlib.model.package import read_package
 
         self.network, self.metadata = read_package(Path(data_path))
 

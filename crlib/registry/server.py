@@ -37,7 +37,7 @@ def backend_store_uri(database_url: str) -> str:
     The driver is spelled out (``postgresql+psycopg2://``): SQLAlchemy 2.1 maps a bare
     ``postgresql://`` to psycopg 3, which is not installed.
     """
-    from crlib.db.urls import sqlalchemy_url
+    from crlib.database_url import sqlalchemy_url
 
     return sqlalchemy_url(database_url)
 

@@ -2,7 +2,7 @@
 
 Registered models are named per instrument (``deepcr-acs-wfc``, ``deepcr-wfc3-uvis``). Every
 version is a pyfunc model whose data is a crlib model package (state dict + architecture JSON,
-see :mod:`crlib.registry.package`), loaded by :mod:`crlib.registry.pyfunc_flavor`; no pickled
+see :mod:`crlib.model.package`), loaded by :mod:`crlib.registry.pyfunc_flavor`; no pickled
 code is stored. Aliases: ``champion`` (what inference uses) and ``challenger`` (set on registration).
 
 MLflow keeps only the current alias; every alias move is also written as a registered-model tag
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crlib.errors import ConfigError, ModelError
-from crlib.registry.package import ModelMetadata, read_package, write_package
+from crlib.model.package import ModelMetadata, read_package, write_package
 from crlib.registry.tracking import (
     REGISTRY_EXPERIMENT,
     active_tracking,

@@ -173,7 +173,7 @@ class Readout:
     cte_trail: np.ndarray
 
 
-def read_out(
+def read_out_detailed(
     rng: np.random.Generator,
     expected_e: FloatArray,
     *,
@@ -184,8 +184,11 @@ def read_out(
     read_noises: tuple[float, float],
     exptime_s: float,
     dark_e: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Turn expected electrons into calibrated SCI/ERR/DQ arrays (the basic detector).
+    dated: DatedDefects | None = None,
+    cte: CteSetup | None = None,
+    background_e: float = 0.0,
+) -> Readout:
+    """Turn expected electrons into calibrated SCI/ERR/DQ arrays, with the optional archive effects.
 
     Parameters
     ----------
@@ -205,47 +208,6 @@ def read_out(
         Exposure time, seconds (hot pixel charge accrues over it).
     dark_e
         Mean dark charge per pixel (subtracted, like ``MEANDARK``), electrons.
-
-    Returns
-    -------
-    tuple
-        ``(sci float32, err float32, dq int16)`` of shape (ny, nx).
-    """
-    out = read_out_detailed(
-        rng,
-        expected_e,
-        cr_charge=cr_charge,
-        defects=defects,
-        amp_index=amp_index,
-        gains=gains,
-        read_noises=read_noises,
-        exptime_s=exptime_s,
-        dark_e=dark_e,
-    )
-    return out.sci, out.err, out.dq
-
-
-def read_out_detailed(
-    rng: np.random.Generator,
-    expected_e: FloatArray,
-    *,
-    cr_charge: FloatArray,
-    defects: Defects,
-    amp_index: np.ndarray,
-    gains: tuple[float, float],
-    read_noises: tuple[float, float],
-    exptime_s: float,
-    dark_e: float,
-    dated: DatedDefects | None = None,
-    cte: CteSetup | None = None,
-    background_e: float = 0.0,
-) -> Readout:
-    """:func:`read_out` with the optional archive effects.
-
-    Parameters
-    ----------
-    rng, expected_e, cr_charge, defects, amp_index, gains, read_noises, exptime_s, dark_e
-        As :func:`read_out`.
     dated
         Dated hot/warm/sink pixels (:mod:`crlib.simulate.defects`); they replace the basic hot
         pixels of ``defects`` (its bad columns stay).
@@ -257,6 +219,7 @@ def read_out_detailed(
     Returns
     -------
     Readout
+        ``sci`` float32, ``err`` float32, ``dq`` int16, ``cr_charge`` and ``cte_trail``, each (ny, nx).
     """
     from crlib.simulate.defects import add_hot_charge, apply_sinks, defect_dq
 

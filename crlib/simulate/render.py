@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.wcs import WCS
 
+from crlib.interpolation import interpolation_matrix
 from crlib.simulate.geometry import ChipWindow, FloatArray
 from crlib.simulate.scene import Scene, elliptical_radius, sersic_b
 
@@ -135,21 +136,9 @@ def window_to_frame(wcs: WCS, window: ChipWindow, frame: WCS) -> tuple[FloatArra
     mesh_x, mesh_y = np.meshgrid(gx + window.x0, gy + window.y0)
     ra, dec = wcs.all_pix2world(mesh_x, mesh_y, 0)
     u_grid, v_grid = frame.wcs_world2pix(ra, dec, 0)
-    weights_x = _interpolation_matrix(gx, window.nx)
-    weights_y = _interpolation_matrix(gy, window.ny)
+    weights_x = interpolation_matrix(gx, window.nx)
+    weights_y = interpolation_matrix(gy, window.ny)
     return weights_y @ u_grid @ weights_x.T, weights_y @ v_grid @ weights_x.T
-
-
-def _interpolation_matrix(nodes: FloatArray, size: int) -> FloatArray:
-    """Dense (size, len(nodes)) linear-interpolation weights from ``nodes`` to 0..size-1."""
-    positions = np.arange(size, dtype=float)
-    upper = np.clip(np.searchsorted(nodes, positions, side="right"), 1, len(nodes) - 1)
-    lower = upper - 1
-    frac = (positions - nodes[lower]) / (nodes[upper] - nodes[lower])
-    matrix = np.zeros((size, len(nodes)))
-    matrix[np.arange(size), lower] = 1.0 - frac
-    matrix[np.arange(size), upper] += frac
-    return matrix
 
 
 def render_window(

@@ -2,5 +2,6 @@
 
 ``sources`` (which exposures) -> ``splits`` (fixed visit split) -> ``patches`` (memory-mapped
 patch datasets) -> ``trainer`` (the loop) -> ``evaluation`` (pooled TPR per field type and filter)
--> ``pipeline`` (MLflow run and challenger registration).
+(the MLflow run and challenger registration that wrap them are
+:mod:`crlib.registry.retraining`). Nothing here talks to MLflow.
 """

@@ -23,7 +23,7 @@ import torch
 
 from crlib.metrics.histograms import N_SCORE_BINS, dilated_probability, score_histograms
 from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr, tpr_at_fpr_points
-from crlib.registry.package import ModelMetadata
+from crlib.model.package import ModelMetadata
 from crlib.training.patches import PatchDataset
 from crlib.training.trainer import prepare_input
 

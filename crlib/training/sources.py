@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Literal
 
 from crlib.classify.metadata import classify_caom_row
 from crlib.errors import InputDataError
-from crlib.records import Observation, TruthResult
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -125,40 +124,6 @@ def select_for_training(
             continue
         kept.append(exposure)
     return sorted(kept, key=lambda e: e.rootname)
-
-
-def exposures_from_truth_results(
-    pairs: Iterable[tuple[TruthResult, Observation, str]], *, min_exptime_s: float = MIN_EXPTIME_S
-) -> list[TrainingExposure]:
-    """Training exposures from recorded truth results with status ``ok``.
-
-    Parameters
-    ----------
-    pairs
-        ``(truth result, observation, FLC path)`` per exposure, e.g. read from the results database.
-    min_exptime_s
-        Shortest exposure kept, seconds.
-    """
-    exposures = []
-    for truth, observation, flc_path in pairs:
-        if truth.status != "ok" or truth.path is None:
-            log.info("%s: truth status %s, not used for training", truth.rootname, truth.status)
-            continue
-        exposures.append(
-            TrainingExposure(
-                rootname=observation.rootname,
-                visit=observation.visit,
-                field_type=observation.field_type or "unknown",
-                filter=observation.filter,
-                exptime_s=observation.exptime_s,
-                flc_path=str(flc_path),
-                truth_path=truth.path,
-                proposal_id=str(observation.proposal_id),
-                target_name=observation.target_name,
-                simulated=is_simulated_exposure(flc_path, truth.path),
-            )
-        )
-    return select_for_training(exposures, min_exptime_s=min_exptime_s)
 
 
 def exposures_from_local_archive(

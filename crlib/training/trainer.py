@@ -32,7 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from crlib.errors import ConfigError, ModelError
-from crlib.registry.package import ModelMetadata
+from crlib.model.package import ModelMetadata
 from crlib.training.augment import Augmentation, augment_batch
 from crlib.training.patches import PatchDataset
 

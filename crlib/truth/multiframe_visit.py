@@ -133,8 +133,10 @@ def multiframe_visit_truth(
     """
     from astropy.io import fits
 
+    from crlib.formats.dq import dq_good
+    from crlib.metrics.pixels import inside_border
     from crlib.truth.product import write_truth_product
-    from crlib.truth.validmask import dq_good, inside_border, saturation_mask
+    from crlib.truth.validmask import saturation_mask
 
     if len(infos) < 3:
         return _failed_all(

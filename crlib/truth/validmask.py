@@ -25,18 +25,25 @@ from pathlib import Path
 
 import numpy as np
 
+from crlib.formats.dq import CR_DQ_BITS, DRIZZLE_GOOD_BITS, IGNORED_DQ_BITS, dq_good
+from crlib.interpolation import interpolation_matrix
+from crlib.metrics.pixels import inside_border
 from crlib.profiles import InstrumentProfile
 
 log = logging.getLogger(__name__)
 
-#: CR flags: 4096 (AstroDrizzle) and 8192 (calacs CR-SPLIT rejection); they never invalidate a pixel.
-CR_DQ_BITS = 4096 | 8192
-
-#: DQ bits drizzle treats as good: drizzlepac SVM's ``driz_sep_bits``/``final_bits`` (336 = 16 + 64 + 256).
-DRIZZLE_GOOD_BITS = 336
-
-#: DQ bits ignored when deciding whether a pixel *covers* another exposure (what drizzle uses).
-IGNORED_DQ_BITS = DRIZZLE_GOOD_BITS | CR_DQ_BITS
+__all__ = [
+    "CR_DQ_BITS",
+    "DRIZZLE_GOOD_BITS",
+    "IGNORED_DQ_BITS",
+    "ChipFrame",
+    "coverage_count",
+    "dq_good",
+    "inside_border",
+    "read_chip_frames",
+    "saturation_mask",
+    "valid_mask",
+]
 
 #: Edge of the square kernel that dilates the saturation mask (deepCR-ACS/WFC paper: 7x7).
 SATURATION_DILATION = 7
@@ -71,11 +78,6 @@ class ChipFrame:
     clean: np.ndarray
 
 
-def dq_good(dq: np.ndarray, *, ignored_bits: int = IGNORED_DQ_BITS) -> np.ndarray:
-    """bool array: True where no DQ bit outside ``ignored_bits`` is set."""
-    return (np.asarray(dq).astype(np.int64) & ~ignored_bits) == 0
-
-
 def saturation_mask(sci: np.ndarray, *, level_e: float, size: int = SATURATION_DILATION) -> np.ndarray:
     """bool array: pixels above ``level_e`` electrons, dilated with a ``size`` x ``size`` square."""
     from scipy.ndimage import binary_dilation
@@ -107,18 +109,6 @@ def read_chip_frames(path: Path) -> list[ChipFrame]:
     return frames
 
 
-def _interpolation_matrix(n: int, nodes: np.ndarray) -> np.ndarray:
-    """(n, len(nodes)) matrix of linear-interpolation weights from ``nodes`` to 0..n-1."""
-    positions = np.arange(n, dtype=float)
-    upper = np.clip(np.searchsorted(nodes, positions, side="right"), 1, len(nodes) - 1)
-    lower = upper - 1
-    frac = (positions - nodes[lower]) / (nodes[upper] - nodes[lower])
-    matrix = np.zeros((n, len(nodes)))
-    matrix[np.arange(n), lower] = 1.0 - frac
-    matrix[np.arange(n), upper] += frac
-    return matrix
-
-
 def _coarse_map(
     source: ChipFrame, target: ChipFrame, step: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -147,24 +137,11 @@ def _interpolate(
 ) -> tuple[np.ndarray, np.ndarray]:
     ny, nx = shape
     ynodes, xnodes, tx, ty = coarse
-    wy = _interpolation_matrix(ny, ynodes)
-    wx = _interpolation_matrix(nx, xnodes)
+    wy = interpolation_matrix(ynodes, ny)
+    wx = interpolation_matrix(xnodes, nx)
     x = wy @ tx.reshape(len(ynodes), len(xnodes)) @ wx.T
     y = wy @ ty.reshape(len(ynodes), len(xnodes)) @ wx.T
     return x, y
-
-
-def map_pixels(
-    source: ChipFrame, target: ChipFrame, *, step: int = COARSE_STEP
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where every pixel of ``source`` falls in ``target`` (0-based pixel coordinates).
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        ``(x, y)``, each float (ny, nx) of the source chip.
-    """
-    return _interpolate(source.shape, _coarse_map(source, target, step))
 
 
 def coverage_count(frame: ChipFrame, others: Sequence[ChipFrame], *, step: int = COARSE_STEP) -> np.ndarray:
@@ -245,13 +222,3 @@ def valid_mask(
     if border_px > 0:
         valid &= inside_border(valid.shape, border_px)
     return valid.astype(np.uint8)
-
-
-def inside_border(shape: tuple[int, ...], border_px: int) -> np.ndarray:
-    """bool ``shape``: False within ``border_px`` pixels of the edge (all True for 0)."""
-    inside = np.zeros(shape, dtype=bool)
-    if border_px > 0:
-        inside[border_px:-border_px, border_px:-border_px] = True
-    else:
-        inside[...] = True
-    return inside

@@ -1,7 +1,7 @@
 """The match rule, the true alignment error under shift+roll+scale errors, and failed matching.
 
 The simulator records the pointing it injected (shift, roll, plate scale) in ``truth/visit.json``;
-:mod:`crlib.truth.align_fidelity` rebuilds it, so the fitted WCS is judged against the truth rather
+:mod:`crlib.bench.align_fidelity` rebuilds it, so the fitted WCS is judged against the truth rather
 than against the translation alone.
 """
 
@@ -20,8 +20,8 @@ from scipy import ndimage
 from crlib.align import AlignOptions, align_visit
 from crlib.align.exposures import copy_to_work_dir, find_exposures
 from crlib.align.fit import FITGEOM_FALLBACK, _summarise
+from crlib.bench.align_fidelity import alignment_errors
 from crlib.profiles import ACS_WFC
-from crlib.truth.align_fidelity import alignment_errors
 
 NO_QUERY = AlignOptions(query_catalogs=False)
 

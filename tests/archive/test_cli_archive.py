@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from crlib.archive.fake_mast import FakeMast, FaultPlan
+from crlib.harness.fake_mast import FakeMast, FaultPlan
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

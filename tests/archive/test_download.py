@@ -9,7 +9,7 @@ from pathlib import Path
 
 from crlib.archive import LocalArchive, MastArchive, RetryPolicy, fetch_observations, poll_proposal
 from crlib.archive.download import DownloadProgress, safe_destination
-from crlib.archive.fake_mast import FakeMast, FaultPlan
+from crlib.harness.fake_mast import FakeMast, FaultPlan
 
 FAST = RetryPolicy(
     max_attempts=12,

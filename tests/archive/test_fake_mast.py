@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from crlib.archive.fake_mast import FakeMast, FaultPlan, caom_columns_config
+from crlib.harness.fake_mast import FakeMast, FaultPlan, caom_columns_config
 
 
 def test_columns_config_matches_the_recorded_one(shared_data: Path) -> None:

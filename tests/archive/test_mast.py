@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from crlib.archive import JsonWatermarkStore, MastArchive, RetryPolicy, fetch_observations, poll_proposal
-from crlib.archive.fake_mast import FakeMast, FaultPlan
 from crlib.archive.poll import commit_poll, poll_released
+from crlib.harness.fake_mast import FakeMast, FaultPlan
 
 FAST = RetryPolicy(
     max_attempts=8, backoff_base_s=0.01, backoff_max_s=0.05, read_timeout_s=1.0, connect_timeout_s=1.0, seed=3

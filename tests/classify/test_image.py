@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crlib.classify.evaluation import Confusion, classify_simulated_visit, evaluate_simulated
+from crlib.bench.classifier import Confusion, classify_simulated_visit, evaluate_simulated
 from crlib.classify.features import (
     BAD_DQ_BITS,
     combine_features,

@@ -15,8 +15,8 @@ import pytest
 from astropy.io import fits
 
 from crlib.errors import InputDataError
+from crlib.formats.prediction import read_prediction
 from crlib.model.exposure import predict_exposure, predict_exposures
-from crlib.model.predfile import read_prediction
 from crlib.screening import screen_file
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")

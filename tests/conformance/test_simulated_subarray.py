@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crlib.formats.prediction import read_prediction
 from crlib.metrics.crstats import chip_area_cm2, truth_cr_statistics
 from crlib.metrics.scoring import score_prediction_chips, score_prediction_file
 from crlib.model.exposure import predict_exposure
-from crlib.model.predfile import read_prediction
 from crlib.profiles import ACS_WFC
 from crlib.screening import screen_file
 from crlib.truth.product import write_truth_product

@@ -60,7 +60,7 @@ def _cut_visit_to_subarrays(root: Path, visit: Any) -> None:
 
 @pytest.fixture(scope="module")
 def layouts_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
-    from crlib.archive.fake_mast import FakeMast
+    from crlib.harness.fake_mast import FakeMast
     from crlib.simulate import simulate_archive
 
     root = tmp_path_factory.mktemp("layouts-archive")

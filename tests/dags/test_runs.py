@@ -47,7 +47,7 @@ def _corrupt(archive_root: Path, rootname: str) -> None:
 
 @pytest.fixture(scope="module")
 def served_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, object]]:
-    from crlib.archive.fake_mast import FakeMast
+    from crlib.harness.fake_mast import FakeMast
     from crlib.simulate import simulate_archive
 
     root = tmp_path_factory.mktemp("dag-archive")

@@ -1,35 +1,15 @@
-"""Fixtures for the results-database tests: a database migrated to the newest schema."""
+"""Fixtures for the results-database tests: the record builders of ``db_visit_factory.py``.
+
+``engine`` and ``sessions`` (a database migrated to the newest schema) are in ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Any]:
-    """Engine on a fresh database upgraded to the newest schema."""
-    from crlib.db.engine import make_engine
-    from crlib.db.migrate import upgrade
-
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Any) -> Any:
-    """A sessionmaker on :func:`engine`."""
-    from crlib.db.engine import session_factory
-
-    return session_factory(engine)
-
 
 FACTORY_PATH = Path(__file__).with_name("db_visit_factory.py")
 

@@ -77,7 +77,7 @@ def test_init_connections_give_tasks_the_writer_login_mlflow_and_mast(tmp_path: 
     # The tasks' own code path: Airflow Connections -> crlib_airflow.connections.task_settings().
     probe = (
         "from crlib_airflow.connections import task_settings\n"
-        "from crlib.db.urls import sqlalchemy_url\nfrom sqlalchemy.engine import make_url\nimport json\n"
+        "from crlib.database_url import sqlalchemy_url\nfrom sqlalchemy.engine import make_url\nimport json\n"
         "s = task_settings(); u = make_url(sqlalchemy_url(s.database_url.get_secret_value()))\n"
         "print(json.dumps([u.username, u.password, u.host, u.port, u.database, s.mlflow_tracking_uri,"
         " s.mast_server, s.mast_token.get_secret_value()]))\n"

@@ -1,6 +1,6 @@
 """A real distributed run: Airflow's CeleryExecutor with two Celery workers started from this venv.
 
-One cluster per module (crlib.pipeline.cluster): a private redis-server on a free port as the
+One cluster per module (crlib.harness.cluster): a private redis-server on a free port as the
 broker, Airflow metadata and Celery results in PostgreSQL (the session's test server), api-server,
 scheduler and dag-processor. Each test starts its own two workers. Inference tasks are routed to
 the ``gpu`` queue (``CRLIB_INFERENCE_QUEUE=gpu`` when the DAGs are parsed), every other task goes
@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from crlib.pipeline.cluster import ClusterConfig, LocalCluster, TaskRun, WorkerSpec
-from crlib.pipeline.services import RedisServer, redis_server_binary
+from crlib.harness.cluster import ClusterConfig, LocalCluster, TaskRun, WorkerSpec
+from crlib.harness.services import RedisServer, redis_server_binary
 
 needs_redis = pytest.mark.skipif(
     redis_server_binary() is None,
@@ -130,7 +130,7 @@ def test_cluster_environment_wires_celery_queues_and_shared_secrets(tmp_path: Pa
 def test_a_dead_service_is_reported_with_its_log(tmp_path: Path) -> None:
     import os
 
-    from crlib.pipeline.services import ServiceError, spawn, wait_until
+    from crlib.harness.services import ServiceError, spawn, wait_until
 
     service = spawn(
         "doomed",
@@ -167,7 +167,7 @@ def databases(postgres_server_url: str) -> Iterator[dict[str, str]]:
     """Airflow metadata, cluster results and reference results databases (dropped afterwards)."""
     from crlib.db.engine import make_engine
     from crlib.db.migrate import upgrade
-    from crlib.pipeline.services import create_database, drop_database
+    from crlib.harness.services import create_database, drop_database
 
     suffix = uuid.uuid4().hex[:10]
     names = {role: f"crlib_{role}_{suffix}" for role in ("airflow", "results", "reference")}
@@ -188,7 +188,7 @@ class Reference:
     background while the cluster starts and runs; :meth:`snapshot` waits for it."""
 
     def __init__(self, work: Path, archive: Path, database_url: str) -> None:
-        from crlib.pipeline.airflow_runner import airflow_environment, prepare_airflow
+        from crlib.harness.airflow_runner import airflow_environment, prepare_airflow
 
         environment = airflow_environment(_settings(work, archive, database_url))
         prepare_airflow(environment)  # sqlite metadata: a few seconds

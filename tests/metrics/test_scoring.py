@@ -87,7 +87,7 @@ def flc_factory_for_metrics(small_archive, tmp_path: Path) -> Path:
 
 
 def _write_prediction(path: Path, chips: dict[int, tuple[np.ndarray, np.ndarray]]) -> Path:
-    from crlib.model.predfile import ChipPrediction, write_prediction
+    from crlib.formats.prediction import ChipPrediction, write_prediction
 
     return write_prediction(
         path,

@@ -7,8 +7,8 @@ import pytest
 from astropy.io import fits
 
 from crlib.errors import InputDataError
+from crlib.formats.prediction import read_prediction
 from crlib.model.exposure import predict_exposure, predict_exposures, read_exposure
-from crlib.model.predfile import read_prediction
 from crlib.profiles import WFC3_UVIS
 
 

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from testsupport.flc import synthetic_chip
 
 from crlib.errors import ConfigError
 from crlib.model.inference import (
@@ -15,8 +16,6 @@ from crlib.model.inference import (
     plan_windows,
 )
 from crlib.model.weights import SHIPPED_MODELS, deepcr_mask_dir, load_shipped_model
-
-from .conftest import synthetic_chip
 
 
 def deepcr_reference(name: str):

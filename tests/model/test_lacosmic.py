@@ -4,8 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from testsupport.flc import synthetic_chip
 
 from crlib.errors import ConfigError, InputDataError
+from crlib.formats.prediction import read_prediction
 from crlib.metrics.histograms import score_histograms
 from crlib.metrics.roc import roc_from_histograms, tpr_at_fpr
 from crlib.metrics.scoring import score_prediction_file
@@ -26,10 +28,7 @@ from crlib.model.lacosmic import (
     sweep_refinement_check,
     sweep_threshold,
 )
-from crlib.model.predfile import read_prediction
 from crlib.profiles import ACS_WFC
-
-from .conftest import synthetic_chip
 
 
 @pytest.fixture(autouse=True)

@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from testsupport.flc import synthetic_chip, write_flc
 
 from crlib.errors import InputDataError
+from crlib.formats.prediction import read_prediction
 from crlib.model.exposure import predict_exposure, predict_exposures, read_exposure
 from crlib.model.inference import MaskEngine
 from crlib.model.lacosmic import chip_read_noise
-from crlib.model.predfile import read_prediction
 from crlib.model.weights import load_shipped_model
 from crlib.profiles import ACS_WFC
-
-from .conftest import synthetic_chip, write_flc
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def record_archive(
 def register_weights(tracking_uri: str, state_dict: dict, *, alias: str, tags: dict[str, str]) -> str:
     """Register ``state_dict`` as a new ``deepcr-acs-wfc`` version; returns its number."""
     import mlflow
-    from crlib.registry.package import ModelMetadata, write_package
+    from crlib.model.package import ModelMetadata, write_package
     from crlib.registry.tracking import REGISTRY_EXPERIMENT, active_tracking, experiment_id, mlflow_client
     from crlib.registry.versions import log_model_package, register_version
 

@@ -9,7 +9,7 @@ import torch
 
 from crlib.errors import ModelError
 from crlib.model.networks import UNet2
-from crlib.registry.package import STATE_DICT_FILE, ModelMetadata, read_package, write_package
+from crlib.model.package import STATE_DICT_FILE, ModelMetadata, read_package, write_package
 
 
 def _network(hidden: int = 4, seed: int = 0) -> UNet2:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mlflow
-from crlib.registry.package import ModelMetadata, write_package
+from crlib.model.package import ModelMetadata, write_package
 from crlib.registry.promotion import GateThresholds, compare_reports, promote
 from crlib.registry.tracking import REGISTRY_EXPERIMENT, active_tracking, experiment_id, mlflow_client
 from crlib.registry.versions import (

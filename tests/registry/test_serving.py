@@ -32,7 +32,7 @@ def _fresh_cache():
 
 def _register(tracking_uri: str, state_dict: dict, *, alias: str) -> str:
     import mlflow
-    from crlib.registry.package import ModelMetadata, write_package
+    from crlib.model.package import ModelMetadata, write_package
     from crlib.registry.tracking import REGISTRY_EXPERIMENT, active_tracking, experiment_id, mlflow_client
     from crlib.registry.versions import log_model_package, register_version
 

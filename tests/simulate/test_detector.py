@@ -14,7 +14,7 @@ from crlib.simulate.detector import (
     Defects,
     amplifier_columns,
     bleed_saturation,
-    read_out,
+    read_out_detailed,
 )
 from crlib.simulate.geometry import ChipWindow
 
@@ -37,7 +37,7 @@ def test_read_noise_and_gain_per_amplifier_match_the_header() -> None:
     window = ChipWindow(sci_extver=2, x0=1024, y0=0, nx=2048, ny=400)
     gains, noises = _header_amp_values(primary, 2)
     defects = _no_defects(window.shape)
-    sci, _, _ = read_out(
+    sci = read_out_detailed(
         np.random.default_rng(1),
         np.zeros(window.shape),
         cr_charge=np.zeros(window.shape),
@@ -47,7 +47,7 @@ def test_read_noise_and_gain_per_amplifier_match_the_header() -> None:
         read_noises=noises,
         exptime_s=100.0,
         dark_e=0.0,
-    )
+    ).sci
     for half, gain, noise in (
         (slice(0, 1024), gains[0], noises[0]),
         (slice(1024, 2048), gains[1], noises[1]),
@@ -96,7 +96,7 @@ def test_saturated_cores_bleed_along_columns_conserving_charge_and_are_flagged()
     defects = _no_defects((200, 50))
     expected = np.full((200, 50), 100.0)
     expected[100, 25] = 20 * FULL_WELL_E
-    _, _, dq = read_out(
+    dq = read_out_detailed(
         np.random.default_rng(2),
         expected,
         cr_charge=np.zeros(expected.shape),
@@ -106,7 +106,7 @@ def test_saturated_cores_bleed_along_columns_conserving_charge_and_are_flagged()
         read_noises=(4.0, 4.0),
         exptime_s=100.0,
         dark_e=0.0,
-    )
+    ).dq
     assert (dq[:, 25] & DQ_SATURATED).astype(bool).sum() >= 19
 
 

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture
 def tiny_dataset(tmp_path: Path):
     """24 patches of 32x32 px with CR streaks: 16 train, 4 validation, 4 test."""
-    from crlib.training.bench import synthetic_patches, write_synthetic_dataset
+    from crlib.bench.training import synthetic_patches, write_synthetic_dataset
 
     images, masks, ignore = synthetic_patches(24, 32, seed=4)
     splits = ["train"] * 16 + ["validation"] * 4 + ["test"] * 4

@@ -12,7 +12,7 @@ import torch
 
 from crlib.errors import ConfigError
 from crlib.model.networks import UNet2
-from crlib.registry.package import ModelMetadata
+from crlib.model.package import ModelMetadata
 from crlib.training.trainer import TrainingConfig, masked_bce, train_network
 
 METADATA = ModelMetadata("unet2-batchnorm", hidden=4)
@@ -58,7 +58,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_dataset, tmp_path: Path) 
         import os, signal, torch
         from pathlib import Path
         from crlib.model.networks import UNet2
-        from crlib.registry.package import ModelMetadata
+        from crlib.model.package import ModelMetadata
         from crlib.training.patches import open_patch_dataset
         from crlib.training.trainer import TrainingConfig, train_network
 

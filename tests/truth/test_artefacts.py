@@ -1,4 +1,4 @@
-"""Artefact exclusion (crlib.truth.artefacts) and per-artefact fidelity (crlib.truth.artefact_fidelity)."""
+"""Artefact exclusion (crlib.truth.artefacts) and per-artefact fidelity (crlib.bench.artefact_fidelity)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from crlib.bench.artefact_fidelity import artefact_counts, summarise_artefacts
 from crlib.profiles import ACS_WFC
 from crlib.simulate.artefacts import HOT_PIXEL, SATELLITE
 from crlib.simulate.flcfile import write_truth
 from crlib.simulate.geometry import ChipWindow
-from crlib.truth.artefact_fidelity import artefact_counts, summarise_artefacts
 from crlib.truth.artefacts import (
     chord_lengths,
     exclude_artefacts,

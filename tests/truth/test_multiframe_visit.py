@@ -25,7 +25,7 @@ def crsplit_visit(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_multiframe_truth_matches_the_injected_crs_and_the_drizzle_truth(crsplit_visit, tmp_path):
-    from crlib.truth.crosscheck import crosscheck_visit
+    from crlib.bench.truth_crosscheck import crosscheck_visit
 
     report = crosscheck_visit(Path(crsplit_visit.directory), tmp_path)
     multi, drizzle = report["multiframe"], report["drizzle"]

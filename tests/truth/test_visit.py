@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from crlib.bench.truth import mask_fidelity, wcs_correction_error
 from crlib.profiles import ACS_WFC
 from crlib.truth import TruthOptions, build_visit_truth, read_truth_product
-from crlib.truth.fidelity import mask_fidelity, wcs_correction_error
 
 
 def test_every_exposure_gets_a_product_with_masks_per_chip(gc_truth):
@@ -166,7 +166,7 @@ def test_rate_units_are_refused(truth_archive, tmp_path):
 
 @pytest.mark.slow
 def test_full_size_visit_meets_targets(tmp_path):
-    from crlib.truth.fidelity import run_truth_benchmark
+    from crlib.bench.truth import run_truth_benchmark
 
     # one timed run per tool, no warm-up: this test is about fidelity, not the time ratio
     report = run_truth_benchmark(

@@ -40,11 +40,11 @@ def test_truth_prediction_and_scores_for_wfc3_uvis(uvis_visit, tmp_path):
     from astropy.io import fits
 
     from crlib.align import AlignOptions
+    from crlib.bench.truth import mask_fidelity
     from crlib.metrics.scoring import score_prediction_file
     from crlib.model.exposure import predict_exposure
     from crlib.profiles import ACS_WFC, WFC3_UVIS
     from crlib.truth import TruthOptions, build_visit_truth
-    from crlib.truth.fidelity import mask_fidelity
 
     options = TruthOptions(align_options=AlignOptions(query_catalogs=False))
     truth = build_visit_truth(Path(uvis_visit.directory), work_dir=tmp_path / "work", options=options)

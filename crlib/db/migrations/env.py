@@ -30,7 +30,7 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from crlib.db.urls import sqlalchemy_url
+    from crlib.database_url import sqlalchemy_url
 
     url = config.get_main_option("sqlalchemy.url") or os.environ.get("CRLIB_DATABASE_URL")
     if not url:

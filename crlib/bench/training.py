@@ -125,7 +125,7 @@ def run_training_benchmark(
     deepcr_rate = patches / (time.perf_counter() - started)
 
     from crlib.model.networks import UNet2
-    from crlib.registry.package import ModelMetadata
+    from crlib.model.package import ModelMetadata
     from crlib.training.trainer import TrainingConfig, train_network
 
     with tempfile.TemporaryDirectory(prefix="crlib-bench-train-") as tmp:

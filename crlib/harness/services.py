@@ -252,7 +252,7 @@ class RedisServer:
 def _admin_engine(server_url: str) -> Any:
     from sqlalchemy import create_engine
 
-    from crlib.db.urls import sqlalchemy_url
+    from crlib.database_url import sqlalchemy_url
 
     return create_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
 
@@ -281,7 +281,7 @@ def create_database(server_url: str, name: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from crlib.db.urls import mask_url
+    from crlib.database_url import mask_url
 
     _check_name(name)
     engine = _admin_engine(server_url)

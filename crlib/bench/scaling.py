@@ -24,8 +24,8 @@ from typing import Literal
 
 from crlib.config import Settings
 from crlib.errors import CrlibError
-from crlib.pipeline.cluster import LocalCluster, WorkerSpec, local_cluster
-from crlib.pipeline.services import create_database, drop_database
+from crlib.harness.cluster import LocalCluster, WorkerSpec, local_cluster
+from crlib.harness.services import create_database, drop_database
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def run_scaling_benchmark(
     from pydantic import SecretStr
 
     from crlib.db.engine import resolve_database_url
-    from crlib.pipeline.airflow_runner import airflow_environment
+    from crlib.harness.airflow_runner import airflow_environment
     from crlib.simulate import simulate_archive
 
     notify = progress or (lambda message: None)

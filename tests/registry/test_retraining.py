@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from crlib.registry.retraining import TrainingRequest, run_training
 from crlib.registry.versions import CHALLENGER, CHAMPION, list_versions
 from crlib.training.patches import PatchParameters
-from crlib.training.pipeline import TrainingRequest, run_training
 from crlib.training.sources import exposures_from_local_archive
 from crlib.training.splits import SplitFractions
 from crlib.training.trainer import TrainingConfig

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from testsupport.flc import synthetic_chip
 
-from crlib.errors import ConfigError
-from crlib.metrics.histograms import N_SCORE_BINS
-from crlib.metrics.roc import roc_from_histograms, tpr_at_fpr_points
-from crlib.metrics.scoring import metrics_from_scores, score_chip
-from crlib.model.accuracy import (
+from crlib.bench.accuracy import (
     ALL_FILTERS,
     PAPER_TABLE3,
     AccuracyReport,
@@ -24,9 +21,11 @@ from crlib.model.accuracy import (
     pool_report_groups,
     run_accuracy_benchmark,
 )
+from crlib.errors import ConfigError
+from crlib.metrics.histograms import N_SCORE_BINS
+from crlib.metrics.roc import roc_from_histograms, tpr_at_fpr_points
+from crlib.metrics.scoring import metrics_from_scores, score_chip
 from crlib.simulate.effects import SimEffects
-
-from .conftest import synthetic_chip
 
 KINDS = ("global", "lacosmic")
 

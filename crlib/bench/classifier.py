@@ -5,7 +5,7 @@
 exposures' features) from the pixels alone, and counts true vs predicted field types. The numbers
 in ``docs/field_types.md`` come from it::
 
-    from crlib.classify.evaluation import evaluate_simulated
+    from crlib.bench.classifier import evaluate_simulated
     result = evaluate_simulated(Path("/tmp/ft"), seeds=range(1, 9), size="small")
     print(result.per_exposure.as_markdown())
 

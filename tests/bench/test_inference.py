@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from crlib.model import benchmark
-from crlib.model.benchmark import (
+from crlib.bench import inference as benchmark
+from crlib.bench.inference import (
     CLI_VARIANTS,
     _grouped,
     _package_group,

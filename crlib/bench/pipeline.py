@@ -416,7 +416,7 @@ def run_dag_benchmark(
     """
     import json
 
-    from crlib.pipeline.airflow_runner import (
+    from crlib.harness.airflow_runner import (
         airflow_environment,
         inference_slots,
         prepare_airflow,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from crlib.db.bench import (
+from crlib.bench.database import (
     FAIR_BASELINES,
     RECORD_METHODS,
     RecordMethod,

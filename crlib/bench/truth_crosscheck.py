@@ -4,7 +4,7 @@ On an undithered visit both methods apply: driz_cr (drizzle truth) and the stack
 (multi-frame truth). For each simulated CR-SPLIT visit we run both on the same files and report
 
 * each method's recall (> 50 e-), false-positive rate and star-core contamination against the
-  simulator's injected CRs (:func:`crlib.truth.fidelity.mask_fidelity`),
+  simulator's injected CRs (:func:`crlib.bench.truth.mask_fidelity`),
 * how well the two masks agree on the pixels both call valid (:func:`truth_agreement`), exactly
   and within one pixel (the methods differ most on a CR's faint edge pixels),
 * the wall time of each method.
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from crlib.bench.truth_report import artefact_lines
 from crlib.profiles import FIELD_TYPES
-from crlib.truth.fidelity_report import artefact_lines
 from crlib.truth.product import read_truth_product
 
 if TYPE_CHECKING:
@@ -105,8 +105,8 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
     """
     from crlib.align.exposures import find_exposures, read_exposure
     from crlib.align.visit import AlignOptions
-    from crlib.truth.artefact_fidelity import excluded_counts, score_artefacts
-    from crlib.truth.fidelity import FIDELITY_KEYS, mean_finite, score_against_simulator
+    from crlib.bench.artefact_fidelity import excluded_counts, score_artefacts
+    from crlib.bench.truth import FIDELITY_KEYS, mean_finite, score_against_simulator
     from crlib.truth.visit import TruthOptions, build_visit_truth
 
     visit_dir = Path(visit_dir)
@@ -149,7 +149,7 @@ def run_crosscheck_benchmark(
 
     ``effects``: simulator archive effects (default: basic); the report scores each artefact class.
     """
-    from crlib.truth.fidelity import simulate_field_visits
+    from crlib.bench.truth import simulate_field_visits
 
     if exposures < 3:
         raise ValueError(f"the multi-frame method needs >= 3 exposures per visit (got {exposures})")

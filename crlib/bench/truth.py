@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
+from crlib.bench.artefact_fidelity import excluded_counts, score_artefacts
+from crlib.bench.truth_report import BARE, CRLIB, format_report
 from crlib.profiles import FIELD_TYPES, InstrumentProfile
-from crlib.truth.artefact_fidelity import excluded_counts, score_artefacts
-from crlib.truth.fidelity_report import BARE, CRLIB, format_report
 from crlib.truth.parameters import parameter_differences
 from crlib.truth.product import read_truth_product
 from crlib.truth.quality import star_core_mask
@@ -264,7 +264,7 @@ def alignment_check(
 
     The WCS of each working copy (fitted, or the header WCS where the fit was refused or failed) is
     compared on a 64-px grid of every chip with the pointing the simulator injected: shift, roll
-    and plate scale (:func:`crlib.truth.align_fidelity.alignment_errors`). A relative fit is judged
+    and plate scale (:func:`crlib.bench.align_fidelity.alignment_errors`). A relative fit is judged
     in its reference exposure's frame (the first rootname when nothing was fitted), an absolute one
     on the true sky.
 
@@ -279,7 +279,7 @@ def alignment_check(
         refinement pass on the looser catalogs was applied, the same as ``refine_*``.
     """
     from crlib.align.fit import FITGEOM_FALLBACK
-    from crlib.truth.align_fidelity import alignment_errors, simulated_pointings
+    from crlib.bench.align_fidelity import alignment_errors, simulated_pointings
 
     info = json.loads((Path(visit_dir) / "truth" / "visit.json").read_text())
     injected = {k: p.injected for k, p in simulated_pointings(info).items()}

@@ -1,4 +1,4 @@
-"""Text report of ``crlib bench truth`` (:func:`crlib.truth.fidelity.run_truth_benchmark` output)."""
+"""Text report of ``crlib bench truth`` (:func:`crlib.bench.truth.run_truth_benchmark` output)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ SHOWN_PARAMETERS = (
 
 def artefact_lines(visit: dict[str, Any]) -> list[str]:
     """Per-artefact-class lines of one visit's report (none for a basic simulation)."""
-    from crlib.truth.artefact_fidelity import format_artefacts
+    from crlib.bench.artefact_fidelity import format_artefacts
 
     lines = []
     if visit.get("artefacts"):

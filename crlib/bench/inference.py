@@ -1,6 +1,6 @@
 """``crlib bench infer``: deepCR's clean(), our engine (fp32, bf16), astroscrappy and ``crlib infer`` itself.
 
-Every method runs in its own subprocess (``python -m crlib.model.benchmark <method> <flc> <out>
+Every method runs in its own subprocess (``python -m crlib.bench.inference <method> <flc> <out>
 <threads>``) so its peak RSS is honest (``ru_maxrss`` of that process only: Python, torch and the
 method's arrays). Each child reads the exposure, loads its model, then times only the detection
 over all chips, and saves its CR masks; the parent compares masks with deepCR's.
@@ -9,7 +9,7 @@ Beside those in-process figures, the whole-process cost a user waits for is meas
 infer FILE`` run as a cold subprocess (interpreter start, imports, settings, model choice and
 load, FITS read, inference, FITS write, interpreter exit), its wall time from the parent and its
 peak RSS from ``wait4``. One more run of the same command under a tracer
-(``python -m crlib.model.benchmark trace-cli ...``: it hooks the import system and wraps the
+(``python -m crlib.bench.inference trace-cli ...``: it hooks the import system and wraps the
 command's stage functions, without changing what the command imports or when) says where the
 time goes (:func:`trace_cli`). Methods and the command alternate over the repetitions (medians).
 """
@@ -441,7 +441,7 @@ def run_inference_benchmark(
                 command = [
                     sys.executable,
                     "-m",
-                    "crlib.model.benchmark",
+                    "crlib.bench.inference",
                     job,
                     str(exposure),
                     str(out),
@@ -509,7 +509,7 @@ def _traced_run(
     command = [
         sys.executable,
         "-m",
-        "crlib.model.benchmark",
+        "crlib.bench.inference",
         "trace-cli",
         str(trace_file),
         repr(start),

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from crlib.errors import ConfigError
+from crlib.jsonvalues import json_compatible
 from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr_points
 from crlib.metrics.scoring import pooled_histograms, score_prediction_file
 from crlib.model.lacosmic import SIGCLIP_SWEEP, objlim_for, predict_exposure_lacosmic
@@ -250,7 +251,7 @@ class AccuracyReport:
                 for kind, m in exposure.metrics.items()
             }
             exposures.append(row)
-        return _json_safe(
+        return json_compatible(
             {
                 "caveat": self.caveat,
                 "evaluation_notes": self.notes,
@@ -260,18 +261,9 @@ class AccuracyReport:
                 "groups": [asdict(group) for group in self.groups],
                 "visits": [asdict(visit) for visit in self.visits],
                 "exposures": exposures,
-            }
+            },
+            non_finite="null",
         )
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if not math.isfinite(value) else value
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def fpr_reach(curve: RocCurve) -> tuple[float, float]:

@@ -2,7 +2,7 @@
 
 Everything is started through the ``airflow`` command line (subprocesses: crlib never imports
 Airflow): the Airflow metadata database and the Celery result backend on PostgreSQL, a Celery
-broker (Redis, see :class:`~crlib.pipeline.services.RedisServer`), the api-server (Celery workers
+broker (Redis, see :class:`~crlib.harness.services.RedisServer`), the api-server (Celery workers
 run tasks through its execution API, so every process shares one JWT secret), the scheduler, the
 dag-processor, optionally the triggerer, and any number of Celery workers, each with its own
 queues and concurrency. Each process writes its output to ``<home>/logs/cluster/<name>.log``;
@@ -44,8 +44,8 @@ from typing import Any, Self
 
 from crlib.config import Settings
 from crlib.errors import ConfigError
-from crlib.pipeline.airflow_runner import airflow_environment, prepare_airflow
-from crlib.pipeline.services import Service, ServiceError, create_database, free_port, spawn, wait_until
+from crlib.harness.airflow_runner import airflow_environment, prepare_airflow
+from crlib.harness.services import Service, ServiceError, create_database, free_port, spawn, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -585,7 +585,7 @@ def local_cluster(
 
     from crlib.db.engine import resolve_database_url
     from crlib.db.session import open_results_db
-    from crlib.pipeline.services import RedisServer
+    from crlib.harness.services import RedisServer
 
     results_url = resolve_database_url(settings)
     run_settings = settings.model_copy(update={"database_url": SecretStr(results_url)})

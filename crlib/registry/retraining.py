@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 
 from crlib.errors import ConfigError, InputDataError
-from crlib.registry.package import ModelMetadata, write_package
+from crlib.model.package import ModelMetadata, write_package
 from crlib.registry.tracking import EXPERIMENT_PREFIX, active_tracking, experiment_id, mlflow_client
 from crlib.registry.versions import (
     CHALLENGER,

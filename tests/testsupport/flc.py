@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from astropy.io import fits
 
 from crlib.profiles import ACS_WFC
@@ -95,19 +93,3 @@ def write_flc(
                 head.header[key] = value
     fits.HDUList(hdus).writeto(path, overwrite=True)
     return path
-
-
-@pytest.fixture
-def flc_factory(tmp_path: Path) -> Callable[..., tuple[Path, dict[int, np.ndarray]]]:
-    """Build a small two-chip FLC; returns its path and the truth masks per SCI extver."""
-
-    def build(
-        name: str = "jtest01aq", *, shape: tuple[int, int] = (200, 260), seed: int = 3, **kwargs
-    ) -> tuple[Path, dict[int, np.ndarray]]:
-        chips, truths = {}, {}
-        for offset, layout in enumerate(ACS_WFC.chips):
-            chips[layout.sci_extver], truths[layout.sci_extver] = synthetic_chip(shape, seed=seed + offset)
-        path = write_flc(tmp_path / f"{name}_flc.fits", chips, rootname=name, **kwargs)
-        return path, truths
-
-    return build

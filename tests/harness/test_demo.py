@@ -31,7 +31,7 @@ def _crlib(*args: str) -> list[dict]:
 
 def test_demo_processes_new_visits_on_every_run(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from crlib.config import load_settings
-    from crlib.demo import run_demo
+    from crlib.harness.demo import run_demo
 
     monkeypatch.setenv("CRLIB_DATABASE_URL", database_url)
     monkeypatch.setenv("CRLIB_THREADS", "2")

@@ -61,7 +61,7 @@ def run_demo(settings: Settings, *, out: Path | None = None, seed: int = 2026, a
     open_results_db(run_settings, upgrade=True)[0].dispose()
     run_id = f"demo__{stamp}"
     if airflow:
-        from crlib.pipeline.airflow_runner import (
+        from crlib.harness.airflow_runner import (
             airflow_environment,
             inference_slots,
             prepare_airflow,

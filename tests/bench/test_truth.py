@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from crlib.truth import drizzle, fidelity
+from crlib.bench import truth as fidelity
+from crlib.truth import drizzle
 from crlib.truth.parameters import parameter_differences
 
 
@@ -166,7 +167,7 @@ def test_report_prints_both_times_every_run_parameters_threads_and_load():
 
 
 def test_alignment_lines_show_true_error_injection_matches_and_the_rule():
-    from crlib.truth.fidelity_report import alignment_lines
+    from crlib.bench.truth_report import alignment_lines
 
     row = {
         "rms_px": 0.012,
