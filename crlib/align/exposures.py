@@ -12,11 +12,11 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from crlib.errors import InputDataError
+from crlib.formats.flc import header_filter
 from crlib.profiles import InstrumentProfile, profile_for_header
 
 log = logging.getLogger(__name__)
@@ -95,19 +95,6 @@ def find_exposures(visit_dir: Path) -> list[Path]:
         for path in sorted(visit_dir.glob(f"*{suffix}")):
             chosen[path.name[: -len(suffix)].lower()] = path
     return [chosen[key] for key in sorted(chosen)]
-
-
-def header_filter(primary: Any) -> str:
-    """The filter that shapes an exposure's bandpass, from its primary header.
-
-    The first of ``FILTER1``, ``FILTER2`` (ACS) and ``FILTER`` (WFC3) that is set and is not a
-    ``CLEAR`` wheel position, upper case; ``""`` when none is.
-    """
-    for key in ("FILTER1", "FILTER2", "FILTER"):
-        value = str(primary.get(key, "")).strip().upper()
-        if value and not value.startswith("CLEAR") and value != "N/A":
-            return value
-    return ""
 
 
 def _mean_keyword(header: object, keywords: tuple[str, ...]) -> float | None:

@@ -9,7 +9,7 @@ asked) is predicted by
 * ``global``: deepCR's global model ``ACS-WFC``;
 * ``per_filter``: the per-filter model of the visit's filter (``ACS-WFC-F435W`` ...);
 * ``lacosmic``: astroscrappy with the paper's ``objlim`` for the field type, its sigclip sweep
-  written as a pseudo-probability (:func:`crlib.model.lacosmic.predict_exposure_lacosmic`);
+  written as a pseudo-probability (:func:`crlib.model.lacosmic_score.predict_exposure_lacosmic`);
 
 and each prediction file is scored against the truth file by
 :func:`crlib.metrics.scoring.score_prediction_file` under the profile's scoring rules
@@ -42,7 +42,8 @@ from crlib.errors import ConfigError
 from crlib.jsonvalues import json_compatible
 from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr_points
 from crlib.metrics.scoring import pooled_histograms, score_prediction_file
-from crlib.model.lacosmic import SIGCLIP_SWEEP, objlim_for, predict_exposure_lacosmic
+from crlib.model.lacosmic import SIGCLIP_SWEEP
+from crlib.model.lacosmic_score import objlim_for, predict_exposure_lacosmic
 from crlib.profiles import ACS_WFC, FIELD_TYPES, ScoringRules
 from crlib.records import ExposureMetrics
 

@@ -54,7 +54,7 @@ def _run_method(method: str, flc: Path, out: Path, threads: int) -> dict[str, An
     import numpy as np
     import torch
 
-    from crlib.model.exposure import read_exposure
+    from crlib.formats.flc import read_exposure
 
     torch.set_num_threads(threads)
     start = time.perf_counter()

@@ -27,6 +27,9 @@ from crlib.errors import ModelError
 if TYPE_CHECKING:
     import torch
 
+    from crlib.model.weights import ModelSpec
+    from crlib.profiles import InstrumentProfile
+
 log = logging.getLogger(__name__)
 
 PACKAGE_FORMAT = "crlib-deepcr-state-dict/1"
@@ -73,6 +76,29 @@ class ModelMetadata:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-friendly dict."""
         return asdict(self)
+
+    @classmethod
+    def of_shipped(cls, spec: ModelSpec, profile: InstrumentProfile, *, source: str = "") -> ModelMetadata:
+        """The description of deepCR's shipped model ``spec`` applied with ``profile``'s threshold.
+
+        Parameters
+        ----------
+        spec
+            A :data:`crlib.model.weights.SHIPPED_MODELS` entry (architecture, width, input scale).
+        profile
+            The instrument the weights are applied to (its ``threshold`` and ``name``).
+        source
+            Where the weights come from, for people.
+        """
+        return cls(
+            architecture=spec.architecture,
+            hidden=spec.hidden,
+            scale=spec.scale,
+            normalise=spec.normalise,
+            threshold=profile.threshold,
+            instrument=profile.name,
+            source=source,
+        )
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, where: object) -> ModelMetadata:

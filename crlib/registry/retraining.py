@@ -143,14 +143,7 @@ def initial_model(
         network, version = load_registered_model(uri, tracking_uri=tracking_uri)
         assert version.metadata is not None
         return network, version.metadata, version.label
-    base = ModelMetadata(
-        architecture=spec.architecture,
-        hidden=spec.hidden,
-        scale=spec.scale,
-        normalise=spec.normalise,
-        threshold=profile.threshold,
-        instrument=profile.name,
-    )
+    base = ModelMetadata.of_shipped(spec, profile)
     if request.initial == "deepcr":
         shipped = load_shipped_model(spec.name)
         network = _copy_network(shipped.network)

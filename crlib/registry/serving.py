@@ -210,7 +210,7 @@ def exposure_filter_of(path: Path) -> str | None:
     """The spectral filter in an exposure's primary header (``None`` if unreadable or absent)."""
     from astropy.io import fits
 
-    from crlib.model.exposure import exposure_filter
+    from crlib.formats.flc import exposure_filter
 
     try:
         return exposure_filter(fits.getheader(path, 0))

@@ -357,14 +357,8 @@ def bootstrap_registry(tracking_uri: str, *, instrument: str = "acs_wfc") -> Reg
         log.info("%s exists without a champion; registering deepCR's shipped weights", model_name)
     spec = SHIPPED_MODELS[profile.deepcr_model]
     shipped = load_shipped_model(profile.deepcr_model)
-    metadata = ModelMetadata(
-        architecture=spec.architecture,
-        hidden=spec.hidden,
-        scale=spec.scale,
-        normalise=spec.normalise,
-        threshold=profile.threshold,
-        instrument=profile.name,
-        source=f"deepCR shipped model {spec.name} ({shipped.version})",
+    metadata = ModelMetadata.of_shipped(
+        spec, profile, source=f"deepCR shipped model {spec.name} ({shipped.version})"
     )
     import mlflow
 

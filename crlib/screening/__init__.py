@@ -2,21 +2,14 @@
 
 Rules are data (:mod:`crlib.screening.rules`); :mod:`crlib.screening.datacheck` samples SCI
 pixels for damage; :mod:`crlib.screening.screen` reads each file, returns
-:class:`~crlib.records.ScreeningVerdict` records (one file per rootname kept) and groups them into
-drizzle sets. :func:`is_damage` tells a damaged file (``file.*``/``data.*`` rejects: the operator
-must fix it) from an ordinary science-rule rejection.
+:class:`~crlib.records.ScreeningVerdict` records; :mod:`crlib.screening.batch` keeps one file per
+rootname and groups the verdicts into drizzle sets. :func:`is_damage` tells a damaged file
+(``file.*``/``data.*`` rejects: the operator must fix it) from an ordinary science-rule rejection.
 """
 
 from __future__ import annotations
 
-from crlib.screening.datacheck import ChipStats, check_data, chip_stats, judge_chip
-from crlib.screening.rules import (
-    SCREENING_PROFILES,
-    HeaderRule,
-    ScreeningProfile,
-    get_screening_profile,
-)
-from crlib.screening.screen import (
+from crlib.screening.batch import (
     DAMAGE_RULE_PREFIXES,
     DUPLICATE_RULE,
     ScreeningSet,
@@ -24,12 +17,17 @@ from crlib.screening.screen import (
     is_damage,
     is_damaged,
     is_duplicate,
-    read_snapshot,
     reject_duplicates,
-    science_filter,
-    screen_file,
     screen_files,
 )
+from crlib.screening.datacheck import ChipStats, check_data, chip_stats, judge_chip
+from crlib.screening.rules import (
+    SCREENING_PROFILES,
+    HeaderRule,
+    ScreeningProfile,
+    get_screening_profile,
+)
+from crlib.screening.screen import read_snapshot, science_filter, screen_file
 
 __all__ = [
     "DAMAGE_RULE_PREFIXES",

@@ -6,12 +6,7 @@ apply the profile's rules; then a strided subsample of each SCI array is checked
 (:mod:`crlib.screening.datacheck`, on by default, ``data_check=False`` to skip). A file that
 cannot be read, is not FITS, is truncated, lacks an extension, or holds damaged pixels is
 *rejected* with a one-line reason naming the file, the problem and the fix; it never stops a
-batch. :func:`screen_files` also rejects all but one file of each rootname (the same exposure
-downloaded twice, as FLC and FLT, or as ``.fits`` and ``.fits.gz``).
-
-Rejections come in two kinds: *damage* (rules starting with :data:`DAMAGE_RULE_PREFIXES`, see
-:func:`is_damage`: the operator must fix the file, usually by downloading it again) and ordinary
-science/calibration rules (too short, wrong mode), which are final.
+batch. Screening a batch of files (duplicates, damage, drizzle sets) is :mod:`crlib.screening.batch`.
 """
 
 from __future__ import annotations
@@ -21,8 +16,8 @@ import logging
 import warnings
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +32,6 @@ FITS_BLOCK = 2880
 
 #: Every chip (SCI EXTVER) of a calibrated FLC/FLT has these three extensions.
 CHIP_EXTENSIONS = ("SCI", "ERR", "DQ")
-
-#: Reject rules whose id starts with one of these mean a damaged file (unreadable, truncated,
-#: missing extensions, bad pixels): the operator must fix it, usually by downloading it again.
-#: :data:`DUPLICATE_RULE` is the exception (see :func:`is_damage`).
-DAMAGE_RULE_PREFIXES: tuple[str, ...] = ("file.", "data.")
-
-#: Rule of a file rejected because another file of the batch is the same exposure (rootname).
-DUPLICATE_RULE = "file.duplicate_rootname"
 
 #: Keywords copied into ``ScreeningVerdict.header_summary`` (for the results database).
 SUMMARY_KEYWORDS: dict[str, tuple[str, str]] = {
@@ -91,7 +78,7 @@ class HeaderSnapshot:
         return tuple(self.extvers.get("SCI", ()))
 
 
-def _reject(rule: str, keyword: str, value: Any, message: str) -> ScreeningReason:
+def reject_reason(rule: str, keyword: str, value: Any, message: str) -> ScreeningReason:
     return ScreeningReason(rule=rule, keyword=keyword, value=value, message=message, severity="reject")
 
 
@@ -103,17 +90,17 @@ def _first_line(exc: BaseException) -> str:
 def _not_fits(path: Path) -> ScreeningReason | None:
     """A reject reason when the file is empty or does not start with a SIMPLE card."""
     if path.stat().st_size == 0:
-        return _reject("file.unreadable", "", 0, f"{path}: empty file (0 bytes): {FIX_DOWNLOAD}")
+        return reject_reason("file.unreadable", "", 0, f"{path}: empty file (0 bytes): {FIX_DOWNLOAD}")
     try:
         start = read_start(path)
     except (OSError, EOFError) as exc:
         kind = compression(path) or "file"
-        return _reject(
+        return reject_reason(
             "file.unreadable", "", None, f"{path}: damaged {kind} stream ({_first_line(exc)}): {FIX_DOWNLOAD}"
         )
     if compression(path) == "zip" or start.startswith(b"SIMPLE"):
         return None
-    return _reject(
+    return reject_reason(
         "file.unreadable", "", None, f"{path}: not a FITS file (no SIMPLE card at the start): {FIX_DOWNLOAD}"
     )
 
@@ -124,7 +111,7 @@ def _missing_extensions(
     """One reject reason naming every missing SCI/ERR/DQ extension, or ``None``."""
     sci = set(extvers.get("SCI", ()))
     if not sci:
-        return _reject("file.missing_extension", "SCI", 0, f"{path}: no SCI extension: {FIX_DOWNLOAD}")
+        return reject_reason("file.missing_extension", "SCI", 0, f"{path}: no SCI extension: {FIX_DOWNLOAD}")
     chips = sci | set(extvers.get("ERR", ())) | set(extvers.get("DQ", ()))
     missing = [
         f"{name},{extver}"
@@ -135,7 +122,7 @@ def _missing_extensions(
     if len(sci) < n_sci and not subarray:
         absent = [f"SCI,{extver}" for extver in range(1, n_sci + 1) if extver not in sci]
         missing = [*dict.fromkeys([*absent, *missing])]
-        return _reject(
+        return reject_reason(
             "file.missing_extension",
             " ".join(missing)[:64],
             len(sci),
@@ -143,7 +130,7 @@ def _missing_extensions(
             f"(missing {', '.join(missing)}): {FIX_DOWNLOAD}",
         )
     if missing:
-        return _reject(
+        return reject_reason(
             "file.missing_extension",
             " ".join(missing)[:64],
             None,
@@ -181,7 +168,9 @@ def read_snapshot(path: Path, *, n_sci: int) -> tuple[HeaderSnapshot | None, lis
 
     problems: list[ScreeningReason] = []
     if not path.is_file():
-        return None, [_reject("file.unreadable", "", None, f"{path}: file does not exist: {FIX_DOWNLOAD}")]
+        return None, [
+            reject_reason("file.unreadable", "", None, f"{path}: file does not exist: {FIX_DOWNLOAD}")
+        ]
     try:
         not_fits = _not_fits(path)
         if not_fits is not None:
@@ -207,7 +196,7 @@ def read_snapshot(path: Path, *, n_sci: int) -> tuple[HeaderSnapshot | None, lis
                 data_end = int(last["datLoc"]) + int(last["datSpan"])
     except Exception as exc:  # astropy raises OSError/ValueError/TypeError... for corrupt files
         return None, [
-            _reject(
+            reject_reason(
                 "file.unreadable",
                 "",
                 None,
@@ -221,10 +210,10 @@ def read_snapshot(path: Path, *, n_sci: int) -> tuple[HeaderSnapshot | None, lis
     nextend = primary.get("NEXTEND")
     gzip_problem = _gzip_problem(path, data_end) if kind == "gzip" else None
     if gzip_problem is not None:
-        problems.append(_reject("file.truncated", "", None, f"{path}: {gzip_problem}: {FIX_DOWNLOAD}"))
+        problems.append(reject_reason("file.truncated", "", None, f"{path}: {gzip_problem}: {FIX_DOWNLOAD}"))
     elif not compressed and size % FITS_BLOCK:
         problems.append(
-            _reject(
+            reject_reason(
                 "file.truncated",
                 "",
                 size,
@@ -234,7 +223,7 @@ def read_snapshot(path: Path, *, n_sci: int) -> tuple[HeaderSnapshot | None, lis
         )
     elif not compressed and data_end > size:
         problems.append(
-            _reject(
+            reject_reason(
                 "file.truncated",
                 "",
                 size,
@@ -243,7 +232,7 @@ def read_snapshot(path: Path, *, n_sci: int) -> tuple[HeaderSnapshot | None, lis
         )
     elif isinstance(nextend, int) and not isinstance(nextend, bool) and n_extensions < nextend:
         problems.append(
-            _reject(
+            reject_reason(
                 "file.truncated",
                 "NEXTEND",
                 n_extensions,
@@ -256,7 +245,9 @@ def read_snapshot(path: Path, *, n_sci: int) -> tuple[HeaderSnapshot | None, lis
             text = str(warning.message)
             if "truncated" in text.lower():
                 problems.append(
-                    _reject("file.truncated", "", None, f"{path}: {_first_line_of(text)}: {FIX_DOWNLOAD}")
+                    reject_reason(
+                        "file.truncated", "", None, f"{path}: {_first_line_of(text)}: {FIX_DOWNLOAD}"
+                    )
                 )
                 break
     extvers = {name: tuple(sorted(set(values))) for name, values in found.items()}
@@ -328,14 +319,14 @@ def evaluate_rules(
     if instrume is None or detector is None:
         missing = "INSTRUME" if instrume is None else "DETECTOR"
         reasons.append(
-            _reject("profile.instrument", missing, None, f"{path}: primary header lacks {missing}")
+            reject_reason("profile.instrument", missing, None, f"{path}: primary header lacks {missing}")
         )
     elif (str(instrume).strip().upper(), str(detector).strip().upper()) != (
         expected.instrume,
         expected.detector,
     ):
         reasons.append(
-            _reject(
+            reject_reason(
                 "profile.instrument",
                 "INSTRUME/DETECTOR",
                 f"{instrume}/{detector}",
@@ -352,7 +343,9 @@ def evaluate_rules(
             if rule.required:
                 keyword = "/".join(profile.filter_keywords) if rule.keyword == "FILTERS" else rule.keyword
                 reasons.append(
-                    _reject(rule.id, keyword, None, f"{path}: keyword {keyword} missing from the {where}")
+                    reject_reason(
+                        rule.id, keyword, None, f"{path}: keyword {keyword} missing from the {where}"
+                    )
                 )
                 continue
             if rule.default is None:
@@ -362,7 +355,7 @@ def evaluate_rules(
             fires = TESTS[rule.test](value, rule.params)
         except (TypeError, ValueError):
             reasons.append(
-                _reject(
+                reject_reason(
                     rule.id,
                     rule.keyword,
                     value,
@@ -457,173 +450,3 @@ def screen_file(
             "%s rejected: %s", path.name, "; ".join(r.message for r in reasons if r.severity == "reject")
         )
     return verdict
-
-
-def is_damage(reason: ScreeningReason | str) -> bool:
-    """Whether a reason (or rule id) means a damaged file the operator must fix.
-
-    Damage is a *reject* whose rule starts with :data:`DAMAGE_RULE_PREFIXES` (``file.``:
-    unreadable, not FITS, truncated, missing extension; ``data.``: empty, all-NaN, mostly
-    non-finite or constant pixels), except :data:`DUPLICATE_RULE` (the exposure is screened
-    from its other file). Science and calibration rules (``svm.``, ``calib.``, ``profile.``,
-    ``train.`` ...) are ordinary, final rejections.
-
-    Parameters
-    ----------
-    reason
-        A :class:`~crlib.records.ScreeningReason` or a rule id such as ``data.all_nan``.
-    """
-    if isinstance(reason, ScreeningReason):
-        if reason.severity != "reject":
-            return False
-        rule = reason.rule
-    else:
-        rule = reason
-    return rule.startswith(DAMAGE_RULE_PREFIXES) and rule != DUPLICATE_RULE
-
-
-def is_damaged(verdict: ScreeningVerdict) -> bool:
-    """Whether a verdict rejects a damaged file (any of its reasons :func:`is_damage`)."""
-    return any(is_damage(reason) for reason in verdict.reasons)
-
-
-def is_duplicate(verdict: ScreeningVerdict) -> bool:
-    """Whether a verdict rejects a file because another file of its batch is the same exposure."""
-    return any(reason.rule == DUPLICATE_RULE for reason in verdict.reasons)
-
-
-_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zip", ".fz")
-
-
-def _preference(verdict: ScreeningVerdict) -> tuple[int, int, int, str, str]:
-    """Sort key: undamaged first, then FLC before FLT before others, uncompressed first, name."""
-    name = Path(verdict.file).name
-    lower = name.lower()
-    kind = 0 if "_flc" in lower else 1 if "_flt" in lower else 2
-    return (int(is_damaged(verdict)), kind, int(lower.endswith(_COMPRESSED_SUFFIXES)), name, verdict.file)
-
-
-def reject_duplicates(verdicts: Sequence[ScreeningVerdict]) -> list[ScreeningVerdict]:
-    """Keep one file per rootname; reject the others with :data:`DUPLICATE_RULE`.
-
-    The kept file is chosen deterministically, whatever the input order: a file that is not
-    damaged, then an FLC over an FLT, an uncompressed file over a compressed one, then the
-    smaller file name (then path). The kept verdict is unchanged; each other file's verdict
-    becomes ``reject`` (not usable for training) with a first reason naming the kept file.
-
-    Parameters
-    ----------
-    verdicts
-        Verdicts of one batch.
-
-    Returns
-    -------
-    list of ScreeningVerdict
-        One per input verdict, in input order.
-    """
-    by_rootname: dict[str, list[int]] = defaultdict(list)
-    for position, verdict in enumerate(verdicts):
-        by_rootname[verdict.rootname].append(position)
-    result = list(verdicts)
-    for rootname, positions in by_rootname.items():
-        if len(positions) < 2:
-            continue
-        ranked = sorted(positions, key=lambda i: _preference(verdicts[i]))
-        kept = Path(verdicts[ranked[0]].file)
-        for position in ranked[1:]:
-            verdict = verdicts[position]
-            here = Path(verdict.file)
-            kept_name = kept.name if kept.parent == here.parent else str(kept)
-            reason = _reject(
-                DUPLICATE_RULE,
-                "ROOTNAME",
-                rootname,
-                f"{here}: same exposure (rootname {rootname}) as {kept_name}, which is screened "
-                "instead: remove one of the two copies",
-            )
-            log.info("%s rejected: duplicate of %s", here.name, kept_name)
-            result[position] = replace(
-                verdict, verdict="reject", usable_for_training=False, reasons=(reason, *verdict.reasons)
-            )
-    return result
-
-
-def screen_files(
-    paths: Iterable[Path | str], *, profile: ScreeningProfile | str = "acs_wfc", data_check: bool = True
-) -> list[ScreeningVerdict]:
-    """Screen many files: one verdict each, in input order; one file kept per rootname.
-
-    Parameters
-    ----------
-    paths
-        FLC/FLT files.
-    profile
-        Screening profile or its name.
-    data_check
-        Check SCI pixels too (see :func:`screen_file`).
-
-    Returns
-    -------
-    list of ScreeningVerdict
-        As :func:`screen_file`, then :func:`reject_duplicates`: of several files with one
-        rootname, all but one are rejected with :data:`DUPLICATE_RULE`.
-    """
-    verdicts = [screen_file(path, profile=profile, data_check=data_check) for path in paths]
-    return reject_duplicates(verdicts)
-
-
-@dataclass(frozen=True, slots=True)
-class ScreeningSet:
-    """Exposures of one (visit, detector, filter) set after screening.
-
-    Attributes
-    ----------
-    visit, detector, filter
-        The set's key (``detector`` is ``INSTRUME/DETECTOR``, e.g. ``ACS/WFC``).
-    accepted, rejected
-        Rootnames by verdict.
-    gets_truth
-        Whether drizzle ground truth can be made (enough accepted exposures).
-    note
-        Why not, when ``gets_truth`` is False.
-    """
-
-    visit: str
-    detector: str
-    filter: str
-    accepted: tuple[str, ...]
-    rejected: tuple[str, ...]
-    gets_truth: bool
-    note: str | None = None
-
-
-def group_verdicts(verdicts: Iterable[ScreeningVerdict], *, min_exposures: int = 2) -> list[ScreeningSet]:
-    """Group verdicts into (visit, detector, filter) sets and say which get drizzle truth.
-
-    Every accepted exposure still gets model inference; only sets with at least
-    ``min_exposures`` accepted exposures get drizzle ground truth (driz_cr needs overlap).
-    Verdicts rejected as duplicates (:data:`DUPLICATE_RULE`) are left out: their exposure is
-    counted once, through the file that was kept.
-    """
-    groups: dict[tuple[str, str, str], list[ScreeningVerdict]] = defaultdict(list)
-    for verdict in verdicts:
-        if is_duplicate(verdict):
-            continue  # the same exposure is in the set through its kept file
-        summary = verdict.header_summary
-        detector = f"{summary.get('instrument') or '?'}/{summary.get('detector') or '?'}"
-        groups[(verdict.rootname[:6], detector, str(summary.get("filter") or "?"))].append(verdict)
-    sets: list[ScreeningSet] = []
-    for (visit, detector, filter_name), members in sorted(groups.items()):
-        accepted = tuple(sorted(v.rootname for v in members if v.verdict == "accept"))
-        rejected = tuple(sorted(v.rootname for v in members if v.verdict == "reject"))
-        gets_truth = len(accepted) >= min_exposures
-        note = (
-            None
-            if gets_truth
-            else (
-                f"{len(accepted)} accepted exposure(s) < {min_exposures}: "
-                "model inference only, no drizzle truth"
-            )
-        )
-        sets.append(ScreeningSet(visit, detector, filter_name, accepted, rejected, gets_truth, note))
-    return sets

@@ -7,8 +7,9 @@ import pytest
 from astropy.io import fits
 
 from crlib.errors import InputDataError
+from crlib.formats.flc import read_exposure
 from crlib.formats.prediction import read_prediction
-from crlib.model.exposure import predict_exposure, predict_exposures, read_exposure
+from crlib.model.exposure import predict_exposure, predict_exposures
 from crlib.profiles import WFC3_UVIS
 
 

@@ -7,19 +7,21 @@ import pytest
 from testsupport.flc import synthetic_chip
 
 from crlib.errors import ConfigError, InputDataError
+from crlib.formats.flc import read_exposure
 from crlib.formats.prediction import read_prediction
 from crlib.metrics.histograms import score_histograms
 from crlib.metrics.roc import roc_from_histograms, tpr_at_fpr
 from crlib.metrics.scoring import score_prediction_file
-from crlib.model.exposure import read_exposure
 from crlib.model.lacosmic import (
-    OBJLIM_BY_FIELD,
     SIGCLIP_SWEEP,
     _LACosmic,
     chip_read_noise,
     critical_sigclip,
     first_pass_sigclip,
     lacosmic_mask,
+)
+from crlib.model.lacosmic_score import (
+    OBJLIM_BY_FIELD,
     lacosmic_score,
     objlim_for,
     predict_exposure_lacosmic,

@@ -12,8 +12,9 @@ from astropy.io import fits
 from testsupport.flc import synthetic_chip, write_flc
 
 from crlib.errors import InputDataError
+from crlib.formats.flc import read_exposure
 from crlib.formats.prediction import read_prediction
-from crlib.model.exposure import predict_exposure, predict_exposures, read_exposure
+from crlib.model.exposure import predict_exposure, predict_exposures
 from crlib.model.inference import MaskEngine
 from crlib.model.lacosmic import chip_read_noise
 from crlib.model.weights import load_shipped_model
