@@ -46,6 +46,7 @@ COMMAND_MODULES = (
     "crlib.cli.model",
     "crlib.cli.accuracy",
     "crlib.cli.database",
+    "crlib.cli.statistics",
     "crlib.cli.training",
     "crlib.cli.cluster",
 )
