@@ -13,11 +13,10 @@ from crlib.bench.database import (
     RecordMethod,
     _insert_batch,
     compare_recording,
-    generate_archive,
     recording_ratios,
     run_db_benchmark,
-    synthetic_metrics,
 )
+from crlib.bench.metric_archive import generate_archive, synthetic_metrics
 from crlib.db.model_registry import record_model_version
 
 BINS = 64
