@@ -6,18 +6,15 @@ import json
 import math
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from crlib.cli.app import bench_app
+from crlib.cli.choices import DeviceOption, EffectsOption, SizeOption
 
 if TYPE_CHECKING:
     from crlib.bench.accuracy import AccuracyReport
-
-SizeOption = Literal["small", "full"]
-EffectsOption = Literal["basic", "realistic"]
-DeviceOption = Literal["auto", "cpu", "cuda"]
 
 
 class Detector(StrEnum):

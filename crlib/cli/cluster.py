@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
 from crlib.cli.app import app, bench_app
-
-SizeOption = Literal["full", "small"]
+from crlib.cli.choices import SizeOption
 
 
 def _stop_on_sigterm() -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from crlib.cli.app import app, bench_app, fail
-
-DeviceOption = Literal["auto", "cpu", "cuda"]
-PrecisionOption = Literal["fp32", "bf16"]
-SizeOption = Literal["full", "small"]
+from crlib.cli.choices import DeviceOption, PrecisionOption, SizeOption
 
 
 @app.command("infer")

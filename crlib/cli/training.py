@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from crlib.cli.app import app, bench_app, fail
+from crlib.cli.choices import DeviceOption
 
 if TYPE_CHECKING:
     from crlib.config import Settings
 
 InitialOption = Literal["champion", "deepcr", "scratch"]
-DeviceOption = Literal["auto", "cpu", "cuda"]
 
 
 def _cli_run_id() -> str:
