@@ -60,6 +60,10 @@ class SimEffects:
         Draw resolved-galaxy scenes crowded and structured (arms, dust lanes, star-forming knots,
         crowded resolved stars; :func:`crlib.simulate.scene.crowd_resolved_galaxy`) instead of a
         smooth disk with sparse stars. Other field types are unaffected.
+    subarray_probability
+        Chance that a visit is a one-chip ACS/WFC subarray visit (:mod:`crlib.simulate.subarray`).
+    subarray_aperture
+        Make every visit a subarray visit with this aperture (e.g. ``"WFC1A-512"``; tests, benchmarks).
     """
 
     real_psf: bool = False
@@ -72,12 +76,22 @@ class SimEffects:
     cr_rate_sigma: float = 0.0
     filters_per_visit: int = 1
     crowded_resolved_galaxies: bool = False
+    subarray_probability: float = 0.0
+    subarray_aperture: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.satellite_probability <= 1.0:
             raise ConfigError(f"satellite probability must be in [0, 1] (got {self.satellite_probability})")
         if self.cr_rate_sigma < 0:
             raise ConfigError(f"CR-rate sigma must be >= 0 (got {self.cr_rate_sigma})")
+        if not 0.0 <= self.subarray_probability <= 1.0:
+            raise ConfigError(f"subarray probability must be in [0, 1] (got {self.subarray_probability})")
+        if self.subarray_aperture is not None:
+            from crlib.simulate.subarray import ACS_WFC_APERTURES
+
+            if self.subarray_aperture not in ACS_WFC_APERTURES:
+                known = sorted(ACS_WFC_APERTURES)
+                raise ConfigError(f"unknown subarray aperture {self.subarray_aperture!r}; known: {known}")
         if not 1 <= self.filters_per_visit <= 4:
             raise ConfigError(f"filters per visit must be 1-4 (got {self.filters_per_visit})")
 
@@ -102,6 +116,7 @@ class SimEffects:
             rotation_scale_errors=True,
             cr_rate_sigma=0.25,
             crowded_resolved_galaxies=True,
+            subarray_probability=0.05,
         )
         return dataclasses.replace(preset, **overrides)
 

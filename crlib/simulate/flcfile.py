@@ -49,6 +49,8 @@ class ExposureMeta:
     field_type: str
     seed: int
     size: str
+    aperture: str | None = None
+    file_extvers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,9 @@ def _primary_header(
     header["POSTARG1"], header["POSTARG2"] = meta.postarg_arcsec
     header["PROCTIME"] = meta.expstart_mjd + 1.0
     header["FILTER1"], header["FILTER2"] = filter1, filter2
-    full = meta.size == "full"
+    full = meta.size == "full" and meta.aperture is None
     header["SUBARRAY"] = not full
-    header["APERTURE"] = "WFC" if full else "WFC-SIM-CROP"
+    header["APERTURE"] = meta.aperture or ("WFC" if full else "WFC-SIM-CROP")
     header["PROPAPER"] = header["APERTURE"]
     header["ASN_ID"] = f"{meta.visit}010".upper()
     header["ASN_TAB"] = f"{meta.visit}010_asn.fits"
@@ -162,13 +164,16 @@ def build_flc(template: Template, meta: ExposureMeta, chips: list[ChipData]) -> 
     meta
         Exposure identity, timing and configuration.
     chips
-        One :class:`ChipData` per chip, in SCI extver order.
+        One :class:`ChipData` per chip, in SCI extver order; a subarray's chips are written with the
+        EXTVERs of ``meta.file_extvers`` (``SCI,1`` for a one-chip file), their headers from the
+        template's full-frame chip.
     """
     extensions: list[fits.ImageHDU] = []
     distortion = [
         fits.ImageHDU(data=hdu.data.copy(), header=hdu.header.copy()) for hdu in template.distortion
     ]
-    for chip in chips:
+    file_extvers = meta.file_extvers or tuple(chip.window.sci_extver for chip in chips)
+    for chip, file_extver in zip(chips, file_extvers, strict=True):
         extver = chip.window.sci_extver
         template_sci = template.chip_headers["SCI", extver]
         for name, data in (("SCI", chip.sci), ("ERR", chip.err), ("DQ", chip.dq)):
@@ -177,6 +182,7 @@ def build_flc(template: Template, meta: ExposureMeta, chips: list[ChipData]) -> 
             _set_chip_wcs(header, chip, template_sci)
             if name == "SCI":
                 header["CTYPE1"], header["CTYPE2"] = template_sci["CTYPE1"], template_sci["CTYPE2"]
+            header["EXTVER"] = file_extver
             header["ROOTNAME"] = meta.rootname
             header["EXPNAME"] = meta.rootname
             header["SIZAXIS1"] = chip.window.nx
@@ -225,6 +231,7 @@ def write_truth(
     *,
     rootname: str,
     windows: list[ChipWindow],
+    extvers: list[int] | None = None,
     cr_masks: list[np.ndarray],
     cr_charges: list[np.ndarray],
     models: list[np.ndarray],
@@ -232,7 +239,10 @@ def write_truth(
     n_events: list[int],
     artefacts: list[np.ndarray | None] | None = None,
 ) -> None:
-    """Write ``<rootname>_simtruth.fits``: CRMASK, CRCHARGE, MODEL per chip (EXTVER = SCI extver).
+    """Write ``<rootname>_simtruth.fits``: CRMASK, CRCHARGE, MODEL per chip (EXTVER = the FLC's SCI extver).
+
+    ``extvers`` are the chips' EXTVERs in the FLC (default: the windows' full-frame ones; a subarray's
+    one chip is 1).
 
     With ``artefacts`` (uint8 bit masks of :mod:`crlib.simulate.artefacts`, one per chip) an
     ``ARTEFACT`` extension follows each chip's MODEL; readers of the other extensions are unaffected.
@@ -245,8 +255,9 @@ def write_truth(
     primary.header["CRTHRESH"] = (mask_threshold_e, "CRMASK = 1 where CR charge >= this, e-")
     hdus: list[fits.ImageHDU | fits.PrimaryHDU] = [primary]
     bits = artefacts if artefacts is not None else [None] * len(windows)
-    for window, mask, charge, model, events, artefact in zip(
-        windows, cr_masks, cr_charges, models, n_events, bits, strict=True
+    numbers = extvers if extvers is not None else [window.sci_extver for window in windows]
+    for window, extver, mask, charge, model, events, artefact in zip(
+        windows, numbers, cr_masks, cr_charges, models, n_events, bits, strict=True
     ):
         planes = [
             ("CRMASK", mask, "UNITLESS"),
@@ -256,7 +267,7 @@ def write_truth(
         if artefact is not None:
             planes.append(("ARTEFACT", artefact, "UNITLESS"))
         for name, data, unit in planes:
-            hdu = fits.ImageHDU(data=data, name=name, ver=window.sci_extver)
+            hdu = fits.ImageHDU(data=data, name=name, ver=extver)
             hdu.header["BUNIT"] = unit
             hdu.header["LTV1"] = float(-window.x0)
             hdu.header["LTV2"] = float(-window.y0)

@@ -37,6 +37,7 @@ from crlib.simulate.programs import GAIA_FIELD_TARGET, TARGETS, FilterSpec, root
 from crlib.simulate.render import render_window, window_to_frame
 from crlib.simulate.satellites import trail_image
 from crlib.simulate.scene import Scene, build_scene, read_gaia_catalog
+from crlib.simulate.subarray import aperture_window, draw_aperture
 from crlib.simulate.template import Template, load_template
 from crlib.simulate.visiteffects import VisitEffects, draw_visit_effects
 
@@ -99,9 +100,11 @@ def _visit_frame(pointing: Pointing) -> WCS:
     return frame
 
 
-def _scene_box(pointing: Pointing, frame: WCS, size: str) -> tuple[float, float, float, float]:
+def _scene_box(
+    pointing: Pointing, frame: WCS, windows: tuple[ChipWindow, ...]
+) -> tuple[float, float, float, float]:
     us, vs = [], []
-    for window in chip_windows(PROFILE, size):
+    for window in windows:
         wcs = pointing.chip_wcs(window.sci_extver)
         xs = np.array([window.x0, window.x0 + window.nx, window.x0 + window.nx, window.x0], dtype=float)
         ys = np.array([window.y0, window.y0, window.y0 + window.ny, window.y0 + window.ny], dtype=float)
@@ -229,7 +232,18 @@ def render_visit(
     """
     template = load_template(PROFILE)
     rng = np.random.default_rng([plan.seed, plan.visit_index, 0])
-    windows = chip_windows(PROFILE, plan.size)
+    aperture = draw_aperture(
+        probability=plan.effects.subarray_probability,
+        forced=plan.effects.subarray_aperture,
+        size=plan.size,
+        seed=plan.seed,
+        visit_index=plan.visit_index,
+    )
+    windows = (aperture_window(PROFILE, aperture),) if aperture else chip_windows(PROFILE, plan.size)
+    # A subarray file numbers its chip EXTVER 1 (WFC1 is SCI,2 in a full-frame file).
+    file_extvers = (
+        [index + 1 for index in range(len(windows))] if aperture else [w.sci_extver for w in windows]
+    )
     anchor_chip = next(c for c in PROFILE.chips if c.ccdchip == 1)
     anchor = (anchor_chip.sci_extver, PROFILE.chip_shape[1] / 2.0, 0.0)
 
@@ -266,7 +280,7 @@ def render_visit(
         rng,
         field_type=plan.field_type,
         frame=frame,
-        box=_scene_box(nominal, frame, plan.size),
+        box=_scene_box(nominal, frame, windows),
         zeropoint=plan.filter.ab_zeropoint,
         gaia=gaia,
         crowded_rng=(
@@ -275,7 +289,7 @@ def render_visit(
             else None
         ),
     )
-    box = _scene_box(nominal, frame, plan.size)
+    box = _scene_box(nominal, frame, windows)
     visit_effects = draw_visit_effects(
         plan.effects,
         seed=plan.seed,
@@ -349,6 +363,8 @@ def render_visit(
             field_type=plan.field_type,
             seed=plan.seed,
             size=plan.size,
+            aperture=aperture,
+            file_extvers=tuple(file_extvers),
         )
         flc_path = visit_dir / f"{name}_flc.fits"
         write_fits(build_flc(template, meta, chips), flc_path, stamp=f"crlib.simulate seed {plan.seed}")
@@ -356,6 +372,7 @@ def render_visit(
             visit_dir / "truth" / f"{name}_simtruth.fits",
             rootname=name,
             windows=list(windows),
+            extvers=file_extvers,
             cr_masks=masks,
             cr_charges=charges,
             models=models,
@@ -405,8 +422,10 @@ def render_visit(
         "target_ra": target_ra,
         "target_dec": target_dec,
         "size": plan.size,
+        "aperture": aperture,
         "windows": [
-            {"sci_extver": w.sci_extver, "x0": w.x0, "y0": w.y0, "nx": w.nx, "ny": w.ny} for w in windows
+            {"sci_extver": w.sci_extver, "file_extver": e, "x0": w.x0, "y0": w.y0, "nx": w.nx, "ny": w.ny}
+            for w, e in zip(windows, file_extvers, strict=True)
         ],
         "t_obs_release": plan.release_mjd,
         "pointing": {"ra_deg": point_ra, "dec_deg": point_dec, "roll_deg": roll, "pa_v3_deg": pa_v3},
