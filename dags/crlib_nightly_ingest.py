@@ -56,10 +56,10 @@ def crlib_nightly_ingest() -> None:
 
     @task
     def truth(visit: str, **context: object) -> str:
-        from crlib.pipeline.stages import build_visit_truth
+        from crlib.pipeline.stages import truth_stage
         from crlib_airflow.connections import task_settings
 
-        return build_visit_truth(task_settings(), run_id=str(context["run_id"]), visit=visit)
+        return truth_stage(task_settings(), run_id=str(context["run_id"]), visit=visit)
 
     @task(trigger_rule="all_done")
     def exposures(visits: list[str], **context: object) -> list[str]:

@@ -111,10 +111,10 @@ def crlib_reprocess_proposal() -> None:
 
     @task
     def truth(visit: str, params: dict, **context: object) -> str:
-        from crlib.pipeline.stages import build_visit_truth
+        from crlib.pipeline.stages import truth_stage
         from crlib_airflow.connections import task_settings
 
-        return build_visit_truth(
+        return truth_stage(
             task_settings(instrument=params["instrument"]),
             run_id=str(context["run_id"]),
             visit=visit,
