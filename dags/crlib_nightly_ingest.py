@@ -5,8 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from crlib_airflow.assets import NEW_TRUTH
-from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, INFERENCE_TASK_ARGS, TAGS
+from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, TAGS
+from crlib_airflow.stage_tasks import summary_task, wire_stages
 
 DOC = """
 ### crlib nightly ingestion
@@ -39,73 +39,9 @@ def crlib_nightly_ingest() -> None:
 
         return poll_visits(task_settings(), run_id=str(context["run_id"]), dag_id="crlib_nightly_ingest")
 
-    @task(**ARCHIVE_TASK_ARGS)
-    def fetch(visit: str, **context: object) -> str:
-        from crlib.pipeline.stages import fetch_visit
-        from crlib_airflow.connections import task_settings
-
-        # A retried or repeated run keeps files whose size and md5 match the archive's listing.
-        return fetch_visit(task_settings(), run_id=str(context["run_id"]), visit=visit, redo=False)
-
-    @task
-    def screen(visit: str, **context: object) -> str:
-        from crlib.pipeline.stages import screen_visit
-        from crlib_airflow.connections import task_settings
-
-        return screen_visit(task_settings(), run_id=str(context["run_id"]), visit=visit)
-
-    @task
-    def truth(visit: str, **context: object) -> str:
-        from crlib.pipeline.stages import build_visit_truth
-        from crlib_airflow.connections import task_settings
-
-        return build_visit_truth(task_settings(), run_id=str(context["run_id"]), visit=visit)
-
-    @task(trigger_rule="all_done")
-    def exposures(visits: list[str], **context: object) -> list[str]:
-        from crlib.pipeline.stages import list_exposures
-        from crlib_airflow.connections import task_settings
-
-        return list_exposures(task_settings(), run_id=str(context["run_id"]), visits=list(visits or []))
-
-    @task(**INFERENCE_TASK_ARGS)
-    def infer(rootname: str, **context: object) -> str:
-        from crlib.pipeline.stages import infer_exposure
-        from crlib_airflow.connections import task_settings
-
-        return infer_exposure(task_settings(), run_id=str(context["run_id"]), rootname=rootname)
-
-    @task
-    def score(rootname: str, **context: object) -> str:
-        from crlib.pipeline.stages import score_exposure
-        from crlib_airflow.connections import task_settings
-
-        return score_exposure(task_settings(), run_id=str(context["run_id"]), rootname=rootname)
-
-    @task(trigger_rule="all_done", outlets=[NEW_TRUTH])
-    def summary(scored: list[str], **context: object) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from crlib.pipeline.stages import finish_run
-        from crlib_airflow.assets import announce_new_truth
-        from crlib_airflow.connections import task_settings
-
-        result = finish_run(
-            task_settings(),
-            run_id=str(context["run_id"]),
-            dag_id="crlib_nightly_ingest",
-            advance_watermark=True,
-        )
-        announce_new_truth(result, context)
-        if result["status"] == "failed":  # recorded with its reason; the DAG run must not look green
-            raise AirflowFailException(f"run failed: {result['message']}")
-        return result
-
-    visits = poll()
-    truths = truth.expand(visit=screen.expand(visit=fetch.expand(visit=visits)))
-    # TaskFlow passes XComArgs where the task functions declare the values they will receive.
-    rootnames = exposures(truths)  # type: ignore[arg-type]
-    summary(score.expand(rootname=infer.expand(rootname=rootnames)))  # type: ignore[arg-type]
+    # A retried or repeated run keeps files whose size and md5 match the archive's listing.
+    scored = wire_stages(poll(), redo_fetch=False, redo=True)
+    summary_task("crlib_nightly_ingest", advance_watermark=True)(scored)
 
 
 crlib_nightly_ingest()

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from crlib_airflow.assets import NEW_TRUTH
-from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, INFERENCE_TASK_ARGS, TAGS
-
-STAGES = ["fetch", "screen", "truth", "infer", "score"]
-
+from crlib.pipeline.stage_names import STAGES
+from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, TAGS
+from crlib_airflow.stage_tasks import summary_task, wire_stages
 
 DOC = """
 ### crlib reprocess proposal
@@ -21,11 +19,6 @@ predictions, metrics) while their inputs and files are unchanged, and record it 
 `stages: ["infer", "score"]` scores a new model against the recorded truth without drizzling again.
 New truth updates the `crlib://results/truth` asset.
 """
-
-
-def _stages(params: dict) -> list[str]:
-    """The stages to redo (an emptied optional field means all of them)."""
-    return list(params.get("stages") or STAGES)
 
 
 @dag(
@@ -56,9 +49,9 @@ def _stages(params: dict) -> list[str]:
             "(default: champion, or deepCR's weights with a warning when none is registered).",
         ),
         "stages": Param(
-            default=STAGES,
+            default=list(STAGES),
             type=["null", "array"],
-            items={"type": "string", "enum": STAGES},
+            items={"type": "string", "enum": list(STAGES)},
             uniqueItems=True,
             description="Optional: stages to redo (default: all); stages not listed reuse what is recorded.",
         ),
@@ -85,103 +78,9 @@ def crlib_reprocess_proposal() -> None:
         except RequestError as exc:  # nothing to process: fail at once with the reason, no retries
             raise AirflowFailException(str(exc)) from exc
 
-    @task(**ARCHIVE_TASK_ARGS)
-    def fetch(visit: str, params: dict, **context: object) -> str:
-        from crlib.pipeline.stages import fetch_visit
-        from crlib_airflow.connections import task_settings
-
-        return fetch_visit(
-            task_settings(instrument=params["instrument"]),
-            run_id=str(context["run_id"]),
-            visit=visit,
-            redo="fetch" in _stages(params),
-        )
-
-    @task
-    def screen(visit: str, params: dict, **context: object) -> str:
-        from crlib.pipeline.stages import screen_visit
-        from crlib_airflow.connections import task_settings
-
-        return screen_visit(
-            task_settings(instrument=params["instrument"]),
-            run_id=str(context["run_id"]),
-            visit=visit,
-            redo="screen" in _stages(params),
-        )
-
-    @task
-    def truth(visit: str, params: dict, **context: object) -> str:
-        from crlib.pipeline.stages import build_visit_truth
-        from crlib_airflow.connections import task_settings
-
-        return build_visit_truth(
-            task_settings(instrument=params["instrument"]),
-            run_id=str(context["run_id"]),
-            visit=visit,
-            redo="truth" in _stages(params),
-        )
-
-    @task(trigger_rule="all_done")
-    def exposures(visits: list[str], params: dict, **context: object) -> list[str]:
-        from crlib.pipeline.stages import list_exposures
-        from crlib_airflow.connections import task_settings
-
-        return list_exposures(
-            task_settings(instrument=params["instrument"]),
-            run_id=str(context["run_id"]),
-            visits=list(visits or []),
-        )
-
-    @task(**INFERENCE_TASK_ARGS)
-    def infer(rootname: str, params: dict, **context: object) -> str:
-        from crlib.pipeline.stages import infer_exposure
-        from crlib_airflow.connections import task_settings
-
-        return infer_exposure(
-            task_settings(instrument=params["instrument"]),
-            run_id=str(context["run_id"]),
-            rootname=rootname,
-            model=params["model"] or None,
-            redo="infer" in _stages(params),
-        )
-
-    @task
-    def score(rootname: str, params: dict, **context: object) -> str:
-        from crlib.pipeline.stages import score_exposure
-        from crlib_airflow.connections import task_settings
-
-        return score_exposure(
-            task_settings(instrument=params["instrument"]),
-            run_id=str(context["run_id"]),
-            rootname=rootname,
-            model=params["model"] or None,
-            redo="score" in _stages(params),
-        )
-
-    @task(trigger_rule="all_done", outlets=[NEW_TRUTH])
-    def summary(scored: list[str], params: dict, **context: object) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from crlib.pipeline.stages import finish_run
-        from crlib_airflow.assets import announce_new_truth
-        from crlib_airflow.connections import task_settings
-
-        result = finish_run(
-            task_settings(instrument=params["instrument"]),
-            run_id=str(context["run_id"]),
-            dag_id="crlib_reprocess_proposal",
-            advance_watermark=False,
-        )
-        announce_new_truth(result, context)
-        if result["status"] == "failed":  # recorded with its reason; the DAG run must not look green
-            raise AirflowFailException(f"run failed: {result['message']}")
-        return result
-
-    visits = poll()
-    truths = truth.expand(visit=screen.expand(visit=fetch.expand(visit=visits)))
-    # TaskFlow passes XComArgs (and the params) where the task functions declare plain values.
-    rootnames = exposures(truths)  # type: ignore[arg-type,call-arg,misc]
-    summary(score.expand(rootname=infer.expand(rootname=rootnames)))  # type: ignore[arg-type,call-arg,misc]
+    # Each stage redoes its work when the run's `stages` param lists it, else reuses what is recorded.
+    scored = wire_stages(poll())
+    summary_task("crlib_reprocess_proposal", advance_watermark=False)(scored)
 
 
 crlib_reprocess_proposal()

@@ -258,7 +258,7 @@ def direct_stage_timings(
     per_visit: tuple[tuple[str, Any], ...] = (
         ("fetch", stages.fetch_visit),
         ("screen", stages.screen_visit),
-        ("truth", stages.build_visit_truth),
+        ("truth", stages.truth_stage),
     )
     for name, function in per_visit:
         for visit in visits:  # the DAG maps stage by stage; keep its order

@@ -134,7 +134,7 @@ def pooled_tpr_by_field(ledger: RunLedger) -> dict[str, dict[str, Any]]:
     outputs = StageOutputs(ledger.data_root)
     sums: dict[str, list[Any]] = {}
     for rootname, state in ledger.exposures():
-        if not state.get("scored"):
+        if not state.scored:
             continue
         record = outputs.read("score", rootname)
         if record is None:
@@ -142,7 +142,7 @@ def pooled_tpr_by_field(ledger: RunLedger) -> dict[str, dict[str, Any]]:
         metrics = record["metrics"]
         cr = np.asarray(metrics["hist_cr"], dtype=np.int64)
         noncr = np.asarray(metrics["hist_noncr"], dtype=np.int64)
-        entry = sums.setdefault(str(state.get("field_type")), [0, np.zeros_like(cr), np.zeros_like(noncr)])
+        entry = sums.setdefault(str(state.field_type), [0, np.zeros_like(cr), np.zeros_like(noncr)])
         entry[0] += 1
         entry[1] = entry[1] + cr
         entry[2] = entry[2] + noncr
@@ -173,24 +173,24 @@ def format_summary(ledger: RunLedger, *, archive_dir: Path, dag_id: str = "crlib
         lines.append(f"  {summary['message']}")
     lines.append("")
     lines.append(
-        f"Visits {len(visits)}, exposures {sum(len(v.get('files', {})) for v in visits.values())}, "
-        f"accepted {sum(len(v.get('accepted', [])) for v in visits.values())}"
+        f"Visits {len(visits)}, exposures {sum(len(v.files) for v in visits.values())}, "
+        f"accepted {sum(len(v.accepted or []) for v in visits.values())}"
     )
     for visit, state in visits.items():
-        quarantined = state.get("quarantined", {})
+        quarantined = state.quarantined
         for rootname, why in sorted(quarantined.items()):
             lines.append(f"  quarantined {rootname} (damaged file, planted): {why}")
-        for rootname, reasons in sorted(state.get("rejected", {}).items()):
+        for rootname, reasons in sorted(state.rejected.items()):
             if rootname not in quarantined:
                 lines.append(f"  rejected {rootname}: {'; '.join(reasons)}")
-        usable = set(state.get("training_usable", []))
-        for rootname, notes in sorted(state.get("notes", {}).items()):
+        usable = set(state.training_usable)
+        for rootname, notes in sorted(state.notes.items()):
             if rootname not in usable:  # the notes that change what the exposure is used for
                 excluded = [note for note in notes if "training" in note] or notes
                 lines.append(f"  accepted {rootname}, not for training: {'; '.join(excluded)}")
-        for note in state.get("no_truth_notes", []):
+        for note in state.no_truth_notes:
             lines.append(f"  no truth for {visit}: {note}")
-        statuses = state.get("truth_status", {})
+        statuses = state.truth_status
         if statuses:
             lines.append(f"  truth {visit}: " + ", ".join(f"{r}={s}" for r, s in sorted(statuses.items())))
     for fallback in summary.get("model_fallbacks", []):

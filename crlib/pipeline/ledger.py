@@ -13,6 +13,9 @@ Layout under ``<data_root>/runs/<run key>/``::
     visits/<visit>.json           per-visit state (files, verdicts, truth)
     exposures/<rootname>.json     per-exposure state (prediction, metrics)
 
+The per-visit and per-exposure states are :class:`~crlib.pipeline.state.VisitState` and
+:class:`~crlib.pipeline.state.ExposureState`: every key declared, typed and documented there.
+
 What outlives a run (a stage's outputs kept for reuse by later runs) is
 :mod:`crlib.pipeline.reuse`.
 """
@@ -25,7 +28,9 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
+
+from crlib.pipeline.state import ExposureChanges, ExposureState, VisitChanges, VisitState, apply
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -101,40 +106,56 @@ class RunLedger:
         return dict(json.loads(path.read_text())) if path.exists() else {}
 
     # --------------------------------------------------------------- visits
-    def visit(self, visit: str) -> dict[str, Any]:
-        """State of one visit (``{}`` before any stage touched it)."""
+    def visit(self, visit: str) -> VisitState:
+        """State of one visit (all defaults before any stage touched it)."""
         path = self._visit_path(visit)
-        return json.loads(path.read_text()) if path.exists() else {}
+        return VisitState.from_json(_read(path), visit=visit) if path.exists() else VisitState(visit)
 
-    def update_visit(self, visit: str, **fields: Any) -> dict[str, Any]:
-        """Merge ``fields`` into a visit's state and write it atomically; returns the new state."""
-        state = {**self.visit(visit), **fields, "visit": visit}
-        write_json_atomic(self._visit_path(visit), state)
+    def update_visit(self, visit: str, **changes: Unpack[VisitChanges]) -> VisitState:
+        """Set ``changes`` on a visit's state and write it atomically; returns the new state.
+
+        Raises
+        ------
+        TypeError
+            A keyword that is not a :class:`~crlib.pipeline.state.VisitState` field.
+        """
+        state = apply(self.visit(visit), changes)
+        write_json_atomic(self._visit_path(visit), state.to_json())
         return state
 
-    def visits(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def visits(self) -> Iterator[tuple[str, VisitState]]:
         """Every visit with state, sorted by id."""
         folder = self.root / "visits"
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            yield path.stem, json.loads(path.read_text())
+            data = _read(path)
+            yield path.stem, VisitState.from_json(data, visit=None if "visit" in data else path.stem)
 
     # --------------------------------------------------------------- exposures
-    def exposure(self, rootname: str) -> dict[str, Any]:
-        """State of one exposure (``{}`` before any stage touched it)."""
+    def exposure(self, rootname: str) -> ExposureState:
+        """State of one exposure (all defaults before any stage touched it)."""
         path = self._exposure_path(rootname)
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return ExposureState(rootname)
+        return ExposureState.from_json(_read(path), rootname=rootname)
 
-    def update_exposure(self, rootname: str, **fields: Any) -> dict[str, Any]:
-        """Merge ``fields`` into an exposure's state and write it atomically."""
-        state = {**self.exposure(rootname), **fields, "rootname": rootname}
-        write_json_atomic(self._exposure_path(rootname), state)
+    def update_exposure(self, rootname: str, **changes: Unpack[ExposureChanges]) -> ExposureState:
+        """Set ``changes`` on an exposure's state and write it atomically; returns the new state.
+
+        Raises
+        ------
+        TypeError
+            A keyword that is not an :class:`~crlib.pipeline.state.ExposureState` field.
+        """
+        state = apply(self.exposure(rootname), changes)
+        write_json_atomic(self._exposure_path(rootname), state.to_json())
         return state
 
-    def exposures(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def exposures(self) -> Iterator[tuple[str, ExposureState]]:
         """Every exposure with state, sorted by rootname."""
         folder = self.root / "exposures"
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            yield path.stem, json.loads(path.read_text())
+            data = _read(path)
+            yield path.stem, ExposureState.from_json(data, rootname=None if "rootname" in data else path.stem)
 
     # --------------------------------------------------------------- errors
     def record_error(self, key: str, text: str) -> None:
@@ -159,3 +180,10 @@ class RunLedger:
 
     def _exposure_path(self, rootname: str) -> Path:
         return self.root / "exposures" / f"{run_key(rootname)}.json"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    payload = json.loads(path.read_text())
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return payload

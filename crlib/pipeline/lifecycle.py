@@ -18,12 +18,14 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crlib.config import Settings
 from crlib.errors import ConfigError
+from crlib.pipeline.database import results_database, results_session
 
 if TYPE_CHECKING:
     from crlib.registry.promotion import GateThresholds
@@ -79,24 +81,19 @@ def count_new_truth(settings: Settings) -> NewTruth:
     from sqlalchemy import select
 
     from crlib.db.orm import Exposure, TruthResultRow
-    from crlib.db.session import open_results_db
     from crlib.training.sources import MIN_EXPTIME_S
 
     last = _last_training_run(settings)
-    engine, sessions = open_results_db(settings, upgrade=True, pool_size=1)
-    try:
-        with sessions() as session:
-            rows = session.execute(
-                select(TruthResultRow.rootname, TruthResultRow.recorded_at)
-                .join(Exposure, Exposure.rootname == TruthResultRow.rootname)
-                .where(
-                    TruthResultRow.status == "ok",
-                    TruthResultRow.path.is_not(None),
-                    Exposure.exptime_s >= MIN_EXPTIME_S,
-                )
-            ).all()
-    finally:
-        engine.dispose()
+    with results_session(settings, upgrade=True) as session:
+        rows = session.execute(
+            select(TruthResultRow.rootname, TruthResultRow.recorded_at)
+            .join(Exposure, Exposure.rootname == TruthResultRow.rootname)
+            .where(
+                TruthResultRow.status == "ok",
+                TruthResultRow.path.is_not(None),
+                Exposure.exptime_s >= MIN_EXPTIME_S,
+            )
+        ).all()
     first_recorded: dict[str, dt.datetime] = {}
     for rootname, recorded_at in rows:  # several methods per exposure: the earliest counts
         if rootname not in first_recorded or recorded_at < first_recorded[rootname]:
@@ -413,15 +410,13 @@ def promote_model(
         max_drop_points=settings.gate_max_drop_points,
         min_mean_gain_points=settings.gate_min_mean_gain_points,
     )
-    engine = None
-    recorder = None
-    if record:
-        from crlib.db.session import open_results_db
-        from crlib.registry.decisions import database_recorder
+    with ExitStack() as stack:
+        recorder = None
+        if record:
+            from crlib.registry.decisions import database_recorder
 
-        engine, sessions = open_results_db(settings, upgrade=True, pool_size=1)
-        recorder = database_recorder(sessions, tracking_uri=tracking_uri, run_id=run_id)
-    try:
+            sessions = stack.enter_context(results_database(settings, upgrade=True))
+            recorder = database_recorder(sessions, tracking_uri=tracking_uri, run_id=run_id)
         decision = promote(
             tracking_uri,
             model_name=name,
@@ -432,9 +427,6 @@ def promote_model(
             device=torch_device(device or settings.device),
             recorder=recorder,
         )
-    finally:
-        if engine is not None:
-            engine.dispose()
     summary = _json_numbers(decision.to_json())
     summary |= {
         "outcome": decision.outcome,
@@ -469,15 +461,10 @@ def torch_device(choice: str) -> str:
 
 # ----------------------------------------------------------------------------- internals
 def _database_exposures(settings: Settings) -> list[TrainingExposure]:
-    from crlib.db.session import open_results_db
     from crlib.training.sources import exposures_from_database
 
-    engine, sessions = open_results_db(settings, upgrade=True, pool_size=1)
-    try:
-        with sessions() as session:
-            return exposures_from_database(session)
-    finally:
-        engine.dispose()
+    with results_session(settings, upgrade=True) as session:
+        return exposures_from_database(session)
 
 
 #: Tag on the MLflow training run and its registered version naming the pipeline run behind it.
@@ -497,47 +484,42 @@ def _version_of_pipeline_run(tracking_uri: str, instrument: str, run_id: str) ->
 
 def _record_challenger(settings: Settings, result: TrainingRunResult, tracking_uri: str) -> None:
     from crlib.db.model_registry import record_alias, record_model_version
-    from crlib.db.session import open_results_db
     from crlib.db.training_splits import record_training_splits
     from crlib.registry.provenance import version_splits
     from crlib.registry.versions import CHALLENGER
 
     version = result.version
     assert version is not None
-    engine, sessions = open_results_db(settings, upgrade=True, pool_size=1)
-    try:
-        with sessions() as session:
-            record_model_version(
-                session,
-                model_name=version.name,
-                version=version.version,
-                source="mlflow",
-                uri=f"{version.uri} @ {tracking_uri}"[:1024],
-                mlflow_run_id=result.run_id,
-                description=f"trained from {result.initial_label} on dataset {result.dataset.dataset_id}",
-            )
-            # the version's training manifest, combined with its starting versions' (what they trained
-            # on it has seen too): its scores on these visits are labelled in-sample
-            chain = version_splits(tracking_uri, version)
-            record_training_splits(
-                session,
-                model_name=version.name,
-                version=version.version,
-                splits=chain.splits
-                if chain is not None
-                else {visit: entry["split"] for visit, entry in result.dataset.manifest["visits"].items()},
-                dataset_id=chain.dataset_id if chain is not None else result.dataset.dataset_id,
-            )
-            record_alias(
-                session,
-                model_name=version.name,
-                alias=CHALLENGER,
-                version=version.version,
-                reason=f"trained by MLflow run {result.run_id}",
-            )
-            session.commit()
-    finally:
-        engine.dispose()
+    with results_session(settings, upgrade=True) as session:
+        record_model_version(
+            session,
+            model_name=version.name,
+            version=version.version,
+            source="mlflow",
+            uri=f"{version.uri} @ {tracking_uri}"[:1024],
+            mlflow_run_id=result.run_id,
+            description=f"trained from {result.initial_label} on dataset {result.dataset.dataset_id}",
+        )
+        # the version's training manifest, combined with its starting versions' (what they trained
+        # on it has seen too): its scores on these visits are labelled in-sample
+        chain = version_splits(tracking_uri, version)
+        record_training_splits(
+            session,
+            model_name=version.name,
+            version=version.version,
+            splits=chain.splits
+            if chain is not None
+            else {visit: entry["split"] for visit, entry in result.dataset.manifest["visits"].items()},
+            dataset_id=chain.dataset_id if chain is not None else result.dataset.dataset_id,
+        )
+        record_alias(
+            session,
+            model_name=version.name,
+            alias=CHALLENGER,
+            version=version.version,
+            reason=f"trained by MLflow run {result.run_id}",
+        )
+        session.commit()
 
 
 def _last_training_run(settings: Settings) -> tuple[str, dt.datetime, set[str] | None] | None:

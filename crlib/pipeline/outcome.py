@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from crlib.pipeline.ledger import RunLedger
+from crlib.pipeline.state import ExposureState, VisitState
 
 
 def _polled_visits(ledger: RunLedger) -> list[str]:
     return sorted({str(row["visit"]) for row in ledger.observations()})
+
+
+def _exposure_count(visit_states: Iterable[VisitState]) -> int:
+    """Exposures the run fetched or tried to (downloaded files plus failed downloads)."""
+    return sum(len(s.files) + len(s.fetch_failed) for s in visit_states)
 
 
 def run_outcome(ledger: RunLedger) -> tuple[str, str | None, dict[str, Any]]:
@@ -30,21 +37,19 @@ def run_outcome(ledger: RunLedger) -> tuple[str, str | None, dict[str, Any]]:
     visit_states = dict(ledger.visits())
     exposures = dict(ledger.exposures())
     polled = _polled_visits(ledger)
-    unrecorded = [v for v in polled if "accepted" not in visit_states.get(v, {})]
+    unrecorded = [v for v in polled if v not in visit_states or not visit_states[v].screened]
     errors = ledger.errors()
     failed: dict[str, str] = {}
     for state in visit_states.values():
-        failed.update(
-            {r: f"fetch: {r}: download failed: {why}" for r, why in state.get("fetch_failed", {}).items()}
-        )
-        failed.update({r: f"screen: {why}" for r, why in state.get("quarantined", {}).items()})
-        for rootname in state.get("accepted", []):
-            exposure = exposures.get(rootname, {})
-            if exposure.get("prediction_error"):
-                failed[rootname] = f"infer: {exposure['prediction_error']}"
-            elif exposure.get("score_failed"):
-                failed[rootname] = f"score: {exposure.get('score_note')}"
-            elif not exposure.get("prediction"):
+        failed.update({r: f"fetch: {r}: download failed: {why}" for r, why in state.fetch_failed.items()})
+        failed.update({r: f"screen: {why}" for r, why in state.quarantined.items()})
+        for rootname in state.accepted or []:
+            exposure = exposures.get(rootname) or ExposureState(rootname)
+            if exposure.prediction_error:
+                failed[rootname] = f"infer: {exposure.prediction_error}"
+            elif exposure.score_failed:
+                failed[rootname] = f"score: {exposure.score_note}"
+            elif not exposure.prediction:
                 failed[rootname] = "infer: never predicted (its task did not finish)"
     details = {"failed": failed, "errors": errors, "visits_unrecorded": unrecorded}
     if not ledger.poll():
@@ -61,9 +66,7 @@ def run_outcome(ledger: RunLedger) -> tuple[str, str | None, dict[str, Any]]:
         for why in failed.values():
             stage = why.split(":", 1)[0]
             stages_hit[stage] = stages_hit.get(stage, 0) + 1
-        total = sum(len(state.get("files", {})) for state in visit_states.values()) + sum(
-            len(state.get("fetch_failed", {})) for state in visit_states.values()
-        )
+        total = _exposure_count(visit_states.values())
         counts = ", ".join(f"{n} at {stage}" for stage, n in sorted(stages_hit.items()))
         return "partial", f"{len(failed)} of {total} exposure(s) failed ({counts})", details
     return "success", None, details
@@ -74,42 +77,36 @@ def run_summary(ledger: RunLedger, *, dag_id: str) -> dict[str, Any]:
     status, message, details = run_outcome(ledger)
     visit_states = dict(ledger.visits())
     exposures = dict(ledger.exposures())
-    quarantined = {r for s in visit_states.values() for r in s.get("quarantined", {})}
+    quarantined = {r for s in visit_states.values() for r in s.quarantined}
     summary: dict[str, Any] = {
         "status": status,
         "message": message,
         "dag_id": dag_id,
         "visits": len(_polled_visits(ledger)),
         "visits_unrecorded": details["visits_unrecorded"],
-        "exposures": sum(len(s.get("files", {})) for s in visit_states.values())
-        + sum(len(s.get("fetch_failed", {})) for s in visit_states.values()),
-        "accepted": sum(len(s.get("accepted", [])) for s in visit_states.values()),
+        "exposures": _exposure_count(visit_states.values()),
+        "accepted": sum(len(s.accepted or []) for s in visit_states.values()),
         "rejected": {
-            r: why
-            for s in visit_states.values()
-            for r, why in s.get("rejected", {}).items()
-            if r not in quarantined
+            r: why for s in visit_states.values() for r, why in s.rejected.items() if r not in quarantined
         },
         "failed": details["failed"],
         "errors": details["errors"],
-        "truth": {r: st for s in visit_states.values() for r, st in s.get("truth_status", {}).items()},
-        "predicted": sum(1 for e in exposures.values() if e.get("prediction")),
-        "scored": sum(1 for e in exposures.values() if e.get("scored")),
-        "model_fallbacks": sorted(
-            {e["model_fallback"] for e in exposures.values() if e.get("model_fallback")}
-        ),
+        "truth": {r: st for s in visit_states.values() for r, st in s.truth_status.items()},
+        "predicted": sum(1 for e in exposures.values() if e.prediction),
+        "scored": sum(1 for e in exposures.values() if e.scored),
+        "model_fallbacks": sorted({e.model_fallback for e in exposures.values() if e.model_fallback}),
         "truth_new": sum(
             1
             for s in visit_states.values()
-            for r, st in s.get("truth_status", {}).items()
-            if st != "failed" and r not in s.get("truth_reused", [])
+            for r, st in s.truth_status.items()
+            if st != "failed" and r not in s.truth_reused
         ),
         "reused": {
-            "fetch": sum(len(s.get("fetch_reused", [])) for s in visit_states.values()),
-            "screen": sum(1 for s in visit_states.values() if s.get("screen_reused")),
-            "truth": sum(len(s.get("truth_reused", [])) for s in visit_states.values()),
-            "infer": sum(1 for e in exposures.values() if e.get("reused_prediction")),
-            "score": sum(1 for e in exposures.values() if e.get("score_reused")),
+            "fetch": sum(len(s.fetch_reused) for s in visit_states.values()),
+            "screen": sum(1 for s in visit_states.values() if s.screen_reused),
+            "truth": sum(len(s.truth_reused) for s in visit_states.values()),
+            "infer": sum(1 for e in exposures.values() if e.reused_prediction),
+            "score": sum(1 for e in exposures.values() if e.score_reused),
         },
     }
     return summary

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crlib.pipeline.ledger import run_key, write_json_atomic
+from crlib.pipeline.state import VisitState
 from crlib.provenance import code_version
 from crlib.records import (
     AlignmentResult,
@@ -40,12 +41,11 @@ def file_fingerprint(path: Path | str) -> dict[str, int] | None:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def input_identity(visit_state: dict[str, Any]) -> dict[str, Any]:
+def input_identity(visit_state: VisitState) -> dict[str, Any]:
     """Per downloaded file of a visit (ledger state): the fetch's verified md5, else its fingerprint."""
-    checksums: dict[str, str] = visit_state.get("checksums", {})
     return {
-        rootname: checksums.get(rootname) or file_fingerprint(path)
-        for rootname, path in sorted(visit_state.get("files", {}).items())
+        rootname: visit_state.checksums.get(rootname) or file_fingerprint(path)
+        for rootname, path in sorted(visit_state.files.items())
     }
 
 

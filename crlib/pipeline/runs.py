@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from crlib.config import Settings
+from crlib.pipeline.database import results_session
 
 
 def record_dag_run(
@@ -40,20 +41,15 @@ def record_dag_run(
         Airflow's message for the state change.
     """
     from crlib.db.runs import finish_run, run_status, start_run
-    from crlib.db.session import open_results_db
 
-    engine, sessions = open_results_db(settings, upgrade=True, pool_size=1)
-    try:
-        with sessions() as session:
-            if state == "running":
-                trigger = run_type.split(".")[-1].lower() or "unknown"
-                start_run(session, run_id=run_id, dag_id=dag_id, trigger=trigger, started_at=started)
-            elif (recorded := run_status(session, run_id=run_id)) == "failed" or (
-                state == "success" and recorded == "partial"
-            ):
-                # The summary task recorded the outcome and its message: keep both.
-                finish_run(session, run_id=run_id, status=str(recorded), finished_at=ended)
-            else:
-                finish_run(session, run_id=run_id, status=state, message=message, finished_at=ended)
-    finally:
-        engine.dispose()
+    with results_session(settings, upgrade=True) as session:
+        if state == "running":
+            trigger = run_type.split(".")[-1].lower() or "unknown"
+            start_run(session, run_id=run_id, dag_id=dag_id, trigger=trigger, started_at=started)
+        elif (recorded := run_status(session, run_id=run_id)) == "failed" or (
+            state == "success" and recorded == "partial"
+        ):
+            # The summary task recorded the outcome and its message: keep both.
+            finish_run(session, run_id=run_id, status=str(recorded), finished_at=ended)
+        else:
+            finish_run(session, run_id=run_id, status=state, message=message, finished_at=ended)

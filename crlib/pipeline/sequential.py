@@ -10,11 +10,12 @@ from typing import Any
 
 from crlib.config import Settings
 from crlib.pipeline import stages
+from crlib.pipeline.stage_names import STAGES, VISIT_STAGES
+
+__all__ = ["CLI_DAG_ID", "STAGES", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
-#: Stages a run can redo or reuse (the reprocessing DAG's ``stages`` Param).
-STAGES: tuple[str, ...] = ("fetch", "screen", "truth", "infer", "score")
 
 #: The DAG id ``crlib run`` records its runs under.
 CLI_DAG_ID = "crlib_cli_run"
@@ -83,37 +84,27 @@ def run_pipeline(
         owner=process_owner(),
     )
     for visit in found:
-        for name, step in (
-            ("fetch", stages.fetch_visit),
-            ("screen", stages.screen_visit),
-            ("truth", stages.build_visit_truth),
-        ):
+        for name in VISIT_STAGES:
             notify(name, visit)
-            if not _guarded(settings, run_id, visit, name, step, redo=name in redo):
+            if not _guarded(settings, run_id, visit, name, redo=name in redo):
                 break  # later stages of this visit would only fail again
     for rootname in stages.list_exposures(settings, run_id=run_id, visits=found):
         notify("infer", rootname)
         try:
-            predicted = _guarded(
-                settings, run_id, rootname, "infer", stages.infer_exposure, model=model, redo="infer" in redo
-            )
+            predicted = _guarded(settings, run_id, rootname, "infer", model=model, redo="infer" in redo)
         except ModelError as exc:  # the model, not the exposure: every exposure would fail the same way
             stages.abort_run(settings, run_id=run_id, message=f"infer: {exc}")
             raise
         if predicted:
             notify("score", rootname)
-            _guarded(
-                settings, run_id, rootname, "score", stages.score_exposure, model=model, redo="score" in redo
-            )
+            _guarded(settings, run_id, rootname, "score", model=model, redo="score" in redo)
     notify("finish", run_id)
     return stages.finish_run(
         settings, run_id=run_id, dag_id=CLI_DAG_ID, advance_watermark=proposal_id is None
     )
 
 
-def _guarded(
-    settings: Settings, run_id: str, item: str, stage: str, step: Callable[..., str], **options: Any
-) -> bool:
+def _guarded(settings: Settings, run_id: str, item: str, stage: str, **options: Any) -> bool:
     """Run one stage step; an unexpected exception is recorded (the stage did) and swallowed.
 
     Returns whether the step finished. Errors that are about the whole run (a model that cannot
@@ -121,9 +112,8 @@ def _guarded(
     """
     from crlib.errors import DatabaseError, ModelError, RequestError
 
-    key = "rootname" if stage in ("infer", "score") else "visit"
     try:
-        step(settings, run_id=run_id, **{key: item}, **options)
+        stages.run_stage(settings, stage, item, run_id=run_id, **options)
     except (ModelError, DatabaseError, RequestError, KeyboardInterrupt):
         raise
     except Exception as exc:

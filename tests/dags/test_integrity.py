@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,8 @@ def test_dag_files_do_no_heavy_top_level_imports(dag_file: str, airflow_env: dic
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))\n"
     )
-    env = {**airflow_env, "PYTHONPATH": str(PLUGINS), "PATH": "/usr/bin:/bin"}
+    # This checkout's crlib (not another one an editable install may point at), and the plugins.
+    env = {**airflow_env, "PYTHONPATH": f"{PLUGINS}{os.pathsep}{REPO}", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )

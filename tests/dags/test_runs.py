@@ -183,8 +183,8 @@ def test_nightly_ingest_then_reprocess_without_duplicates(airflow_db, dagbag, pi
     assert _files_state(truth_files + drizzle_dirs) == before
     assert table_counts(database_url, TABLES) == first
     state = RunLedger(data_root, run.run_id).visit(visit)
-    assert state["truth_reused"] == sorted(o.rootname for o in archive.visits[0].exposures)
-    assert state["screen_reused"] is True and len(state["fetch_reused"]) == 3
+    assert state.truth_reused == sorted(o.rootname for o in archive.visits[0].exposures)
+    assert state.screen_reused is True and len(state.fetch_reused) == 3
     assert len(_truth_events(airflow_db)[earlier:]) == 2  # reused truth is not new truth
     summary = RunLedger(data_root, run.run_id).summary()
     assert summary["truth_new"] == 0 and summary["reused"]["truth"] == 3 and summary["scored"] == 3

@@ -49,7 +49,8 @@ def test_screening_labels_exposures_the_metadata_cannot_place_from_their_pixels(
     from crlib.db.engine import make_engine
     from crlib.db.repo import record_observations
     from crlib.pipeline.ledger import RunLedger
-    from crlib.pipeline.stages import _observations, fetch_visit, poll_visits, screen_visit
+    from crlib.pipeline.stages import fetch_visit, poll_visits, screen_visit
+    from crlib.pipeline.stages.support import observations as _observations
 
     visit = next(v for v in small_archive.visits if v.field_type == "globular_cluster")
     root = _real_like_copy(small_archive, tmp_path / "archive")
@@ -68,7 +69,7 @@ def test_screening_labels_exposures_the_metadata_cannot_place_from_their_pixels(
     screen_visit(settings, run_id="labels", visit=visit.visit)
     labels = _exposures(database_url, visit.visit)
     assert set(labels.values()) == {("globular_cluster", "image")}, labels
-    entry = RunLedger(settings.data_root, "labels").visit(visit.visit)["image_field_type"]
+    entry = RunLedger(settings.data_root, "labels").visit(visit.visit).image_field_type
     assert entry["field_type"] == "globular_cluster" and entry["method"] == "image"
     assert sorted(entry["exposures"]) == sorted(labels) and entry["reasons"]
 

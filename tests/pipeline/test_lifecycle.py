@@ -120,7 +120,7 @@ def test_promotion_gate_moves_inference_to_a_better_model_and_refuses_a_worse_on
 
     infer_exposure(settings, run_id="nightly-1", rootname=exposure.rootname, redo=False)
     assert predictions() == [("deepcr-acs-wfc", "1", "mlflow")]
-    assert ledger.exposure(exposure.rootname)["model"] == "deepcr-acs-wfc:1"
+    assert ledger.exposure(exposure.rootname).model == "deepcr-acs-wfc:1"
 
     dry = promote_model(settings, dry_run=True, run_id="manual__dry")
     assert dry["promoted"] and not dry["applied"] and dry["champion"] == "1"
@@ -132,15 +132,15 @@ def test_promotion_gate_moves_inference_to_a_better_model_and_refuses_a_worse_on
     infer_exposure(settings, run_id="nightly-1", rootname=exposure.rootname, redo=False)
     assert predictions() == [("deepcr-acs-wfc", "1", "mlflow"), ("deepcr-acs-wfc", "2", "mlflow")]
     state = ledger.exposure(exposure.rootname)
-    assert state["model"] == "deepcr-acs-wfc:2" and state["reused_prediction"] is False
+    assert state.model == "deepcr-acs-wfc:2" and state.reused_prediction is False
     from astropy.io import fits
 
-    prediction_file = Path(state["prediction"])
+    prediction_file = Path(str(state.prediction))
     assert fits.getheader(prediction_file)["CRMODVER"] == "2"
     # ... and a re-run without redo reuses that file and adds no row.
     written = prediction_file.stat().st_mtime_ns
     infer_exposure(settings, run_id="nightly-1", rootname=exposure.rootname, redo=False)
-    assert ledger.exposure(exposure.rootname)["reused_prediction"] is True
+    assert ledger.exposure(exposure.rootname).reused_prediction is True
     assert prediction_file.stat().st_mtime_ns == written and len(predictions()) == 2
 
     # The degraded v1 challenging the real weights is refused with the numbers that failed.

@@ -60,7 +60,8 @@ def _mtimes(paths: list[Path]) -> dict[str, int]:
 
 
 def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "crlib.pipeline.stages"]
+    # the stages' loggers: crlib.pipeline.stages and its modules (crlib.pipeline.stages.truth ...)
+    return [r.getMessage() for r in caplog.records if f"{r.name}.".startswith("crlib.pipeline.stages.")]
 
 
 def test_reprocess_redoing_only_score_reuses_truth(
@@ -115,8 +116,8 @@ def test_reprocess_redoing_only_score_reuses_truth(
     )
     assert not [r for r in caplog.records if r.name.startswith(("crlib.truth", "crlib.align"))]
     state = RunLedger(settings.data_root, "score-only").visit(visit.visit)
-    assert state["truth_reused"] == rootnames and state["screen_reused"] is True
-    assert state["fetch_reused"] == rootnames
+    assert state.truth_reused == rootnames and state.screen_reused is True
+    assert state.fetch_reused == rootnames
     assert summary["truth_new"] == 0 and summary["scored"] == 3
     assert summary["reused"] == {"fetch": 3, "screen": 1, "truth": 3, "infer": 3, "score": 0}
     assert table_counts(database_url, TABLES) == {**full, "pipeline_runs": full["pipeline_runs"] + 1}
@@ -161,18 +162,18 @@ def test_redo_fetch_downloads_again_and_rejects_unknown_stages(
     )
     stages.fetch_visit(settings, run_id="r1", visit=visit.visit, redo=False)
     first = RunLedger(settings.data_root, "r1").visit(visit.visit)
-    assert first["fetch_reused"] == [] and len(first["checksums"]) == 3
-    files = [Path(p) for p in first["files"].values()]
+    assert first.fetch_reused == [] and len(first.checksums) == 3
+    files = [Path(p) for p in first.files.values()]
     before = _mtimes(files)
 
     stages.fetch_visit(settings, run_id="r1", visit=visit.visit, redo=False)
     state = RunLedger(settings.data_root, "r1").visit(visit.visit)
-    assert len(state["fetch_reused"]) == 3 and _mtimes(files) == before
+    assert len(state.fetch_reused) == 3 and _mtimes(files) == before
 
     # redo=True downloads again (new files, same verified content).
     for path in files:
         os.utime(path, ns=(before[str(path)] - 10**9, before[str(path)] - 10**9))
     stages.fetch_visit(settings, run_id="r1", visit=visit.visit, redo=True)
     state = RunLedger(settings.data_root, "r1").visit(visit.visit)
-    assert state["fetch_reused"] == [] and state["checksums"] == first["checksums"]
+    assert state.fetch_reused == [] and state.checksums == first.checksums
     assert all(p.stat().st_mtime_ns > before[str(p)] - 10**9 for p in files)

@@ -79,7 +79,7 @@ def _reprocess(settings, archive, run_id: str, model: str) -> None:  # type: ign
         infer_exposure(settings, run_id=run_id, rootname=rootname, redo=True)
         score_exposure(settings, run_id=run_id, rootname=rootname, redo=True)
         state = ledger.exposure(rootname)
-        assert state["scored"] and state["scored_model"] == model, state
+        assert state.scored and state.scored_model == model, state
 
 
 def test_stats_leave_out_a_champion_s_own_training_exposures_unless_asked(
