@@ -606,7 +606,7 @@ def run_gpu_benchmark(
     device: str = "auto",
     size: SizeName = "full",
     flc: Path | None = None,
-    repeats: int = 5,
+    repeats: int | None = None,
     train_steps: int = 20,
     train_batches: tuple[int, ...] | None = None,
     window: int | None = None,
@@ -626,7 +626,7 @@ def run_gpu_benchmark(
     flc
         Benchmark this exposure instead.
     repeats
-        Timed inference runs per precision.
+        Timed inference runs per precision (default 5 on CUDA, 1 on the CPU).
     train_steps
         Timed training steps per batch size.
     train_batches
@@ -646,6 +646,8 @@ def run_gpu_benchmark(
     started = time.perf_counter()
     chosen = resolve_device(device)
     workers = threads or (os.cpu_count() or 1)
+    if repeats is None:
+        repeats = 5 if chosen.type == "cuda" else 1
     report: dict[str, Any] = {"benchmark": "gpu", "device": chosen.type}
     if chosen.type == "cpu":
         report["note"] = (
@@ -653,6 +655,8 @@ def run_gpu_benchmark(
             if device == "auto"
             else "CPU requested: plumbing check only"
         )
+        if torch.version.cuda is None:
+            report["note"] += f" (torch {torch.__version__} is a CPU-only build)"
     report["size"] = "given" if flc is not None else size
     report["environment"] = environment_report(chosen)
     report["environment"]["engine_cpu_workers"] = workers

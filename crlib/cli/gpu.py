@@ -29,8 +29,11 @@ def bench_gpu_command(
         Path | None, typer.Option(help="Benchmark this exposure instead of a generated one.")
     ] = None,
     repeats: Annotated[
-        int, typer.Option(min=1, max=1000, help="Timed inference runs per precision (median).")
-    ] = 5,
+        int | None,
+        typer.Option(
+            min=1, max=1000, help="Timed inference runs per precision, median (default 5 on CUDA, 1 on CPU)."
+        ),
+    ] = None,
     train_steps: Annotated[
         int, typer.Option(min=1, max=100000, help="Timed training steps per batch size.")
     ] = 20,
