@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import torch
 from typer.testing import CliRunner
 
 from crlib.bench.gpu import PRECISIONS, TARGET_INFERENCE_MS, TARGET_TRAINING_PATCHES_PER_S
 from crlib.cli.app import app, register_commands
+from crlib.errors import ConfigError
 
 
 def test_small_cpu_run_prints_one_report_with_mask_agreement(tmp_path: Path) -> None:
@@ -65,3 +68,11 @@ def test_small_cpu_run_prints_one_report_with_mask_agreement(tmp_path: Path) -> 
     for target in (infer_target, train_target):
         assert isinstance(target["pass"], bool) and target["applicable"] is False
     assert report["elapsed_s"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: --device cuda would run")
+def test_cuda_requested_without_a_device_is_a_config_error() -> None:
+    register_commands()
+    result = CliRunner().invoke(app, ["-q", "bench", "gpu", "--size", "small", "--device", "cuda"])
+    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
+    assert "no CUDA device" in str(result.exception)
