@@ -8,7 +8,7 @@ STAMP := $(VENV)/.crlib-installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: setup demo test test-fast lint bench airflow cluster clean
+.PHONY: setup demo test test-fast lint bench bench-gpu airflow cluster clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,14 @@ lint: setup
 BENCHES := screen infer truth db dag accuracy train cluster
 bench: setup
 	set -e; for b in $(BENCHES); do echo "== crlib bench $$b"; $(VENV)/bin/crlib bench $$b; done
+
+# GPU path (issue #16 item 5): engine inference per precision on a full simulated exposure, masks
+# against CPU fp32, training patches/s, the targets; one JSON report on stdout and in
+# .crlib/bench-gpu.json (~8 min on an H200; without a GPU a CPU plumbing check). Extra options:
+# make bench-gpu BENCH_GPU_ARGS="--flc FILE --repeats 10".
+BENCH_GPU_ARGS ?=
+bench-gpu: setup
+	$(VENV)/bin/crlib bench gpu --out .crlib/bench-gpu.json $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf .crlib build *.egg-info

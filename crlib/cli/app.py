@@ -49,6 +49,7 @@ COMMAND_MODULES = (
     "crlib.cli.statistics",
     "crlib.cli.training",
     "crlib.cli.cluster",
+    "crlib.cli.gpu",
 )
 
 _registered = False
