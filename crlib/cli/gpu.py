@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from crlib.cli.app import bench_app
-
-DeviceOption = Literal["auto", "cpu", "cuda"]
-SizeOption = Literal["full", "small"]
+from crlib.cli.choices import DeviceOption, SizeOption
 
 
 @bench_app.command("gpu")
