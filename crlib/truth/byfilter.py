@@ -18,11 +18,10 @@ import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Unpack
 
 from crlib.align.exposures import find_exposures, header_filter
-from crlib.profiles import InstrumentProfile
-from crlib.truth.visit import TruthOptions, VisitTruth, build_visit_truth
+from crlib.truth.visit import TruthArguments, VisitTruth, build_visit_truth, visit_directories
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +67,7 @@ def _stage(paths: list[Path], directory: Path) -> Path:
 
 
 def build_truth_per_filter(
-    visit_dir: Path,
-    *,
-    work_dir: Path,
-    out_dir: Path | None = None,
-    method: Literal["drizzle", "multiframe"] = "drizzle",
-    profile: InstrumentProfile | str | None = None,
-    options: TruthOptions | None = None,
+    visit_dir: Path, *, work_dir: Path, **arguments: Unpack[TruthArguments]
 ) -> list[VisitTruth]:
     """Ground truth for every exposure of a visit directory, one truth run per filter.
 
@@ -86,10 +79,9 @@ def build_truth_per_filter(
         Working directory. A single-filter visit uses it as :func:`build_visit_truth` does; a
         multi-filter visit gets ``work_dir/<filter>/`` per filter (links to its files in
         ``input/<visit>/``, drizzle products in ``drizzle/``).
-    out_dir
-        Where every filter's ``<rootname>_crtruth.fits`` go (default: ``work_dir/truth``).
-    method, profile, options
-        As :func:`build_visit_truth`.
+    **arguments
+        ``out_dir`` (where every filter's ``<rootname>_crtruth.fits`` go; default:
+        ``work_dir/truth``), ``method``, ``profile``, ``options``: as :func:`build_visit_truth`.
 
     Returns
     -------
@@ -97,16 +89,12 @@ def build_truth_per_filter(
         One per filter, in filter order (one element for a single-filter visit); each names the
         visit directory's name as its visit.
     """
-    visit_dir = Path(visit_dir)
-    work_dir = Path(work_dir)
-    out_dir = Path(out_dir) if out_dir is not None else work_dir / "truth"
+    visit_dir, work_dir, arguments["out_dir"] = visit_directories(
+        visit_dir, work_dir, arguments.get("out_dir")
+    )
     groups = exposures_by_filter(visit_dir)
     if len(groups) <= 1:
-        return [
-            build_visit_truth(
-                visit_dir, work_dir=work_dir, out_dir=out_dir, method=method, profile=profile, options=options
-            )
-        ]
+        return [build_visit_truth(visit_dir, work_dir=work_dir, **arguments)]
     log.info(
         "visit %s holds %d filters (%s): truth per filter",
         visit_dir.name,
@@ -117,14 +105,5 @@ def build_truth_per_filter(
     for name, paths in groups.items():
         filter_dir = work_dir / (name or "nofilter").replace(UNREADABLE, "unreadable")
         staged = _stage(paths, filter_dir / "input" / visit_dir.name)
-        results.append(
-            build_visit_truth(
-                staged,
-                work_dir=filter_dir / "drizzle",
-                out_dir=out_dir,
-                method=method,
-                profile=profile,
-                options=options,
-            )
-        )
+        results.append(build_visit_truth(staged, work_dir=filter_dir / "drizzle", **arguments))
     return results

@@ -20,18 +20,10 @@ import numpy as np
 
 from crlib.align.exposures import ExposureInfo
 from crlib.provenance import code_version
-from crlib.records import ChipTruth, TruthResult
-from crlib.truth.artefacts import HEADER_KEYS, exclude_artefacts, find_satellite_trails, sum_counts
-from crlib.truth.multiframe import CrMaskOptions, compute_crmasks, write_diagnostic_plots
-from crlib.truth.quality import (
-    ChipQuality,
-    QualityThresholds,
-    assess,
-    count_events,
-    failed_truth,
-    gate_parameters,
-    star_core_mask,
-)
+from crlib.records import TruthResult
+from crlib.truth.multiframe import CrMaskOptions, CrMasks, compute_crmasks, write_diagnostic_plots
+from crlib.truth.outcome import ChipMasks, artefact_entries, chip_quality, failed_all, without_artefacts
+from crlib.truth.quality import QualityThresholds, assess, gate_parameters, star_core_mask
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +83,143 @@ def frame_offsets_px(infos: Sequence[ExposureInfo], *, step: int = 256) -> dict[
     return offsets
 
 
-def _failed_all(infos: Sequence[ExposureInfo], reason: str) -> list[TruthResult]:
-    return [failed_truth(i.rootname, "multiframe", reason) for i in infos]
+def _gate_frames(infos: Sequence[ExposureInfo], max_offset_px: float) -> dict[str, float] | str:
+    """Gate step: whether the exposures are an undithered set the stack statistics can compare.
+
+    Returns the frame offsets (:func:`frame_offsets_px`, ``{rootname: px}``) when there are at
+    least 3 exposures of one chip shape, none offset by more than ``max_offset_px``; otherwise the
+    reason every exposure fails.
+    """
+    if len(infos) < 3:
+        return f"the multi-frame method needs >= 3 equivalent exposures, the visit has {len(infos)}"
+    if len({i.chip_shape for i in infos}) != 1:
+        return "exposures differ in chip shape"
+    offsets = frame_offsets_px(infos)
+    if max(offsets.values()) > max_offset_px:
+        moved = ", ".join(f"{root} {off:.2f} px" for root, off in offsets.items() if off > max_offset_px)
+        return (
+            f"exposures are dithered ({moved} from {infos[0].rootname}; limit {max_offset_px} px): "
+            "the multi-frame method needs an undithered CR-SPLIT set; use the drizzle method"
+        )
+    return offsets
+
+
+def _mask_options(infos: Sequence[ExposureInfo], options: CrMaskOptions | None) -> CrMaskOptions:
+    """The method's parameters: ``options`` or the defaults (read noise, e-, the headers' mean).
+
+    Exposures of different exposure times get flux factors ``exptime / median(exptime)`` unless
+    ``options`` sets them.
+    """
+    base = options or CrMaskOptions(
+        read_noise=float(np.mean([i.read_noise_e for i in infos])) or 4.0,
+        scale_noise_percent=SCALE_NOISE_PERCENT,
+        grow_snr=GROW_SNR,
+    )
+    exptimes = np.array([i.exptime_s for i in infos])
+    if base.flux_factor == "none" and np.ptp(exptimes) > 0:
+        factors = tuple(float(e / np.median(exptimes)) for e in exptimes)
+        base = dataclasses.replace(base, flux_factor=factors)
+    return base
+
+
+def _read_stack(infos: Sequence[ExposureInfo], extver: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Read step: one chip of every exposure, float32 (ny, nx) e-, and its good pixels, bool (ny, nx).
+
+    Good pixels are DQ-good and finite; the few non-finite pixels (``read_exposure`` refuses more)
+    are replaced by the frame's median so that the stack statistics stay finite.
+    """
+    from astropy.io import fits
+
+    from crlib.formats.dq import dq_good
+
+    frames, goods = [], []
+    for info in infos:
+        with fits.open(info.path, memmap=False) as hdul:
+            frame = np.asarray(hdul["SCI", extver].data, dtype=np.float32)
+            finite = np.isfinite(frame)
+            if not finite.all():  # a few NaN/Inf (read_exposure refuses more): bad pixels
+                frame = np.where(finite, frame, np.float32(np.median(frame[finite])))
+            frames.append(frame)
+            goods.append(dq_good(hdul["DQ", extver].data) & finite)
+    return frames, goods
+
+
+def _stack_chips(
+    infos: Sequence[ExposureInfo],
+    extver: int,
+    frames: list[np.ndarray],
+    goods: list[np.ndarray],
+    result: CrMasks,
+    border_px: int,
+) -> list[ChipMasks]:
+    """Compute step: each exposure's masks and gate numbers for one chip of the stack.
+
+    The valid mask is the pixels good in every frame (``goods``, bool (ny, nx)), inside the border
+    and not saturated (dilated 7x7) in this frame; satellite trails, flagged in one frame only like
+    CRs, are kept out of both masks. Star cores come from the CR-cleaned median
+    (``result.mediancr``, e-).
+    """
+    from crlib.metrics.pixels import inside_border
+    from crlib.truth.validmask import saturation_mask
+
+    profile = infos[0].profile
+    common = np.logical_and.reduce(goods) & inside_border(frames[0].shape, border_px)
+    cores = star_core_mask(result.mediancr, valid=common, saturation_e=profile.saturation_e)
+    chips = []
+    for k, info in enumerate(infos):
+        valid = common & ~saturation_mask(frames[k], level_e=profile.saturation_e)
+        flagged_u8, valid_u8, counts = without_artefacts(result.frame_masks[k].astype(bool), valid)
+        flagged, valid = flagged_u8.astype(bool), valid_u8.astype(bool)
+        quality = chip_quality(
+            extver, flagged, valid, cores & valid, exptime_s=info.exptime_s, profile=profile
+        )
+        chips.append(ChipMasks(flagged_u8, valid_u8, quality, counts))
+    return chips
+
+
+def _exposure_result(
+    info: ExposureInfo,
+    chips: list[ChipMasks],
+    *,
+    provenance: dict[str, object],
+    frame_offset_px: float,
+    thresholds: QualityThresholds | None,
+    out_dir: Path,
+) -> TruthResult:
+    """Gate and write step of one exposure: assess its chips, write its product, build its record.
+
+    ``provenance`` holds the visit's header keywords (method settings, ``MAXOFFPX``); the record's
+    parameters are their lower-case names with the status, the artefact counts, the exposure's
+    ``frame_offset_px`` and the chips' gate numbers.
+    """
+    from crlib.truth.product import write_truth_product
+
+    qualities = [c.quality for c in chips]
+    status, reasons = assess(
+        qualities,
+        expected_rate_per_cm2_s=info.profile.cr_rate_per_cm2_s,
+        alignment_rms_px=None,
+        alignment_status=None,
+        thresholds=thresholds,
+    )
+    artefact_parameters, artefact_header = artefact_entries([c.artefacts or {} for c in chips])
+    header = {**provenance, "STATUS": status, **artefact_header}
+    path = write_truth_product(
+        out_dir / f"{info.rootname}_crtruth.fits",
+        rootname=info.rootname,
+        masks={c.quality.chip: (c.crmask, c.valid) for c in chips},
+        provenance=header,
+        reasons=reasons,
+    )
+    parameters: dict[str, object] = {
+        **{k.lower(): v for k, v in header.items()},
+        "frame_offset_px": frame_offset_px,
+        **artefact_parameters,
+        **gate_parameters(qualities),
+    }
+    chip_records = tuple(c.truth for c in chips)
+    log.info("multiframe truth %s: %s %s", info.rootname, status, "; ".join(reasons))
+    return TruthResult(info.rootname, "multiframe", status, str(path), chip_records, reasons, parameters)
 
 
 def multiframe_visit_truth(
@@ -106,6 +233,11 @@ def multiframe_visit_truth(
     plots: bool = False,
 ) -> list[TruthResult]:
     """Multi-frame truth for the exposures of one undithered visit (one :class:`TruthResult` each).
+
+    The steps: gate the frames (:func:`_gate_frames`), then per chip read the stack
+    (:func:`_read_stack`), run :func:`~crlib.truth.multiframe.compute_crmasks` and build each
+    exposure's masks (:func:`_stack_chips`); finally gate and write each exposure
+    (:func:`_exposure_result`).
 
     Parameters
     ----------
@@ -131,125 +263,40 @@ def multiframe_visit_truth(
         Status ``ok | suspect | failed`` with the gates' reasons; parameters hold the method's
         settings, the frame offsets and the per-chip gate numbers.
     """
-    from astropy.io import fits
-
-    from crlib.formats.dq import dq_good
-    from crlib.metrics.pixels import inside_border
-    from crlib.truth.product import write_truth_product
-    from crlib.truth.validmask import saturation_mask
-
-    if len(infos) < 3:
-        return _failed_all(
-            infos, f"the multi-frame method needs >= 3 equivalent exposures, the visit has {len(infos)}"
-        )
-    if len({i.chip_shape for i in infos}) != 1:
-        return _failed_all(infos, "exposures differ in chip shape")
-    offsets = frame_offsets_px(infos)
-    largest = max(offsets.values())
-    if largest > max_offset_px:
-        moved = ", ".join(f"{root} {off:.2f} px" for root, off in offsets.items() if off > max_offset_px)
-        return _failed_all(
-            infos,
-            f"exposures are dithered ({moved} from {infos[0].rootname}; limit {max_offset_px} px): "
-            "the multi-frame method needs an undithered CR-SPLIT set; use the drizzle method",
-        )
-    profile = infos[0].profile
-    base = options or CrMaskOptions(
-        read_noise=float(np.mean([i.read_noise_e for i in infos])) or 4.0,
-        scale_noise_percent=SCALE_NOISE_PERCENT,
-        grow_snr=GROW_SNR,
-    )
-    exptimes = np.array([i.exptime_s for i in infos])
-    if base.flux_factor == "none" and np.ptp(exptimes) > 0:
-        factors = tuple(float(e / np.median(exptimes)) for e in exptimes)
-        base = dataclasses.replace(base, flux_factor=factors)
-
-    masks: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {i.rootname: {} for i in infos}
-    qualities: dict[str, list[ChipQuality]] = {i.rootname: [] for i in infos}
-    excluded: dict[str, list[dict[str, int]]] = {i.rootname: [] for i in infos}
+    offsets = _gate_frames(infos, max_offset_px)
+    if isinstance(offsets, str):
+        return failed_all(infos, "multiframe", offsets)
+    base = _mask_options(infos, options)
+    chips: dict[str, list[ChipMasks]] = {i.rootname: [] for i in infos}
     for extver in infos[0].sci_extvers:
-        frames, goods = [], []
-        for info in infos:
-            with fits.open(info.path, memmap=False) as hdul:
-                frame = np.asarray(hdul["SCI", extver].data, dtype=np.float32)
-                finite = np.isfinite(frame)
-                if not finite.all():  # a few NaN/Inf (read_exposure refuses more): bad pixels
-                    frame = np.where(finite, frame, np.float32(np.median(frame[finite])))
-                frames.append(frame)
-                goods.append(dq_good(hdul["DQ", extver].data) & finite)
+        frames, goods = _read_stack(infos, extver)
         result = compute_crmasks(frames, base)
         if plots:
             write_diagnostic_plots(result, frames, out_dir, prefix=f"{infos[0].rootname[:6]}_sci{extver}")
-        common = np.logical_and.reduce(goods) & inside_border(frames[0].shape, border_px)
-        cores = star_core_mask(result.mediancr, valid=common, saturation_e=profile.saturation_e)
-        for k, info in enumerate(infos):
-            valid = common & ~saturation_mask(frames[k], level_e=profile.saturation_e)
-            flagged = result.frame_masks[k].astype(bool)
-            # satellite trails: flagged in one frame only, like CRs (crlib.truth.artefacts)
-            band, trails = find_satellite_trails(flagged & valid)
-            flagged_u8, valid_u8, counts = exclude_artefacts(flagged, valid, satellite_band=band)
-            flagged, valid = flagged_u8.astype(bool), valid_u8.astype(bool)
-            excluded[info.rootname].append({**counts, "satellite_trails": len(trails)})
-            cr_valid = flagged & valid
-            core = cores & valid
-            qualities[info.rootname].append(
-                ChipQuality(
-                    chip=extver,
-                    cr_pixels=int(cr_valid.sum()),
-                    cr_events=count_events(cr_valid),
-                    valid_pixels=int(valid.sum()),
-                    total_pixels=int(valid.size),
-                    exptime_s=info.exptime_s,
-                    pixel_area_cm2=profile.pixel_area_cm2,
-                    star_core_pixels=int(core.sum()),
-                    star_core_flagged=int((core & flagged).sum()),
-                )
-            )
-            masks[info.rootname][extver] = (flagged_u8, valid_u8)
-
-    results = []
-    for info in infos:
-        status, reasons = assess(
-            qualities[info.rootname],
-            expected_rate_per_cm2_s=profile.cr_rate_per_cm2_s,
-            alignment_rms_px=None,
-            alignment_status=None,
-            thresholds=thresholds,
-        )
-        provenance = {
-            "METHOD": "multiframe",
-            "NEXP": len(infos),
-            "RDNOISE": base.read_noise,
-            "DILATION": base.dilation,
-            "MINMAXRN": base.minimum_max2d_rnoise,
-            "SCALENSE": base.scale_noise_percent,
-            "GROWSNR": base.grow_snr,
-            "MAXOFFPX": round(largest, 4),
-            "BORDER": border_px,
-            "CRLIBVER": code_version(),
-            "STATUS": status,
-        }
-        artefact_totals = sum_counts(excluded[info.rootname])
-        provenance.update({HEADER_KEYS[k]: v for k, v in artefact_totals.items() if k in HEADER_KEYS})
-        path = write_truth_product(
-            out_dir / f"{info.rootname}_crtruth.fits",
-            rootname=info.rootname,
-            masks=masks[info.rootname],
+        for info, chip in zip(
+            infos, _stack_chips(infos, extver, frames, goods, result, border_px), strict=True
+        ):
+            chips[info.rootname].append(chip)
+    provenance: dict[str, object] = {
+        "METHOD": "multiframe",
+        "NEXP": len(infos),
+        "RDNOISE": base.read_noise,
+        "DILATION": base.dilation,
+        "MINMAXRN": base.minimum_max2d_rnoise,
+        "SCALENSE": base.scale_noise_percent,
+        "GROWSNR": base.grow_snr,
+        "MAXOFFPX": round(max(offsets.values()), 4),
+        "BORDER": border_px,
+        "CRLIBVER": code_version(),
+    }
+    return [
+        _exposure_result(
+            info,
+            chips[info.rootname],
             provenance=provenance,
-            reasons=reasons,
+            frame_offset_px=offsets[info.rootname],
+            thresholds=thresholds,
+            out_dir=out_dir,
         )
-        parameters: dict[str, object] = {
-            **{k.lower(): v for k, v in provenance.items()},
-            "frame_offset_px": offsets[info.rootname],
-            **{f"artefact_{key}": value for key, value in artefact_totals.items()},
-            **gate_parameters(qualities[info.rootname]),
-        }
-        chips = tuple(
-            ChipTruth(q.chip, q.cr_pixels, q.cr_events, q.valid_pixels / q.total_pixels)
-            for q in qualities[info.rootname]
-        )
-        results.append(
-            TruthResult(info.rootname, "multiframe", status, str(path), chips, reasons, parameters)
-        )
-        log.info("multiframe truth %s: %s %s", info.rootname, status, "; ".join(reasons))
-    return results
+        for info in infos
+    ]

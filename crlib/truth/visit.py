@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
@@ -25,30 +25,17 @@ from crlib.align.exposures import (
     read_exposure,
 )
 from crlib.align.verify import header_error_px
-from crlib.align.visit import AlignOptions, align_visit, visit_catalogs
+from crlib.align.visit import AlignOptions, VisitCatalogs, align_visit, visit_catalogs
 from crlib.config import worker_count
 from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile, get_profile
 from crlib.provenance import code_version
-from crlib.records import AlignmentResult, ChipTruth, TruthResult
-from crlib.truth.artefacts import (
-    HEADER_KEYS,
-    exclude_artefacts,
-    find_satellite_trails,
-    sum_counts,
-    visit_hot_pixels,
-)
+from crlib.records import AlignmentResult, TruthResult
+from crlib.truth.artefacts import visit_hot_pixels
 from crlib.truth.drizzle import DrizzleRun, run_astrodrizzle
+from crlib.truth.outcome import ChipMasks, artefact_entries, chip_quality, failed_all, without_artefacts
 from crlib.truth.product import write_truth_product
-from crlib.truth.quality import (
-    ChipQuality,
-    QualityThresholds,
-    assess,
-    count_events,
-    failed_truth,
-    gate_parameters,
-    star_core_mask,
-)
+from crlib.truth.quality import QualityThresholds, assess, failed_truth, gate_parameters, star_core_mask
 from crlib.truth.refine import DEFAULT_MIN_PEAK_SNR, prune_insignificant
 from crlib.truth.validmask import ChipFrame, coverage_count, read_chip_frames, valid_mask
 
@@ -95,6 +82,15 @@ class TruthOptions:
     drizzle_overrides: dict[str, Any] = field(default_factory=dict)
     workers: int = 0
     exclude_artefacts: bool = True
+
+
+class TruthArguments(TypedDict, total=False):
+    """The optional keywords of :func:`build_visit_truth`, for the functions that pass them on."""
+
+    out_dir: Path | None
+    method: Literal["drizzle", "multiframe"]
+    profile: InstrumentProfile | str | None
+    options: TruthOptions | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +150,79 @@ def _coverages(
     return coverages
 
 
+def _chip_masks(
+    info: ExposureInfo,
+    extver: int,
+    sci: np.ndarray,
+    crmask: np.ndarray,
+    *,
+    blot: np.ndarray | None,
+    own: ChipFrame,
+    others: list[ChipFrame],
+    coverage: np.ndarray | None,
+    hot: np.ndarray | None,
+    options: TruthOptions,
+) -> ChipMasks:
+    """Compute step: one chip's truth from its driz_cr mask.
+
+    Parameters
+    ----------
+    info, extver
+        The exposure and the chip's SCI extension version.
+    sci
+        The chip's pixels, float32 (ny, nx), e-.
+    crmask
+        driz_cr's CR mask of the chip, (ny, nx), nonzero = flagged.
+    blot
+        The blotted median, float32 (ny, nx), e- (``None``: no pruning, no star cores).
+    own, others, coverage
+        The chip's frame, the other exposures' frames and its coverage count, uint8 (ny, nx), for
+        :func:`~crlib.truth.validmask.valid_mask`.
+    hot
+        The visit's recurrent hot pixels on this chip, bool (ny, nx), or ``None``.
+    options
+        Stage options (``min_peak_snr``, ``exclude_artefacts``, valid-mask settings).
+
+    Returns
+    -------
+    ChipMasks
+        CR and valid masks with insignificant components pruned and artefacts kept out, and the
+        chip's quality-gate numbers.
+    """
+    profile = info.profile
+    valid = valid_mask(
+        sci,
+        own,
+        others,
+        profile=profile,
+        min_exposures=options.min_exposures,
+        border_px=options.border_px,
+        coverage=coverage,
+    )
+    if blot is not None and options.min_peak_snr > 0:
+        crmask, _ = prune_insignificant(
+            crmask, sci, blot, read_noise_e=info.read_noise_e, min_peak_snr=options.min_peak_snr
+        )
+    counts: dict[str, int] | None = None
+    if options.exclude_artefacts:
+        crmask, valid, counts = without_artefacts(crmask, valid, hot=hot)
+        if blot is not None and options.min_peak_snr > 0 and counts["hot_flagged"]:
+            # a hot pixel's flagged neighbours (driz_cr_grow) lose their peak with it
+            crmask, _ = prune_insignificant(
+                crmask, sci, blot, read_noise_e=info.read_noise_e, min_peak_snr=options.min_peak_snr
+            )
+    valid_bool = valid.astype(bool)
+    core = (
+        star_core_mask(blot, valid=valid_bool, saturation_e=profile.saturation_e)
+        if blot is not None
+        else np.zeros_like(valid_bool)
+    )
+    quality = chip_quality(
+        extver, crmask.astype(bool), valid_bool, core, exptime_s=info.exptime_s, profile=profile
+    )
+    return ChipMasks(crmask, valid, quality, counts)
+
+
 def _exposure_truth(
     info: ExposureInfo,
     *,
@@ -167,80 +236,47 @@ def _exposure_truth(
     provenance: dict[str, Any],
     hot_pixels: dict[int, np.ndarray] | None = None,
 ) -> TruthResult:
+    """Read, compute, gate and write one exposure's truth from the visit's driz_cr run.
+
+    Reads each chip of the working copy (its SCI equals the visit's file apart from the NaN/inf
+    pixels :func:`~crlib.align.exposures.flag_nonfinite` filled) with its driz_cr mask and blotted
+    median, builds its masks (:func:`_chip_masks`), then gates the exposure
+    (:func:`~crlib.truth.quality.assess`, with the visit's alignment) and writes its product. A chip
+    without a driz_cr mask fails the exposure.
+    """
     from astropy.io import fits
 
-    profile = info.profile
     others = [f for root, chip_frames in frames.items() if root != info.rootname for f in chip_frames]
     own = {f.sci_extver: f for f in frames[info.rootname]}
-    masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    qualities: list[ChipQuality] = []
-    chips: list[ChipTruth] = []
+    chips: list[ChipMasks] = []
     missing = []
-    artefact_counts: list[dict[str, int]] = []
-    # the working copy: its SCI equals the visit's file apart from NaN/inf pixels flag_nonfinite filled
     with fits.open(copy, memmap=False) as hdul:
         for extver in info.sci_extvers:
             crmask = run.cr_mask(info.rootname, extver)
             if crmask is None:
                 missing.append(extver)
                 continue
-            sci = np.asarray(hdul["SCI", extver].data, dtype=np.float32)
-            valid = valid_mask(
-                sci,
-                own[extver],
-                others,
-                profile=profile,
-                min_exposures=options.min_exposures,
-                border_px=options.border_px,
+            chip = _chip_masks(
+                info,
+                extver,
+                np.asarray(hdul["SCI", extver].data, dtype=np.float32),
+                crmask,
+                blot=_blot_image(run.work_dir, info.rootname, extver),
+                own=own[extver],
+                others=others,
                 coverage=coverages.get((info.rootname, extver)),
+                hot=(hot_pixels or {}).get(extver),
+                options=options,
             )
-            valid_bool = valid.astype(bool)
-            blot = _blot_image(run.work_dir, info.rootname, extver)
-            if blot is not None and options.min_peak_snr > 0:
-                crmask, _ = prune_insignificant(
-                    crmask, sci, blot, read_noise_e=info.read_noise_e, min_peak_snr=options.min_peak_snr
-                )
-            if options.exclude_artefacts:
-                band, trails = find_satellite_trails(crmask.astype(bool) & valid_bool)
-                crmask, valid, counts = exclude_artefacts(
-                    crmask, valid, hot=(hot_pixels or {}).get(extver), satellite_band=band
-                )
-                artefact_counts.append({**counts, "satellite_trails": len(trails)})
-                valid_bool = valid.astype(bool)
-                if blot is not None and options.min_peak_snr > 0 and counts["hot_flagged"]:
-                    # a hot pixel's flagged neighbours (driz_cr_grow) lose their peak with it
-                    crmask, _ = prune_insignificant(
-                        crmask, sci, blot, read_noise_e=info.read_noise_e, min_peak_snr=options.min_peak_snr
-                    )
-            cr_valid = crmask.astype(bool) & valid_bool
-            core = (
-                star_core_mask(blot, valid=valid_bool, saturation_e=profile.saturation_e)
-                if blot is not None
-                else np.zeros_like(valid_bool)
-            )
-            events = count_events(cr_valid)
-            qualities.append(
-                ChipQuality(
-                    chip=extver,
-                    cr_pixels=int(cr_valid.sum()),
-                    cr_events=events,
-                    valid_pixels=int(valid_bool.sum()),
-                    total_pixels=int(valid.size),
-                    exptime_s=info.exptime_s,
-                    pixel_area_cm2=profile.pixel_area_cm2,
-                    star_core_pixels=int(core.sum()),
-                    star_core_flagged=int((core & crmask.astype(bool)).sum()),
-                )
-            )
-            chips.append(ChipTruth(extver, int(cr_valid.sum()), events, float(valid_bool.mean())))
-            masks[extver] = (crmask, valid)
-    if missing or not masks:
+            chips.append(chip)
+    if missing or not chips:
         return failed_truth(
             info.rootname, "drizzle", f"driz_cr produced no mask for chip(s) {missing}", **provenance
         )
+    qualities = [c.quality for c in chips]
     status, reasons = assess(
         qualities,
-        expected_rate_per_cm2_s=profile.cr_rate_per_cm2_s,
+        expected_rate_per_cm2_s=info.profile.cr_rate_per_cm2_s,
         alignment_rms_px=alignment.rms_px if alignment else None,
         alignment_status=alignment.status if alignment else None,
         alignment_matches=alignment.n_matches if alignment else 0,
@@ -251,31 +287,240 @@ def _exposure_truth(
     header = {k: v for k, v in provenance.items() if len(k) <= 8}
     header["STATUS"] = status
     if options.exclude_artefacts:
-        excluded = sum_counts(artefact_counts)
-        parameters.update({f"artefact_{key}": value for key, value in excluded.items()})
-        header.update({HEADER_KEYS[key]: value for key, value in excluded.items() if key in HEADER_KEYS})
+        artefact_parameters, artefact_header = artefact_entries([c.artefacts or {} for c in chips])
+        parameters.update(artefact_parameters)
+        header.update(artefact_header)
     path = write_truth_product(
         out_dir / f"{info.rootname}_crtruth.fits",
         rootname=info.rootname,
-        masks=masks,
+        masks={c.quality.chip: (c.crmask, c.valid) for c in chips},
         provenance=header,
         reasons=reasons,
     )
-    return TruthResult(info.rootname, "drizzle", status, str(path), tuple(chips), reasons, parameters)
+    chip_records = tuple(c.truth for c in chips)
+    return TruthResult(info.rootname, "drizzle", status, str(path), chip_records, reasons, parameters)
 
 
-def _too_few_exposures(
-    infos: list[ExposureInfo], method: Literal["drizzle", "multiframe"]
-) -> list[TruthResult]:
-    return [
-        failed_truth(
-            info.rootname,
-            method,
-            f"only {len(infos)} usable exposure(s) in the visit: "
-            "driz_cr needs at least 2 overlapping exposures",
+def _too_few_reason(n_exposures: int) -> str:
+    """Why every exposure of a visit with fewer than 2 usable exposures fails."""
+    return (
+        f"only {n_exposures} usable exposure(s) in the visit: driz_cr needs at least 2 overlapping exposures"
+    )
+
+
+def visit_directories(visit_dir: Path, work_dir: Path, out_dir: Path | None) -> tuple[Path, Path, Path]:
+    """The visit, working and product directories as paths; products default to ``work_dir/truth``."""
+    work_dir = Path(work_dir)
+    return Path(visit_dir), work_dir, Path(out_dir) if out_dir is not None else work_dir / "truth"
+
+
+@dataclass(slots=True)
+class _Progress:
+    """A visit's truth run so far: its exposures' records and the step timings (seconds).
+
+    :meth:`finish` and :meth:`fail` are its only exits.
+    """
+
+    visit: str
+    method: Literal["drizzle", "multiframe"]
+    work_dir: Path
+    out_dir: Path
+    start: float = field(default_factory=time.perf_counter)
+    seconds: dict[str, float] = field(default_factory=dict)
+    results: list[TruthResult] = field(default_factory=list)
+
+    def finish(self, alignment: AlignmentResult | None, *, sort: bool) -> VisitTruth:
+        """The :class:`VisitTruth` of the records so far (in rootname order when ``sort``)."""
+        self.seconds["total"] = time.perf_counter() - self.start
+        if sort:
+            self.results.sort(key=lambda r: r.rootname)
+        return VisitTruth(
+            self.visit, self.method, alignment, tuple(self.results), self.seconds, self.work_dir, self.out_dir
         )
+
+    def fail(
+        self,
+        infos: list[ExposureInfo],
+        reason: str,
+        *,
+        alignment: AlignmentResult | None = None,
+        sort: bool = False,
+    ) -> VisitTruth:
+        """:meth:`finish` with a ``failed`` record, with ``reason``, for each of ``infos``."""
+        self.results.extend(failed_all(infos, self.method, reason))
+        return self.finish(alignment, sort=sort)
+
+
+def _read_exposures(
+    visit_dir: Path, method: str, profile: InstrumentProfile | str | None
+) -> tuple[list[ExposureInfo], list[TruthResult], InstrumentProfile | None]:
+    """Read step: the visit's readable exposures, a ``failed`` record for each unreadable one.
+
+    Also returns the profile (or the named one), by default the first readable file's. Raises
+    :class:`~crlib.errors.InputDataError` when the directory holds no exposure file at all.
+    """
+    wanted = get_profile(profile) if isinstance(profile, str) else profile
+    unreadable: list[TruthResult] = []
+    infos: list[ExposureInfo] = []
+    for path in find_exposures(visit_dir):
+        try:
+            info = read_exposure(path, profile=wanted)
+        except InputDataError as exc:
+            unreadable.append(failed_truth(path.name.split("_")[0].lower(), method, str(exc)))
+            continue
+        wanted = wanted or info.profile
+        infos.append(info)
+    if not infos and not unreadable:
+        raise InputDataError(visit_dir, "no *_flc.fits or *_flt.fits files", fix="point at a visit directory")
+    return infos, unreadable, wanted
+
+
+def _refuse_mixed_filters(visit_dir: Path, infos: list[ExposureInfo]) -> None:
+    """Gate step: raise :class:`~crlib.errors.InputDataError` when the exposures span filters."""
+    filters = sorted({info.filter for info in infos})
+    if len(filters) > 1:
+        held = "; ".join(
+            f"{name or 'no filter'}: {', '.join(i.rootname for i in infos if i.filter == name)}"
+            for name in filters
+        )
+        raise InputDataError(
+            visit_dir,
+            f"holds exposures in {len(filters)} filters ({held}); driz_cr compares exposures of one filter",
+            fix="build truth per filter: `crlib truth` does, or crlib.truth.byfilter.build_truth_per_filter",
+        )
+
+
+def _work_copies(infos: list[ExposureInfo], work_dir: Path) -> list[Path]:
+    """Write step: fresh working copies of the exposures in ``work_dir``, non-finite pixels flagged."""
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    copies = copy_to_work_dir([i.path for i in infos], work_dir)
+    for info, copy in zip(infos, copies, strict=True):
+        if info.nonfinite_pixels:
+            flag_nonfinite(copy)
+    return copies
+
+
+def _drop_unmeasurable(
+    infos: list[ExposureInfo], copies: list[Path], catalogs: VisitCatalogs, method: str
+) -> tuple[list[ExposureInfo], list[Path], list[TruthResult]]:
+    """Gate step: leave out the exposures whose catalogs failed (their copies are deleted).
+
+    Returns the remaining exposures and copies and a ``failed`` record naming the visit's file, not
+    its working copy, for each exposure left out.
+    """
+    bad = dict(catalogs.failures)
+    failures = []
+    for info, copy in zip(infos, copies, strict=True):
+        if copy in bad:
+            named = InputDataError(info.path, bad[copy].problem, fix=bad[copy].fix)
+            failures.append(failed_truth(info.rootname, method, str(named)))
+            copy.unlink()
+    kept = [i for i, c in zip(infos, copies, strict=True) if c not in bad]
+    return kept, [c for c in copies if c not in bad], failures
+
+
+def _drizzle_provenance(
+    run: DrizzleRun, n_exposures: int, alignment: AlignmentResult | None, options: TruthOptions
+) -> dict[str, Any]:
+    """The visit's provenance: product header keywords (8 characters) and driz_cr parameters."""
+    import drizzlepac
+
+    return {
+        "METHOD": "drizzle",
+        "PARSET": run.condition,
+        "SKYREQ": run.skymethod_requested,
+        "SKYMETH": run.skymethod_used,
+        "NEXP": n_exposures,
+        "ALIGNST": alignment.status if alignment else "skipped",
+        "ALIGNRMS": alignment.rms_px if alignment and alignment.rms_px is not None else -1.0,
+        "ALIGNCAT": (alignment.catalog or "none") if alignment else "none",
+        "WCSNAME": (alignment.wcsname or "unchanged") if alignment else "unchanged",
+        "BORDER": options.border_px,
+        "MINPKSNR": options.min_peak_snr,
+        "DRIZVER": drizzlepac.__version__,
+        "CRLIBVER": code_version(),
+        "driz_cr_snr": run.parameters.get("driz_cr_snr"),
+        "driz_cr_scale": run.parameters.get("driz_cr_scale"),
+        "combine_type": run.parameters.get("combine_type"),
+    }
+
+
+def _hot_pixels(todo: list[ExposureInfo], copy_of: dict[str, Path], run: DrizzleRun) -> dict[int, np.ndarray]:
+    """Compute step: the visit's recurrent hot pixels per chip, ``{extver: bool (ny, nx)}``."""
+    blots = {
+        i.rootname: {e: p for e in i.sci_extvers for p in _blot_paths(run.work_dir, i.rootname, e)[:1]}
+        for i in todo
+    }
+    return visit_hot_pixels(
+        [(copy_of[i.rootname], blots[i.rootname], i.read_noise_e) for i in todo],
+        todo[0].sci_extvers,
+        flagged=[{e: run.cr_mask(i.rootname, e) for e in i.sci_extvers} for i in todo],
+    )
+
+
+def _visit_masks(
+    infos: list[ExposureInfo],
+    copies: list[Path],
+    run: DrizzleRun,
+    alignment: AlignmentResult | None,
+    options: TruthOptions,
+    out_dir: Path,
+) -> list[TruthResult]:
+    """Every exposure's truth from the visit's driz_cr run (:func:`_exposure_truth`).
+
+    Exposures driz_cr made no mask for, when it reported problems, fail with those problems. The
+    coverage counts and hot pixels, which need every exposure, are computed first; the pixel work
+    per exposure (pruning, star cores, events, products) then runs in threads: numpy and scipy
+    release the GIL, and nothing in it calls a WCS.
+    """
+    frames = {copy.name.split("_")[0].lower(): read_chip_frames(copy) for copy in copies}
+    provenance = _drizzle_provenance(run, len(infos), alignment, options)
+    failed = {
+        info.rootname
         for info in infos
-    ]
+        if run.problems and not any(key[0] == info.rootname for key in run.crmask_files)
+    }
+    results = [failed_truth(r, "drizzle", "; ".join(run.problems), **provenance) for r in sorted(failed)]
+    todo = [info for info in infos if info.rootname not in failed]
+    copy_of = {info.rootname: copy for info, copy in zip(infos, copies, strict=True)}
+    coverages = _coverages(todo, frames) if options.min_exposures > 1 else {}
+    hot_pixels = _hot_pixels(todo, copy_of, run) if options.exclude_artefacts and len(todo) >= 2 else {}
+
+    def one_exposure(info: ExposureInfo) -> TruthResult:
+        return _exposure_truth(
+            info,
+            copy=copy_of[info.rootname],
+            run=run,
+            frames=frames,
+            coverages=coverages,
+            alignment=alignment,
+            options=options,
+            out_dir=out_dir,
+            provenance=provenance,
+            hot_pixels=hot_pixels,
+        )
+
+    with ThreadPoolExecutor(max_workers=worker_count(options.workers, len(todo))) as pool:
+        results.extend(pool.map(one_exposure, todo))
+    return results
+
+
+def _drizzle(
+    copies: list[Path], profile: InstrumentProfile, visit: str, options: TruthOptions
+) -> DrizzleRun | str:
+    """Compute step: AstroDrizzle (driz_cr) on the working copies; a failure is returned as its reason."""
+    try:
+        return run_astrodrizzle(
+            copies,
+            profile=profile,
+            output_name=f"{visit}_truth",
+            fix_skymatch=options.fix_skymatch,
+            overrides=options.drizzle_overrides,
+        )
+    except Exception as exc:  # drizzlepac failing on a visit is an outcome to record, not a crash
+        log.exception("AstroDrizzle failed on visit %s", visit)
+        return f"AstroDrizzle failed: {type(exc).__name__}: {exc}"
 
 
 def build_visit_truth(
@@ -288,6 +533,11 @@ def build_visit_truth(
     options: TruthOptions | None = None,
 ) -> VisitTruth:
     """Build ground-truth CR masks for every exposure of one visit directory.
+
+    The steps: read the exposures (:func:`_read_exposures`), refuse mixed filters, copy them
+    (:func:`_work_copies`), leave out those whose catalogs failed (:func:`_drop_unmeasurable`),
+    align, run AstroDrizzle, then build, gate and write each exposure's truth
+    (:func:`_visit_masks`). Each way the visit ends goes through :class:`_Progress`.
 
     Parameters
     ----------
@@ -315,168 +565,48 @@ def build_visit_truth(
         :mod:`crlib.truth.byfilter`).
     """
     opts = options or TruthOptions()
-    visit_dir = Path(visit_dir)
+    visit_dir, work_dir, out_dir = visit_directories(visit_dir, work_dir, out_dir)
     visit = visit_dir.name
-    work_dir = Path(work_dir)
-    out_dir = Path(out_dir) if out_dir is not None else work_dir / "truth"
-    wanted = get_profile(profile) if isinstance(profile, str) else profile
-    start = time.perf_counter()
-    seconds: dict[str, float] = {}
-
-    results: list[TruthResult] = []
-    infos: list[ExposureInfo] = []
-    for path in find_exposures(visit_dir):
-        try:
-            info = read_exposure(path, profile=wanted)
-        except InputDataError as exc:
-            results.append(failed_truth(path.name.split("_")[0].lower(), method, str(exc)))
-            continue
-        wanted = wanted or info.profile
-        infos.append(info)
-    if not infos and not results:
-        raise InputDataError(visit_dir, "no *_flc.fits or *_flt.fits files", fix="point at a visit directory")
-    filters = sorted({info.filter for info in infos})
-    if len(filters) > 1:
-        held = "; ".join(
-            f"{name or 'no filter'}: {', '.join(i.rootname for i in infos if i.filter == name)}"
-            for name in filters
-        )
-        raise InputDataError(
-            visit_dir,
-            f"holds exposures in {len(filters)} filters ({held}); driz_cr compares exposures of one filter",
-            fix="build truth per filter: `crlib truth` does, or crlib.truth.byfilter.build_truth_per_filter",
-        )
-
+    progress = _Progress(visit, method, work_dir, out_dir)
+    infos, unreadable, wanted = _read_exposures(visit_dir, method, profile)
+    progress.results.extend(unreadable)
+    _refuse_mixed_filters(visit_dir, infos)
     if method == "multiframe":
         from crlib.truth.multiframe_visit import multiframe_visit_truth
 
-        results.extend(
+        progress.results.extend(
             multiframe_visit_truth(
                 infos, out_dir=out_dir, thresholds=opts.thresholds, border_px=opts.border_px
             )
         )
-        seconds["total"] = time.perf_counter() - start
-        return VisitTruth(visit, method, None, tuple(results), seconds, work_dir, out_dir)
-
+        return progress.finish(None, sort=False)
     if len(infos) < 2:
-        results.extend(_too_few_exposures(infos, method))
-        seconds["total"] = time.perf_counter() - start
-        return VisitTruth(visit, method, None, tuple(results), seconds, work_dir, out_dir)
+        return progress.fail(infos, _too_few_reason(len(infos)))
 
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
     t0 = time.perf_counter()
-    copies = copy_to_work_dir([i.path for i in infos], work_dir)
-    for info, copy in zip(infos, copies, strict=True):
-        if info.nonfinite_pixels:
-            flag_nonfinite(copy)
-    seconds["copy"] = time.perf_counter() - t0
+    copies = _work_copies(infos, work_dir)
+    progress.seconds["copy"] = time.perf_counter() - t0
     assert wanted is not None
-
     alignment: AlignmentResult | None = None
     if opts.align:
         t0 = time.perf_counter()
         catalogs = visit_catalogs(copies, profile=wanted, options=opts.align_options)
-        bad = dict(catalogs.failures)
-        for info, copy in zip(infos, copies, strict=True):
-            if copy in bad:
-                # name the visit's file, not its working copy
-                named = InputDataError(info.path, bad[copy].problem, fix=bad[copy].fix)
-                results.append(failed_truth(info.rootname, method, str(named)))
-                copy.unlink()
-        infos = [i for i, c in zip(infos, copies, strict=True) if c not in bad]
-        copies = [c for c in copies if c not in bad]
+        infos, copies, left_out = _drop_unmeasurable(infos, copies, catalogs, method)
+        progress.results.extend(left_out)
         if len(infos) < 2:
-            results.extend(_too_few_exposures(infos, method))
-            seconds["total"] = time.perf_counter() - start
-            results.sort(key=lambda r: r.rootname)
-            return VisitTruth(visit, method, None, tuple(results), seconds, work_dir, out_dir)
+            return progress.fail(infos, _too_few_reason(len(infos)), sort=True)
         alignment = align_visit(
             copies, visit=visit, profile=wanted, options=opts.align_options, catalogs=catalogs
         )
-        seconds["align"] = time.perf_counter() - t0
+        progress.seconds["align"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    try:
-        run = run_astrodrizzle(
-            copies,
-            profile=wanted,
-            output_name=f"{visit}_truth",
-            fix_skymatch=opts.fix_skymatch,
-            overrides=opts.drizzle_overrides,
-        )
-    except Exception as exc:  # drizzlepac failing on a visit is an outcome to record, not a crash
-        log.exception("AstroDrizzle failed on visit %s", visit)
-        for info in infos:
-            results.append(
-                failed_truth(info.rootname, method, f"AstroDrizzle failed: {type(exc).__name__}: {exc}")
-            )
-        seconds["total"] = time.perf_counter() - start
-        return VisitTruth(visit, method, alignment, tuple(results), seconds, work_dir, out_dir)
-    seconds["drizzle"] = time.perf_counter() - t0
+    run = _drizzle(copies, wanted, visit, opts)
+    if isinstance(run, str):
+        return progress.fail(infos, run, alignment=alignment)
+    progress.seconds["drizzle"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    frames = {copy.name.split("_")[0].lower(): read_chip_frames(copy) for copy in copies}
-    import drizzlepac
-
-    provenance: dict[str, Any] = {
-        "METHOD": "drizzle",
-        "PARSET": run.condition,
-        "SKYREQ": run.skymethod_requested,
-        "SKYMETH": run.skymethod_used,
-        "NEXP": len(infos),
-        "ALIGNST": alignment.status if alignment else "skipped",
-        "ALIGNRMS": alignment.rms_px if alignment and alignment.rms_px is not None else -1.0,
-        "ALIGNCAT": (alignment.catalog or "none") if alignment else "none",
-        "WCSNAME": (alignment.wcsname or "unchanged") if alignment else "unchanged",
-        "BORDER": opts.border_px,
-        "MINPKSNR": opts.min_peak_snr,
-        "DRIZVER": drizzlepac.__version__,
-        "CRLIBVER": code_version(),
-        "driz_cr_snr": run.parameters.get("driz_cr_snr"),
-        "driz_cr_scale": run.parameters.get("driz_cr_scale"),
-        "combine_type": run.parameters.get("combine_type"),
-    }
-    failed = {
-        info.rootname
-        for info in infos
-        if run.problems and not any(key[0] == info.rootname for key in run.crmask_files)
-    }
-    results.extend(failed_truth(r, method, "; ".join(run.problems), **provenance) for r in sorted(failed))
-    todo = [info for info in infos if info.rootname not in failed]
-    copy_of = {info.rootname: copy for info, copy in zip(infos, copies, strict=True)}
-    coverages = _coverages(todo, frames) if opts.min_exposures > 1 else {}
-    hot_pixels: dict[int, np.ndarray] = {}
-    if opts.exclude_artefacts and len(todo) >= 2:
-        blots = {
-            i.rootname: {e: p for e in i.sci_extvers for p in _blot_paths(run.work_dir, i.rootname, e)[:1]}
-            for i in todo
-        }
-        hot_pixels = visit_hot_pixels(
-            [(copy_of[i.rootname], blots[i.rootname], i.read_noise_e) for i in todo],
-            todo[0].sci_extvers,
-            flagged=[{e: run.cr_mask(i.rootname, e) for e in i.sci_extvers} for i in todo],
-        )
-
-    def one_exposure(info: ExposureInfo) -> TruthResult:
-        return _exposure_truth(
-            info,
-            copy=copy_of[info.rootname],
-            run=run,
-            frames=frames,
-            coverages=coverages,
-            alignment=alignment,
-            options=opts,
-            out_dir=out_dir,
-            provenance=provenance,
-            hot_pixels=hot_pixels,
-        )
-
-    # pixel work per exposure (pruning, star cores, events, products) in threads: numpy and scipy
-    # release the GIL; nothing in it calls a WCS.
-    with ThreadPoolExecutor(max_workers=worker_count(opts.workers, len(todo))) as pool:
-        results.extend(pool.map(one_exposure, todo))
-    seconds["masks"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - start
-    results.sort(key=lambda r: r.rootname)
-    return VisitTruth(visit, method, alignment, tuple(results), seconds, work_dir, out_dir)
+    progress.results.extend(_visit_masks(infos, copies, run, alignment, opts, out_dir))
+    progress.seconds["masks"] = time.perf_counter() - t0
+    return progress.finish(alignment, sort=True)
