@@ -168,7 +168,7 @@ def check_chip_pixels(
     return data.size - n_finite
 
 
-def read_exposure(
+def read_exposure_info(
     path: Path, *, profile: InstrumentProfile | None = None, check_pixels: bool = True
 ) -> ExposureInfo:
     """Open one exposure and check everything AstroDrizzle and the truth stage rely on.

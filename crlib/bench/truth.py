@@ -462,7 +462,7 @@ def benchmark_visit(
         ``time_ratio``), every timed run in order (``runs``: tool, seconds, load average, modules
         imported while timed), both tools' effective parameters and whether they match, threads.
     """
-    from crlib.align.exposures import find_exposures, read_exposure
+    from crlib.align.exposures import find_exposures, read_exposure_info
     from crlib.align.visit import AlignOptions
     from crlib.config import worker_count
     from crlib.truth.visit import TruthOptions, VisitTruth, build_visit_truth
@@ -470,7 +470,7 @@ def benchmark_visit(
     preload_modules()
     visit_dir = Path(visit_dir)
     info = json.loads((visit_dir / "truth" / "visit.json").read_text())
-    exposures = [read_exposure(p) for p in find_exposures(visit_dir)]
+    exposures = [read_exposure_info(p) for p in find_exposures(visit_dir)]
     profile = exposures[0].profile
     overrides: dict[str, Any] = {"num_cores": num_cores} if num_cores else {}
     options = TruthOptions(

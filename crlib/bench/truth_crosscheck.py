@@ -103,7 +103,7 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
         Per method: statuses, reasons, mean fidelity numbers and seconds; ``agreement``: mean of
         :func:`truth_agreement` (multi-frame first) over exposures with both products.
     """
-    from crlib.align.exposures import find_exposures, read_exposure
+    from crlib.align.exposures import find_exposures, read_exposure_info
     from crlib.align.visit import AlignOptions
     from crlib.bench.artefact_fidelity import excluded_counts, score_artefacts
     from crlib.bench.truth import FIDELITY_KEYS, mean_finite, score_against_simulator
@@ -111,7 +111,7 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
 
     visit_dir = Path(visit_dir)
     info = json.loads((visit_dir / "truth" / "visit.json").read_text())
-    exposures = [read_exposure(p) for p in find_exposures(visit_dir)]
+    exposures = [read_exposure_info(p) for p in find_exposures(visit_dir)]
     options = TruthOptions(align_options=AlignOptions(query_catalogs=False))
     report: dict[str, Any] = {"visit": visit_dir.name, "field_type": info.get("field_type")}
     products: dict[str, dict[str, Path]] = {}

@@ -65,7 +65,7 @@ def align_command(
     """Align a visit's exposures (tweakwcs relative + absolute fit) on copies in the working directory."""
     import shutil
 
-    from crlib.align.exposures import copy_to_work_dir, find_exposures, read_exposure
+    from crlib.align.exposures import copy_to_work_dir, find_exposures, read_exposure_info
     from crlib.align.visit import AlignOptions, align_visit
     from crlib.errors import InputDataError
     from crlib.records import to_dict
@@ -74,7 +74,7 @@ def align_command(
     if not paths:
         raise InputDataError(visit_dir, "no *_flc.fits or *_flt.fits files", fix="point at a visit directory")
     # headers only: an exposure with damaged pixels is left out of the fit by align_visit, with a reason
-    infos = [read_exposure(p, check_pixels=False) for p in paths]
+    infos = [read_exposure_info(p, check_pixels=False) for p in paths]
     target = _work_dir(visit_dir, work_dir)
     if target.exists():
         shutil.rmtree(target)

@@ -64,7 +64,7 @@ def predict_exposure(
     Raises
     ------
     InputDataError
-        Bad input file (see :func:`read_exposure`).
+        Bad input file (see :func:`crlib.formats.flc.read_exposure`).
     ModelError
         Unknown model or unusable weights.
     """

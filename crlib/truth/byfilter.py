@@ -20,7 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Unpack
 
-from crlib.align.exposures import find_exposures, header_filter
+from crlib.align.exposures import find_exposures
+from crlib.formats.flc import header_filter
 from crlib.truth.visit import TruthArguments, VisitTruth, build_visit_truth, visit_directories
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,10 @@
 """Ground truth for one visit: copy -> align -> AstroDrizzle driz_cr -> valid mask -> gates -> product.
 
-:func:`build_visit_truth` is the stage function the CLI and the DAGs call. Every exposure ends with
-a :class:`~crlib.records.TruthResult` (``ok``/``suspect``/``failed`` with reasons): a corrupt file,
-a visit with one exposure or too few sources is recorded, not raised.
+:func:`build_visit_truth` is called by the pipeline's truth stage
+(:func:`crlib.pipeline.stages.truth_stage`, once per screening set) and, per filter, by
+``crlib truth`` (:mod:`crlib.truth.byfilter`). Every exposure ends with a
+:class:`~crlib.records.TruthResult` (``ok``/``suspect``/``failed`` with reasons): a corrupt file, a
+visit with one exposure or too few sources is recorded, not raised.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from crlib.align.exposures import (
     copy_to_work_dir,
     find_exposures,
     flag_nonfinite,
-    read_exposure,
+    read_exposure_info,
 )
 from crlib.align.verify import header_error_px
 from crlib.align.visit import AlignOptions, VisitCatalogs, align_visit, visit_catalogs
@@ -364,7 +366,7 @@ def _read_exposures(
     infos: list[ExposureInfo] = []
     for path in find_exposures(visit_dir):
         try:
-            info = read_exposure(path, profile=wanted)
+            info = read_exposure_info(path, profile=wanted)
         except InputDataError as exc:
             unreadable.append(failed_truth(path.name.split("_")[0].lower(), method, str(exc)))
             continue

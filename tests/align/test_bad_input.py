@@ -15,7 +15,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from crlib.align.catalogs import SourceFindingError, exposure_catalogs, find_sources
-from crlib.align.exposures import check_chip_pixels, read_exposure
+from crlib.align.exposures import check_chip_pixels, read_exposure_info
 from crlib.align.fit import ChipCorrector, FitOutcome
 from crlib.align.verify import FitLimits, header_error_px, verify_relative_fit
 from crlib.align.visit import _read_wcs, visit_catalogs
@@ -82,7 +82,7 @@ def test_a_few_nan_pixels_pass_the_check_and_are_counted(gaia_visit, tmp_path):
     copy.write_bytes(source.read_bytes())
     with fits.open(copy, mode="update") as hdul:
         hdul["SCI", 2].data[7, :50] = np.inf
-    assert read_exposure(copy).nonfinite_pixels == 50
+    assert read_exposure_info(copy).nonfinite_pixels == 50
 
 
 def test_photutils_refusing_the_pixels_becomes_input_data_error(tmp_path):
