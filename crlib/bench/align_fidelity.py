@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,10 @@ class SimulatedPointing:
     header, true
         :class:`crlib.simulate.pointing.Pointing` of the header WCS and of the rendered stars.
     windows
-        ``{sci_extver: (x0, y0, nx, ny)}``: the file's chip window inside the full chip.
+        ``{sci_extver: (x0, y0, nx, ny)}``: the file's chip window inside the full chip
+        (``sci_extver`` numbered as in a full-frame file).
+    file_extvers
+        ``{sci_extver: EXTVER in the file}``: equal but for a subarray, whose one chip is ``SCI,1``.
     injected
         What was injected: ``shift_px`` (at the anchor), ``roll_deg``, ``scale``.
     """
@@ -47,6 +50,11 @@ class SimulatedPointing:
     true: Any
     windows: dict[int, tuple[int, int, int, int]]
     injected: dict[str, Any]
+    file_extvers: dict[int, int] = field(default_factory=dict)
+
+    def file_extver(self, sci_extver: int) -> int:
+        """The EXTVER of chip ``sci_extver`` in the exposure's file."""
+        return self.file_extvers.get(sci_extver, sci_extver)
 
 
 def simulated_pointings(visit_json: Mapping[str, Any]) -> dict[str, SimulatedPointing]:
@@ -76,6 +84,9 @@ def simulated_pointings(visit_json: Mapping[str, Any]) -> dict[str, SimulatedPoi
         int(w["sci_extver"]): (int(w["x0"]), int(w["y0"]), int(w["nx"]), int(w["ny"]))
         for w in visit_json["windows"]
     }
+    file_extvers = {
+        int(w["sci_extver"]): int(w.get("file_extver", w["sci_extver"])) for w in visit_json["windows"]
+    }
     out: dict[str, SimulatedPointing] = {}
     for entry in visit_json["exposures"]:
         dither = tuple(float(v) for v in entry["dither_px"])
@@ -88,7 +99,7 @@ def simulated_pointings(visit_json: Mapping[str, Any]) -> dict[str, SimulatedPoi
         if roll != 0.0 or scale != 1.0:
             true = true.rotated_and_scaled(roll, scale)
         out[str(entry["rootname"]).lower()] = SimulatedPointing(
-            header, true, windows, {"shift_px": list(error), "roll_deg": roll, "scale": scale}
+            header, true, windows, {"shift_px": list(error), "roll_deg": roll, "scale": scale}, file_extvers
         )
     return out
 
@@ -180,12 +191,12 @@ def alignment_errors(
         fitted, header, check = [], [], []
         with fits.open(path, memmap=False) as hdul:
             for extver in exposure.windows:
-                hdr = hdul["SCI", extver].header
+                hdr = hdul["SCI", exposure.file_extver(extver)].header
                 fitted.append(wcs_error_px(WCS(hdr, fobj=hdul), exposure, extver, reference=ref, step=step))
         original = visit_dir / Path(path).name
         with fits.open(original, memmap=False) as hdul:
             for extver, window in exposure.windows.items():
-                wcs = WCS(hdul["SCI", extver].header, fobj=hdul)
+                wcs = WCS(hdul["SCI", exposure.file_extver(extver)].header, fobj=hdul)
                 header.append(wcs_error_px(wcs, exposure, extver, reference=ref, step=step))
                 gx, gy = _grid(window, step)
                 ra, dec = wcs.all_pix2world(gx, gy, 0)
