@@ -61,16 +61,18 @@ def test_psf_like_cut_rejects_cosmic_rays_and_keeps_stars(mixed_archive: Path) -
         rootname, field_type = record["exposures"][0]["rootname"], record["field_type"]
         science, flags = read_chips(visit_dir / f"{rootname}_flc.fits")
         with fits.open(visit_dir / "truth" / f"{rootname}_simtruth.fits") as truth:
+            # the chips the file holds (a subarray visit has one, SCI,1)
+            extvers = sorted(hdu.ver for hdu in truth if hdu.name == "CRMASK")
             # a peak is a CR's when CR charge dominates it; in a crowded disk many stars have a CR
             # pixel within one pixel of their peak: such peaks are left out of both counts
-            masks = [truth["CRMASK", extver].data > 0 for extver in (1, 2)]
+            masks = [truth["CRMASK", extver].data > 0 for extver in extvers]
             dominant = [
-                masks[extver - 1]
+                mask
                 & (
                     truth["CRCHARGE", extver].data
                     >= truth["MODEL", extver].data - np.median(truth["MODEL", extver].data)
                 )
-                for extver in (1, 2)
+                for mask, extver in zip(masks, extvers, strict=True)
             ]
             # hot/warm, sink, satellite and bad-column pixels (ARTEFACT bits 2-32) are neither stars
             # nor CRs: their peaks are left out of both counts
@@ -78,7 +80,7 @@ def test_psf_like_cut_rejects_cosmic_rays_and_keeps_stars(mixed_archive: Path) -
                 truth["ARTEFACT", extver].data & (2 | 4 | 8 | 16 | 32) > 0
                 if ("ARTEFACT", extver) in truth
                 else np.zeros_like(masks[0])
-                for extver in (1, 2)
+                for extver in extvers
             ]
         for image, dq, mask, cr_peak, artefact in zip(
             science, flags, masks, dominant, artefacts, strict=True
