@@ -22,6 +22,8 @@ from crlib.errors import ConfigError
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 InferenceModelMode = Literal["auto", "registry", "deepcr"]
+#: Inference arithmetic: ``auto`` (bf16 on a CPU with native bf16, else fp32), ``fp32`` or ``bf16``.
+InferencePrecision = Literal["auto", "fp32", "bf16"]
 
 
 def _default_data_root() -> Path:
@@ -59,6 +61,11 @@ class Settings(BaseSettings):
         registered model's ``champion``), ``deepcr`` (deepCR's shipped weights, per filter where
         shipped), or ``auto`` (the champion when the registered model exists in the tracking
         store, else the shipped weights, with a logged reason).
+    inference_precision
+        Arithmetic of pipeline inference and ``crlib infer``: ``auto`` runs bf16 on a CPU with
+        native bf16 (AVX512-BF16/AMX; ``crlib bench accuracy`` showed TPR within 0.2 points of
+        fp32 per field type, docs/inference.md) and fp32 elsewhere (CUDA included, not yet
+        measured in bf16); ``fp32`` or ``bf16`` force one (bf16 without native support is an error).
     retrain_min_new_exposures
         Retraining (``crlib_retrain``) runs only when at least this many exposures (truth status
         ``ok``, >= 100 s) have been recorded that the last training run did not use.
@@ -92,6 +99,7 @@ class Settings(BaseSettings):
     download_concurrency: int = Field(default=4, ge=1, le=64)
     log_level: str = "INFO"
     inference_model: InferenceModelMode = "auto"
+    inference_precision: InferencePrecision = "auto"
     retrain_min_new_exposures: int = Field(default=20, ge=1, le=1_000_000)
     train_epochs: int = Field(default=20, ge=1, le=10_000)
     train_batch_size: int = Field(default=16, ge=1, le=1024)

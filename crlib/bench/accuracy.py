@@ -23,7 +23,8 @@ difference in their calibration lowers its ROC below each filter's own.
 The visits are simulated and the truth is derived by drizzling, not the paper's real test sets
 (Table 2, DESIGN.md section 6) and their masks: the numbers say how the shipped models do on our
 simulator and our truth, next to the paper's Table 3 for orientation; differences are expected.
-Where deepCR's own evaluation code counts differently, :data:`EVALUATION_NOTES` says how.
+Where deepCR's own evaluation code counts differently,
+:data:`crlib.bench.deepcr_reference.EVALUATION_NOTES` says how.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from crlib.bench.deepcr_reference import EVALUATION_NOTES, PAPER_TABLE3
 from crlib.errors import ConfigError
 from crlib.jsonvalues import json_compatible
 from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr_points
@@ -48,12 +50,18 @@ from crlib.profiles import ACS_WFC, FIELD_TYPES, ScoringRules
 from crlib.records import ExposureMetrics
 
 if TYPE_CHECKING:
+    from crlib.model.inference import Precision
     from crlib.simulate.effects import SimEffects
 
 log = logging.getLogger(__name__)
 
-#: The compared detectors, in table order.
+#: The compared detectors, in table order (the default set).
 MODEL_KINDS: tuple[str, ...] = ("global", "per_filter", "lacosmic")
+#: The deepCR models again with the engine in bf16 (opt-in: only where the device runs bf16
+#: natively); ``<kind>_bf16`` is scored on the same truth as ``<kind>`` (fp32).
+BF16_KINDS: tuple[str, ...] = ("global_bf16", "per_filter_bf16")
+#: Every kind ``models`` may name, in table order.
+ALL_KINDS: tuple[str, ...] = (*MODEL_KINDS, *BF16_KINDS)
 #: Filters with a shipped per-filter model (the paper's three test filters).
 ACCURACY_FILTERS: tuple[str, ...] = ("F435W", "F606W", "F814W")
 #: ``filter`` of a group pooled over every filter of a field type.
@@ -65,45 +73,6 @@ CAVEAT = (
     "Simulated ACS/WFC visits scored against drizzle-derived truth, not the paper's real test sets "
     "(Table 2) and masks: differences from the paper's Table 3 are expected."
 )
-
-#: How deepCR 0.3.1's ``deepCR.evaluate`` (``roc``, ``roc_lacosmic``) counts, where it differs from us.
-EVALUATION_NOTES: tuple[str, ...] = (
-    "Ignored pixels: deepCR zeroes prediction and truth there and counts them as true negatives, so "
-    "its FPR denominator includes them; we leave invalid pixels out of every count.",
-    "Dilation: deepCR dilates the ignore-zeroed binary mask with disk(1) (3x3 cross) and does not "
-    "re-apply the ignore mask, so dilated pixels spilling into ignored pixels count as false "
-    "positives; we count valid pixels only.",
-    "Thresholds: deepCR samples the ROC at 500 thresholds linspace(0.001, 0.999) and has no "
-    "TPR-at-FPR function; we bin probabilities on float16 logit bins up to 1 - 4.9e-4 and interpolate "
-    "the TPR linearly in FPR.",
-    "Model input: deepCR's roc() runs clean(binary=False), 1024-px tiles without overlap; we tile "
-    "with overlap.",
-    "LACosmic: deepCR uses readnoise=5 e-, gain=1 and objlim=2 unless given; we use each chip's "
-    "READNSE* mean and the paper's objlim (2.6 sparse/cluster fields, 4.5 resolved galaxies). Its "
-    "line `pdt_mask *= (1 - image[3]).astype(bool)` multiplies by a row of the image, not the ignore "
-    "mask, so LACosmic detections in ignored pixels count as false positives there.",
-    "Pooling is the same: TP/FP/FN/TN summed over all images before TPR = TP/(TP+FN), "
-    "FPR = FP/(FP+TN); 'CR' means probability strictly above the threshold.",
-)
-
-#: deepCR-ACS/WFC paper, Table 3 (global model): ``(field type, filter) -> {"plain"|"dilated": {fpr: tpr}}``.
-PAPER_TABLE3: dict[tuple[str, str], dict[str, dict[str, float]]] = {
-    (field_type, filter_name): {
-        "plain": {"0.0005": values[0] / 100, "0.005": values[1] / 100},
-        "dilated": {"0.0005": values[2] / 100, "0.005": values[3] / 100},
-    }
-    for (field_type, filter_name), values in {
-        ("globular_cluster", "F435W"): (80.24, 95.53, 92.06, 96.93),
-        ("extragalactic", "F435W"): (87.47, 99.39, 98.63, 99.87),
-        ("resolved_galaxy", "F435W"): (76.46, 90.36, 89.95, 91.80),
-        ("globular_cluster", "F606W"): (85.98, 97.45, 95.52, 98.56),
-        ("extragalactic", "F606W"): (89.08, 99.37, 95.97, 99.75),
-        ("resolved_galaxy", "F606W"): (64.79, 86.80, 82.53, 92.11),
-        ("globular_cluster", "F814W"): (82.53, 94.63, 94.37, 96.86),
-        ("extragalactic", "F814W"): (92.00, 99.58, 98.31, 99.80),
-        ("resolved_galaxy", "F814W"): (67.01, 89.53, 85.32, 92.86),
-    }.items()
-}
 
 
 @dataclass(frozen=True)
@@ -377,9 +346,9 @@ def _validate(
         raise ConfigError(f"visits per cell must be at least 1 (got {visits_per_cell})")
     if not 3 <= exposures <= 8:
         raise ConfigError(f"exposures per visit must be 3-8 for drizzle truth (got {exposures})")
-    bad = [k for k in kinds if k not in MODEL_KINDS]
+    bad = [k for k in kinds if k not in ALL_KINDS]
     if not kinds or bad:
-        raise ConfigError(f"models must be among {', '.join(MODEL_KINDS)} (got {list(kinds)})")
+        raise ConfigError(f"models must be among {', '.join(ALL_KINDS)} (got {list(kinds)})")
     if "lacosmic" in kinds and (not sigclips or min(sigclips) <= 0):
         raise ConfigError(f"the LACosmic sigclip sweep needs positive values (got {list(sigclips)})")
 
@@ -391,6 +360,12 @@ def _clear_visit_files(archive_visit: Path, extra_dirs: Sequence[Path]) -> None:
             path.unlink()
     for directory in extra_dirs:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def deepcr_kind(kind: str) -> tuple[str, Precision]:
+    """``global_bf16`` -> ``("global", "bf16")``; ``per_filter`` -> ``("per_filter", "fp32")``."""
+    base, _, suffix = kind.partition("_bf16")
+    return (base, "bf16") if kind.endswith("_bf16") and not suffix else (kind, "fp32")
 
 
 def run_accuracy_benchmark(
@@ -430,7 +405,8 @@ def run_accuracy_benchmark(
     seed
         Simulator seed: the same seed and grid give the same visits and numbers.
     models
-        Detectors to compare, a subset of :data:`MODEL_KINDS`.
+        Detectors to compare, a subset of :data:`ALL_KINDS` (``*_bf16``: the same deepCR model with
+        the engine in bf16, scored on the same truth; see :mod:`crlib.bench.precision`).
     sigclips
         LACosmic's sigclip sweep (more values: a finer ROC, linearly more time).
     include_suspect
@@ -460,13 +436,18 @@ def run_accuracy_benchmark(
     """
     from crlib.align import AlignOptions
     from crlib.model.exposure import predict_exposure
-    from crlib.model.inference import MaskEngine
+    from crlib.model.inference import MaskEngine, bf16_supported, resolve_device
     from crlib.model.weights import choose_model_name, load_shipped_model
     from crlib.simulate import simulate_visit
     from crlib.truth import TruthOptions, build_visit_truth
 
-    kinds = tuple(k for k in MODEL_KINDS if k in models)
-    _validate(field_types, filters, size, visits_per_cell, exposures, kinds, sigclips)
+    _validate(field_types, filters, size, visits_per_cell, exposures, tuple(models), sigclips)
+    kinds = tuple(k for k in ALL_KINDS if k in models)
+    if any(deepcr_kind(k)[1] == "bf16" for k in kinds) and not bf16_supported(resolve_device(device)):
+        raise ConfigError(
+            f"models {', '.join(k for k in kinds if k.endswith('_bf16'))} need native bf16, which device "
+            f"{device!r} lacks (AVX512-BF16/AMX or a bf16 GPU): leave the *_bf16 models out"
+        )
     accepted = SCORED_STATUSES + (("suspect",) if include_suspect else ())
     run_dir = Path(workdir) / "crlib-accuracy"
     if run_dir.exists():
@@ -476,12 +457,14 @@ def run_accuracy_benchmark(
     truth_options = TruthOptions(align_options=AlignOptions(query_catalogs=False))
     if min_peak_snr is not None:
         truth_options = replace(truth_options, min_peak_snr=float(min_peak_snr))
-    engines: dict[str, MaskEngine] = {}
+    engines: dict[tuple[str, Precision], MaskEngine] = {}
 
-    def engine_for(name: str) -> MaskEngine:
-        if name not in engines:
-            engines[name] = MaskEngine(load_shipped_model(name), device=device, threads=threads)
-        return engines[name]
+    def engine_for(name: str, precision: Precision) -> MaskEngine:
+        if (name, precision) not in engines:
+            engines[name, precision] = MaskEngine(
+                load_shipped_model(name), device=device, precision=precision, threads=threads
+            )
+        return engines[name, precision]
 
     cells = [(ft, fl) for ft in field_types for fl in filters]
     total_visits = len(cells) * visits_per_cell
@@ -535,8 +518,10 @@ def run_accuracy_benchmark(
                             flc, out_dir=pred_dir, objlim=objlim_for(field_type), sigclips=sigclips
                         )
                     else:
-                        name = choose_model_name(ACS_WFC, filter_name if kind == "per_filter" else None)
-                        prediction = predict_exposure(flc, out_dir=pred_dir, engine=engine_for(name))
+                        base, precision = deepcr_kind(kind)
+                        name = choose_model_name(ACS_WFC, filter_name if base == "per_filter" else None)
+                        engine = engine_for(name, precision)
+                        prediction = predict_exposure(flc, out_dir=pred_dir, engine=engine)
                     exposure_seconds[kind] = time.perf_counter() - t0
                     seconds[kind] += exposure_seconds[kind]
                     t0 = time.perf_counter()

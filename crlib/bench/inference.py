@@ -35,10 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METHODS = ("deepcr", "engine-fp32", "engine-bf16", "astroscrappy")
-#: ``crlib infer`` variants timed as whole processes: the weights the engine rows use (no registry
-#: lookup), and the command exactly as a user types it (the model chosen by the settings).
+#: ``crlib infer`` variants timed as whole processes: the weights and precision the engine-fp32 row
+#: uses (no registry lookup), and the command exactly as a user types it (the model and precision
+#: chosen by the settings: bf16 on a CPU with native bf16).
 CLI_VARIANTS: dict[str, tuple[str, ...]] = {
-    "cli-same-model": ("--model", "ACS-WFC"),
+    "cli-same-model": ("--model", "ACS-WFC", "--precision", "fp32"),
     "cli-default": (),
 }
 BENCH_MODEL = "ACS-WFC"

@@ -23,9 +23,17 @@ class Detector(StrEnum):
     global_ = "global"
     per_filter = "per_filter"
     lacosmic = "lacosmic"
+    global_bf16 = "global_bf16"
+    per_filter_bf16 = "per_filter_bf16"
 
 
-_COLUMN_TITLES = {"global": "ours: ACS-WFC", "per_filter": "ours: per-filter", "lacosmic": "LACosmic"}
+_COLUMN_TITLES = {
+    "global": "ours: ACS-WFC",
+    "per_filter": "ours: per-filter",
+    "lacosmic": "LACosmic",
+    "global_bf16": "ACS-WFC bf16",
+    "per_filter_bf16": "per-filter bf16",
+}
 
 
 @bench_app.command("accuracy")
@@ -52,7 +60,12 @@ def bench_accuracy_command(
     ] = None,
     models: Annotated[
         list[Detector] | None,
-        typer.Option("--model", help="Detector to compare (repeatable; default: all).", show_default=False),
+        typer.Option(
+            "--model",
+            help="Detector to compare (repeatable; default: global, per_filter, lacosmic). *_bf16: the "
+            "deepCR model with the engine in bf16, scored on the same truth (needs native bf16).",
+            show_default=False,
+        ),
     ] = None,
     sigclip: Annotated[
         list[float] | None,
@@ -94,7 +107,9 @@ def bench_accuracy_command(
     import dataclasses
 
     from crlib.bench.accuracy import ACCURACY_FILTERS, MODEL_KINDS, run_accuracy_benchmark
+    from crlib.bench.precision import precision_comparison
     from crlib.config import load_settings
+    from crlib.jsonvalues import json_compatible
     from crlib.model.lacosmic import SIGCLIP_SWEEP
     from crlib.profiles import ACS_WFC, FIELD_TYPES
     from crlib.simulate.effects import parse_effects
@@ -118,10 +133,16 @@ def bench_accuracy_command(
         min_peak_snr=min_peak_snr,
         effects=parse_effects(effects),
     )
+    comparison = precision_comparison(report)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        document = report.to_dict()
+        if comparison["shifts"]:
+            document["precision_comparison"] = json_compatible(comparison, non_finite="null")
+        typer.echo(json.dumps(document, indent=2))
         return
     print_report(report)
+    if comparison["shifts"]:
+        print_precision_comparison(comparison)
 
 
 def print_report(report: AccuracyReport) -> None:
@@ -200,6 +221,42 @@ def print_report(report: AccuracyReport) -> None:
     console.print("Evaluation differences from deepCR's deepCR.evaluate:")
     for note in report.notes:
         console.print(f"  - {note}")
+
+
+def print_precision_comparison(comparison: dict) -> None:
+    """Print TPR fp32 -> bf16 per field type and the verdict against the bf16-default limit."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from crlib.bench.accuracy import ALL_FILTERS
+
+    console = Console()
+    verdict = comparison["verdict"]
+    table = Table(
+        title=f"bf16 vs fp32 on the same truth: TPR (%) fp32 -> bf16, shift in points "
+        f"(limit |shift| < {verdict['limit_points']:g} per field type)"
+    )
+    for column in ("model", "field type", "filter", "scoring", "FPR 0.05%", "FPR 0.5%"):
+        table.add_column(column)
+    rows: dict[tuple[str, str, str, str], list[str]] = {}
+    for shift in comparison["shifts"]:
+        key = (shift["model"], shift["field_type"], shift["filter"], shift["label"])
+        rows.setdefault(key, []).append(
+            f"{tpr_percent(shift['fp32'])} -> {tpr_percent(shift['bf16'])} ({shift['shift_points']:+.3f})"
+        )
+    for (model, field_type, filter_name, label), cells in rows.items():
+        if filter_name == ALL_FILTERS:
+            table.add_row(model, field_type, filter_name, label, *cells)
+    console.print(table)
+    if verdict["pass"] is None:
+        console.print("bf16 verdict: nothing to compare (no per-field-type TPR in both precisions)")
+        return
+    worst = verdict["worst"]
+    console.print(
+        f"bf16 verdict: {'PASS' if verdict['pass'] else 'FAIL'}: largest per-field-type shift "
+        f"{worst['shift_points']:+.3f} points ({worst['model']}, {worst['field_type']}, {worst['label']}, "
+        f"FPR {float(worst['fpr']):.2%}) over {verdict['compared']} comparisons"
+    )
 
 
 def _effects_text(effects: dict | None) -> str:

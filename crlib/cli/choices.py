@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from crlib.config import DeviceName
+from crlib.config import DeviceName, InferencePrecision
 
 #: Where torch runs: ``auto`` picks CUDA when it is available (the settings' ``CRLIB_DEVICE`` choices).
 DeviceOption = DeviceName
@@ -12,5 +12,5 @@ DeviceOption = DeviceName
 SizeOption = Literal["full", "small"]
 #: Simulator effects: ``realistic`` (the default of every simulating command) or ``basic``.
 EffectsOption = Literal["basic", "realistic"]
-#: Inference precision.
-PrecisionOption = Literal["fp32", "bf16"]
+#: Inference precision (the settings' ``CRLIB_INFERENCE_PRECISION`` choices).
+PrecisionOption = InferencePrecision

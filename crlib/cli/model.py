@@ -25,8 +25,12 @@ def infer_command(
     ] = None,
     device: Annotated[DeviceOption, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
     precision: Annotated[
-        PrecisionOption, typer.Option(help="fp32, or bf16 where the hardware has it.")
-    ] = "fp32",
+        PrecisionOption | None,
+        typer.Option(
+            help="auto (bf16 on a CPU with native bf16, else fp32), fp32, or bf16 where the hardware has "
+            "it (default: CRLIB_INFERENCE_PRECISION, auto)."
+        ),
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Mask threshold (default: the profile's).")
     ] = None,
@@ -43,6 +47,7 @@ def infer_command(
     from crlib.registry.serving import exposure_filter_of, load_inference_model, resolve_model_reference
 
     settings = load_settings()
+    precision = precision or settings.inference_precision
     profile = get_profile(settings.instrument)
     engines: dict[tuple[str, str], MaskEngine] = {}
     reasons: set[str] = set()

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from crlib.config import InferencePrecision
 from crlib.errors import InputDataError, ModelError
 from crlib.formats.chips import FIX_DOWNLOAD
 from crlib.formats.flc import ExposureImage, read_exposure, rootname_from_path
 from crlib.formats.prediction import ChipPrediction, prediction_path, write_prediction
-from crlib.model.inference import MaskEngine, Precision, peak_memory_mb
+from crlib.model.inference import MaskEngine, peak_memory_mb
 from crlib.model.weights import LoadedModel, choose_model_name, load_shipped_model
 from crlib.profiles import InstrumentProfile
 from crlib.provenance import code_version
@@ -36,7 +37,7 @@ def predict_exposure(
     out_dir: Path,
     model: str | LoadedModel | None = None,
     device: str = "auto",
-    precision: Precision = "fp32",
+    precision: InferencePrecision = "fp32",
     threshold: float | None = None,
     threads: int | None = None,
     expected_profile: InstrumentProfile | None = None,
@@ -90,7 +91,7 @@ def _predict_read_exposure(
     out_dir: Path,
     model: str | LoadedModel | None,
     device: str,
-    precision: Precision,
+    precision: InferencePrecision,
     threshold: float | None,
     threads: int | None,
     engine: MaskEngine | None,
@@ -158,7 +159,7 @@ def predict_exposures(
     out_dir: Path,
     model: str | None = None,
     device: str = "auto",
-    precision: Precision = "fp32",
+    precision: InferencePrecision = "fp32",
     threshold: float | None = None,
     threads: int | None = None,
     expected_profile: InstrumentProfile | None = None,

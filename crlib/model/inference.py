@@ -39,6 +39,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from crlib.config import InferencePrecision
 from crlib.errors import ConfigError
 from crlib.model.networks import FusedUNet2, receptive_radius
 from crlib.model.weights import LoadedModel
@@ -87,6 +88,30 @@ def _cpu_flags() -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def resolve_precision(requested: InferencePrecision | str, device: torch.device) -> Precision:
+    """The precision an engine runs: ``auto`` -> bf16 on a CPU with native bf16, else fp32.
+
+    Parameters
+    ----------
+    requested
+        ``auto``, ``fp32`` or ``bf16`` (``CRLIB_INFERENCE_PRECISION``).
+    device
+        The resolved device. CUDA stays fp32 under ``auto`` until bf16 is measured there.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name.
+    """
+    if requested == "auto":
+        return "bf16" if device.type == "cpu" and bf16_supported(device) else "fp32"
+    if requested not in ("fp32", "bf16"):
+        raise ConfigError(
+            f"unknown precision {requested!r}: use auto, fp32 or bf16 (CRLIB_INFERENCE_PRECISION)"
+        )
+    return "bf16" if requested == "bf16" else "fp32"
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -176,7 +201,8 @@ class MaskEngine:
     device
         ``auto``, ``cpu`` or ``cuda``.
     precision
-        ``fp32`` (default) or ``bf16`` (only where :func:`bf16_supported`).
+        ``fp32`` (default), ``bf16`` (only where :func:`bf16_supported`) or ``auto``
+        (:func:`resolve_precision`: bf16 on a CPU with native bf16, else fp32).
     window, batch
         Window side and windows per forward pass; device defaults when ``None``.
     margin
@@ -196,7 +222,7 @@ class MaskEngine:
         model: LoadedModel,
         *,
         device: str = "auto",
-        precision: Precision = "fp32",
+        precision: InferencePrecision = "fp32",
         window: int | None = None,
         batch: int | None = None,
         margin: int = DEFAULT_MARGIN,
@@ -204,8 +230,7 @@ class MaskEngine:
     ) -> None:
         self.model = model
         self.device = resolve_device(device)
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"unknown precision {precision!r}: use fp32 or bf16")
+        precision = resolve_precision(precision, self.device)
         if precision == "bf16" and not bf16_supported(self.device):
             raise ConfigError(
                 f"bf16 requested but {self.device.type} has no native bfloat16 (needs AVX512-BF16/AMX or a "

@@ -13,7 +13,6 @@ from testsupport.flc import synthetic_chip
 
 from crlib.bench.accuracy import (
     ALL_FILTERS,
-    PAPER_TABLE3,
     AccuracyReport,
     ScoredExposure,
     VisitOutcome,
@@ -21,6 +20,7 @@ from crlib.bench.accuracy import (
     pool_report_groups,
     run_accuracy_benchmark,
 )
+from crlib.bench.deepcr_reference import PAPER_TABLE3
 from crlib.errors import ConfigError
 from crlib.metrics.histograms import N_SCORE_BINS
 from crlib.metrics.roc import roc_from_histograms, tpr_at_fpr_points

@@ -27,7 +27,7 @@ def test_whole_process_runs_are_reported_beside_the_engine_with_a_breakdown(flc_
     engine = report["methods"]["engine-fp32"]
     assert len(engine["samples"]) == 2 and engine["seconds"] > 0 and engine["read_seconds"] > 0
     cli = report["cli"]["cli-same-model"]
-    assert cli["command"].endswith("--model ACS-WFC")
+    assert cli["command"].endswith("--model ACS-WFC --precision fp32")
     assert len(cli["samples"]) == 2 and cli["wall_s"] > 0 and cli["peak_rss_mb"] > 50
     parts = report["cli_breakdown"]
     for part in (

@@ -147,3 +147,28 @@ def test_unknown_device_and_precision_are_configuration_errors() -> None:
         MaskEngine(model, device="tpu")
     with pytest.raises(ConfigError, match="unknown precision"):
         MaskEngine(model, device="cpu", precision="fp8")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [({"avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16"), (set(), "fp32")]
+)
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(flags, expected, monkeypatch) -> None:
+    from crlib.model import inference
+
+    monkeypatch.setattr(inference, "_cpu_flags", lambda: frozenset({"avx2", *flags}))
+    assert inference.resolve_precision("auto", torch.device("cpu")) == expected
+    assert MaskEngine(load_shipped_model("ACS-WFC"), device="cpu", precision="auto").precision == expected
+    # an explicit choice is kept (bf16 without native support stays an error, not a silent fp32)
+    assert inference.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    if expected == "fp32":
+        with pytest.raises(ConfigError, match="no native bfloat16"):
+            MaskEngine(load_shipped_model("ACS-WFC"), device="cpu", precision="bf16")
+
+
+def test_auto_precision_stays_fp32_on_cuda(monkeypatch) -> None:
+    from crlib.model import inference
+
+    monkeypatch.setattr(inference, "bf16_supported", lambda device: True)
+    assert inference.resolve_precision("auto", torch.device("cuda")) == "fp32"
+    with pytest.raises(ConfigError, match="CRLIB_INFERENCE_PRECISION"):
+        inference.resolve_precision("fp16", torch.device("cpu"))

@@ -112,6 +112,7 @@ def infer_exposure(
                 out_dir=out_dir,
                 model=loaded,
                 device=settings.device,
+                precision=settings.inference_precision,
                 threads=settings.threads or None,
                 expected_profile=profile,
             ),
