@@ -180,7 +180,7 @@ class DagBenchReport:
 
 # ----------------------------------------------------------------------------- scratch databases
 @contextmanager
-def _scratch_databases(settings: Settings, names: tuple[str, ...]) -> Iterator[dict[str, str]]:
+def scratch_databases(settings: Settings, names: tuple[str, ...]) -> Iterator[dict[str, str]]:
     """Empty databases on the configured server, one per name (URLs with credentials); dropped after."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -204,7 +204,8 @@ def _scratch_databases(settings: Settings, names: tuple[str, ...]) -> Iterator[d
         admin.dispose()
 
 
-def _outcome(summary: dict[str, Any]) -> dict[str, Any]:
+def recorded_outcome(summary: dict[str, Any]) -> dict[str, Any]:
+    """The counts of a run summary that two runs of the same visit must share."""
     keys = ("visits", "exposures", "accepted", "truth", "predicted", "scored", "rejected")
     return {k: summary.get(k) for k in keys}
 
@@ -238,18 +239,22 @@ def direct_stage_timings(
     Returns
     -------
     dict
-        ``seconds`` (stage -> summed seconds), ``calls`` (stage -> number of calls), ``wall_s``
+        ``seconds`` (stage -> summed seconds), ``cpu_seconds`` (stage -> CPU seconds of every thread
+        of this process and of the child processes it waited for, e.g. AstroDrizzle's forks: core-seconds),
+        ``calls`` (stage -> number of calls), ``wall_s``
         (first call start to last call end) and ``summary`` (:func:`~crlib.pipeline.stages.finish_run`'s).
     """
     from crlib.pipeline import stages
 
     seconds = dict.fromkeys(STAGE_ORDER, 0.0)
+    cpu_seconds = dict.fromkeys(STAGE_ORDER, 0.0)
     calls = dict.fromkeys(STAGE_ORDER, 0)
 
     def timed(stage: str, function: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), process_and_children_cpu_seconds()
         result = function(settings, run_id=run_id, **kwargs)
         seconds[stage] += time.perf_counter() - start
+        cpu_seconds[stage] += process_and_children_cpu_seconds() - cpu_start
         calls[stage] += 1
         return result
 
@@ -274,15 +279,28 @@ def direct_stage_timings(
     summary = timed("summary", stages.finish_run, dag_id=dag_id, advance_watermark=proposal_id is None)
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "calls": calls,
         "wall_s": time.perf_counter() - begin,
         "summary": summary,
     }
 
 
-def _direct_in_fresh_process(
+def process_and_children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) and of its waited-for children."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def direct_in_fresh_process(
     settings: Settings, *, run_id: str, proposal_id: int | None, dag_id: str
 ) -> tuple[dict[str, Any], float]:
+    """:func:`direct_stage_timings` in a newly spawned process; its result and the process's seconds."""
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         result = pool.submit(
@@ -446,26 +464,26 @@ def run_dag_benchmark(
             seed=seed,
         )
         proposal_id = archive.visits[0].proposal_id if dag == "reprocess" else None
-        with _scratch_databases(settings, ("direct", "dag")) as urls:
+        with scratch_databases(settings, ("direct", "dag")) as urls:
             common = {"archive": f"local:{archive.root}", "mlflow_tracking_uri": None}
             direct_settings = settings.model_copy(
-                update={**common, "data_root": root / "direct", "database_url": _secret(urls["direct"])}
+                update={**common, "data_root": root / "direct", "database_url": secret_url(urls["direct"])}
             )
             dag_settings = settings.model_copy(
-                update={**common, "data_root": root / "dag", "database_url": _secret(urls["dag"])}
+                update={**common, "data_root": root / "dag", "database_url": secret_url(urls["dag"])}
             )
             for prepared in (direct_settings, dag_settings):
                 prepared.data_root.mkdir(parents=True, exist_ok=True)
 
             log.info("direct run of %d %s exposures", exposures, size)
-            direct, report.direct_process_s = _direct_in_fresh_process(
+            direct, report.direct_process_s = direct_in_fresh_process(
                 direct_settings,
                 run_id=f"bench__direct_{uuid.uuid4().hex[:6]}",
                 proposal_id=proposal_id,
                 dag_id=dag_id,
             )
             report.direct_wall_s = float(direct["wall_s"])
-            report.outcome_direct = _outcome(direct["summary"])
+            report.outcome_direct = recorded_outcome(direct["summary"])
 
             environment = airflow_environment(dag_settings)
             start = time.perf_counter()
@@ -481,7 +499,7 @@ def run_dag_benchmark(
             if failed:
                 raise CrlibError(f"{dag_id} tasks did not all succeed: {failed}")
             report.dag_run_s = float(tasks["wall_s"])
-            report.outcome_dag = _outcome(_run_summary(dag_settings.data_root, tasks["run_id"]))
+            report.outcome_dag = recorded_outcome(_run_summary(dag_settings.data_root, tasks["run_id"]))
         for stage in STAGE_ORDER:
             report.stages.append(
                 StageTiming(
@@ -505,7 +523,8 @@ def run_dag_benchmark(
     return report
 
 
-def _secret(url: str) -> Any:
+def secret_url(url: str) -> Any:
+    """``url`` as the settings' secret type (never printed)."""
     from pydantic import SecretStr
 
     return SecretStr(url)

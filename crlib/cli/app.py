@@ -50,6 +50,7 @@ COMMAND_MODULES = (
     "crlib.cli.training",
     "crlib.cli.cluster",
     "crlib.cli.gpu",
+    "crlib.cli.pipeline_cost",
 )
 
 _registered = False
