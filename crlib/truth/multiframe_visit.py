@@ -22,7 +22,14 @@ from crlib.align.exposures import ExposureInfo
 from crlib.provenance import code_version
 from crlib.records import TruthResult
 from crlib.truth.multiframe import CrMaskOptions, CrMasks, compute_crmasks, write_diagnostic_plots
-from crlib.truth.outcome import ChipMasks, artefact_entries, chip_quality, failed_all, without_artefacts
+from crlib.truth.outcome import (
+    ChipMasks,
+    artefact_entries,
+    chip_quality,
+    failed_all,
+    without_artefacts,
+    write_exposure_truth,
+)
 from crlib.truth.quality import QualityThresholds, assess, gate_parameters, star_core_mask
 
 log = logging.getLogger(__name__)
@@ -192,8 +199,6 @@ def _exposure_result(
     parameters are their lower-case names with the status, the artefact counts, the exposure's
     ``frame_offset_px`` and the chips' gate numbers.
     """
-    from crlib.truth.product import write_truth_product
-
     qualities = [c.quality for c in chips]
     status, reasons = assess(
         qualities,
@@ -204,22 +209,24 @@ def _exposure_result(
     )
     artefact_parameters, artefact_header = artefact_entries([c.artefacts or {} for c in chips])
     header = {**provenance, "STATUS": status, **artefact_header}
-    path = write_truth_product(
-        out_dir / f"{info.rootname}_crtruth.fits",
-        rootname=info.rootname,
-        masks={c.quality.chip: (c.crmask, c.valid) for c in chips},
-        provenance=header,
-        reasons=reasons,
-    )
     parameters: dict[str, object] = {
         **{k.lower(): v for k, v in header.items()},
         "frame_offset_px": frame_offset_px,
         **artefact_parameters,
         **gate_parameters(qualities),
     }
-    chip_records = tuple(c.truth for c in chips)
+    result = write_exposure_truth(
+        info.rootname,
+        "multiframe",
+        chips,
+        status=status,
+        reasons=reasons,
+        header=header,
+        parameters=parameters,
+        out_dir=out_dir,
+    )
     log.info("multiframe truth %s: %s %s", info.rootname, status, "; ".join(reasons))
-    return TruthResult(info.rootname, "multiframe", status, str(path), chip_records, reasons, parameters)
+    return result
 
 
 def multiframe_visit_truth(
