@@ -22,14 +22,7 @@ from crlib.align.exposures import ExposureInfo
 from crlib.provenance import code_version
 from crlib.records import TruthResult
 from crlib.truth.multiframe import CrMaskOptions, CrMasks, compute_crmasks, write_diagnostic_plots
-from crlib.truth.outcome import (
-    ChipMasks,
-    artefact_entries,
-    chip_quality,
-    failed_all,
-    without_artefacts,
-    write_exposure_truth,
-)
+from crlib.truth.outcome import ChipMasks, artefact_entries, chip_quality, failed_all, without_artefacts
 from crlib.truth.quality import QualityThresholds, assess, gate_parameters, star_core_mask
 
 log = logging.getLogger(__name__)
@@ -199,6 +192,8 @@ def _exposure_result(
     parameters are their lower-case names with the status, the artefact counts, the exposure's
     ``frame_offset_px`` and the chips' gate numbers.
     """
+    from crlib.truth.product import write_exposure_truth
+
     qualities = [c.quality for c in chips]
     status, reasons = assess(
         qualities,
@@ -215,16 +210,8 @@ def _exposure_result(
         **artefact_parameters,
         **gate_parameters(qualities),
     }
-    result = write_exposure_truth(
-        info.rootname,
-        "multiframe",
-        chips,
-        status=status,
-        reasons=reasons,
-        header=header,
-        parameters=parameters,
-        out_dir=out_dir,
-    )
+    record = TruthResult(info.rootname, "multiframe", status, None, reasons=reasons, parameters=parameters)
+    result = write_exposure_truth(record, chips, header=header, out_dir=out_dir)
     log.info("multiframe truth %s: %s %s", info.rootname, status, "; ".join(reasons))
     return result
 

@@ -2,25 +2,22 @@
 
 Once a method has a chip's CR and valid masks, both run the same steps on them: keep artefacts out
 (:func:`without_artefacts`), measure the chip for the quality gates (:func:`chip_quality`), and sum
-the chips' artefact counts into the record and the product header (:func:`artefact_entries`), then
-write the exposure's product and build its record (:func:`write_exposure_truth`). A visit that cannot
-be processed ends with :func:`failed_all`, one ``failed`` record per exposure.
+the chips' artefact counts into the record and the product header (:func:`artefact_entries`). A
+visit that cannot be processed ends with :func:`failed_all`, one ``failed`` record per exposure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from crlib.align.exposures import ExposureInfo
 from crlib.profiles import InstrumentProfile
-from crlib.records import ChipTruth, QualityStatus, TruthResult
+from crlib.records import ChipTruth, TruthResult
 from crlib.truth.artefacts import HEADER_KEYS, exclude_artefacts, find_satellite_trails, sum_counts
-from crlib.truth.product import write_truth_product
 from crlib.truth.quality import ChipQuality, count_events, failed_truth
 
 
@@ -129,49 +126,3 @@ def artefact_entries(counts: Sequence[dict[str, int]]) -> tuple[dict[str, Any], 
     parameters = {f"artefact_{key}": value for key, value in totals.items()}
     header = {HEADER_KEYS[key]: value for key, value in totals.items() if key in HEADER_KEYS}
     return parameters, header
-
-
-def write_exposure_truth(
-    rootname: str,
-    method: Literal["drizzle", "multiframe"],
-    chips: Sequence[ChipMasks],
-    *,
-    status: QualityStatus,
-    reasons: tuple[str, ...],
-    header: dict[str, Any],
-    parameters: dict[str, Any],
-    out_dir: Path,
-) -> TruthResult:
-    """Write one exposure's ``<out_dir>/<rootname>_crtruth.fits`` and return its truth record.
-
-    Parameters
-    ----------
-    rootname
-        The exposure.
-    method
-        Truth method that made the masks.
-    chips
-        The exposure's chips, each written as its CRMASK and VALID images.
-    status, reasons
-        The quality gates' verdict (:func:`~crlib.truth.quality.assess`).
-    header
-        Primary-header keywords of the product (<= 8 characters).
-    parameters
-        The record's parameters.
-    out_dir
-        Directory of the product.
-
-    Returns
-    -------
-    TruthResult
-        The record, with the product's path and the chips' counts.
-    """
-    path = write_truth_product(
-        out_dir / f"{rootname}_crtruth.fits",
-        rootname=rootname,
-        masks={c.quality.chip: (c.crmask, c.valid) for c in chips},
-        provenance=header,
-        reasons=reasons,
-    )
-    chip_records = tuple(c.truth for c in chips)
-    return TruthResult(rootname, method, status, str(path), chip_records, reasons, parameters)
