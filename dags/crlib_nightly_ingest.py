@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag, task
 
-from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, TAGS
+from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DAG_ARGS, DEFAULT_ARGS, TAGS
 from crlib_airflow.stage_tasks import summary_task, wire_stages
 
 DOC = """
@@ -24,12 +23,11 @@ Files already downloaded and verified against the archive's checksums are not do
 @dag(
     dag_id="crlib_nightly_ingest",
     schedule="30 3 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=[*TAGS, "ingest"],
     doc_md=DOC,
+    **DAG_ARGS,
 )
 def crlib_nightly_ingest() -> None:
     @task(**ARCHIVE_TASK_ARGS)

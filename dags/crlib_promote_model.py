@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
-from crlib_airflow.defaults import DEFAULT_ARGS, TAGS
+from crlib_airflow.defaults import DAG_ARGS, DEFAULT_ARGS, TAGS
 
 DOC = """
 ### crlib promote model
@@ -28,12 +27,11 @@ on its next run.
 @dag(
     dag_id="crlib_promote_model",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     max_active_runs=1,
     default_args={**DEFAULT_ARGS, "retries": 0},
     tags=[*TAGS, "training"],
     doc_md=DOC,
+    **DAG_ARGS,
     params={
         "model_name": Param(
             default="deepcr-acs-wfc", type="string", enum=["deepcr-acs-wfc", "deepcr-wfc3-uvis"]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
 from crlib.pipeline.stage_names import STAGES
-from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DEFAULT_ARGS, TAGS
+from crlib_airflow.defaults import ARCHIVE_TASK_ARGS, DAG_ARGS, DEFAULT_ARGS, TAGS
 from crlib_airflow.stage_tasks import summary_task, wire_stages
 
 DOC = """
@@ -24,11 +23,10 @@ New truth updates the `crlib://results/truth` asset.
 @dag(
     dag_id="crlib_reprocess_proposal",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     default_args=DEFAULT_ARGS,
     tags=[*TAGS, "reprocess"],
     doc_md=DOC,
+    **DAG_ARGS,
     params={
         # No minimum/maximum: the form would clamp -5 to 1 and run a proposal nobody asked for. The
         # poll task checks the number and fails with the reason (crlib.pipeline.request.normalise_request).

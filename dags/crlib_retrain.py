@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from crlib_airflow.assets import TRUTH_ASSET
-from crlib_airflow.defaults import DEFAULT_ARGS, TAGS
+from crlib_airflow.defaults import DAG_ARGS, DEFAULT_ARGS, TAGS
 
 DOC = """
 ### crlib retrain
@@ -25,12 +24,11 @@ bootstrapped with deepCR's weights if empty), log the run to MLflow and register
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 6 * * 0", timezone="UTC"), assets=TRUTH_ASSET
     ),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=[*TAGS, "training"],
     doc_md=DOC,
+    **DAG_ARGS,
 )
 def crlib_retrain() -> None:
     @task.short_circuit

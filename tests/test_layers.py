@@ -28,6 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "database_url",
             "jsonvalues",
             "interpolation",
+            "file_digest",
         }
     ),
     frozenset({"config"}),

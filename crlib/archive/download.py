@@ -11,7 +11,6 @@ so a file under its final name is always complete and a re-run never duplicates 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from urllib.parse import unquote, urlparse
 
 from crlib.archive.protocol import Archive
 from crlib.archive.retry import RetryableError, RetryPolicy, describe_exception, is_retryable
+from crlib.file_digest import file_hexdigest
 from crlib.records import DownloadResult, Observation
 
 log = logging.getLogger(__name__)
@@ -111,11 +111,7 @@ def safe_destination(data_root: Path, visit: str, filename: str) -> Path:
 
 def file_md5(path: Path) -> str:
     """MD5 of a file as ``md5:<hex>``."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"md5:{digest.hexdigest()}"
+    return f"md5:{file_hexdigest(path, 'md5')}"
 
 
 class _Fetcher:

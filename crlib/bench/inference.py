@@ -404,7 +404,6 @@ def run_inference_benchmark(
     bad = [m for m in methods if m not in METHODS] + [v for v in cli_variants if v not in CLI_VARIANTS]
     if bad or repeats < 1:
         raise CrlibError(f"unknown benchmark methods {bad} or repeats {repeats} < 1")
-    import statistics
 
     import numpy as np
     import torch
@@ -458,21 +457,14 @@ def run_inference_benchmark(
             runs = samples[method]
             results[method] = {
                 "method": method,
-                "seconds": statistics.median(r["seconds"] for r in runs),
-                "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
-                "read_seconds": statistics.median(r["read_seconds"] for r in runs),
-                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-                "samples": [round(r["seconds"], 3) for r in runs],
+                **_summarise_runs(runs, ("seconds", "cpu_seconds", "read_seconds")),
             }
         cli: dict[str, Any] = {}
         for variant in cli_variants:
             runs = samples[variant]
             cli[variant] = {
                 "command": f"crlib -q infer FILE --out DIR {' '.join(CLI_VARIANTS[variant])}".strip(),
-                "wall_s": statistics.median(r["wall_s"] for r in runs),
-                "cpu_s": statistics.median(r["cpu_s"] for r in runs),
-                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-                "samples": [round(r["wall_s"], 3) for r in runs],
+                **_summarise_runs(runs, ("wall_s", "cpu_s")),
             }
         breakdown: dict[str, float] = {}
         if trace and cli_variants:
@@ -498,6 +490,30 @@ def run_inference_benchmark(
     report["ratios"] = _ratios(results, cli)
     report["load_average"] = {"start": load_start, "end": os.getloadavg()}
     return report
+
+
+def _summarise_runs(runs: Sequence[dict[str, Any]], timings: tuple[str, ...]) -> dict[str, Any]:
+    """The repeated runs of one method or command summarised: median timings, peak memory, samples.
+
+    Parameters
+    ----------
+    runs
+        One record per run, each with the ``timings`` keys and ``peak_rss_mb``.
+    timings
+        Timing keys, seconds; the first is the one whose samples are listed.
+
+    Returns
+    -------
+    dict
+        The median of each timing, the largest ``peak_rss_mb`` and ``samples``: the first timing of
+        every run, rounded to milliseconds.
+    """
+    import statistics
+
+    summary: dict[str, Any] = {key: statistics.median(r[key] for r in runs) for key in timings}
+    summary["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    summary["samples"] = [round(r[timings[0]], 3) for r in runs]
+    return summary
 
 
 def _traced_run(

@@ -171,8 +171,20 @@ CATALOGUE_NAME = re.compile(r"^(?P<cat>NGC|IC|MESSIER|M)-?0*(?P<num>\d+)(?![0-9]
 
 
 @dataclass(frozen=True, slots=True)
-class NameRule:
-    """Evidence from a target name matching ``pattern`` (on the normalised, hyphenated name)."""
+class EvidenceRule:
+    """Evidence for field type ``label`` from a text (target name, proposal title) matching ``pattern``.
+
+    Attributes
+    ----------
+    pattern
+        Searched in the upper-case text (target names: normalised, hyphenated).
+    label
+        Field type the match speaks for.
+    weight
+        Weight of the evidence when the pattern matches.
+    text
+        What the match means, for the reason given to the user.
+    """
 
     pattern: re.Pattern[str]
     label: str
@@ -180,12 +192,12 @@ class NameRule:
     text: str
 
 
-def _name(pattern: str, label: str, weight: float, text: str) -> NameRule:
-    return NameRule(re.compile(pattern), label, weight, text)
+def _name(pattern: str, label: str, weight: float, text: str) -> EvidenceRule:
+    return EvidenceRule(re.compile(pattern), label, weight, text)
 
 
 #: Name rules (HST target names: upper case, no blanks, hyphens between words).
-NAME_RULES: tuple[NameRule, ...] = (
+NAME_RULES: tuple[EvidenceRule, ...] = (
     _name(
         r"^(47-?TUC|OMEGA-?CEN|PAL(OMAR)?-?\d+|TERZAN-?\d+|TER-?\d+(?![0-9])|DJORG(OVSKI)?-?[12]|E-?3$|"
         r"ARP-?2$|PYXIS|ERIDANUS|LILLER-?1|RUP(RECHT)?-?106|WHITING-?1|LYNGA-?7|BH-?(176|261)|HP-?1$|"
@@ -233,21 +245,12 @@ CALIBRATION_NAME = re.compile(
 LOW_LATITUDE_NAME = re.compile(r"^(LO|LOW)-?LAT")
 
 
-@dataclass(frozen=True, slots=True)
-class TitleRule:
-    """Weak evidence from the proposal title (CAOM ``obs_title``)."""
-
-    pattern: re.Pattern[str]
-    label: str
-    weight: float
-    text: str
+def _title(pattern: str, label: str, text: str, weight: float = 0.35) -> EvidenceRule:
+    return EvidenceRule(re.compile(pattern), label, weight, text)
 
 
-def _title(pattern: str, label: str, text: str, weight: float = 0.35) -> TitleRule:
-    return TitleRule(re.compile(pattern), label, weight, text)
-
-
-TITLE_RULES: tuple[TitleRule, ...] = (
+#: Title rules: weak evidence from the proposal title (CAOM ``obs_title``).
+TITLE_RULES: tuple[EvidenceRule, ...] = (
     _title(r"\bGLOBULAR CLUSTERS?\b", "globular_cluster", "title names globular clusters"),
     _title(
         r"\b(DEEP (FIELD|SURVEY)|MEDIUM[- ]DEEP|ULTRA[- ]DEEP|HIGH[- ]REDSHIFT|CLUSTERS? OF GALAXIES|"

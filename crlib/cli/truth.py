@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -251,6 +251,8 @@ def bench_truth_command(
 
     chosen = parse_effects(effects)
     simulated = SimEffects.realistic(satellite_exposures=(1,)) if effects == "realistic" else chosen
+    chip_size: Literal["full", "small"] = "full" if size == ChipSize.full else "small"
+    field_types = tuple(field_type) if field_type else FIELD_TYPES
     if method == TruthMethod.multiframe:
         from crlib.bench.truth_crosscheck import format_crosscheck, run_crosscheck_benchmark
 
@@ -258,20 +260,20 @@ def bench_truth_command(
             raise typer.BadParameter("the multi-frame method needs >= 3 exposures", param_hint="--exposures")
         report = run_crosscheck_benchmark(
             scratch,
-            size="full" if size == ChipSize.full else "small",
+            size=chip_size,
             exposures=exposures,
             seed=seed,
-            field_types=tuple(field_type) if field_type else FIELD_TYPES,
+            field_types=field_types,
             effects=simulated,
         )
         typer.echo(json.dumps(report, indent=2, default=str) if as_json else format_crosscheck(report))
         return
     report = run_truth_benchmark(
         scratch,
-        size="full" if size == ChipSize.full else "small",
+        size=chip_size,
         exposures=exposures,
         seed=seed,
-        field_types=tuple(field_type) if field_type else FIELD_TYPES,
+        field_types=field_types,
         repeats=repeats,
         warmup=warmup,
         num_cores=num_cores,

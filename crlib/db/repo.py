@@ -111,6 +111,8 @@ MJD_EPOCH = dt.date(1858, 11, 17)
 _FIELD_TYPE = one_of(KNOWN_FIELD_TYPES, hint=" (see crlib.profiles.FIELD_TYPES)")
 _FRACTION = within(0.0, 1.0)
 _NON_NEGATIVE = within(0.0)
+#: Checks of a chip's CR counts, alike in the truth chips and the CR statistics rows.
+_CHIP_COUNT_CHECKS = {"chip": within(1), "cr_pixels": _NON_NEGATIVE, "cr_events": _NON_NEGATIVE}
 
 
 # --------------------------------------------------------------------------- archive
@@ -429,12 +431,7 @@ def record_truth(session: Session, result: TruthResult) -> None:
             table_of(TruthChipRow),
             chip_row,
             record=f"{record} chip {chip.chip}",
-            checks={
-                "chip": within(1),
-                "cr_pixels": _NON_NEGATIVE,
-                "cr_events": _NON_NEGATIVE,
-                "valid_fraction": _FRACTION,
-            },
+            checks={**_CHIP_COUNT_CHECKS, "valid_fraction": _FRACTION},
         )
         chips.append(chip_row)
     with stage_transaction(session, record):
@@ -466,13 +463,7 @@ def record_cr_statistics(session: Session, statistics: Sequence[CrStatistics]) -
             table_of(CrStatisticsRow),
             row,
             record=f"CR statistics of exposure {rootname} chip {stat.chip}",
-            checks={
-                "chip": within(1),
-                "cr_pixels": _NON_NEGATIVE,
-                "cr_events": _NON_NEGATIVE,
-                "exptime_s": _NON_NEGATIVE,
-                "rate_per_cm2_s": _NON_NEGATIVE,
-            },
+            checks={**_CHIP_COUNT_CHECKS, "exptime_s": _NON_NEGATIVE, "rate_per_cm2_s": _NON_NEGATIVE},
         )
         rows.append(row)
     if not rows:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,17 +225,41 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return interpolated_tpr(fpr, tpr, target)
 
 
+def _filter_and_field_type_clauses(
+    flt: StatsFilter, params: dict[str, Any], marker: Callable[[str], str]
+) -> list[str]:
+    """The ``filter`` and ``field_type`` clauses of ``flt``, their values added to ``params``.
+
+    Parameters
+    ----------
+    flt
+        The statistics filter.
+    params
+        Bind parameters of the query; ``filters`` and ``field_types`` are set here when used.
+    marker
+        The driver's bind marker of a parameter name: ``:name`` (SQLAlchemy ``text``) or
+        ``%(name)s`` (psycopg).
+
+    Returns
+    -------
+    list of str
+        The clauses, to be joined with ``AND``.
+    """
+    clauses: list[str] = []
+    if flt.filters:
+        clauses.append(f"filter = ANY({marker('filters')})")
+        params["filters"] = [f.upper() for f in flt.filters]
+    if flt.field_types:
+        clauses.append(f"field_type = ANY({marker('field_types')})")
+        params["field_types"] = list(flt.field_types)
+    return clauses
+
+
 def _where(
     flt: StatsFilter, *, month_column: str | None, date_column: str | None
 ) -> tuple[str, dict[str, Any]]:
-    clauses: list[str] = []
     params: dict[str, Any] = {}
-    if flt.filters:
-        clauses.append("filter = ANY(:filters)")
-        params["filters"] = [f.upper() for f in flt.filters]
-    if flt.field_types:
-        clauses.append("field_type = ANY(:field_types)")
-        params["field_types"] = list(flt.field_types)
+    clauses = _filter_and_field_type_clauses(flt, params, lambda name: f":{name}")
     column = date_column or month_column
     if flt.since is not None and column:
         since = flt.since if date_column else flt.since.replace(day=1)
@@ -396,13 +420,7 @@ def _performance_sources(session: Session, flt: StatsFilter, *, dated: bool, par
 
 
 def _performance_where(flt: StatsFilter, params: dict[str, Any]) -> str:
-    clauses: list[str] = []
-    if flt.filters:
-        clauses.append("filter = ANY(%(filters)s)")
-        params["filters"] = [f.upper() for f in flt.filters]
-    if flt.field_types:
-        clauses.append("field_type = ANY(%(field_types)s)")
-        params["field_types"] = list(flt.field_types)
+    clauses = _filter_and_field_type_clauses(flt, params, lambda name: f"%({name})s")
     if flt.splits:
         clauses.append("split = ANY(%(splits)s)")
         params["splits"] = list(flt.splits)

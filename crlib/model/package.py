@@ -15,7 +15,6 @@ directory is the ``data_path`` of the MLflow pyfunc model (:mod:`crlib.registry.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, fields, replace
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crlib.errors import ModelError
+from crlib.file_digest import file_hexdigest
 
 if TYPE_CHECKING:
     import torch
@@ -172,7 +172,7 @@ def write_package(directory: Path, state_dict: dict[str, Any], metadata: ModelMe
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / STATE_DICT_FILE
     torch.save({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, weights)
-    written = replace(metadata, state_dict_sha256=_sha256(weights))
+    written = replace(metadata, state_dict_sha256=file_hexdigest(weights, "sha256"))
     (directory / METADATA_FILE).write_text(json.dumps(written.to_json(), indent=2) + "\n")
     return written
 
@@ -215,18 +215,10 @@ def read_package(directory: Path, *, device: str = "cpu") -> tuple[torch.nn.Modu
     weights = directory / STATE_DICT_FILE
     if not weights.is_file():
         raise ModelError(f"{directory}: no {STATE_DICT_FILE} in the model package")
-    if metadata.state_dict_sha256 and _sha256(weights) != metadata.state_dict_sha256:
+    if metadata.state_dict_sha256 and file_hexdigest(weights, "sha256") != metadata.state_dict_sha256:
         raise ModelError(
             f"{weights}: checksum does not match {METADATA_FILE} (the weights were altered or truncated)"
         )
     state_dict = read_state_dict(weights)
     network = network_from_state(metadata, state_dict, where=weights)
     return network.to(device), metadata
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

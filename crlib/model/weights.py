@@ -13,7 +13,6 @@ they run with input scale 1 and no normalisation, exactly like the global model.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from crlib.errors import ModelError
+from crlib.file_digest import file_hexdigest
 from crlib.model.networks import ARCHITECTURES, ArchitectureName, UNet2
 from crlib.profiles import InstrumentProfile
 
@@ -197,14 +197,6 @@ def read_state_file(path: Path) -> dict[str, torch.Tensor]:
     return dict(loaded)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _deepcr_version() -> str:
     try:
         return version("deepCR")
@@ -230,7 +222,7 @@ def load_shipped_model(name: str) -> LoadedModel:
         network = load_state(spec.architecture, state, hidden=spec.hidden)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from None
-    model_version = f"deepCR-{_deepcr_version()}+{_file_sha256(path)[:12]}"
+    model_version = f"deepCR-{_deepcr_version()}+{file_hexdigest(path, 'sha256')[:12]}"
     log.debug("loaded %s (%s) from %s", name, model_version, path)
     return LoadedModel(spec=spec, version=model_version, network=network)
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from crlib.errors import ConfigError
+from crlib.file_digest import file_hexdigest
 
 #: Damage classes and what each does to the copy.
 DAMAGES: dict[str, str] = {
@@ -34,14 +35,6 @@ DAMAGES: dict[str, str] = {
     "bad_checksum": "the archive's listing gives another md5 than the file's",
     "duplicate_rootname": "the archive lists an exposure of the visit a second time",
 }
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _damage_file(path: Path, damage: str, rootname: str) -> None:
@@ -126,7 +119,7 @@ def plant_damaged_exposure(
     target = root / visit / f"{new}_flc.fits"
     shutil.copyfile(root / visit / f"{original['rootname']}_flc.fits", target)
     _damage_file(target, damage, new)
-    md5 = _md5(target)
+    md5 = file_hexdigest(target, "md5")
     if damage == "bad_checksum":
         md5 = hashlib.md5(md5.encode()).hexdigest()
     data["exposures"].append({**original, "rootname": new, "size": target.stat().st_size, "md5": md5})
@@ -165,6 +158,6 @@ def blank_field(root: Path, visit: str) -> None:
                 if hdu.name == "SCI" and hdu.ver in models:
                     model = models[hdu.ver]
                     hdu.data[...] = hdu.data - model + np.float32(np.median(model))
-        exposure["size"], exposure["md5"] = path.stat().st_size, _md5(path)
+        exposure["size"], exposure["md5"] = path.stat().st_size, file_hexdigest(path, "md5")
     visit_json.write_text(json.dumps(data, indent=1))
     write_observations(root)

@@ -148,6 +148,30 @@ class CteSetup:
     trail_sign: int
     years: float
 
+    def trail(self, charge: FloatArray, *, background_e: float) -> FloatArray:
+        """The charge after CTE trailing along the window's columns (``charge`` is not modified).
+
+        Parameters
+        ----------
+        charge
+            Electrons per pixel before read-out, shape (ny, nx).
+        background_e
+            Sky + dark per pixel, electrons (fills CTE traps).
+
+        Returns
+        -------
+        numpy.ndarray
+            Trailed charge, shape (ny, nx).
+        """
+        trailed, _ = apply_cte(
+            charge,
+            transfers=self.transfers,
+            trail_sign=self.trail_sign,
+            background_e=background_e,
+            years=self.years,
+        )
+        return trailed
+
 
 @dataclass(frozen=True, slots=True)
 class Readout:
@@ -236,20 +260,8 @@ def read_out_detailed(
     trail = np.zeros_like(charge)
     if cte is not None:
         static = charge - cr_read
-        trailed, _ = apply_cte(
-            charge,
-            transfers=cte.transfers,
-            trail_sign=cte.trail_sign,
-            background_e=background_e,
-            years=cte.years,
-        )
-        trailed_static, _ = apply_cte(
-            static,
-            transfers=cte.transfers,
-            trail_sign=cte.trail_sign,
-            background_e=background_e,
-            years=cte.years,
-        )
+        trailed = cte.trail(charge, background_e=background_e)
+        trailed_static = cte.trail(static, background_e=background_e)
         trail = trailed_static - static  # net: trails show where more charge arrives than leaves
         cr_read = trailed - trailed_static
         charge = trailed

@@ -8,7 +8,6 @@ and structure of a resolved galaxy (``SimEffects.crowded_resolved_galaxies``).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from astropy.wcs import WCS
 
+from crlib.file_digest import file_hexdigest
 from crlib.profiles import ACS_WFC
 from crlib.simulate.artefacts import DQ_CR_DRIZ, artefact_mask, prior_drizzle_flags
 from crlib.simulate.cosmics import CosmicRayModel, inject_cosmic_rays, mean_pixels_per_event
@@ -117,11 +117,7 @@ def _scene_box(
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_hexdigest(path, "md5")
 
 
 def _render_chip(

@@ -192,7 +192,7 @@ def _exposure_result(
     parameters are their lower-case names with the status, the artefact counts, the exposure's
     ``frame_offset_px`` and the chips' gate numbers.
     """
-    from crlib.truth.product import write_truth_product
+    from crlib.truth.product import write_exposure_truth
 
     qualities = [c.quality for c in chips]
     status, reasons = assess(
@@ -204,22 +204,16 @@ def _exposure_result(
     )
     artefact_parameters, artefact_header = artefact_entries([c.artefacts or {} for c in chips])
     header = {**provenance, "STATUS": status, **artefact_header}
-    path = write_truth_product(
-        out_dir / f"{info.rootname}_crtruth.fits",
-        rootname=info.rootname,
-        masks={c.quality.chip: (c.crmask, c.valid) for c in chips},
-        provenance=header,
-        reasons=reasons,
-    )
     parameters: dict[str, object] = {
         **{k.lower(): v for k, v in header.items()},
         "frame_offset_px": frame_offset_px,
         **artefact_parameters,
         **gate_parameters(qualities),
     }
-    chip_records = tuple(c.truth for c in chips)
+    record = TruthResult(info.rootname, "multiframe", status, None, reasons=reasons, parameters=parameters)
+    result = write_exposure_truth(record, chips, header=header, out_dir=out_dir)
     log.info("multiframe truth %s: %s %s", info.rootname, status, "; ".join(reasons))
-    return TruthResult(info.rootname, "multiframe", status, str(path), chip_records, reasons, parameters)
+    return result
 
 
 def multiframe_visit_truth(

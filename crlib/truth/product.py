@@ -9,11 +9,17 @@ chip's SCI extver.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from crlib.records import TruthResult
+
+if TYPE_CHECKING:
+    from crlib.truth.outcome import ChipMasks
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,38 @@ def write_truth_product(
     path.parent.mkdir(parents=True, exist_ok=True)
     fits.HDUList(hdus).writeto(path, overwrite=True)
     return path
+
+
+def write_exposure_truth(
+    record: TruthResult, chips: Sequence[ChipMasks], *, header: Mapping[str, Any], out_dir: Path
+) -> TruthResult:
+    """Write ``<out_dir>/<rootname>_crtruth.fits`` of a truth record's exposure.
+
+    Parameters
+    ----------
+    record
+        The exposure's truth record: rootname, method, status, reasons (written as ``COMMENT``
+        cards) and parameters.
+    chips
+        The exposure's chips, each written as its CRMASK and VALID images.
+    header
+        Primary-header keywords of the product (<= 8 characters).
+    out_dir
+        Directory of the product.
+
+    Returns
+    -------
+    TruthResult
+        ``record`` with the product's path and the chips' counts.
+    """
+    path = write_truth_product(
+        out_dir / f"{record.rootname}_crtruth.fits",
+        rootname=record.rootname,
+        masks={c.quality.chip: (c.crmask, c.valid) for c in chips},
+        provenance=header,
+        reasons=record.reasons,
+    )
+    return replace(record, path=str(path), chips=tuple(c.truth for c in chips))
 
 
 def read_truth_product(path: Path) -> tuple[dict[str, Any], dict[int, tuple[np.ndarray, np.ndarray]]]:

@@ -36,7 +36,7 @@ from crlib.records import AlignmentResult, TruthResult
 from crlib.truth.artefacts import visit_hot_pixels
 from crlib.truth.drizzle import DrizzleRun, run_astrodrizzle
 from crlib.truth.outcome import ChipMasks, artefact_entries, chip_quality, failed_all, without_artefacts
-from crlib.truth.product import write_truth_product
+from crlib.truth.product import write_exposure_truth
 from crlib.truth.quality import QualityThresholds, assess, failed_truth, gate_parameters, star_core_mask
 from crlib.truth.refine import DEFAULT_MIN_PEAK_SNR, prune_insignificant
 from crlib.truth.validmask import ChipFrame, coverage_count, read_chip_frames, valid_mask
@@ -292,15 +292,8 @@ def _exposure_truth(
         artefact_parameters, artefact_header = artefact_entries([c.artefacts or {} for c in chips])
         parameters.update(artefact_parameters)
         header.update(artefact_header)
-    path = write_truth_product(
-        out_dir / f"{info.rootname}_crtruth.fits",
-        rootname=info.rootname,
-        masks={c.quality.chip: (c.crmask, c.valid) for c in chips},
-        provenance=header,
-        reasons=reasons,
-    )
-    chip_records = tuple(c.truth for c in chips)
-    return TruthResult(info.rootname, "drizzle", status, str(path), chip_records, reasons, parameters)
+    record = TruthResult(info.rootname, "drizzle", status, None, reasons=reasons, parameters=parameters)
+    return write_exposure_truth(record, chips, header=header, out_dir=out_dir)
 
 
 def _too_few_reason(n_exposures: int) -> str:

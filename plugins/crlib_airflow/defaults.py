@@ -1,9 +1,12 @@
-"""Defaults shared by every crlib DAG (owner, retries, tags)."""
+"""Defaults shared by every crlib DAG (start date, catch-up, owner, retries, tags)."""
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
+
+import pendulum
 
 OWNER = "crlib"
 
@@ -40,3 +43,9 @@ INFERENCE_TASK_ARGS: dict[str, object] = {
 }
 
 TAGS = ["crlib"]
+
+#: ``@dag`` arguments every crlib DAG passes: one start date, and no catch-up runs for the past.
+DAG_ARGS: dict[str, Any] = {
+    "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
+    "catchup": False,
+}
