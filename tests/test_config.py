@@ -30,6 +30,7 @@ def test_explicit_override_wins_over_environment(monkeypatch: pytest.MonkeyPatch
         ("CRLIB_DEVICE", "tpu", "CRLIB_DEVICE"),
         ("CRLIB_THREADS", "-1", "CRLIB_THREADS"),
         ("CRLIB_INSTRUMENT", "nicmos", "CRLIB_INSTRUMENT"),
+        ("CRLIB_INFERENCE_PRECISION", "fp16", "CRLIB_INFERENCE_PRECISION"),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -57,3 +58,11 @@ def test_unset_database_and_mlflow_mean_embedded_defaults(tmp_path: Path) -> Non
     assert "embedded" in shown["database_url"]
     assert settings.resolved_mlflow_uri().startswith("file://")
     assert str(tmp_path) in settings.resolved_mlflow_uri()
+
+
+def test_inference_precision_defaults_to_auto_and_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().inference_precision == "auto"
+    monkeypatch.setenv("CRLIB_INFERENCE_PRECISION", "fp32")
+    assert load_settings().inference_precision == "fp32"

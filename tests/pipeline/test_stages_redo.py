@@ -98,6 +98,15 @@ def test_reprocess_redoing_only_score_reuses_truth(
     assert pooled == sum(1 for r in provenance if r[0] == "ok") == 6, provenance
     assert refreshed and all(when is not None and when >= started for when in refreshed), refreshed
     assert set(first["summaries_refreshed_s"]) and first["reused"]["truth"] == 0
+    # Inference ran at the precision CRLIB_INFERENCE_PRECISION=auto gives this machine (bf16 on a CPU
+    # with native bf16, else fp32), and every prediction file says so.
+    from astropy.io import fits
+
+    from crlib.model.inference import resolve_device, resolve_precision
+
+    expected = resolve_precision("auto", resolve_device(settings.device))
+    predictions = sorted((settings.data_root / "predictions").rglob("*_crpred.fits"))
+    assert len(predictions) == 6 and {fits.getheader(p)["CRPREC"] for p in predictions} == {expected}
 
     truth_files = sorted((settings.data_root / "work" / visit.visit).glob("set*/truth/*_crtruth.fits"))
     drizzle_dirs = sorted((settings.data_root / "work" / visit.visit).glob("set*/drizzle"))
