@@ -62,6 +62,7 @@ def _run_method(method: str, flc: Path, out: Path, threads: int) -> dict[str, An
     exposure = read_exposure(flc)
     read_seconds = time.perf_counter() - start
     masks: dict[str, np.ndarray] = {}
+    path: dict[str, Any] | None = None
     if method == "deepcr":
         import warnings
 
@@ -85,6 +86,7 @@ def _run_method(method: str, flc: Path, out: Path, threads: int) -> dict[str, An
         for extver, (sci, _) in exposure.chips.items():
             masks[str(extver)] = engine.predict_chip(sci).probability > 0.5
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        path = engine.execution_path()
     elif method == "astroscrappy":
         from crlib.model.lacosmic import chip_read_noise, lacosmic_mask
 
@@ -106,6 +108,7 @@ def _run_method(method: str, flc: Path, out: Path, threads: int) -> dict[str, An
         "read_seconds": read_seconds,
         "peak_rss_mb": peak,
         "shapes": shapes,
+        **({"execution_path": path} if path is not None else {}),
     }
 
 
@@ -458,6 +461,7 @@ def run_inference_benchmark(
             results[method] = {
                 "method": method,
                 **_summarise_runs(runs, ("seconds", "cpu_seconds", "read_seconds")),
+                **({"execution_path": runs[0]["execution_path"]} if "execution_path" in runs[0] else {}),
             }
         cli: dict[str, Any] = {}
         for variant in cli_variants:

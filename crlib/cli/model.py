@@ -195,6 +195,13 @@ def bench_infer_command(
         if agreement:
             line += f"  mask Jaccard vs deepCR {agreement['jaccard']:.4f}"
         typer.echo(line)
+        path = result.get("execution_path")
+        if path:
+            typer.echo(
+                f"  {'':16s} {path['device']}, {path['kernels']} kernels, {path['cpu_capability']}, "
+                f"{path['workers']} worker(s) x {path['torch_threads_per_worker']} torch thread(s), "
+                f"{path['window']}-px windows, batch {path['batch']}, {path['memory_format']}"
+            )
     if report["cli"]:
         typer.echo("whole process (cold start: imports, model, FITS read and write, exit):")
         for name, result in report["cli"].items():

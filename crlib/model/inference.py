@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -259,6 +259,34 @@ class MaskEngine:
         if self.device.type == "cuda":
             name = f"cuda:{torch.cuda.get_device_name(self.device)}"
         return f"{name}/{self.precision}"
+
+    def execution_path(self) -> dict[str, Any]:
+        """How this engine computes, for benchmark reports and logs.
+
+        Returns
+        -------
+        dict
+            ``device`` (:attr:`description`), ``precision``, ``kernels`` (``onednn`` when torch's
+            oneDNN convolutions are available and enabled, else ``native``), ``cpu_capability``
+            (torch's SIMD dispatch level, e.g. ``AVX512``), ``bf16_native``, ``workers`` (parallel
+            single-threaded window workers on CPU; 1 on CUDA), ``torch_threads_per_worker``,
+            ``window``, ``batch``, ``margin`` (pixels) and ``memory_format``.
+        """
+        cpu_workers = self.device.type == "cpu" and self.workers > 1
+        onednn = bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+        return {
+            "device": self.description,
+            "precision": self.precision,
+            "kernels": "onednn" if onednn else "native",
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "bf16_native": bf16_supported(self.device),
+            "workers": self.workers if cpu_workers else 1,
+            "torch_threads_per_worker": 1 if cpu_workers else torch.get_num_threads(),
+            "window": self.window,
+            "batch": self.batch,
+            "margin": self.margin,
+            "memory_format": "channels_last",
+        }
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scaled (and for ``normalise`` models standardised) float32 image plus its non-finite mask.
