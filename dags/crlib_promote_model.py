@@ -54,7 +54,7 @@ def crlib_promote_model() -> None:
     @task
     def promote(**context: Any) -> dict:
         from crlib.pipeline.lifecycle import promote_model
-        from crlib.registry.promotion import GateThresholds
+        from crlib.registry.gate_decision import GateThresholds
         from crlib_airflow.connections import task_settings
 
         params = context["params"]

@@ -24,7 +24,8 @@ from typing import Literal
 
 from crlib.config import Settings
 from crlib.errors import CrlibError
-from crlib.harness.cluster import LocalCluster, WorkerSpec, local_cluster
+from crlib.harness.cluster import LocalCluster, local_cluster
+from crlib.harness.cluster_config import WorkerSpec
 from crlib.harness.services import create_database, drop_database
 
 log = logging.getLogger(__name__)

@@ -18,20 +18,18 @@ stage; we report
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 import shutil
-import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from crlib.bench.artefact_fidelity import excluded_counts, score_artefacts
+from crlib.bench.fair_timing import alternation_order, load_average, preload_modules, time_call
 from crlib.bench.truth_report import BARE, CRLIB, format_report
 from crlib.profiles import FIELD_TYPES, InstrumentProfile
 from crlib.truth.parameters import parameter_differences
@@ -44,8 +42,6 @@ if TYPE_CHECKING:
     from crlib.simulate.effects import SimEffects
     from crlib.truth.drizzle import DrizzleRun
 
-T = TypeVar("T")
-
 __all__ = ["BARE", "CRLIB", "benchmark_visit", "format_report", "run_truth_benchmark"]
 
 log = logging.getLogger(__name__)
@@ -57,27 +53,6 @@ TARGETS = {
     "star_core_contamination": 0.01,
     "time_ratio": 1.5,
 }
-
-#: Modules the timed paths import lazily (drizzlepac, alignment, masks): imported before any timer.
-PRELOAD_MODULES = (
-    "astropy.io.fits",
-    "scipy.ndimage",
-    "spherical_geometry.graph",
-    "spherical_geometry.polygon",
-    "stwcs.wcsutil",
-    "tweakwcs",
-    "photutils.background",
-    "photutils.detection",
-    "drizzlepac",
-    "drizzlepac.acsData",
-    "drizzlepac.astrodrizzle",
-    "drizzlepac.wfc3Data",
-    "drizzlepac.updatehdr",
-    "crlib.align.exposures",
-    "crlib.align.visit",
-    "crlib.truth.drizzle",
-    "crlib.truth.visit",
-)
 
 
 def wcs_correction_error(
@@ -332,63 +307,6 @@ def alignment_check(
     }
 
 
-def preload_modules() -> tuple[str, ...]:
-    """Import every module the two timed paths import lazily, so no import happens inside a timer.
-
-    Returns
-    -------
-    tuple of str
-        The modules imported (all of :data:`PRELOAD_MODULES`).
-    """
-    for name in PRELOAD_MODULES:
-        importlib.import_module(name)
-    return PRELOAD_MODULES
-
-
-def alternation_order(repeats: int) -> list[str]:
-    """Order of the timed runs: ``crlib, bare, bare, crlib, crlib, bare, ...`` (``repeats`` of each).
-
-    Each tool runs first in every other pair, so a drift of the machine's load or file cache
-    during the benchmark does not favour either.
-
-    Raises
-    ------
-    ValueError
-        For ``repeats < 1``.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    order: list[str] = []
-    for index in range(repeats):
-        order.extend((CRLIB, BARE) if index % 2 == 0 else (BARE, CRLIB))
-    return order
-
-
-def time_call(call: Callable[[], T]) -> tuple[T, float, tuple[str, ...]]:
-    """Wall time of ``call()`` alone, and the modules that appeared in ``sys.modules`` meanwhile.
-
-    The ``sys.modules`` snapshots are taken outside the timed region; a non-empty third element
-    means the timed region paid for an import.
-
-    Returns
-    -------
-    tuple
-        ``(result, seconds, modules imported during the call)``.
-    """
-    before = set(sys.modules)
-    start = time.perf_counter()
-    result = call()
-    seconds = time.perf_counter() - start
-    return result, seconds, tuple(sorted(set(sys.modules) - before))
-
-
-def _load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # not available on this platform
-        return []
-
-
 def _clear(work_dir: Path) -> None:
     """Remove a previous run's working directory (untimed; both tools start from none)."""
     if work_dir.exists():
@@ -483,7 +401,7 @@ def benchmark_visit(
         CRLIB: lambda: build_visit_truth(visit_dir, work_dir=work[CRLIB], options=options),
         BARE: lambda: _bare_astrodrizzle(visit_dir, work[BARE], profile, output_name, overrides),
     }
-    load_start = _load_average()
+    load_start = load_average()
     if warmup:
         for tool in (CRLIB, BARE):
             _clear(work[tool])
@@ -492,7 +410,7 @@ def benchmark_visit(
     last: dict[str, Any] = {}
     for tool in alternation_order(repeats):
         _clear(work[tool])
-        load = _load_average()
+        load = load_average()
         last[tool], seconds, imported = time_call(calls[tool])
         runs.append(
             {"tool": tool, "seconds": seconds, "load_average": load, "imported_while_timed": list(imported)}
@@ -548,7 +466,7 @@ def benchmark_visit(
             "astrodrizzle_num_cores": {tool: (p or {}).get("num_cores") for tool, p in parameters.items()},
         },
         "load_average_start": load_start,
-        "load_average_end": _load_average(),
+        "load_average_end": load_average(),
     }
 
 
@@ -586,7 +504,7 @@ def run_truth_benchmark(
     alternation_order(repeats)  # refuse a bad count before simulating anything
     preload_modules()
     scratch = Path(scratch)
-    load_start = _load_average()
+    load_start = load_average()
     visits = []
     for field_type, visit_dir in simulate_field_visits(
         scratch / "archive",
@@ -609,6 +527,6 @@ def run_truth_benchmark(
         "warmup": warmup,
         "cpu_count": os.cpu_count(),
         "load_average_start": load_start,
-        "load_average_end": _load_average(),
+        "load_average_end": load_average(),
         "visits": visits,
     }

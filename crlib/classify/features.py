@@ -24,6 +24,7 @@ Everything here takes numpy arrays (no file I/O). Several exposures of one visit
 the median of their features (:func:`combine_features`): each exposure has its own cosmic rays,
 and the median also ignores one frame spoiled by a satellite trail or a CR shower. Dithered frames
 are *not* stacked pixel by pixel: without resampling a median stack would smear the stars.
+The tile-grid background is :mod:`crlib.classify.background`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from crlib.classify.background import TILE_PX, FloatArray, background_map, pad_to, tile_quantiles, upsample
+
 log = logging.getLogger(__name__)
 
-#: Background tiles, pixels on a side.
-TILE_PX = 64
 #: Blocks in which point sources are counted, pixels on a side.
 BLOCK_PX = 256
 #: Area over which the peak point-source density is averaged (four 256x256 blocks), pixels.
@@ -52,8 +53,6 @@ BAD_DQ_BITS = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128 | 512 | 1024 | 4096 | 8192
 DQ_SATURATED = 256
 #: Smallest usable exposure (valid pixels).
 MIN_VALID_PX = 128 * 128
-
-FloatArray = NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,106 +151,6 @@ class ImageFeatures:
             f"({self.extended_area_mpx:.2f} Mpx), "
             f"saturated stars {self.saturated_density_peak:.0f}/Mpx"
         )
-
-
-# ----------------------------------------------------------------------------- background
-def _pad_to(array: NDArray[Any], shape: tuple[int, int], fill: Any) -> NDArray[Any]:
-    out = np.full(shape, fill, dtype=array.dtype)
-    out[: array.shape[0], : array.shape[1]] = array
-    return out
-
-
-def tile_quantiles(
-    image: FloatArray, valid: NDArray[np.bool_], quantiles: Sequence[float], *, tile: int = TILE_PX
-) -> tuple[FloatArray, NDArray[np.int64]]:
-    """Quantiles of the valid pixels in each ``tile`` x ``tile`` tile.
-
-    Parameters
-    ----------
-    image
-        (ny, nx) image.
-    valid
-        (ny, nx) bool, pixels to use.
-    quantiles
-        Quantiles in [0, 1].
-    tile
-        Tile size, pixels (edge tiles are partial).
-
-    Returns
-    -------
-    values
-        (len(quantiles), gy, gx); NaN where a tile has fewer than a quarter of its pixels valid.
-    counts
-        (gy, gx) valid pixels per tile.
-    """
-    ny, nx = image.shape
-    gy, gx = -(-ny // tile), -(-nx // tile)
-    data = _pad_to(np.where(valid, image, np.inf).astype(np.float64), (gy * tile, gx * tile), np.inf)
-    blocks = data.reshape(gy, tile, gx, tile).transpose(0, 2, 1, 3).reshape(gy, gx, tile * tile)
-    blocks.sort(axis=2)
-    counts = np.isfinite(blocks).sum(axis=2)
-    out = np.full((len(quantiles), gy, gx), np.nan)
-    usable = counts >= (tile * tile) // 4
-    for k, q in enumerate(quantiles):
-        index = np.clip(np.floor(q * (counts - 1)).astype(np.int64), 0, tile * tile - 1)
-        values = np.take_along_axis(blocks, index[..., None], axis=2)[..., 0]
-        out[k] = np.where(usable, values, np.nan)
-    return out, counts
-
-
-def _fill_nan(grid: FloatArray) -> FloatArray:
-    """Replace NaN tiles by the nearest finite tile (all-NaN grids stay NaN)."""
-    bad = ~np.isfinite(grid)
-    if not bad.any() or bad.all():
-        return grid
-    index = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
-    return np.asarray(grid[tuple(index)], dtype=np.float64)
-
-
-def background_map(
-    image: FloatArray, valid: NDArray[np.bool_], *, tile: int = TILE_PX
-) -> tuple[FloatArray, FloatArray, NDArray[np.int64]]:
-    """Smooth background level and per-pixel noise of one chip, on the tile grid.
-
-    Parameters
-    ----------
-    image
-        (ny, nx) science array, electrons.
-    valid
-        (ny, nx) bool, pixels to use.
-    tile
-        Tile size, pixels.
-
-    Returns
-    -------
-    level
-        (gy, gx) tile medians after a 3x3-tile median filter, electrons.
-    sigma
-        (gy, gx) per-pixel noise from the lower half of each tile's distribution
-        (``(median - 25th percentile) / 0.6745``; sources only widen the upper half), electrons.
-    counts
-        (gy, gx) valid pixels per tile.
-    """
-    (q25, q50), counts = tile_quantiles(image, valid, (0.25, 0.5), tile=tile)
-    level = _fill_nan(q50)
-    if np.isfinite(level).all() and min(level.shape) >= 3:
-        level = ndimage.median_filter(level, size=3, mode="nearest")
-    sigma = _fill_nan((q50 - q25) / 0.6745)
-    return level, sigma, counts
-
-
-def upsample(grid: FloatArray, shape: tuple[int, int], *, tile: int = TILE_PX) -> FloatArray:
-    """Bilinear interpolation of a tile grid (values at tile centres) to a (ny, nx) pixel grid."""
-    gy, gx = grid.shape
-    ys = np.clip((np.arange(shape[0]) + 0.5) / tile - 0.5, 0, gy - 1)
-    xs = np.clip((np.arange(shape[1]) + 0.5) / tile - 0.5, 0, gx - 1)
-    y0 = np.minimum(np.floor(ys).astype(np.int64), gy - 1)
-    x0 = np.minimum(np.floor(xs).astype(np.int64), gx - 1)
-    y1, x1 = np.minimum(y0 + 1, gy - 1), np.minimum(x0 + 1, gx - 1)
-    wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
-    top = grid[y0][:, x0] * (1 - wx) + grid[y0][:, x1] * wx
-    bottom = grid[y1][:, x0] * (1 - wx) + grid[y1][:, x1] * wx
-    return np.asarray(top * (1 - wy) + bottom * wy, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- point sources
@@ -382,7 +281,7 @@ class _Chip:
 def _block_sum(mask: NDArray[np.bool_], block: int) -> FloatArray:
     ny, nx = mask.shape
     by, bx = -(-ny // block), -(-nx // block)
-    padded = _pad_to(mask.astype(np.float64), (by * block, bx * block), 0.0)
+    padded = pad_to(mask.astype(np.float64), (by * block, bx * block), 0.0)
     return padded.reshape(by, block, bx, block).sum(axis=(1, 3))
 
 

@@ -45,7 +45,8 @@ def cluster_command(
     CRLIB_DATABASE_URL's server), a private redis-server, api-server, scheduler, dag-processor,
     triggerer and Celery workers on queues cpu and gpu."""
     from crlib.config import load_settings
-    from crlib.harness.cluster import WorkerSpec, local_cluster
+    from crlib.harness.cluster import local_cluster
+    from crlib.harness.cluster_config import WorkerSpec
 
     specs = tuple(WorkerSpec.parse(w) for w in worker) if worker else None
     workers = specs or (WorkerSpec("cpu", ("cpu",)), WorkerSpec("gpu", ("gpu",)))

@@ -258,7 +258,7 @@ def promote_command(
     from crlib.config import load_settings
     from crlib.errors import ConfigError
     from crlib.pipeline.lifecycle import promote_model
-    from crlib.registry.promotion import GateThresholds
+    from crlib.registry.gate_decision import GateThresholds
 
     settings = load_settings()
     try:

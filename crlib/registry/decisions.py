@@ -4,7 +4,7 @@ Every decision of the gate is stored, promoted, refused or dry run: a row in
 ``promotion_decisions`` with its reasons and every compared number
 (:func:`crlib.db.model_registry.record_promotion_decision`). The ``comparisons`` array ends with
 one gate-wide entry, ``{"kind": "gate_summary", ...}``
-(:meth:`~crlib.registry.promotion.PromotionDecision.summary_entry`): the bootstrap confidence
+(:meth:`~crlib.registry.gate_decision.PromotionDecision.summary_entry`): the bootstrap confidence
 interval of the mean gain, the number of test fields and visits, the notes (external or unknown
 training manifests, ``--allow-simulated``) and both models' training provenance. Per-number
 entries have no ``kind``; select them with ``comparisons -> ... ->> 'kind' IS NULL`` in SQL.
@@ -25,7 +25,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from crlib.registry.promotion import DecisionRecorder, PromotionDecision
+from crlib.registry.gate_decision import DecisionRecorder, PromotionDecision
 from crlib.registry.provenance import VersionSplits, version_splits
 from crlib.registry.versions import CHAMPION, ModelNotFoundError, get_version
 

@@ -30,6 +30,9 @@ only if
 The decision, its interval, reasons and notes are written as model-version tags
 (``crlib.gate.*``), as a run in the ``crlib-registry`` experiment, and handed to a recorder (the
 results database) when given.
+
+The gate's settings and decision record are in :mod:`crlib.registry.gate_decision`, the checks
+before scoring (held-out test split, scoring rules, simulator training) in :mod:`crlib.registry.heldout`.
 """
 
 from __future__ import annotations
@@ -37,19 +40,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from crlib.errors import ConfigError
-from crlib.registry.provenance import (
-    TrainingProvenance,
-    dataset_test_fields,
-    leakage_reasons,
-    seen_test_fields,
-    version_provenance,
-)
+from crlib.profiles import ScoringRules
+from crlib.registry.gate_decision import DecisionRecorder, GateComparison, GateThresholds, PromotionDecision
+from crlib.registry.heldout import check_held_out
+from crlib.registry.provenance import dataset_test_fields
 from crlib.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -64,186 +61,6 @@ from crlib.training.evaluation import EvaluationReport, GainInterval, bootstrap_
 from crlib.training.patches import PatchDataset, dataset_rules
 
 log = logging.getLogger(__name__)
-
-SIMULATED_SOURCES = ("simulator", "mixed")
-
-
-@dataclass(frozen=True, slots=True)
-class GateThresholds:
-    """Gate settings; differences in percentage points of TPR.
-
-    Attributes
-    ----------
-    max_drop_points
-        Largest allowed drop of any single number (group x FPR x dilation).
-    min_mean_gain_points
-        The mean difference must be strictly greater than this.
-    min_ci_low_points
-        The lower bound of the mean difference's confidence interval must be at least this.
-    confidence
-        Two-sided coverage of the interval.
-    resamples
-        Bootstrap resamples.
-    seed
-        Seed of the resampling.
-    min_test_fields
-        Fewest test fields (proposal, target) an interval is computed from.
-    allow_simulated
-        Let a challenger trained on simulator data become champion.
-    exclude_seen
-        Instead of refusing to run when a model's training manifest holds test fields, score
-        only the test fields neither model saw (the excluded visits are listed in the notes).
-    """
-
-    max_drop_points: float = 0.5
-    min_mean_gain_points: float = 0.0
-    min_ci_low_points: float = 0.0
-    confidence: float = 0.95
-    resamples: int = 1000
-    seed: int = 0
-    min_test_fields: int = 2
-    allow_simulated: bool = False
-    exclude_seen: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.confidence < 1.0:
-            raise ConfigError(f"gate confidence must be between 0 and 1, got {self.confidence}")
-        if self.resamples < 1 or self.min_test_fields < 1:
-            raise ConfigError(
-                f"gate resamples ({self.resamples}) and min_test_fields ({self.min_test_fields}) must be >= 1"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class GateComparison:
-    """One compared number."""
-
-    group: str
-    fpr: str
-    dilated: bool
-    champion_percent: float
-    challenger_percent: float
-    delta_points: float
-    failed: bool
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """Outcome of the gate for one challenger.
-
-    Attributes
-    ----------
-    model_name, challenger_version, champion_version
-        What was compared.
-    promoted
-        Whether the gate passed.
-    applied
-        Whether the champion alias was moved (False for dry runs and refusals).
-    mean_delta_points
-        Mean challenger - champion difference over all numbers, percentage points.
-    comparisons
-        Every compared number.
-    reasons
-        Why it was refused (empty when promoted).
-    thresholds
-        Gate settings used.
-    dataset_id
-        Patch dataset whose test split was scored.
-    dry_run
-        Whether this was a dry run (nothing moved, no MLflow tags written).
-    decided_at_ms
-        Unix milliseconds.
-    ci_low_points, ci_high_points
-        Bootstrap confidence interval of ``mean_delta_points`` (NaN when not computed).
-    test_fields, test_visits
-        Fields (proposal, target) and visits in the test split.
-    notes
-        What the gate could not check or was told to allow (external or unknown training
-        manifests, ``--allow-simulated``); not reasons to refuse.
-    provenance
-        ``{"champion": ..., "challenger": ...}``: :meth:`TrainingProvenance.to_json` of both.
-    scoring
-        The scoring rules the test patches were cut under (``border_px``, ``dq_excluded``,
-        ``label_dq_bits``); the gate scores only under the instrument profile's rules.
-    """
-
-    model_name: str
-    challenger_version: str
-    champion_version: str
-    promoted: bool
-    applied: bool
-    mean_delta_points: float
-    comparisons: tuple[GateComparison, ...]
-    reasons: tuple[str, ...]
-    thresholds: GateThresholds
-    dataset_id: str
-    dry_run: bool = False
-    decided_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    ci_low_points: float = math.nan
-    ci_high_points: float = math.nan
-    test_fields: int = 0
-    test_visits: int = 0
-    notes: tuple[str, ...] = ()
-    provenance: dict[str, Any] = field(default_factory=dict)
-    scoring: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def outcome(self) -> str:
-        """``promoted``, ``refused``, ``would promote (dry run)`` or ``refused (dry run)``."""
-        if self.dry_run:
-            return "would promote (dry run)" if self.promoted else "refused (dry run)"
-        return "promoted" if self.applied else "refused"
-
-    def failed(self) -> list[GateComparison]:
-        """Numbers that dropped by more than the allowed amount."""
-        return [c for c in self.comparisons if c.failed]
-
-    def interval_text(self) -> str:
-        """``mean +0.123 points, 95% CI [-0.200, +0.450] over 5 test fields`` (or why there is none)."""
-        mean = "n/a" if math.isnan(self.mean_delta_points) else f"{self.mean_delta_points:+.3f}"
-        if math.isnan(self.ci_low_points):
-            return f"mean {mean} points, no confidence interval ({self.test_fields} test field(s))"
-        return (
-            f"mean {mean} points, {self.thresholds.confidence:.0%} CI "
-            f"[{self.ci_low_points:+.3f}, {self.ci_high_points:+.3f}] over {self.test_fields} test "
-            f"field(s) ({self.thresholds.resamples} resamples, seed {self.thresholds.seed})"
-        )
-
-    def summary_entry(self) -> dict[str, Any]:
-        """The gate-wide entry stored after the numbers in ``promotion_decisions.comparisons``.
-
-        ``kind`` is ``gate_summary`` (the per-number entries have no ``kind``); ``failed`` is
-        whether the interval check failed. Non-finite numbers are ``None``.
-        """
-
-        def finite(value: float) -> float | None:
-            return round(value, 4) if math.isfinite(value) else None
-
-        t = self.thresholds
-        return {
-            "kind": "gate_summary",
-            "mean_delta_points": finite(self.mean_delta_points),
-            "ci_low_points": finite(self.ci_low_points),
-            "ci_high_points": finite(self.ci_high_points),
-            "confidence": t.confidence,
-            "resamples": t.resamples,
-            "seed": t.seed,
-            "resampled_unit": "test field (proposal, target)",
-            "test_fields": self.test_fields,
-            "test_visits": self.test_visits,
-            "min_ci_low_points": t.min_ci_low_points,
-            "min_test_fields": t.min_test_fields,
-            "allow_simulated": t.allow_simulated,
-            "exclude_seen": t.exclude_seen,
-            "failed": not (math.isfinite(self.ci_low_points) and self.ci_low_points >= t.min_ci_low_points),
-            "notes": list(self.notes),
-            "provenance": self.provenance,
-            "scoring": self.scoring,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-friendly dict (for the database and MLflow)."""
-        return asdict(self)
 
 
 def compare_reports(
@@ -307,7 +124,15 @@ def compare_reports(
     return not reasons, tuple(comparisons), mean_delta, tuple(reasons)
 
 
-DecisionRecorder = Callable[[PromotionDecision], None]
+@dataclass
+class _GateScores:
+    """The gate's numbers: both reports, every compared number, the mean and its interval."""
+
+    reports: dict[str, EvaluationReport] = field(default_factory=dict)
+    comparisons: tuple[GateComparison, ...] = ()
+    mean_delta: float = math.nan
+    interval: GainInterval | None = None
+    reasons: list[str] = field(default_factory=list)
 
 
 def promote(
@@ -355,72 +180,121 @@ def promote(
     incumbent = get_version(tracking_uri, model_name, CHAMPION)
     test_fields = dataset_test_fields(dataset.manifest, dataset.index)
     cut_under = dataset_rules(dataset.manifest)
-    reports: dict[str, EvaluationReport] = {}
-    comparisons: tuple[GateComparison, ...] = ()
-    mean_delta = math.nan
-    interval: GainInterval | None = None
+    scores = _GateScores()
     notes: list[str] = []
     provenance: dict[str, Any] = {}
-    reasons: list[str]
     if candidate.version == incumbent.version:
-        reasons = [f"version {candidate.version} is already the champion"]
+        scores.reasons = [f"version {candidate.version} is already the champion"]
     else:
-        held_by = {"champion": incumbent, "challenger": candidate}
-        provenances = {role: version_provenance(tracking_uri, v) for role, v in held_by.items()}
-        provenance = {role: p.to_json() for role, p in provenances.items()}
-        notes = _provenance_notes(provenances)
-        leaks = [r for role, p in provenances.items() for r in leakage_reasons(role, p, test_fields)]
-        simulated = _truth_source_reasons(provenances["challenger"], model_name, thresholds, notes)
-        if leaks and thresholds.exclude_seen and all(p.status != "unreadable" for p in provenances.values()):
-            dataset, test_fields = _exclude_seen(dataset, test_fields, provenances, leaks, notes)
-            provenance["excluded_test_visits"] = sorted(
-                {str(r["visit"]) for r in dataset.index if r["split"] == EXCLUDED_SPLIT}
-            )
-            leaks = []
-        if cut_under != rules:
-            leaks.append(
-                f"the test patches of dataset {dataset.dataset_id} were cut under {cut_under.describe()}, "
-                f"but {model_name} is scored under its instrument profile's rules ({rules.describe()}), "
-                "as pipeline scoring and training count pixels: rebuild the dataset under the profile's "
-                "rules (crlib train without --border)"
-            )
-        if leaks:  # the test split is not held out or not scored as the profile says: score nothing
+        check = check_held_out(
+            tracking_uri,
+            model_name=model_name,
+            champion=incumbent,
+            challenger=candidate,
+            dataset=dataset,
+            test_fields=test_fields,
+            cut_under=cut_under,
+            rules=rules,
+            allow_simulated=thresholds.allow_simulated,
+            exclude_seen=thresholds.exclude_seen,
+        )
+        dataset, test_fields = check.dataset, check.test_fields
+        notes, provenance = check.notes, check.provenance
+        if check.refusals:  # the test split is not held out or not scored as the profile says: score nothing
             log.warning(
-                "%s: the gate refuses to score v%s: %s", model_name, candidate.version, "; ".join(leaks)
+                "%s: the gate refuses to score v%s: %s",
+                model_name,
+                candidate.version,
+                "; ".join(check.refusals),
             )
-            reasons = leaks + simulated
+            scores.reasons = check.refusals + check.simulated
         else:
-            for version in (incumbent, candidate):
-                reports[version.version] = _score(tracking_uri, version, dataset, device=device)
-            _, comparisons, mean_delta, number_reasons = compare_reports(
-                reports[incumbent.version], reports[candidate.version], thresholds
+            scores = _score_and_compare(
+                tracking_uri,
+                incumbent,
+                candidate,
+                dataset,
+                test_fields=test_fields,
+                thresholds=thresholds,
+                device=device,
             )
-            interval = bootstrap_mean_gain(
-                reports[incumbent.version],
-                reports[candidate.version],
-                [(c.group, c.fpr, c.dilated) for c in comparisons],
-                unit_of=test_fields,
-                resamples=thresholds.resamples,
-                confidence=thresholds.confidence,
-                seed=thresholds.seed,
-            )
-            reasons = [
-                *number_reasons,
-                *_interval_reasons(interval, mean_delta, test_fields, thresholds),
-                *simulated,
-            ]
-    passed = not reasons
-    decision = PromotionDecision(
+            scores.reasons += check.simulated
+    decision = _decide(
+        model_name,
+        candidate=candidate,
+        incumbent=incumbent,
+        scores=scores,
+        thresholds=thresholds,
+        dataset_id=dataset.dataset_id,
+        dry_run=dry_run,
+        test_fields=test_fields,
+        notes=notes,
+        provenance=provenance,
+        cut_under=cut_under,
+    )
+    _apply_decision(tracking_uri, decision, scores.reports, recorder=recorder)
+    return decision
+
+
+def _score_and_compare(
+    tracking_uri: str,
+    incumbent: RegisteredVersion,
+    candidate: RegisteredVersion,
+    dataset: PatchDataset,
+    *,
+    test_fields: dict[str, str],
+    thresholds: GateThresholds,
+    device: str,
+) -> _GateScores:
+    """Score both versions on the test split; compare the numbers and bootstrap their mean gain."""
+    reports = {
+        version.version: _score(tracking_uri, version, dataset, device=device)
+        for version in (incumbent, candidate)
+    }
+    _, comparisons, mean_delta, number_reasons = compare_reports(
+        reports[incumbent.version], reports[candidate.version], thresholds
+    )
+    interval = bootstrap_mean_gain(
+        reports[incumbent.version],
+        reports[candidate.version],
+        [(c.group, c.fpr, c.dilated) for c in comparisons],
+        unit_of=test_fields,
+        resamples=thresholds.resamples,
+        confidence=thresholds.confidence,
+        seed=thresholds.seed,
+    )
+    reasons = [*number_reasons, *_interval_reasons(interval, mean_delta, test_fields, thresholds)]
+    return _GateScores(reports, comparisons, mean_delta, interval, reasons)
+
+
+def _decide(
+    model_name: str,
+    *,
+    candidate: RegisteredVersion,
+    incumbent: RegisteredVersion,
+    scores: _GateScores,
+    thresholds: GateThresholds,
+    dataset_id: str,
+    dry_run: bool,
+    test_fields: dict[str, str],
+    notes: list[str],
+    provenance: dict[str, Any],
+    cut_under: ScoringRules,
+) -> PromotionDecision:
+    """The decision: promoted when nothing refused it; applied unless a dry run."""
+    passed = not scores.reasons
+    mean_delta, interval = scores.mean_delta, scores.interval
+    return PromotionDecision(
         model_name=model_name,
         challenger_version=candidate.version,
         champion_version=incumbent.version,
         promoted=passed,
         applied=passed and not dry_run,
         mean_delta_points=round(mean_delta, 4) if not math.isnan(mean_delta) else mean_delta,
-        comparisons=comparisons,
-        reasons=tuple(reasons),
+        comparisons=scores.comparisons,
+        reasons=tuple(scores.reasons),
         thresholds=thresholds,
-        dataset_id=dataset.dataset_id,
+        dataset_id=dataset_id,
         dry_run=dry_run,
         ci_low_points=interval.low_points if interval else math.nan,
         ci_high_points=interval.high_points if interval else math.nan,
@@ -434,32 +308,41 @@ def promote(
             "label_dq_bits": cut_under.label_dq_bits,
         },
     )
+
+
+def _apply_decision(
+    tracking_uri: str,
+    decision: PromotionDecision,
+    reports: dict[str, EvaluationReport],
+    *,
+    recorder: DecisionRecorder | None,
+) -> None:
+    """Log the decision; unless a dry run, move ``champion`` (if promoted) and record it in MLflow.
+
+    ``recorder`` gets every decision, dry runs included.
+    """
     log.info(
         "%s v%s vs champion v%s: %s (%s)%s",
-        model_name,
-        candidate.version,
-        incumbent.version,
-        "passes" if passed else "refused",
+        decision.model_name,
+        decision.challenger_version,
+        decision.champion_version,
+        "passes" if decision.promoted else "refused",
         decision.interval_text(),
-        " [dry run]" if dry_run else "",
+        " [dry run]" if decision.dry_run else "",
     )
-    if dry_run:
-        if recorder is not None:
-            recorder(decision)
-        return decision
-    if decision.applied:
-        set_alias(
-            tracking_uri,
-            model_name,
-            CHAMPION,
-            candidate.version,
-            reason=f"promoted over v{incumbent.version}: {decision.interval_text()} "
-            f"on test set {dataset.dataset_id}",
-        )
-    _record_in_mlflow(tracking_uri, decision, reports)
+    if not decision.dry_run:
+        if decision.applied:
+            set_alias(
+                tracking_uri,
+                decision.model_name,
+                CHAMPION,
+                decision.challenger_version,
+                reason=f"promoted over v{decision.champion_version}: {decision.interval_text()} "
+                f"on test set {decision.dataset_id}",
+            )
+        _record_in_mlflow(tracking_uri, decision, reports)
     if recorder is not None:
         recorder(decision)
-    return decision
 
 
 def _score(
@@ -470,70 +353,6 @@ def _score(
     return evaluate_network(
         network, loaded.metadata, dataset, split="test", model_label=version.label, device=device
     )
-
-
-#: Split name given to test patches of fields a model saw, when the gate is told to exclude them.
-EXCLUDED_SPLIT = "test-excluded-seen"
-
-
-def _exclude_seen(
-    dataset: PatchDataset,
-    test_fields: dict[str, str],
-    provenances: dict[str, TrainingProvenance],
-    leaks: list[str],
-    notes: list[str],
-) -> tuple[PatchDataset, dict[str, str]]:
-    """The dataset without the test fields either model saw (``--exclude-seen``), noted in ``notes``."""
-    from dataclasses import replace
-
-    seen = set().union(*(seen_test_fields(p, test_fields) for p in provenances.values()))
-    dropped = {v for v, f in test_fields.items() if f in seen}
-    notes.append(
-        f"--exclude-seen: {len(dropped)} test visit(s) of {len(seen)} field(s) a model trained on are "
-        f"not scored ({', '.join(sorted(seen)[:8])}{' ...' if len(seen) > 8 else ''}): " + "; ".join(leaks)
-    )
-    index = [
-        row | {"split": EXCLUDED_SPLIT} if row.get("split") == "test" and row["visit"] in dropped else row
-        for row in dataset.index
-    ]
-    remaining = {v: f for v, f in test_fields.items() if v not in dropped}
-    return replace(dataset, index=index), remaining
-
-
-def _provenance_notes(provenances: dict[str, TrainingProvenance]) -> list[str]:
-    """Say plainly which training the test split could not be checked against."""
-    notes = []
-    for role, p in provenances.items():
-        if p.status in ("external", "unknown"):
-            checked = (
-                f"the test visits were checked against its {len(p.manifests)} recorded training "
-                "manifest(s) only"
-                if p.manifests
-                else "the test visits could not be checked against its training"
-            )
-            notes.append(f"{role} {p.label}: {'; '.join(p.notes)}; {checked}")
-        if p.truth_source == "unknown" and role == "challenger":
-            notes.append(f"{role} {p.label}: truth source not recorded (tag crlib.truth_source absent)")
-    return notes
-
-
-def _truth_source_reasons(
-    challenger: TrainingProvenance, model_name: str, thresholds: GateThresholds, notes: list[str]
-) -> list[str]:
-    """Refuse a challenger trained on simulator data unless allowed (then say so in ``notes``)."""
-    if challenger.truth_source not in SIMULATED_SOURCES:
-        return []
-    what = (
-        f"challenger {challenger.label} was trained on simulator data "
-        f"(crlib.truth_source={challenger.truth_source})"
-    )
-    if thresholds.allow_simulated:
-        notes.append(f"{what}; allowed by --allow-simulated")
-        return []
-    return [
-        f"{what}: it cannot become champion of the real-data model {model_name} "
-        "without an explicit override (crlib promote --allow-simulated)"
-    ]
 
 
 def _interval_reasons(

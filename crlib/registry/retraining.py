@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -50,7 +50,16 @@ from crlib.training.evaluation import EvaluationReport, evaluate_network
 from crlib.training.patches import PatchDataset, PatchParameters, build_patch_dataset, dataset_rules
 from crlib.training.sources import TrainingExposure, truth_source_of
 from crlib.training.splits import SplitFractions
-from crlib.training.trainer import EpochRecord, TrainingConfig, TrainingProgress, train_network
+from crlib.training.trainer import (
+    EpochRecord,
+    TrainingConfig,
+    TrainingProgress,
+    TrainingResult,
+    train_network,
+)
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun, MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +214,65 @@ def run_training(
         No exposures, unreadable files, or no patch left in the train split (every field hashed
         to validation or test).
     """
-    import mlflow
-
     request = request or TrainingRequest()
+    dataset = _training_dataset(exposures, work_dir=work_dir, request=request)
+    network, metadata, initial_label = initial_model(request, tracking_uri=tracking_uri)
+    truth_tags = _truth_tags(exposures, initial_label, tracking_uri=tracking_uri)
+    run_key = hashlib.sha256(
+        json.dumps([dataset.dataset_id, request.config.key(), initial_label, request.hidden]).encode()
+    ).hexdigest()[:16]
+    checkpoint_dir = work_dir / "runs" / run_key
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    client = mlflow_client(tracking_uri)
+    experiment = experiment_id(client, f"{EXPERIMENT_PREFIX}{request.instrument}")
+    with active_tracking(tracking_uri):
+        run, resumed = _start_or_resume_run(
+            client, experiment, request=request, checkpoint_dir=checkpoint_dir, run_key=run_key, tags=tags
+        )
+        with run:
+            run_id = run.info.run_id
+            if not resumed:
+                _log_parameters(request, dataset, initial_label, metadata)
+                _set_run_tags(truth_tags)
+            result, test_report, initial_report = _train_and_score(
+                network,
+                metadata,
+                dataset,
+                request=request,
+                checkpoint_dir=checkpoint_dir,
+                initial_label=initial_label,
+                progress=progress,
+            )
+            _log_training_metrics(result.patches_per_second, result.best_epoch)
+            _log_reports(test_report, initial_report)
+            version = None
+            if request.register:
+                version = _register_challenger(
+                    tracking_uri,
+                    result.state_dict,
+                    metadata,
+                    run_id=run_id,
+                    model_name=registered_model_name(request.instrument),
+                    initial_label=initial_label,
+                    dataset=dataset,
+                    tags=truth_tags | _summary_tags(test_report) | dict(tags or {}),
+                )
+    return TrainingRunResult(
+        run_id=run_id,
+        version=version,
+        dataset=dataset,
+        history=result.history,
+        patches_per_second=result.patches_per_second,
+        test_report=test_report,
+        initial_report=initial_report,
+        initial_label=initial_label,
+    )
+
+
+def _training_dataset(
+    exposures: Sequence[TrainingExposure], *, work_dir: Path, request: TrainingRequest
+) -> PatchDataset:
+    """Cut (or reuse) the patch dataset; refuse one whose train split is empty."""
     dataset = build_patch_dataset(
         exposures,
         work_dir / "datasets",
@@ -223,111 +288,139 @@ def run_training(
             fix="add truth for more fields, or lower CRLIB_TRAIN_TEST_FRACTION and "
             "CRLIB_TRAIN_VALIDATION_FRACTION",
         )
-    network, metadata, initial_label = initial_model(request, tracking_uri=tracking_uri)
-    truth_tags = _truth_tags(exposures, initial_label, tracking_uri=tracking_uri)
-    run_key = hashlib.sha256(
-        json.dumps([dataset.dataset_id, request.config.key(), initial_label, request.hidden]).encode()
-    ).hexdigest()[:16]
-    checkpoint_dir = work_dir / "runs" / run_key
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    return dataset
+
+
+def _start_or_resume_run(
+    client: MlflowClient,
+    experiment: str,
+    *,
+    request: TrainingRequest,
+    checkpoint_dir: Path,
+    run_key: str,
+    tags: Mapping[str, str] | None,
+) -> tuple[ActiveRun, bool]:
+    """The unfinished MLflow run recorded in ``checkpoint_dir`` (resumed: True), or a new one.
+
+    Must be called inside :func:`~crlib.registry.tracking.active_tracking`.
+    """
+    import mlflow
+
     run_file = checkpoint_dir / "mlflow_run.json"
     previous_run = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
+    if previous_run is not None and client.get_run(previous_run).info.status != "FINISHED":
+        run = mlflow.start_run(run_id=previous_run)
+    else:
+        run = mlflow.start_run(
+            experiment_id=experiment,
+            run_name=f"train-{request.initial}-{run_key[:8]}",
+            tags=dict(tags or {}),
+        )
+        run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+    return run, previous_run == run.info.run_id
 
-    client = mlflow_client(tracking_uri)
-    experiment = experiment_id(client, f"{EXPERIMENT_PREFIX}{request.instrument}")
-    model_name = registered_model_name(request.instrument)
-    with active_tracking(tracking_uri):
-        if previous_run is not None and client.get_run(previous_run).info.status != "FINISHED":
-            run = mlflow.start_run(run_id=previous_run)
-        else:
-            run = mlflow.start_run(
-                experiment_id=experiment,
-                run_name=f"train-{request.initial}-{run_key[:8]}",
-                tags=dict(tags or {}),
-            )
-            run_file.write_text(json.dumps({"run_id": run.info.run_id}))
-        with run:
-            run_id = run.info.run_id
-            if previous_run != run_id:
-                _log_parameters(request, dataset, initial_label, metadata)
-                mlflow.set_tags(truth_tags)
-            initial_report = evaluate_network(
-                network,
-                metadata,
-                dataset,
-                split="test",
-                model_label=initial_label,
-                device=request.config.device,
-            )
 
-            def log_epoch(record: EpochRecord) -> None:
-                metrics = {"train_loss": record.train_loss, "lr": record.lr, "epoch_seconds": record.seconds}
-                if record.validation_loss is not None:
-                    metrics["validation_loss"] = record.validation_loss
-                metrics["patches_per_second"] = record.patches / max(record.seconds, 1e-9)
-                mlflow.log_metrics(metrics, step=record.epoch)
+def _train_and_score(
+    network: torch.nn.Module,
+    metadata: ModelMetadata,
+    dataset: PatchDataset,
+    *,
+    request: TrainingRequest,
+    checkpoint_dir: Path,
+    initial_label: str,
+    progress: Callable[[TrainingProgress], None] | None,
+) -> tuple[TrainingResult, EvaluationReport, EvaluationReport]:
+    """Score the starting model on the test split, train (epochs logged), score the best weights.
 
-            result = train_network(
-                network,
-                metadata,
-                dataset,
-                config=request.config,
-                checkpoint_dir=checkpoint_dir,
-                progress=progress,
-                epoch_end=log_epoch,
-            )
-            network.load_state_dict(result.state_dict)
-            test_report = evaluate_network(
-                network, metadata, dataset, split="test", model_label="trained", device=request.config.device
-            )
-            mlflow.log_metrics(
-                {"train_patches_per_second": result.patches_per_second, "best_epoch": result.best_epoch}
-            )
-            _log_reports(test_report, initial_report)
-            version = None
-            if request.register:
-                with tempfile.TemporaryDirectory(prefix="crlib-package-") as tmp:
-                    package = Path(tmp) / "package"
-                    from dataclasses import replace
+    ``network`` ends with the best epoch's weights. Returns the training result and the test
+    reports of the trained and of the starting model.
+    """
+    initial_report = evaluate_network(
+        network, metadata, dataset, split="test", model_label=initial_label, device=request.config.device
+    )
+    result = train_network(
+        network,
+        metadata,
+        dataset,
+        config=request.config,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        epoch_end=_log_epoch,
+    )
+    network.load_state_dict(result.state_dict)
+    test_report = evaluate_network(
+        network, metadata, dataset, split="test", model_label="trained", device=request.config.device
+    )
+    return result, test_report, initial_report
 
-                    written = write_package(
-                        package,
-                        result.state_dict,
-                        replace(
-                            metadata,
-                            source=f"crlib training run {run_id} from {initial_label}",
-                            state_dict_sha256="",
-                        ),
-                    )
-                    model_uri = log_model_package(package, written)
-                version = register_version(
-                    tracking_uri,
-                    model_uri=model_uri,
-                    model_name=model_name,
-                    run_id=run_id,
-                    alias=CHALLENGER,
-                    tags={
-                        "crlib.source": "training",
-                        "crlib.initial": initial_label,
-                        "crlib.dataset_id": dataset.dataset_id,
-                        "crlib.dataset_dir": str(dataset.directory),
-                        MANIFEST_TAG: f"runs:/{run_id}/dataset/manifest.json",
-                        SCORING_TAG: dataset_rules(dataset.manifest).describe(),
-                    }
-                    | truth_tags
-                    | _summary_tags(test_report)
-                    | dict(tags or {}),
-                    reason=f"trained by run {run_id}",
-                )
-    return TrainingRunResult(
+
+def _set_run_tags(truth_tags: Mapping[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags(dict(truth_tags))
+
+
+def _log_epoch(record: EpochRecord) -> None:
+    """Per-epoch metrics of the active run (step: the epoch)."""
+    import mlflow
+
+    metrics = {"train_loss": record.train_loss, "lr": record.lr, "epoch_seconds": record.seconds}
+    if record.validation_loss is not None:
+        metrics["validation_loss"] = record.validation_loss
+    metrics["patches_per_second"] = record.patches / max(record.seconds, 1e-9)
+    mlflow.log_metrics(metrics, step=record.epoch)
+
+
+def _log_training_metrics(patches_per_second: float, best_epoch: int) -> None:
+    import mlflow
+
+    mlflow.log_metrics({"train_patches_per_second": patches_per_second, "best_epoch": best_epoch})
+
+
+def _register_challenger(
+    tracking_uri: str,
+    state_dict: dict[str, torch.Tensor],
+    metadata: ModelMetadata,
+    *,
+    run_id: str,
+    model_name: str,
+    initial_label: str,
+    dataset: PatchDataset,
+    tags: Mapping[str, str],
+) -> RegisteredVersion:
+    """Log the trained weights as a model package of run ``run_id`` and register it as challenger.
+
+    ``tags`` (truth source, test summary, caller's tags) are added to the version's own tags
+    (source, starting model, dataset, manifest, scoring rules).
+    """
+    from dataclasses import replace
+
+    with tempfile.TemporaryDirectory(prefix="crlib-package-") as tmp:
+        package = Path(tmp) / "package"
+        written = write_package(
+            package,
+            state_dict,
+            replace(
+                metadata, source=f"crlib training run {run_id} from {initial_label}", state_dict_sha256=""
+            ),
+        )
+        model_uri = log_model_package(package, written)
+    return register_version(
+        tracking_uri,
+        model_uri=model_uri,
+        model_name=model_name,
         run_id=run_id,
-        version=version,
-        dataset=dataset,
-        history=result.history,
-        patches_per_second=result.patches_per_second,
-        test_report=test_report,
-        initial_report=initial_report,
-        initial_label=initial_label,
+        alias=CHALLENGER,
+        tags={
+            "crlib.source": "training",
+            "crlib.initial": initial_label,
+            "crlib.dataset_id": dataset.dataset_id,
+            "crlib.dataset_dir": str(dataset.directory),
+            MANIFEST_TAG: f"runs:/{run_id}/dataset/manifest.json",
+            SCORING_TAG: dataset_rules(dataset.manifest).describe(),
+        }
+        | dict(tags),
+        reason=f"trained by run {run_id}",
     )
 
 

@@ -206,6 +206,201 @@ def validation_loss(
     return total / weight if weight else None
 
 
+Optimizer = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]
+
+
+def _make_optimizer(network: torch.nn.Module, config: TrainingConfig, *, phase: int) -> Optimizer:
+    """Adam at ``lr`` (phase 0) or ``lr / 2.5`` (phase 1), with its plateau scheduler."""
+    lr = config.lr if phase == 0 else config.lr / 2.5
+    optimizer = torch.optim.Adam(network.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        factor=config.lr_decay_factor,
+        patience=config.lr_decay_patience,
+        cooldown=2,
+        threshold=0.005,
+    )
+    return optimizer, scheduler
+
+
+def _state_copy(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
+@dataclass
+class _TrainingState:
+    """Everything a checkpoint carries between epochs (besides the network's weights)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    history: list[EpochRecord]
+    best_val: float
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int = 0
+    start_epoch: int = 0
+
+
+def _training_indices(dataset: PatchDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The ``train`` and ``validation`` patch indices; refuse an empty training split."""
+    train_indices = dataset.split_indices("train")
+    val_indices = dataset.split_indices("validation")
+    if len(train_indices) == 0:
+        raise ConfigError(
+            f"{dataset.directory}: the training split has no patches (add visits or change fractions)"
+        )
+    return train_indices, val_indices
+
+
+def _start_or_resume(
+    network: torch.nn.Module, config: TrainingConfig, rng: np.random.Generator, *, checkpoint_path: Path
+) -> _TrainingState:
+    """A fresh state, or the one saved in ``checkpoint_path`` (network and RNGs restored in place)."""
+    state = _TrainingState(
+        *_make_optimizer(network, config, phase=0),
+        history=[],
+        best_val=float("inf"),
+        best_state=_state_copy(network),
+    )
+    saved = _load_checkpoint(checkpoint_path, config) if checkpoint_path.exists() else None
+    if saved is None:
+        return state
+    state.start_epoch = int(saved["epoch"])
+    network.load_state_dict(saved["network"])
+    # the optimizer of the last completed epoch; the epoch loop switches phase
+    # exactly where an uninterrupted run would
+    phase = 0 if state.start_epoch - 1 < config.phase0_epochs else 1
+    state.optimizer, state.scheduler = _make_optimizer(network, config, phase=phase)
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    rng.bit_generator.state = json.loads(saved["rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    state.history = [EpochRecord(**row) for row in json.loads(saved["history"])]
+    state.best_val, state.best_epoch = float(saved["best_val"]), int(saved["best_epoch"])
+    state.best_state = saved["best_state"]
+    log.info("resuming training from %s after epoch %d", checkpoint_path, state.start_epoch)
+    return state
+
+
+def _train_epoch(
+    network: torch.nn.Module,
+    metadata: ModelMetadata,
+    dataset: PatchDataset,
+    order: np.ndarray,
+    *,
+    sky: np.ndarray,
+    config: TrainingConfig,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    epoch: int,
+    phase: int,
+    steps: int,
+    progress: Callable[[TrainingProgress], None] | None,
+) -> float:
+    """One pass over ``order`` in batches (augmented with ``rng``); the sum of loss x batch size."""
+    loss_sum = 0.0
+    for step in range(steps):
+        chosen = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
+        arrays = augment_batch(
+            dataset.images[chosen],
+            dataset.masks[chosen],
+            dataset.ignore[chosen],
+            sky[chosen],
+            settings=config.augmentation,
+            rng=rng,
+        )
+        images, masks, ignore = _batch_tensors(arrays, config.device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = masked_bce(network(prepare_input(images, metadata)), masks, ignore)
+        loss.backward()
+        optimizer.step()
+        loss_sum += float(loss.detach()) * len(chosen)
+        if progress is not None:
+            progress(TrainingProgress(epoch + 1, config.epochs, step + 1, steps, float(loss.detach()), phase))
+    return loss_sum
+
+
+def _run_epoch(
+    network: torch.nn.Module,
+    metadata: ModelMetadata,
+    dataset: PatchDataset,
+    order: np.ndarray,
+    *,
+    val_indices: np.ndarray,
+    sky: np.ndarray,
+    config: TrainingConfig,
+    state: _TrainingState,
+    rng: np.random.Generator,
+    epoch: int,
+    phase: int,
+    progress: Callable[[TrainingProgress], None] | None,
+) -> EpochRecord:
+    """Train on ``order``, validate, step the LR scheduler; the epoch's record."""
+    per_epoch = len(order)
+    started = time.perf_counter()
+    loss_sum = _train_epoch(
+        network,
+        metadata,
+        dataset,
+        order,
+        sky=sky,
+        config=config,
+        optimizer=state.optimizer,
+        rng=rng,
+        epoch=epoch,
+        phase=phase,
+        steps=(per_epoch + config.batch_size - 1) // config.batch_size,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - started
+    val = validation_loss(
+        network, dataset, val_indices, metadata, batch_size=config.batch_size, device=config.device
+    )
+    state.scheduler.step(val if val is not None else loss_sum / per_epoch)
+    return EpochRecord(
+        epoch=epoch + 1,
+        phase=phase,
+        train_loss=loss_sum / per_epoch,
+        validation_loss=val,
+        lr=float(state.optimizer.param_groups[0]["lr"]),
+        seconds=seconds,
+        patches=per_epoch,
+    )
+
+
+def _finish_epoch(
+    network: torch.nn.Module,
+    state: _TrainingState,
+    record: EpochRecord,
+    *,
+    config: TrainingConfig,
+    rng: np.random.Generator,
+    checkpoint_path: Path,
+) -> None:
+    """Record the epoch, keep the best weights so far, and write the checkpoint."""
+    state.history.append(record)
+    val = record.validation_loss
+    if val is None or val <= state.best_val:
+        state.best_val = val if val is not None else state.best_val
+        state.best_epoch = record.epoch
+        state.best_state = _state_copy(network)
+    _save_checkpoint(
+        checkpoint_path,
+        {
+            "epoch": record.epoch,
+            "config_key": config.key(),
+            "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps([asdict(r) for r in state.history]),
+            "best_val": state.best_val,
+            "best_epoch": state.best_epoch,
+            "best_state": state.best_state,
+        },
+    )
+
+
 def train_network(
     network: torch.nn.Module,
     metadata: ModelMetadata,
@@ -246,134 +441,45 @@ def train_network(
     ModelError
         If the checkpoint is unreadable.
     """
-    device = config.device
-    train_indices = dataset.split_indices("train")
-    val_indices = dataset.split_indices("validation")
-    if len(train_indices) == 0:
-        raise ConfigError(
-            f"{dataset.directory}: the training split has no patches (add visits or change fractions)"
-        )
+    train_indices, val_indices = _training_indices(dataset)
     sky = dataset.sky()
-    network.to(device)
+    network.to(config.device)
     network.requires_grad_(True)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     phase0 = config.phase0_epochs
-
-    def make_optimizer(
-        phase: int,
-    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
-        lr = config.lr if phase == 0 else config.lr / 2.5
-        optimizer = torch.optim.Adam(network.parameters(), lr=lr)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            factor=config.lr_decay_factor,
-            patience=config.lr_decay_patience,
-            cooldown=2,
-            threshold=0.005,
-        )
-        return optimizer, scheduler
-
-    history: list[EpochRecord] = []
-    best_val = float("inf")
-    best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    best_epoch = 0
-    start_epoch = 0
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = checkpoint_dir / CHECKPOINT
-    saved = _load_checkpoint(checkpoint_path, config) if checkpoint_path.exists() else None
-    optimizer, scheduler = make_optimizer(0)
-    if saved is not None:
-        start_epoch = int(saved["epoch"])
-        network.load_state_dict(saved["network"])
-        # the optimizer of the last completed epoch; the loop below switches phase
-        # exactly where an uninterrupted run would
-        optimizer, scheduler = make_optimizer(0 if start_epoch - 1 < phase0 else 1)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        rng.bit_generator.state = json.loads(saved["rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        history = [EpochRecord(**row) for row in json.loads(saved["history"])]
-        best_val, best_epoch = float(saved["best_val"]), int(saved["best_epoch"])
-        best_state = saved["best_state"]
-        log.info("resuming training from %s after epoch %d", checkpoint_path, start_epoch)
-
+    state = _start_or_resume(network, config, rng, checkpoint_path=checkpoint_path)
     per_epoch = (
         len(train_indices)
         if config.max_patches_per_epoch is None
         else min(config.max_patches_per_epoch, len(train_indices))
     )
-    steps = (per_epoch + config.batch_size - 1) // config.batch_size
     trained_patches, trained_seconds = 0, 0.0
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(state.start_epoch, config.epochs):
         phase = 0 if epoch < phase0 else 1
-        if epoch == phase0 and epoch > 0:
-            optimizer, scheduler = make_optimizer(1)  # deepCR: restart Adam at lr / 2.5
-        if phase == 0:
-            network.train()
-        else:
-            network.eval()  # BatchNorm running statistics frozen and used
+        if epoch == phase0 and epoch > 0:  # deepCR: restart Adam at lr / 2.5
+            state.optimizer, state.scheduler = _make_optimizer(network, config, phase=1)
+        network.train(phase == 0)  # phase 1: BatchNorm running statistics frozen and used
         order = rng.permutation(train_indices)[:per_epoch]
-        started = time.perf_counter()
-        loss_sum = 0.0
-        for step in range(steps):
-            chosen = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
-            arrays = augment_batch(
-                dataset.images[chosen],
-                dataset.masks[chosen],
-                dataset.ignore[chosen],
-                sky[chosen],
-                settings=config.augmentation,
-                rng=rng,
-            )
-            images, masks, ignore = _batch_tensors(arrays, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = masked_bce(network(prepare_input(images, metadata)), masks, ignore)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(chosen)
-            if progress is not None:
-                progress(
-                    TrainingProgress(epoch + 1, config.epochs, step + 1, steps, float(loss.detach()), phase)
-                )
-        seconds = time.perf_counter() - started
-        trained_patches += per_epoch
-        trained_seconds += seconds
-        val = validation_loss(
-            network, dataset, val_indices, metadata, batch_size=config.batch_size, device=device
-        )
-        monitored = val if val is not None else loss_sum / per_epoch
-        scheduler.step(monitored)
-        record = EpochRecord(
-            epoch=epoch + 1,
+        record = _run_epoch(
+            network,
+            metadata,
+            dataset,
+            order,
+            val_indices=val_indices,
+            sky=sky,
+            config=config,
+            state=state,
+            rng=rng,
+            epoch=epoch,
             phase=phase,
-            train_loss=loss_sum / per_epoch,
-            validation_loss=val,
-            lr=float(optimizer.param_groups[0]["lr"]),
-            seconds=seconds,
-            patches=per_epoch,
+            progress=progress,
         )
-        history.append(record)
-        if val is None or val <= best_val:
-            best_val = val if val is not None else best_val
-            best_epoch = epoch + 1
-            best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-        _save_checkpoint(
-            checkpoint_path,
-            {
-                "epoch": epoch + 1,
-                "config_key": config.key(),
-                "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": json.dumps(rng.bit_generator.state),
-                "torch_rng": torch.get_rng_state(),
-                "history": json.dumps([asdict(r) for r in history]),
-                "best_val": best_val,
-                "best_epoch": best_epoch,
-                "best_state": best_state,
-            },
-        )
+        trained_patches += per_epoch
+        trained_seconds += record.seconds
+        _finish_epoch(network, state, record, config=config, rng=rng, checkpoint_path=checkpoint_path)
         if epoch_end is not None:
             epoch_end(record)
         log.info(
@@ -382,16 +488,16 @@ def train_network(
             config.epochs,
             phase,
             record.train_loss,
-            f"{val:.5f}" if val is not None else "n/a",
-            per_epoch / max(seconds, 1e-9),
+            f"{record.validation_loss:.5f}" if record.validation_loss is not None else "n/a",
+            per_epoch / max(record.seconds, 1e-9),
         )
     network.eval()
     return TrainingResult(
-        state_dict=best_state,
-        history=history,
-        best_epoch=best_epoch,
+        state_dict=state.best_state,
+        history=state.history,
+        best_epoch=state.best_epoch,
         patches_per_second=trained_patches / trained_seconds if trained_seconds else 0.0,
-        resumed_from_epoch=start_epoch,
+        resumed_from_epoch=state.start_epoch,
     )
 
 

@@ -9,17 +9,18 @@ import textwrap
 
 import pytest
 
+from crlib.bench import fair_timing as timing
 from crlib.bench import truth as fidelity
 from crlib.truth import drizzle
 from crlib.truth.parameters import parameter_differences
 
 
 def test_timed_runs_alternate_so_neither_tool_always_goes_first():
-    assert fidelity.alternation_order(1) == ["crlib", "bare"]
-    assert fidelity.alternation_order(2) == ["crlib", "bare", "bare", "crlib"]
-    assert fidelity.alternation_order(3) == ["crlib", "bare", "bare", "crlib", "crlib", "bare"]
+    assert timing.alternation_order(1) == ["crlib", "bare"]
+    assert timing.alternation_order(2) == ["crlib", "bare", "bare", "crlib"]
+    assert timing.alternation_order(3) == ["crlib", "bare", "bare", "crlib", "crlib", "bare"]
     with pytest.raises(ValueError, match="repeats"):
-        fidelity.alternation_order(0)
+        timing.alternation_order(0)
 
 
 def test_time_call_reports_an_import_inside_the_timed_region(tmp_path, monkeypatch):
@@ -32,15 +33,15 @@ def test_time_call_reports_an_import_inside_the_timed_region(tmp_path, monkeypat
 
         return int(h9_fresh_module_for_timing.VALUE)
 
-    result, seconds, imported = fidelity.time_call(imports)
+    result, seconds, imported = timing.time_call(imports)
     assert result == 3 and seconds >= 0
     assert imported == ("h9_fresh_module_for_timing",)
-    assert fidelity.time_call(imports)[2] == ()
+    assert timing.time_call(imports)[2] == ()
 
 
 def test_preload_imports_drizzlepac_and_the_stage_modules():
-    assert {"drizzlepac.astrodrizzle", "crlib.truth.visit"} <= set(fidelity.preload_modules())
-    assert all(name in sys.modules for name in fidelity.PRELOAD_MODULES)
+    assert {"drizzlepac.astrodrizzle", "crlib.truth.visit"} <= set(timing.preload_modules())
+    assert all(name in sys.modules for name in timing.PRELOAD_MODULES)
 
 
 def _timed_lambdas(function) -> list[str]:
@@ -66,9 +67,9 @@ def test_timed_regions_hold_no_import_and_no_cleanup():
     # the bare path's own imports are of modules preloaded before any timer
     for line in body.splitlines():
         if line.strip().startswith("from "):
-            assert line.split()[1] in fidelity.PRELOAD_MODULES
+            assert line.split()[1] in timing.PRELOAD_MODULES
     assert "rmtree" not in body
-    timer = inspect.getsource(fidelity.time_call)
+    timer = inspect.getsource(timing.time_call)
     assert "import" not in timer.split('"""')[-1]
 
 
@@ -108,7 +109,7 @@ def _visit_report(*, match: bool) -> dict:
     bare = dict(params) if match else {**params, "skymethod_used": "localmin"}
     runs = [
         {"tool": tool, "seconds": s, "load_average": [1.5, 1.2, 1.0], "imported_while_timed": []}
-        for tool, s in zip(fidelity.alternation_order(2), (10.0, 8.0, 8.2, 10.4), strict=True)
+        for tool, s in zip(timing.alternation_order(2), (10.0, 8.0, 8.2, 10.4), strict=True)
     ]
     return {
         "visit": "j7t403",

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from crlib.harness.cluster import ClusterConfig, LocalCluster, TaskRun, WorkerSpec
+from crlib.harness.cluster import LocalCluster, TaskRun
+from crlib.harness.cluster_config import ClusterConfig, WorkerSpec
 from crlib.harness.services import RedisServer, redis_server_binary
 
 needs_redis = pytest.mark.skipif(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, text
 
-from crlib.registry.promotion import GateComparison, GateThresholds, PromotionDecision
+from crlib.registry.gate_decision import GateComparison, GateThresholds, PromotionDecision
 
 
 def _decision(*, applied: bool, promoted: bool, dry_run: bool = False, at_ms: int, **kw: Any):
