@@ -10,167 +10,24 @@ import dataclasses
 import logging
 import math
 from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from crlib.align.catalogs import CatalogOptions, exposure_catalogs, strict_sources
 from crlib.align.fit import ChipCorrector, FitOutcome, MatchOptions, fit_with_fallback
-from crlib.align.refcat import ReferenceCatalog, fetch_reference_catalog, read_catalog_file
+from crlib.align.options import AlignOptions
+from crlib.align.reference_field import reference_catalog, restrict_to_footprint
 from crlib.align.verify import FitLimits, HeaderComparison, compare_with_header, verify_relative_fit
+from crlib.align.visit_sources import VisitCatalogs, visit_catalogs
 from crlib.align.wcsupdate import write_wcs
-from crlib.config import worker_count
-from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile
 from crlib.records import AlignmentResult
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class AlignOptions:
-    """How to align a visit.
-
-    Attributes
-    ----------
-    catalog_file
-        Local astrometric catalog (skips the network chain).
-    catalog_name
-        Name for ``catalog_file`` in WCSNAMEs (default: derived from the file name).
-    query_catalogs
-        Try GAIA DR3 -> GSC 2.4.2 -> 2MASS through astroquery when no file is given.
-    timeout_s
-        Per-query timeout, seconds (fail fast without network).
-    vizier_server
-        VizieR mirror host (default: astroquery's).
-    min_sources
-        Fewest sources a chip catalog needs to take part.
-    relative_match, absolute_match
-        Matching options of the two fits (the absolute search radius covers arcsec-level pointing errors).
-    header_match
-        Matching of the second relative try, around the header WCS (no 2-D histogram, a small
-        search radius): used when the wide search fails although the header WCS already pairs the
-        exposures' sources well beyond chance. The wide search's 2-D histogram peak can be pulled
-        pixels off by the many unmatched sources (cosmic rays) of a sparse field, after which no
-        match falls within the tolerance.
-    refine_match
-        Matching of the refinement pass (``None``: no refinement): once a relative fit is accepted,
-        it is fitted again from the fitted WCS on the looser catalogs (``refine_min_pixels``), with
-        a 1 px search and tolerance, so that stars of every sub-pixel phase take part (see
-        :class:`~crlib.align.catalogs.CatalogOptions`); the same match rule applies, and the pass
-        is kept only when every exposure succeeds.
-    catalog
-        Source-finding options.
-    fit_limits
-        When a relative fit is refused and the header WCS kept (:mod:`crlib.align.verify`).
-    workers
-        Threads that build the exposures' source catalogs at once (0: one per CPU core).
-    """
-
-    catalog_file: Path | None = None
-    catalog_name: str | None = None
-    query_catalogs: bool = True
-    timeout_s: float = 5.0
-    vizier_server: str | None = None
-    min_sources: int = 4
-    relative_match: MatchOptions = field(default_factory=MatchOptions)
-    absolute_match: MatchOptions = field(default_factory=lambda: MatchOptions(searchrad=25.0))
-    header_match: MatchOptions = field(default_factory=lambda: MatchOptions(searchrad=3.0, use2dhist=False))
-    refine_match: MatchOptions | None = field(
-        default_factory=lambda: MatchOptions(searchrad=1.0, tolerance=1.0, use2dhist=False)
-    )
-    catalog: CatalogOptions = field(default_factory=CatalogOptions)
-    fit_limits: FitLimits = field(default_factory=FitLimits)
-    workers: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class VisitCatalogs:
-    """Source catalogs of a visit's exposures, and the exposures whose data defeat them.
-
-    Attributes
-    ----------
-    catalogs
-        ``{path: {sci_extver: Table}}`` of every exposure that could be measured.
-    failures
-        ``{path: InputDataError}``: unusable pixels (all-NaN, mostly NaN or constant chip, photutils
-        refusing them) or no source at all while other exposures of the visit have plenty.
-    strict
-        ``{path: {sci_extver: Table}}``: the sources of ``catalogs`` that pass the strict size test
-        (:func:`~crlib.align.catalogs.strict_sources` with the options' ``catalog``), the ones the
-        first relative fit matches.
-    """
-
-    catalogs: dict[Path, dict[int, Any]]
-    failures: dict[Path, InputDataError]
-    strict: dict[Path, dict[int, Any]]
-
-
 def _rootname(path: Path) -> str:
     return path.name.split("_")[0].lower()
-
-
-def visit_catalogs(
-    exposures: Sequence[Path], *, profile: InstrumentProfile, options: AlignOptions | None = None
-) -> VisitCatalogs:
-    """Source catalogs of every exposure, with per-exposure data problems returned, not raised.
-
-    An exposure with no source on any chip while at least two others of the visit have
-    ``min_sources`` on some chip cannot be aligned with them (an empty or shutter-failed
-    exposure): it is a failure too. A field that is blank in every exposure is not.
-
-    Parameters
-    ----------
-    exposures
-        Exposure files.
-    profile
-        Instrument profile (PSF size, saturation level).
-    options
-        Alignment options (``catalog``, ``min_sources``, ``workers``).
-
-    Returns
-    -------
-    VisitCatalogs
-    """
-    opts = options or AlignOptions()
-    paths = [Path(p) for p in exposures]
-
-    def one(path: Path) -> dict[int, Any] | InputDataError:
-        try:
-            return exposure_catalogs(path, profile=profile, options=opts.catalog)
-        except InputDataError as exc:  # this exposure's data: recorded, the visit goes on
-            return exc
-
-    # Source finding (photutils, numpy, scipy: mostly outside the GIL) runs in threads, one exposure each.
-    with ThreadPoolExecutor(max_workers=worker_count(opts.workers, len(paths))) as pool:
-        found = list(pool.map(one, paths))
-    catalogs: dict[Path, dict[int, Any]] = {}
-    failures: dict[Path, InputDataError] = {}
-    for path, result in zip(paths, found, strict=True):
-        if isinstance(result, InputDataError):
-            log.warning("%s", result)
-            failures[path] = result
-        else:
-            catalogs[path] = result
-    # counted on the strict sources (the first fit's), not the looser refinement set
-    strict = {p: {e: strict_sources(t, opts.catalog) for e, t in c.items()} for p, c in catalogs.items()}
-    counts = {p: sum(len(t) for t in s.values()) for p, s in strict.items()}
-    usable = [p for p, s in strict.items() if any(len(t) >= opts.min_sources for t in s.values())]
-    for path in [p for p, n in counts.items() if n == 0]:
-        others = sorted(counts[p] for p in usable if p != path)
-        if len(others) >= 2:
-            failures[path] = InputDataError(
-                path,
-                f"no source found on any chip while {len(others)} other exposures of the visit have "
-                f"{others[0]}-{others[-1]}: it cannot be aligned with them",
-                fix="check the exposure (shutter, guiding, target) or download it again",
-            )
-            log.warning("%s", failures[path])
-            del catalogs[path], strict[path]
-    return VisitCatalogs(catalogs, failures, strict)
 
 
 def _read_wcs(path: Path, extvers: Sequence[int]) -> dict[int, Any]:
@@ -179,66 +36,6 @@ def _read_wcs(path: Path, extvers: Sequence[int]) -> dict[int, Any]:
 
     with fits.open(path, memmap=False) as hdul:
         return {extver: HSTWCS(hdul, ext=("SCI", extver)) for extver in extvers}
-
-
-def _footprint_center(wcs: dict[tuple[str, int], Any]) -> tuple[float, float, float]:
-    """(ra, dec, radius_arcmin) of a circle covering every chip."""
-    from astropy.coordinates import SkyCoord
-
-    corners = []
-    for w in wcs.values():
-        nx, ny = w.pixel_shape
-        xs = np.array([0, nx - 1, 0, nx - 1, nx / 2])
-        ys = np.array([0, 0, ny - 1, ny - 1, ny / 2])
-        ra, dec = w.all_pix2world(xs, ys, 0)
-        corners.append((ra, dec))
-    ra = np.concatenate([c[0] for c in corners])
-    dec = np.concatenate([c[1] for c in corners])
-    points = SkyCoord(ra, dec, unit="deg")
-    center = SkyCoord(points.cartesian.mean(), representation_type="cartesian").spherical
-    center_coord = SkyCoord(center.lon, center.lat)
-    radius = float(center_coord.separation(points).max().arcmin)
-    return float(center_coord.ra.deg), float(center_coord.dec.deg), radius * 1.1 + 0.2
-
-
-def _restrict_to_footprint(
-    refcat: ReferenceCatalog, wcs: dict[tuple[str, int], Any], margin_px: float
-) -> Any:
-    from astropy.coordinates import SkyCoord
-
-    # cut on angle first: the distortion polynomials diverge far outside the detector
-    ra0, dec0, radius_arcmin = _footprint_center(wcs)
-    distance = SkyCoord(refcat.table["RA"], refcat.table["DEC"], unit="deg").separation(
-        SkyCoord(ra0, dec0, unit="deg")
-    )
-    table = refcat.table[distance.arcmin < radius_arcmin]
-    inside = np.zeros(len(table), dtype=bool)
-    for w in wcs.values():
-        x, y = w.all_world2pix(np.asarray(table["RA"]), np.asarray(table["DEC"]), 0, quiet=True)
-        nx, ny = w.pixel_shape
-        inside |= (x > -margin_px) & (x < nx + margin_px) & (y > -margin_px) & (y < ny + margin_px)
-    subset = table[inside]
-    subset.meta["name"] = refcat.name
-    return subset
-
-
-def _reference_catalog(
-    options: AlignOptions, wcs: dict[tuple[str, int], Any]
-) -> tuple[ReferenceCatalog | None, str]:
-    if options.catalog_file is not None:
-        from_file = read_catalog_file(options.catalog_file, name=options.catalog_name)
-        return from_file, f"catalog file {options.catalog_file}"
-    if not options.query_catalogs:
-        return None, "absolute fit disabled (no catalog file, catalog queries off)"
-    ra, dec, radius = _footprint_center(wcs)
-    refcat, attempts = fetch_reference_catalog(
-        ra_deg=ra,
-        dec_deg=dec,
-        radius_arcmin=radius,
-        timeout_s=options.timeout_s,
-        server=options.vizier_server,
-    )
-    return refcat, "; ".join(attempts)
 
 
 def _header_note(comparison: HeaderComparison, *, kept: bool) -> dict[str, float]:
@@ -592,10 +389,10 @@ def _absolute_fit(
     Returns the successful absolute fit and its catalog's name (``None, None`` when no catalog, too
     few catalog sources in the footprint or a failed fit) and a note on the catalog chain and the fit.
     """
-    refcat, catalog_note = _reference_catalog(opts, aligned_wcs)
+    refcat, catalog_note = reference_catalog(opts, aligned_wcs)
     if refcat is None:
         return None, None, catalog_note
-    subset = _restrict_to_footprint(refcat, aligned_wcs, margin_px=opts.absolute_match.searchrad)
+    subset = restrict_to_footprint(refcat, aligned_wcs, margin_px=opts.absolute_match.searchrad)
     if len(subset) < 3:
         return None, None, f"{catalog_note}; only {len(subset)} {refcat.name} sources in the footprint"
     # one group per exposure: a group of all exposures would hold every star three times

@@ -381,7 +381,7 @@ def benchmark_visit(
         imported while timed), both tools' effective parameters and whether they match, threads.
     """
     from crlib.align.exposures import find_exposures, read_exposure_info
-    from crlib.align.visit import AlignOptions
+    from crlib.align.options import AlignOptions
     from crlib.config import worker_count
     from crlib.truth.visit import TruthOptions, VisitTruth, build_visit_truth
 

@@ -104,7 +104,7 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
         :func:`truth_agreement` (multi-frame first) over exposures with both products.
     """
     from crlib.align.exposures import find_exposures, read_exposure_info
-    from crlib.align.visit import AlignOptions
+    from crlib.align.options import AlignOptions
     from crlib.bench.artefact_fidelity import excluded_counts, score_artefacts
     from crlib.bench.truth import FIDELITY_KEYS, mean_finite, score_against_simulator
     from crlib.truth.visit import TruthOptions, build_visit_truth

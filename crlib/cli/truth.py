@@ -66,7 +66,8 @@ def align_command(
     import shutil
 
     from crlib.align.exposures import copy_to_work_dir, find_exposures, read_exposure_info
-    from crlib.align.visit import AlignOptions, align_visit
+    from crlib.align.options import AlignOptions
+    from crlib.align.visit import align_visit
     from crlib.errors import InputDataError
     from crlib.records import to_dict
 
@@ -116,7 +117,7 @@ def truth_command(
     A visit observed in several filters gets one truth run per filter (driz_cr compares exposures
     of one bandpass); a filter with a single exposure is reported failed with that reason.
     """
-    from crlib.align.visit import AlignOptions
+    from crlib.align.options import AlignOptions
     from crlib.records import to_dict
     from crlib.truth.byfilter import build_truth_per_filter
     from crlib.truth.visit import TruthOptions

@@ -26,8 +26,10 @@ from crlib.align.exposures import (
     flag_nonfinite,
     read_exposure_info,
 )
+from crlib.align.options import AlignOptions
 from crlib.align.verify import header_error_px
-from crlib.align.visit import AlignOptions, VisitCatalogs, align_visit, visit_catalogs
+from crlib.align.visit import align_visit
+from crlib.align.visit_sources import VisitCatalogs, visit_catalogs
 from crlib.config import worker_count
 from crlib.errors import InputDataError
 from crlib.profiles import InstrumentProfile, get_profile

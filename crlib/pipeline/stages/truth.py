@@ -103,7 +103,7 @@ def _build_set(
     Bad data of the set makes every member ``failed`` with the reason. A bug is recorded in the
     ledger and on the members (database and ledger ``truth_status``), then raised.
     """
-    from crlib.align.visit import AlignOptions
+    from crlib.align.options import AlignOptions
     from crlib.errors import CrlibError
     from crlib.truth.visit import TruthOptions, build_visit_truth
 
