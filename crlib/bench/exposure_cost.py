@@ -302,7 +302,7 @@ def run_pipeline_cost_benchmark(
     CrlibError
         For bad parameters, or when a run or reference tool fails.
     """
-    from crlib.simulate import simulate_archive
+    from crlib.bench.truth import simulate_field_archive
     from crlib.simulate.effects import parse_effects
 
     if not 3 <= exposures <= 8:
@@ -323,14 +323,13 @@ def run_pipeline_cost_benchmark(
     start = time.perf_counter()
     try:
         for index, field_type in enumerate(field_types):
-            archive = simulate_archive(
-                root / field_type / "archive",
-                visits=1,
-                exposures=exposures,
-                field_type=field_type,
-                filters=("F606W",),
+            archive = simulate_field_archive(
+                root / "archives",
+                field_type,
+                index=index,
                 size=size,
-                seed=seed + index,
+                exposures=exposures,
+                seed=seed,
                 effects=parse_effects(effects),
             )
             visit = archive.visits[0]

@@ -39,6 +39,7 @@ from crlib.truth.quality import star_core_mask
 if TYPE_CHECKING:
     from crlib.align.exposures import ExposureInfo
     from crlib.records import AlignmentResult, TruthResult
+    from crlib.simulate.archive import SimulatedArchive
     from crlib.simulate.effects import SimEffects
     from crlib.truth.drizzle import DrizzleRun
 
@@ -201,26 +202,55 @@ def simulate_field_visits(
     list
         ``(field_type, visit directory)`` in the order of ``field_types``.
     """
-    from crlib.simulate import simulate_archive
-
     visits: list[tuple[str, Path]] = []
     for index, field_type in enumerate(field_types):
-        archive_dir = Path(root) / field_type
-        if archive_dir.exists():
-            shutil.rmtree(archive_dir)
-        archive = simulate_archive(
-            archive_dir,
-            visits=1,
-            exposures=exposures,
-            field_type=field_type,
-            filters=("F606W",),
+        archive = simulate_field_archive(
+            root,
+            field_type,
+            index=index,
             size=size,
-            seed=seed + index,
+            exposures=exposures,
+            seed=seed,
             dither=dither,
             effects=effects,
         )
         visits.extend((field_type, Path(visit.directory)) for visit in archive.visits)
     return visits
+
+
+def simulate_field_archive(
+    root: Path,
+    field_type: str,
+    *,
+    index: int,
+    size: Literal["full", "small"],
+    exposures: int,
+    seed: int,
+    dither: str = "pattern",
+    effects: SimEffects | None = None,
+) -> SimulatedArchive:
+    """A fresh one-visit F606W archive of ``field_type`` under ``root/<field type>`` (seed ``seed + index``).
+
+    Returns
+    -------
+    crlib.simulate.archive.SimulatedArchive
+    """
+    from crlib.simulate import simulate_archive
+
+    archive_dir = Path(root) / field_type
+    if archive_dir.exists():
+        shutil.rmtree(archive_dir)
+    return simulate_archive(
+        archive_dir,
+        visits=1,
+        exposures=exposures,
+        field_type=field_type,
+        filters=("F606W",),
+        size=size,
+        seed=seed + index,
+        dither=dither,
+        effects=effects,
+    )
 
 
 def _injected_shifts(visit_json: dict[str, Any]) -> dict[str, tuple[float, float]]:
