@@ -158,14 +158,11 @@ class PipelineCostReport:
                 "crlib": {"core_s": entry.core_s_per_exposure, "wall_s": entry.wall_s_per_exposure},
                 **references,
             }
+            # core-seconds of the stage over the tool that does the same job on the same files
             row["ratios"] = {
-                f"crlib_truth_over_{name}": entry.stage_core_s.get("truth", 0.0) / ref["core_s"]
-                for name, ref in references.items()
-                if name == "astrodrizzle" and ref["core_s"] > 0
-            } | {
-                f"crlib_infer_over_{name}": entry.stage_core_s.get("infer", 0.0) / ref["core_s"]
-                for name, ref in references.items()
-                if name == "deepcr" and ref["core_s"] > 0
+                f"crlib_{stage}_over_{tool}": entry.stage_core_s[stage] / references[tool]["core_s"]
+                for stage, tool in (("truth", "astrodrizzle"), ("infer", "deepcr"))
+                if tool in references and references[tool]["core_s"] > 0
             }
             rows.append(row)
         overall = self.core_s_per_exposure()
