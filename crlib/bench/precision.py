@@ -65,9 +65,8 @@ def precision_shifts(report: AccuracyReport) -> tuple[PrecisionShift, ...]:
         Empty when the run compared no ``*_bf16`` kind with its fp32 twin.
     """
     kinds = report.settings["models"]
-    pairs = [
-        (deepcr_kind(k)[0], k) for k in kinds if deepcr_kind(k)[1] == "bf16" and deepcr_kind(k)[0] in kinds
-    ]
+    twins = {kind: deepcr_kind(kind) for kind in kinds}
+    pairs = [(base, kind) for kind, (base, mode) in twins.items() if mode == "bf16" and base in kinds]
     shifts = []
     for model, bf16_kind in pairs:
         for group in report.groups:
