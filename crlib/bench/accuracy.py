@@ -364,8 +364,8 @@ def _clear_visit_files(archive_visit: Path, extra_dirs: Sequence[Path]) -> None:
 
 def deepcr_kind(kind: str) -> tuple[str, Precision]:
     """``global_bf16`` -> ``("global", "bf16")``; ``per_filter`` -> ``("per_filter", "fp32")``."""
-    base, _, suffix = kind.partition("_bf16")
-    return (base, "bf16") if kind.endswith("_bf16") and not suffix else (kind, "fp32")
+    base = kind.removesuffix("_bf16")
+    return (base, "bf16") if base != kind else (kind, "fp32")
 
 
 def run_accuracy_benchmark(

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,8 +50,6 @@ log = logging.getLogger(__name__)
 
 #: Issue #16's target: core-seconds per exposure, every stage, on CPU.
 TARGET_CORE_SECONDS_PER_EXPOSURE = 15.0
-#: The stages that run once per visit (their cost is shared by the visit's exposures).
-PER_VISIT_STAGES = ("poll", "fetch", "screen", "truth", "exposures", "summary")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,25 +180,21 @@ class PipelineCostReport:
         }
 
 
-def run_child(command: Sequence[str], *, env: dict[str, str] | None = None) -> tuple[str, ProcessCost]:
-    """Run ``command`` to its end; its stdout and its wall and CPU cost (children included).
+def process_cost(command: Sequence[str], *, workdir: Path) -> ProcessCost:
+    """Run ``command`` to its end (:func:`crlib.bench.inference.run_timed`); its wall and CPU cost.
+
+    ``workdir`` receives its ``stdout.txt`` and ``stderr.txt``.
 
     Raises
     ------
     CrlibError
         When the command exits non-zero (its stderr's tail in the message).
     """
-    import resource
+    from crlib.bench.inference import run_timed
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(list(command), capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise CrlibError(f"{' '.join(command[:4])} ... exited {done.returncode}: {done.stderr[-2000:]}")
-    core = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return done.stdout, ProcessCost(wall_s=wall, core_s=core)
+    workdir.mkdir(parents=True, exist_ok=True)
+    timed = run_timed(command, env=dict(os.environ), workdir=workdir)
+    return ProcessCost(wall_s=timed["wall_s"], core_s=timed["cpu_s"])
 
 
 def bare_astrodrizzle_main(visit_dir: Path, work_dir: Path, num_cores: int) -> None:
@@ -222,24 +215,14 @@ def _reference_costs(visit_dir: Path, scratch: Path, *, threads: int) -> tuple[P
 
     work = scratch / "astrodrizzle"
     cores = os.cpu_count() or 1
-    _, drizzle = run_child(
-        [
-            sys.executable,
-            "-m",
-            "crlib.bench.exposure_cost",
-            "astrodrizzle",
-            str(visit_dir),
-            str(work),
-            str(cores),
-        ]
-    )
+    child = [sys.executable, "-m", "crlib.bench.exposure_cost", "astrodrizzle"]
+    drizzle = process_cost([*child, str(visit_dir), str(work), str(cores)], workdir=scratch / "logs")
     shutil.rmtree(work, ignore_errors=True)
     wall = core = 0.0
     for flc in find_exposures(visit_dir):
         out = scratch / f"{flc.stem}_deepcr.npz"
-        _, cost = run_child(
-            [sys.executable, "-m", "crlib.bench.inference", "deepcr", str(flc), str(out), str(threads)]
-        )
+        deepcr = [sys.executable, "-m", "crlib.bench.inference", "deepcr", str(flc), str(out), str(threads)]
+        cost = process_cost(deepcr, workdir=scratch / "logs")
         wall, core = wall + cost.wall_s, core + cost.core_s
     return drizzle, ProcessCost(wall_s=wall, core_s=core)
 

@@ -9,7 +9,7 @@ import pytest
 
 from crlib.bench.exposure_cost import (
     TARGET_CORE_SECONDS_PER_EXPOSURE,
-    run_child,
+    process_cost,
     run_pipeline_cost_benchmark,
 )
 from crlib.bench.pipeline import STAGE_ORDER
@@ -18,15 +18,15 @@ from crlib.config import load_settings
 from crlib.errors import CrlibError
 
 
-def test_a_child_process_is_charged_its_own_cpu_time() -> None:
+def test_a_child_process_is_charged_its_own_cpu_time(tmp_path) -> None:
     burn = (
         "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nprint('done')"
     )
-    out, cost = run_child([sys.executable, "-c", burn])
-    assert out.strip() == "done"
+    cost = process_cost([sys.executable, "-c", burn], workdir=tmp_path / "logs")
+    assert (tmp_path / "logs" / "stdout.txt").read_text().strip() == "done"
     assert cost.core_s >= 0.3 and cost.wall_s >= 0.3
-    with pytest.raises(CrlibError, match="exited 3"):
-        run_child([sys.executable, "-c", "import sys; sys.exit(3)"])
+    with pytest.raises(CrlibError, match=r"failed \(3\)"):
+        process_cost([sys.executable, "-c", "import sys; sys.exit(3)"], workdir=tmp_path / "logs")
 
 
 def test_bad_parameters_are_refused() -> None:
