@@ -25,6 +25,9 @@ InferenceModelMode = Literal["auto", "registry", "deepcr"]
 #: Inference arithmetic: ``auto`` (bf16 on a CPU with native bf16, else fp32), ``fp32`` or ``bf16``.
 InferencePrecision = Literal["auto", "fp32", "bf16"]
 
+#: How the truth stage drizzles (:mod:`crlib.truth.drizzle`, :mod:`crlib.truth.drizzle_inmemory`).
+TruthEngine = Literal["inmemory", "astrodrizzle"]
+
 
 def _default_data_root() -> Path:
     return Path.cwd() / ".crlib"
@@ -66,6 +69,10 @@ class Settings(BaseSettings):
         native bf16 (AVX512-BF16/AMX; ``crlib bench accuracy`` showed TPR within 0.2 points of
         fp32 per field type, docs/inference.md) and fp32 elsewhere (CUDA included, not yet
         measured in bf16); ``fp32`` or ``bf16`` force one (bf16 without native support is an error).
+    truth_engine
+        How the truth stage drizzles: ``inmemory`` (drizzlepac's steps with ``in_memory=True`` and
+        driz_cr on arrays: the same masks as AstroDrizzle, no crmask/blot files, docs/truth.md) or
+        ``astrodrizzle`` (the ``AstroDrizzle`` call and its files).
     retrain_min_new_exposures
         Retraining (``crlib_retrain``) runs only when at least this many exposures (truth status
         ``ok``, >= 100 s) have been recorded that the last training run did not use.
@@ -100,6 +107,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     inference_model: InferenceModelMode = "auto"
     inference_precision: InferencePrecision = "auto"
+    truth_engine: TruthEngine = "inmemory"
     retrain_min_new_exposures: int = Field(default=20, ge=1, le=1_000_000)
     train_epochs: int = Field(default=20, ge=1, le=10_000)
     train_batch_size: int = Field(default=16, ge=1, le=1024)

@@ -84,6 +84,23 @@ def alignment_lines(visit: dict[str, Any]) -> list[str]:
     return lines
 
 
+def engine_lines(engines: dict[str, Any] | None) -> list[str]:
+    """The drizzle engines' mask agreement and times on the same aligned inputs (none: not compared)."""
+    if not engines:
+        return []
+    t = engines["targets"]
+    seconds, cpu = engines["seconds"], engines["cpu_seconds"]
+    return [
+        f"  engines on the same aligned inputs: pixel agreement {engines['pixel_agreement']:.6f} "
+        f"(>= {t['pixel_agreement']}), CR Jaccard {engines['cr_jaccard']:.6f} (>= {t['cr_jaccard']}), "
+        f"{engines['differing_pixels']} differing pixels, blotted medians differ by <= "
+        f"{engines['blot_max_abs_difference_e']:.3g} e-: {'PASS' if engines['passed'] else 'FAIL'}",
+        f"  drizzle alone: AstroDrizzle {seconds['astrodrizzle']:.1f} s ({cpu['astrodrizzle']:.1f} CPU-s), "
+        f"in-memory {seconds['inmemory']:.1f} s ({cpu['inmemory']:.1f} CPU-s), ratio "
+        f"{seconds['inmemory'] / seconds['astrodrizzle']:.2f}",
+    ]
+
+
 def _shown(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -95,7 +112,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"truth fidelity ({report['size']}, {report['exposures']} exposures/visit); targets: align <= "
         f"{t['alignment_rms_px']} px, recall(>50e-) >= {t['recall_50e']}, FPR <= {t['false_positive_rate']}, "
-        f"star cores <= {t['star_core_contamination']}, time <= {t['time_ratio']}x bare AstroDrizzle",
+        f"star cores <= {t['star_core_contamination']}, time <= {t['time_ratio']}x bare AstroDrizzle; "
+        f"truth stage drizzle engine: {report.get('engine', 'astrodrizzle')}",
         f"timing: median of {report['repeats']} alternated runs per tool"
         f"{' after one untimed warm-up run each' if report['warmup'] else ' (no warm-up)'}; "
         f"{report['cpu_count']} CPU cores; load average (1/5/15 min) "
@@ -132,6 +150,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{_shown(threads['astrodrizzle_num_cores'].get(CRLIB))}, bare "
             f"{_shown(threads['astrodrizzle_num_cores'].get(BARE))}"
         )
+        lines.extend(engine_lines(v.get("engines")))
         imported = sorted({m for r in v["runs"] for m in r["imported_while_timed"]})
         lines.append(f"  modules imported inside a timer: {', '.join(imported) if imported else 'none'}")
         for tool in (CRLIB, BARE):

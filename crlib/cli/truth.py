@@ -22,6 +22,13 @@ class TruthMethod(StrEnum):
     multiframe = "multiframe"
 
 
+class DrizzleEngineChoice(StrEnum):
+    """The truth stage's drizzle engines (:data:`crlib.truth.drizzle.DrizzleEngine`)."""
+
+    inmemory = "inmemory"
+    astrodrizzle = "astrodrizzle"
+
+
 class ChipSize(StrEnum):
     """Simulated chip sizes."""
 
@@ -110,6 +117,14 @@ def truth_command(
     ] = 0,
     work_dir: WorkDirOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where *_crtruth.fits go.")] = None,
+    engine: Annotated[
+        DrizzleEngineChoice | None,
+        typer.Option(
+            help="Drizzle engine: inmemory (drizzlepac's steps without their files) or astrodrizzle "
+            "(the AstroDrizzle call); default: CRLIB_TRUTH_ENGINE.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
     """Build ground-truth CR masks (<rootname>_crtruth.fits) for one visit, with quality gates.
@@ -118,6 +133,7 @@ def truth_command(
     of one bandpass); a filter with a single exposure is reported failed with that reason.
     """
     from crlib.align.options import AlignOptions
+    from crlib.config import load_settings
     from crlib.records import to_dict
     from crlib.truth.byfilter import build_truth_per_filter
     from crlib.truth.visit import TruthOptions
@@ -126,6 +142,7 @@ def truth_command(
         align=not no_align,
         align_options=AlignOptions(catalog_file=catalog_file, query_catalogs=not no_query),
         border_px=border,
+        engine=engine.value if engine is not None else load_settings().truth_engine,
     )
     results = build_truth_per_filter(
         visit_dir,
@@ -228,6 +245,13 @@ def bench_truth_command(
             "trail forced into the second exposure; recall/FPR per artefact class reported)."
         ),
     ] = "realistic",
+    engine: Annotated[
+        DrizzleEngineChoice,
+        typer.Option(
+            help="The truth stage's drizzle engine; both engines' masks are also compared on the "
+            "stage's aligned inputs."
+        ),
+    ] = DrizzleEngineChoice.inmemory,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Truth fidelity on simulated visits: alignment, recall, FPR, star cores, time vs AstroDrizzle.
@@ -279,6 +303,7 @@ def bench_truth_command(
         warmup=warmup,
         num_cores=num_cores,
         effects=simulated,
+        engine=engine.value,
     )
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))

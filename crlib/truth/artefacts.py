@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -428,7 +428,7 @@ HEADER_KEYS = {
 
 
 def visit_hot_pixels(
-    exposures: Sequence[tuple[Path, dict[int, Path], float]],
+    exposures: Sequence[tuple[Path, Callable[[int], np.ndarray | None], float]],
     extvers: Sequence[int],
     *,
     flagged: Sequence[dict[int, np.ndarray | None]] | None = None,
@@ -438,7 +438,8 @@ def visit_hot_pixels(
     Parameters
     ----------
     exposures
-        Per exposure ``(working copy of the FLC, {extver: drizzlepac blot image}, read noise e-)``.
+        Per exposure ``(working copy of the FLC, extver -> blotted median float32 e- or None,
+        read noise e-)``.
     extvers
         SCI extension versions to examine.
     flagged
@@ -456,14 +457,13 @@ def visit_hot_pixels(
     for extver in extvers:
         excess, sigma = [], []
         plain_sky = None
-        for path, blots, read_noise in exposures:
-            blot_path = blots.get(extver)
-            if blot_path is None or not blot_path.exists():
+        for path, blot_of, read_noise in exposures:
+            blot = blot_of(extver)
+            if blot is None:
                 break
             with fits.open(path, memmap=False) as hdul:
                 sci = np.asarray(hdul["SCI", extver].data, dtype=np.float32)
-            with fits.open(blot_path, memmap=False) as hdul:
-                model = np.asarray(hdul[0].data, dtype=np.float32)
+            model = np.asarray(blot, dtype=np.float32)
             if model.shape != sci.shape:
                 break
             residual = sci - model

@@ -32,10 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from crlib.config import TruthEngine
 from crlib.profiles import InstrumentProfile
 from crlib.truth.parameters import load_svm_parameters
 
 log = logging.getLogger(__name__)
+
+#: The two ways the truth stage drizzles: drizzlepac's ``AstroDrizzle`` call with its files, or
+#: its steps in memory (:mod:`crlib.truth.drizzle_inmemory`).
+DrizzleEngine = TruthEngine
 
 #: Parameters we always force, whatever the SVM set says (and why).
 FORCED_PARAMETERS: dict[str, Any] = {
@@ -78,6 +83,12 @@ class DrizzleRun:
         Wall time of the AstroDrizzle call, seconds.
     problems
         Output checks that failed (missing crmask, empty run ...); empty when all is well.
+    engine
+        ``astrodrizzle`` (drizzlepac's files) or ``inmemory`` (:mod:`crlib.truth.drizzle_inmemory`).
+    masks, blots
+        The in-memory engine's results, ``{(rootname, sci_extver): array}``: CR masks as uint8
+        with **1 = CR**, blotted medians as float32 electrons; empty for the file engine, whose
+        results are read from ``crmask_files`` and the ``*_blt.fits`` files.
     """
 
     work_dir: Path
@@ -89,6 +100,13 @@ class DrizzleRun:
     crmask_files: dict[tuple[str, int], Path] = field(default_factory=dict)
     seconds: float = 0.0
     problems: tuple[str, ...] = ()
+    engine: str = "astrodrizzle"
+    masks: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    blots: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+
+    def has_mask(self, rootname: str) -> bool:
+        """Whether driz_cr made a mask for some chip of ``rootname``."""
+        return any(key[0] == rootname for key in (*self.masks, *self.crmask_files))
 
     def cr_mask(self, rootname: str, sci_extver: int) -> np.ndarray | None:
         """CR mask of one chip as uint8, **1 = CR** (``None`` when driz_cr wrote none).
@@ -100,12 +118,25 @@ class DrizzleRun:
         """
         from astropy.io import fits
 
+        if (rootname, sci_extver) in self.masks:
+            return self.masks[(rootname, sci_extver)]
         path = self.crmask_files.get((rootname, sci_extver))
         if path is None:
             return None
         with fits.open(path, memmap=False) as hdul:
             good = np.asarray(hdul[0].data)
         return (good == 0).astype(np.uint8)
+
+    def blot(self, rootname: str, sci_extver: int) -> np.ndarray | None:
+        """Blotted median of one chip, float32 (ny, nx) electrons (``None`` when there is none)."""
+        from astropy.io import fits
+
+        if (rootname, sci_extver) in self.blots:
+            return self.blots[(rootname, sci_extver)]
+        for path in sorted(self.work_dir.glob(f"{rootname}*_sci{sci_extver}_blt.fits")):
+            with fits.open(path, memmap=False) as hdul:
+                return np.asarray(hdul[0].data, dtype=np.float32)
+        return None
 
 
 class _SkyFallbackWatcher(logging.Handler):
@@ -240,67 +271,24 @@ def run_astrodrizzle(
     """
     from drizzlepac import astrodrizzle
 
-    paths = [Path(p).resolve() for p in inputs]
-    if not paths:
-        raise ValueError("run_astrodrizzle needs at least one input file")
+    paths, condition, parameters = astrodrizzle_parameters(
+        inputs,
+        profile=profile,
+        output_name=output_name,
+        final_drizzle=final_drizzle,
+        overrides=overrides,
+        num_cores=num_cores,
+    )
     work_dir = paths[0].parent
-    condition, parameters = load_svm_parameters(profile, len(paths))
-    parameters["num_cores"] = num_cores
-    parameters.update(overrides or {})
-    parameters.update(FORCED_PARAMETERS)
-    parameters["num_cores"] = resolve_num_cores(parameters["num_cores"], len(paths))
-    parameters["driz_combine"] = bool(final_drizzle)
-    parameters["runfile"] = f"{output_name}_astrodrizzle.log"
-    parameters["output"] = output_name
-    requested = str(parameters.get("skymethod", "localmin"))
-
-    watcher = _SkyFallbackWatcher()
-    sky_logger = logging.getLogger("drizzlepac.sky")
-    sky_logger.addHandler(watcher)
     start = time.perf_counter()
-    try:
-        # drizzlepac prints to stdout; keep it out of our callers' output (e.g. ``--json``)
-        with (
-            contextlib.chdir(work_dir),
-            open(work_dir / f"{output_name}_stdout.log", "w") as stdout_log,
-            contextlib.redirect_stdout(stdout_log),
-        ):
-            shim = skymatch_compatibility() if fix_skymatch else contextlib.nullcontext(False)
-            with shim:
-                astrodrizzle.AstroDrizzle(input=[p.name for p in paths], **parameters)
-    finally:
-        sky_logger.removeHandler(watcher)
+    with drizzlepac_session(work_dir, output_name, fix_skymatch=fix_skymatch) as session:
+        astrodrizzle.AstroDrizzle(input=[p.name for p in paths], **parameters)
     seconds = time.perf_counter() - start
-    used = requested
-    if watcher.fell_back:
-        used = "globalmin" if "globalmin" in requested else "localmin"
-        log.warning("AstroDrizzle fell back from skymethod=%r to %r", requested, used)
+    requested, used = session.sky_methods(parameters)
 
     rootnames = [p.name.split("_")[0].lower() for p in paths]
     crmasks = find_crmask_files(work_dir, rootnames)
-    problems = []
-    for rootname in rootnames:
-        if not any(key[0] == rootname for key in crmasks):
-            problems.append(f"{rootname}: driz_cr wrote no crmask (file dropped or CR step skipped)")
-    log.info(
-        "AstroDrizzle %s on %d exposures: %.1f s, skymethod %s, num_cores %d",
-        condition,
-        len(paths),
-        seconds,
-        used,
-        parameters["num_cores"],
-    )
-    record = {
-        "inputs": [p.name for p in paths],
-        "condition": condition,
-        "parameters": parameters,
-        "skymethod_requested": requested,
-        "skymethod_used": used,
-        "drizzlepac_version": _drizzlepac_version(),
-        "seconds": seconds,
-    }
-    run_record_path(work_dir, output_name).write_text(json.dumps(record, indent=2, default=str))
-    return DrizzleRun(
+    run = DrizzleRun(
         work_dir=work_dir,
         inputs=tuple(paths),
         condition=condition,
@@ -309,5 +297,116 @@ def run_astrodrizzle(
         skymethod_used=used,
         crmask_files=crmasks,
         seconds=seconds,
-        problems=tuple(problems),
+        problems=missing_mask_problems(rootnames, crmasks),
     )
+    write_run_record(run, output_name)
+    return run
+
+
+def astrodrizzle_parameters(
+    inputs: Sequence[Path],
+    *,
+    profile: InstrumentProfile,
+    output_name: str,
+    final_drizzle: bool = False,
+    overrides: dict[str, Any] | None = None,
+    num_cores: int | None = None,
+) -> tuple[list[Path], str, dict[str, Any]]:
+    """The inputs' resolved paths, the SVM condition and every AstroDrizzle keyword of a run.
+
+    The SVM set for the visit's size, then ``num_cores``, then ``overrides``, then
+    :data:`FORCED_PARAMETERS`, then the run's own names (``output``, ``runfile``) and
+    ``driz_combine`` (``final_drizzle``). Both engines use it, so both run the same parameters.
+
+    Returns
+    -------
+    tuple
+        ``(paths, condition, parameters)``.
+    """
+    paths = [Path(p).resolve() for p in inputs]
+    if not paths:
+        raise ValueError("a drizzle run needs at least one input file")
+    condition, parameters = load_svm_parameters(profile, len(paths))
+    parameters["num_cores"] = num_cores
+    parameters.update(overrides or {})
+    parameters.update(FORCED_PARAMETERS)
+    parameters["num_cores"] = resolve_num_cores(parameters["num_cores"], len(paths))
+    parameters["driz_combine"] = bool(final_drizzle)
+    parameters["runfile"] = f"{output_name}_astrodrizzle.log"
+    parameters["output"] = output_name
+    return paths, condition, parameters
+
+
+class DrizzlepacSession:
+    """What :func:`drizzlepac_session` watched: whether drizzlepac fell back from its sky method."""
+
+    def __init__(self) -> None:
+        self.watcher = _SkyFallbackWatcher()
+
+    def sky_methods(self, parameters: dict[str, Any]) -> tuple[str, str]:
+        """``(requested, used)`` sky methods of the run that used ``parameters``."""
+        requested = str(parameters.get("skymethod", "localmin"))
+        if not self.watcher.fell_back:
+            return requested, requested
+        used = "globalmin" if "globalmin" in requested else "localmin"
+        log.warning("AstroDrizzle fell back from skymethod=%r to %r", requested, used)
+        return requested, used
+
+
+@contextlib.contextmanager
+def drizzlepac_session(
+    work_dir: Path, output_name: str, *, fix_skymatch: bool
+) -> Iterator[DrizzlepacSession]:
+    """Run drizzlepac inside ``work_dir``, its stdout in ``<output>_stdout.log``, the sky fallback watched.
+
+    Yields
+    ------
+    DrizzlepacSession
+    """
+    session = DrizzlepacSession()
+    sky_logger = logging.getLogger("drizzlepac.sky")
+    sky_logger.addHandler(session.watcher)
+    try:
+        # drizzlepac prints to stdout; keep it out of our callers' output (e.g. ``--json``)
+        with (
+            contextlib.chdir(work_dir),
+            open(Path(work_dir) / f"{output_name}_stdout.log", "w") as stdout_log,
+            contextlib.redirect_stdout(stdout_log),
+            skymatch_compatibility() if fix_skymatch else contextlib.nullcontext(False),
+        ):
+            yield session
+    finally:
+        sky_logger.removeHandler(session.watcher)
+
+
+def missing_mask_problems(rootnames: Sequence[str], masks: dict[tuple[str, int], Any]) -> tuple[str, ...]:
+    """One problem per exposure that driz_cr made no mask for."""
+    return tuple(
+        f"{rootname}: driz_cr wrote no crmask (file dropped or CR step skipped)"
+        for rootname in rootnames
+        if not any(key[0] == rootname for key in masks)
+    )
+
+
+def write_run_record(run: DrizzleRun, output_name: str) -> None:
+    """Write the record :func:`read_run_record` reads (inputs, parameters, sky methods, engine, time)."""
+    log.info(
+        "%s %s on %d exposures: %.1f s, skymethod %s, num_cores %d",
+        run.engine,
+        run.condition,
+        len(run.inputs),
+        run.seconds,
+        run.skymethod_used,
+        run.parameters["num_cores"],
+    )
+    record = {
+        "inputs": [p.name for p in run.inputs],
+        "condition": run.condition,
+        "engine": run.engine,
+        "parameters": run.parameters,
+        "skymethod_requested": run.skymethod_requested,
+        "skymethod_used": run.skymethod_used,
+        "drizzlepac_version": _drizzlepac_version(),
+        "seconds": run.seconds,
+    }
+    run_record_path(run.work_dir, output_name).write_text(json.dumps(record, indent=2, default=str))

@@ -14,6 +14,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -36,7 +37,8 @@ from crlib.profiles import InstrumentProfile, get_profile
 from crlib.provenance import code_version
 from crlib.records import AlignmentResult, TruthResult
 from crlib.truth.artefacts import visit_hot_pixels
-from crlib.truth.drizzle import DrizzleRun, run_astrodrizzle
+from crlib.truth.drizzle import DrizzleEngine, DrizzleRun, run_astrodrizzle
+from crlib.truth.drizzle_inmemory import run_inmemory_drizzle
 from crlib.truth.outcome import ChipMasks, artefact_entries, chip_quality, failed_all, without_artefacts
 from crlib.truth.product import write_exposure_truth
 from crlib.truth.quality import QualityThresholds, assess, failed_truth, gate_parameters, star_core_mask
@@ -74,6 +76,10 @@ class TruthOptions:
     exclude_artefacts
         Keep satellite trails and recurrent (hot) pixels out of the CR and valid masks
         (:mod:`crlib.truth.artefacts`) and count them in the record.
+    engine
+        ``inmemory`` (:mod:`crlib.truth.drizzle_inmemory`: drizzlepac's steps without their files,
+        driz_cr on arrays; the same masks, faster) or ``astrodrizzle`` (the ``AstroDrizzle`` call
+        and its files, :mod:`crlib.truth.drizzle`).
     """
 
     align: bool = True
@@ -86,6 +92,7 @@ class TruthOptions:
     drizzle_overrides: dict[str, Any] = field(default_factory=dict)
     workers: int = 0
     exclude_artefacts: bool = True
+    engine: DrizzleEngine = "inmemory"
 
 
 class TruthArguments(TypedDict, total=False):
@@ -124,19 +131,6 @@ class VisitTruth:
     seconds: dict[str, float]
     work_dir: Path
     out_dir: Path
-
-
-def _blot_paths(work_dir: Path, rootname: str, extver: int) -> list[Path]:
-    return sorted(work_dir.glob(f"{rootname}*_sci{extver}_blt.fits"))
-
-
-def _blot_image(work_dir: Path, rootname: str, extver: int) -> np.ndarray | None:
-    from astropy.io import fits
-
-    for path in _blot_paths(work_dir, rootname, extver):
-        with fits.open(path, memmap=False) as hdul:
-            return np.asarray(hdul[0].data, dtype=np.float32)
-    return None
 
 
 def _coverages(
@@ -265,7 +259,7 @@ def _exposure_truth(
                 extver,
                 np.asarray(hdul["SCI", extver].data, dtype=np.float32),
                 crmask,
-                blot=_blot_image(run.work_dir, info.rootname, extver),
+                blot=run.blot(info.rootname, extver),
                 own=own[extver],
                 others=others,
                 coverage=coverages.get((info.rootname, extver)),
@@ -425,6 +419,7 @@ def _drizzle_provenance(
 
     return {
         "METHOD": "drizzle",
+        "DRIZENG": run.engine,
         "PARSET": run.condition,
         "SKYREQ": run.skymethod_requested,
         "SKYMETH": run.skymethod_used,
@@ -445,12 +440,8 @@ def _drizzle_provenance(
 
 def _hot_pixels(todo: list[ExposureInfo], copy_of: dict[str, Path], run: DrizzleRun) -> dict[int, np.ndarray]:
     """Compute step: the visit's recurrent hot pixels per chip, ``{extver: bool (ny, nx)}``."""
-    blots = {
-        i.rootname: {e: p for e in i.sci_extvers for p in _blot_paths(run.work_dir, i.rootname, e)[:1]}
-        for i in todo
-    }
     return visit_hot_pixels(
-        [(copy_of[i.rootname], blots[i.rootname], i.read_noise_e) for i in todo],
+        [(copy_of[i.rootname], partial(run.blot, i.rootname), i.read_noise_e) for i in todo],
         todo[0].sci_extvers,
         flagged=[{e: run.cr_mask(i.rootname, e) for e in i.sci_extvers} for i in todo],
     )
@@ -473,11 +464,7 @@ def _visit_masks(
     """
     frames = {copy.name.split("_")[0].lower(): read_chip_frames(copy) for copy in copies}
     provenance = _drizzle_provenance(run, len(infos), alignment, options)
-    failed = {
-        info.rootname
-        for info in infos
-        if run.problems and not any(key[0] == info.rootname for key in run.crmask_files)
-    }
+    failed = {info.rootname for info in infos if run.problems and not run.has_mask(info.rootname)}
     results = [failed_truth(r, "drizzle", "; ".join(run.problems), **provenance) for r in sorted(failed)]
     todo = [info for info in infos if info.rootname not in failed]
     copy_of = {info.rootname: copy for info, copy in zip(infos, copies, strict=True)}
@@ -506,9 +493,13 @@ def _visit_masks(
 def _drizzle(
     copies: list[Path], profile: InstrumentProfile, visit: str, options: TruthOptions
 ) -> DrizzleRun | str:
-    """Compute step: AstroDrizzle (driz_cr) on the working copies; a failure is returned as its reason."""
+    """Compute step: drizzle and driz_cr on the working copies (``options.engine``).
+
+    A failure is returned as its reason.
+    """
+    run_engine = run_inmemory_drizzle if options.engine == "inmemory" else run_astrodrizzle
     try:
-        return run_astrodrizzle(
+        return run_engine(
             copies,
             profile=profile,
             output_name=f"{visit}_truth",
@@ -516,7 +507,7 @@ def _drizzle(
             overrides=options.drizzle_overrides,
         )
     except Exception as exc:  # drizzlepac failing on a visit is an outcome to record, not a crash
-        log.exception("AstroDrizzle failed on visit %s", visit)
+        log.exception("drizzle (%s engine) failed on visit %s", options.engine, visit)
         return f"AstroDrizzle failed: {type(exc).__name__}: {exc}"
 
 

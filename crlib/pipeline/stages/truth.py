@@ -122,7 +122,9 @@ def _build_set(
             out_dir=work / "truth",
             profile=settings.instrument,
             options=TruthOptions(
-                workers=settings.threads, align_options=AlignOptions(workers=settings.threads)
+                workers=settings.threads,
+                align_options=AlignOptions(workers=settings.threads),
+                engine=settings.truth_engine,
             ),
         )
     except CrlibError as exc:  # bad data of the set: a recorded outcome, the run goes on

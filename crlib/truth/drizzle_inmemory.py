@@ -1,0 +1,221 @@
+"""The truth stage's drizzle in memory: AstroDrizzle's steps 1-5 without their files, driz_cr on arrays.
+
+:func:`run_inmemory_drizzle` runs what ``AstroDrizzle`` runs up to the CR masks, on the same
+working copies with the same keywords (:func:`crlib.truth.drizzle.astrodrizzle_parameters`), and
+hands the masks and blotted medians to the caller as arrays instead of ``*_crmask.fits`` and
+``*_blt.fits`` files:
+
+1. drizzlepac's own step functions, in ``AstroDrizzle``'s order, with ``in_memory=True``:
+   ``processInput.setCommonInput`` (inputs, output WCS), ``staticMask.createStaticMask``,
+   ``sky.subtractSky``, ``adrizzle.drizSeparate`` (``cdriz.tdriz``), ``createMedian.createMedian``
+   and ``ablot.runBlot`` (``cdriz.tblot``). Their intermediate products stay in the image
+   objects' ``virtualOutputs`` (drizzlepac still writes the ``*_single_sci.fits`` images: its
+   ``OutputImage.writeFITS`` does so on purpose, in memory mode too).
+2. driz_cr (step 6) per chip with :func:`crlib.truth.driz_cr.driz_cr_good_mask`, which computes
+   drizzlepac's ``drizCR._driz_cr`` mask pixel for pixel with fewer passes, the chips in threads.
+
+What it does not do: the final drizzle (step 7; the truth stage never runs it), and processes:
+drizzlepac's ``num_cores`` forks one process per exposure, which memory mode turns off, and
+``cdriz.tdriz`` / ``tblot`` hold the GIL (two threads drizzling two chips take as long as one
+after the other), so steps 1-5 run on one core. See docs/truth.md, "In-memory engine", for the
+measured agreement with the file engine and the time per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crlib.profiles import InstrumentProfile
+from crlib.truth.driz_cr import driz_cr_good_mask
+from crlib.truth.drizzle import (
+    DrizzleRun,
+    astrodrizzle_parameters,
+    drizzlepac_session,
+    missing_mask_problems,
+    write_run_record,
+)
+
+log = logging.getLogger(__name__)
+
+#: drizzlepac's output names end in ``_sci<N>_<kind>.fits``; N is the SCI extver.
+_EXTVER_IN_NAME = re.compile(r"_sci(\d+)_(?:crmask|blt)\.fits$")
+
+#: Keywords this engine sets whatever the caller asked: memory mode, and one process (drizzlepac
+#: runs its steps serially in memory mode; ``num_cores > 1`` would fork for the single drizzle only).
+INMEMORY_PARAMETERS: dict[str, Any] = {"in_memory": True, "num_cores": 1}
+
+
+def _config(paths: Sequence[Path], parameters: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """drizzlepac's configuration object for these keywords, built as ``AstroDrizzle()`` builds it."""
+    from drizzlepac import util
+    from stsci.tools import teal
+
+    input_dict = dict(parameters)
+    input_dict["input"] = [p.name for p in paths]
+    defaults = teal.load("astrodrizzle", defaults=True)
+    if "updatewcs" in input_dict:
+        defaults["updatewcs"] = input_dict.pop("updatewcs")
+    config = util.getDefaultConfigObj("astrodrizzle", defaults, input_dict, loadOnly=True)
+    util.applyUserPars_steps(config, input_dict, step="3a")
+    util.applyUserPars_steps(config, input_dict, step="7a")
+    config["mdriztab"] = False
+    return config, input_dict
+
+
+def _chip_outputs(images: list[Any]) -> list[tuple[Any, str, int, str]]:
+    """``(image, rootname, sci_extver, extension)`` of every chip drizzlepac blotted a median onto."""
+    chips = []
+    for image in images:
+        rootname = Path(image._filename).name.split("_")[0].lower()
+        for number in range(1, image._numchips + 1):
+            chip = image[f"{image.scienceExt},{number}"]
+            if not chip.group_member or chip.outputNames["blotImage"] not in image.virtualOutputs:
+                continue
+            match = _EXTVER_IN_NAME.search(chip.outputNames["crmaskImage"])
+            extver = int(match.group(1)) if match else number
+            chips.append((image, rootname, extver, f"{image.scienceExt},{number}"))
+    return chips
+
+
+def _chip_driz_cr(image: Any, extension: str, parameters: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """One chip's ``(CR mask uint8 with 1 = CR, blotted median float32 e-)``, as drizCR._driz_cr."""
+    chip = image[extension]
+    conversion = chip._conversionFactor
+    blot = np.array(image.virtualOutputs[chip.outputNames["blotImage"]][0].data, dtype=np.float32)
+    blot *= conversion
+    sci = image.getData(extension) * conversion
+    good = driz_cr_good_mask(
+        sci,
+        blot,
+        gain=chip._effGain,
+        read_noise_e=chip._rdnoise,
+        background_e=chip.subtractedSky * conversion,
+        snr=parameters["driz_cr_snr"],
+        scale=parameters["driz_cr_scale"],
+        grow=int(parameters["driz_cr_grow"]),
+        ctegrow=int(parameters["driz_cr_ctegrow"]),
+        cte_dir=int(getattr(chip, "cte_dir", 0)),
+    )
+    return (~good).astype(np.uint8), blot
+
+
+def _drizzle_steps(config: Any, input_dict: dict[str, Any]) -> tuple[list[Any], str | None, dict[str, float]]:
+    """Steps 1-5 as AstroDrizzle runs them; ``(images, reason no median was made or None, seconds)``."""
+    from drizzlepac import ablot, adrizzle, createMedian, processInput, sky, staticMask, util
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    images, output_wcs = processInput.setCommonInput(config, overwrite_dict=input_dict)
+    images = list(images or [])
+    seconds["initialize"] = time.perf_counter() - start
+    if len(images) < 2:
+        return images, f"drizzlepac kept {len(images)} usable input(s); driz_cr needs 2 or more", seconds
+    steps = (
+        ("static_mask", lambda: staticMask.createStaticMask(images, config)),
+        ("sky", lambda: sky.subtractSky(images, config)),
+        ("single_drizzle", lambda: adrizzle.drizSeparate(images, output_wcs, config, wcsmap=None)),
+        ("median", lambda: createMedian.createMedian(images, config)),
+        ("blot", lambda: ablot.runBlot(images, output_wcs, config, wcsmap=None)),
+    )
+    for name, step in steps:
+        start = time.perf_counter()
+        try:
+            step()
+        except util.StepAbortedError as exc:
+            if not str(exc).startswith("Rejecting all pixels"):
+                raise
+            return images, f"the median step rejected every pixel ({exc})", seconds
+        seconds[name] = time.perf_counter() - start
+    return images, None, seconds
+
+
+def run_inmemory_drizzle(
+    inputs: Sequence[Path],
+    *,
+    profile: InstrumentProfile,
+    output_name: str,
+    fix_skymatch: bool = True,
+    overrides: dict[str, Any] | None = None,
+    workers: int = 0,
+) -> DrizzleRun:
+    """Single drizzle, median, blot and driz_cr of one visit, the CR masks kept in memory.
+
+    Parameters
+    ----------
+    inputs
+        Exposure files **already copied** into one working directory (drizzlepac writes MDRIZSKY
+        into them, as ``AstroDrizzle`` does).
+    profile
+        Instrument profile (selects the SVM parameter set).
+    output_name
+        Root name of the run's record and logs in the working directory.
+    fix_skymatch
+        Provide the polygon method skypac needs so ``skymethod='match'`` really runs.
+    overrides
+        Extra AstroDrizzle keywords that win over the SVM set (never over the forced ones, nor
+        over :data:`INMEMORY_PARAMETERS`).
+    workers
+        Threads for the driz_cr step (0: one per CPU core, at most one per chip).
+
+    Returns
+    -------
+    DrizzleRun
+        ``engine="inmemory"``, ``masks`` (uint8, 1 = CR) and ``blots`` (float32 e-) per
+        ``(rootname, sci_extver)``; ``problems`` names the exposures without a mask and why.
+    """
+    paths, condition, parameters = astrodrizzle_parameters(
+        inputs, profile=profile, output_name=output_name, final_drizzle=False, overrides=overrides
+    )
+    parameters.update(INMEMORY_PARAMETERS)
+    work_dir = paths[0].parent
+    masks: dict[tuple[str, int], np.ndarray] = {}
+    blots: dict[tuple[str, int], np.ndarray] = {}
+    reason: str | None = None
+    start = time.perf_counter()
+    with drizzlepac_session(work_dir, output_name, fix_skymatch=fix_skymatch) as session:
+        config, input_dict = _config(paths, parameters)
+        images, reason, seconds = _drizzle_steps(config, input_dict)
+        try:
+            if reason is None and parameters.get("driz_cr", True):
+                chips = _chip_outputs(images)
+                step_start = time.perf_counter()
+                threads = max(1, min(workers or (os.cpu_count() or 1), len(chips) or 1))
+                with ThreadPoolExecutor(max_workers=threads) as pool:
+                    results = list(pool.map(lambda c: _chip_driz_cr(c[0], c[3], parameters), chips))
+                for (_, rootname, extver, _), (mask, blot) in zip(chips, results, strict=True):
+                    masks[(rootname, extver)] = mask
+                    blots[(rootname, extver)] = blot
+                seconds["driz_cr"] = time.perf_counter() - step_start
+        finally:
+            for image in images:
+                image.close()
+    requested, used = session.sky_methods(parameters)
+    rootnames = [p.name.split("_")[0].lower() for p in paths]
+    problems = missing_mask_problems(rootnames, masks)
+    if reason is not None:
+        problems = tuple(f"{problem}: {reason}" for problem in problems)
+    log.info("in-memory drizzle steps: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+    run = DrizzleRun(
+        work_dir=work_dir,
+        inputs=tuple(paths),
+        condition=condition,
+        parameters=dict(parameters),
+        skymethod_requested=requested,
+        skymethod_used=used,
+        seconds=time.perf_counter() - start,
+        problems=problems,
+        engine="inmemory",
+        masks=masks,
+        blots=blots,
+    )
+    write_run_record(run, output_name)
+    return run
