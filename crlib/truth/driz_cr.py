@@ -121,17 +121,17 @@ def driz_cr_good_mask(
     good = residual <= (mult2 * deriv + snr2 * noise / gain)
     del residual, deriv, noise
     good |= ndimage.minimum_filter(good_loose.view(np.uint8), size=3, mode="reflect").view(bool)
-    if grow != 1 or ctegrow > 0:
-        from scipy import signal
-    if grow != 1:
-        grown = signal.convolve2d(good, np.ones((grow, grow), dtype=np.uint16), boundary="symm", mode="same")
-        good = grown >= grow**2
-    if ctegrow > 0:
-        kernel = np.zeros((2 * ctegrow + 1, 2 * ctegrow + 1))
-        if cte_dir == 1:
-            kernel[0:ctegrow, ctegrow] = 1
-        elif cte_dir == -1:
-            kernel[ctegrow + 1 : 2 * ctegrow + 1, ctegrow] = 1
-        tail = signal.convolve2d(good, kernel, boundary="symm", mode="same")
-        good &= tail >= ctegrow
+    if grow == 1 and ctegrow <= 0:
+        return np.asarray(good, dtype=bool)
+    from scipy import signal
+
+    # both convolutions of the mask before either is applied, then combined, as drizzlepac does
+    grown = signal.convolve2d(good, np.ones((grow, grow), dtype=np.uint16), boundary="symm", mode="same")
+    kernel = np.zeros((2 * ctegrow + 1, 2 * ctegrow + 1))
+    if cte_dir == 1:
+        kernel[0:ctegrow, ctegrow] = 1
+    elif cte_dir == -1:
+        kernel[ctegrow + 1 : 2 * ctegrow + 1, ctegrow] = 1
+    tail = signal.convolve2d(good, kernel, boundary="symm", mode="same")
+    good = (grown >= grow**2) & (tail >= ctegrow)
     return np.asarray(good, dtype=bool)

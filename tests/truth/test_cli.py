@@ -9,6 +9,7 @@ from statistics import median
 import pytest
 from typer.testing import CliRunner
 
+from crlib.bench.truth_report import format_report
 from crlib.cli.app import app, register_commands
 
 
@@ -78,10 +79,20 @@ def test_bench_truth_runs_one_field_type_and_scores_it(tmp_path):
     # the same AstroDrizzle call: every keyword, the parameter set and the sky method really used
     crlib_parameters, bare_parameters = visit["parameters"]["crlib"], visit["parameters"]["bare"]
     assert visit["parameters_match"] and visit["parameter_differences"] == {}
+    # the truth stage's default engine runs drizzlepac's steps in memory: only that keyword differs
+    assert report["engine"] == visit["engine"] == "inmemory"
+    assert visit["engine_parameters"] == {"in_memory": True, "num_cores": 1}
+    assert (crlib_parameters.pop("in_memory"), bare_parameters.pop("in_memory")) == (True, False)
     assert crlib_parameters == bare_parameters
     assert crlib_parameters["skymethod"] == crlib_parameters["skymethod_used"] == "match"
     assert crlib_parameters["driz_combine"] is False and crlib_parameters["driz_cr"] is True
     assert visit["threads"]["astrodrizzle_num_cores"] == {"crlib": 1, "bare": 1}
+    # both engines on the stage's aligned inputs: the same masks, pixel for pixel
+    engines = visit["engines"]
+    assert engines["passed"] and engines["differing_pixels"] == 0 and engines["cr_jaccard"] == 1.0
+    assert len(engines["chips"]) == 6 and all(c["cr_pixels_inmemory"] > 0 for c in engines["chips"])
+    assert engines["problems"] == {"astrodrizzle": [], "inmemory": []}
+    assert "engines on the same aligned inputs: pixel agreement 1.000000" in format_report(report)
     assert visit["threads"]["cpu_count"] >= 1 and len(report["load_average_start"]) == 3
 
 
@@ -89,9 +100,11 @@ def test_bench_truth_num_cores_goes_to_both_tools(tmp_path):
     """``--num-cores`` sets AstroDrizzle's processes for the truth stage and bare AstroDrizzle alike."""
     register_commands()
     args = ["bench", "truth", "--size", "small", "--field-type", "extragalactic", "--out", str(tmp_path)]
-    result = CliRunner().invoke(app, [*args, "--num-cores", "2", "--repeats", "1", "--no-warmup", "--json"])
+    options = ["--num-cores", "2", "--repeats", "1", "--no-warmup", "--engine", "astrodrizzle", "--json"]
+    result = CliRunner().invoke(app, [*args, *options])
     assert result.exit_code == 0, result.output
     (visit,) = json.loads(result.stdout)["visits"]
+    assert visit["engine"] == "astrodrizzle" and visit["engine_parameters"] == {}
     assert visit["order"] == ["crlib", "bare"] and visit["warmup"] is False
     assert visit["threads"]["astrodrizzle_num_cores"] == {"crlib": 2, "bare": 2}
     assert visit["parameters_match"], visit["parameter_differences"]
