@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         How the truth stage drizzles: ``inmemory`` (drizzlepac's steps with ``in_memory=True`` and
         driz_cr on arrays: the same masks as AstroDrizzle, no crmask/blot files, docs/truth.md) or
         ``astrodrizzle`` (the ``AstroDrizzle`` call and its files).
+    warm_workers
+        Celery pool processes of an Airflow worker import the inference stack and load the infer
+        stage's models before their first task, so each forked task starts with them
+        (``crlib_airflow.celery_config``, :mod:`crlib.pipeline.warm`).
     retrain_min_new_exposures
         Retraining (``crlib_retrain``) runs only when at least this many exposures (truth status
         ``ok``, >= 100 s) have been recorded that the last training run did not use.
@@ -108,6 +112,7 @@ class Settings(BaseSettings):
     inference_model: InferenceModelMode = "auto"
     inference_precision: InferencePrecision = "auto"
     truth_engine: TruthEngine = "inmemory"
+    warm_workers: bool = True
     retrain_min_new_exposures: int = Field(default=20, ge=1, le=1_000_000)
     train_epochs: int = Field(default=20, ge=1, le=10_000)
     train_batch_size: int = Field(default=16, ge=1, le=1024)

@@ -1,4 +1,4 @@
-"""``crlib cluster`` (a local CeleryExecutor cluster until Ctrl-C) and ``crlib bench cluster``."""
+"""``crlib cluster`` (a local cluster until Ctrl-C), ``crlib bench cluster`` and ``bench warm-workers``."""
 
 from __future__ import annotations
 
@@ -168,3 +168,69 @@ def bench_cluster_command(
     typer.echo(f"  machine: {report.cores} cores, load average before {before}, after {after}")
     for note in report.notes:
         typer.echo(f"  {note}")
+
+
+@bench_app.command("warm-workers")
+def bench_warm_workers_command(
+    visits: Annotated[int, typer.Option(min=1, max=10, help="Visits in the simulated proposal.")] = 2,
+    exposures: Annotated[int, typer.Option(min=2, max=8, help="Exposures per visit.")] = 3,
+    size: Annotated[SizeOption, typer.Option(help="Simulated chip size.")] = "small",
+    seed: Annotated[int, typer.Option(help="Simulation seed.")] = 2026,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the measurements as JSON.")] = False,
+) -> None:
+    """Per-task overhead of the infer tasks on a cold and on a warm Celery worker (issue 16: <= 0.5 s warm).
+
+    Reprocesses one simulated proposal on a one-worker local cluster with CRLIB_WARM_WORKERS=false,
+    then with warm pool processes; overhead = mean infer task duration - mean prediction time.
+    """
+    from crlib.bench.warm_workers import WARM_OVERHEAD_TARGET_S, run_warm_worker_benchmark
+    from crlib.config import load_settings
+
+    report = run_warm_worker_benchmark(
+        load_settings(),
+        visits=visits,
+        exposures=exposures,
+        size=size,
+        seed=seed,
+        progress=lambda message: typer.echo(message, err=True),
+    )
+    rows = {"cold": report.cold, "warm": report.warm}
+    if as_json:
+        payload = {
+            "visits": report.visits,
+            "exposures_per_visit": report.exposures,
+            "size": report.size,
+            **{
+                label: {
+                    "tasks": len(costs.task_seconds),
+                    "task_seconds": [round(s, 3) for s in costs.task_seconds],
+                    "predict_seconds": [round(s, 3) for s in costs.predict_seconds],
+                    "overhead_s": round(costs.overhead_s, 3),
+                }
+                for label, costs in rows.items()
+            },
+            "saved_per_task_s": round(report.saved_per_task_s, 3),
+            "target_s": WARM_OVERHEAD_TARGET_S,
+            "passed": report.passed(),
+            "load_before": report.load_before,
+            "load_after": report.load_after,
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(
+        f"crlib bench warm-workers: {report.visits} visits x {report.exposures} {report.size} exposures, "
+        "one worker, one slot, one thread"
+    )
+    for label, costs in rows.items():
+        typer.echo(
+            f"  {label}: {len(costs.task_seconds)} infer tasks, median {costs.median_task_s:.2f} s, "
+            f"overhead {costs.overhead_s:.2f} s per task (mean task - mean prediction)"
+        )
+    verdict = "meets" if report.passed() else "misses"
+    typer.echo(
+        f"  warm saves {report.saved_per_task_s:.2f} s per task; warm overhead {verdict} the target "
+        f"<= {WARM_OVERHEAD_TARGET_S} s"
+    )
+    before = ", ".join(f"{x:.2f}" for x in report.load_before)
+    after = ", ".join(f"{x:.2f}" for x in report.load_after)
+    typer.echo(f"  load average before {before}, after {after}")

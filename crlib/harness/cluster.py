@@ -147,6 +147,8 @@ class LocalCluster:
                 "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
                 "AIRFLOW__CELERY__BROKER_URL": config.broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{config.metadata_url}",
+                # warm pool processes: tasks fork from them with the inference stack loaded
+                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "crlib_airflow.celery_config.CELERY_CONFIG",
                 "AIRFLOW__OPERATORS__DEFAULT_QUEUE": config.default_queue,
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",

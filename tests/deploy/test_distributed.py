@@ -115,6 +115,7 @@ def test_cluster_environment_wires_celery_queues_and_shared_secrets(tmp_path: Pa
     env = LocalCluster(settings, config).environment.env
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == f"db+{metadata}"
+    assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == "crlib_airflow.celery_config.CELERY_CONFIG"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == metadata
     assert env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "cpu"
     assert env["CRLIB_INFERENCE_QUEUE"] == "gpu"

@@ -1,0 +1,37 @@
+"""Celery configuration of crlib's Airflow workers: Airflow's defaults, plus warm pool processes.
+
+Set ``[celery] celery_config_options = crlib_airflow.celery_config.CELERY_CONFIG`` (the compose
+file and ``crlib cluster`` do). Importing this module connects a Celery ``worker_process_init``
+handler: each pool process of a worker imports the inference stack and loads the models the
+infer stage will use (:func:`crlib.pipeline.warm.warm_inference_process`) before it takes a
+task, and every task Airflow forks from it starts with them (docs/scaling.md, "Warm workers").
+``CRLIB_WARM_WORKERS=false`` turns it off. A warm-up that fails is logged and the worker goes on
+cold: it must never keep a worker from serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+from celery.signals import worker_process_init
+
+log = logging.getLogger(__name__)
+
+#: Airflow's own Celery configuration, unchanged.
+CELERY_CONFIG: dict[str, Any] = dict(DEFAULT_CELERY_CONFIG)
+
+
+@worker_process_init.connect(weak=False)
+def warm_pool_process(**_: Any) -> None:
+    """Warm this Celery pool process (see the module docstring)."""
+    try:
+        from crlib.pipeline.warm import warm_inference_process
+        from crlib_airflow.connections import task_settings
+
+        settings = task_settings()
+        if settings.warm_workers:
+            warm_inference_process(settings)
+    except Exception:  # a cold worker still serves; the tasks load what they need themselves
+        log.exception("warming the Celery pool process failed; its tasks start cold")
