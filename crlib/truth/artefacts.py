@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from crlib.truth.dilation import dilate_rectangle
+
 log = logging.getLogger(__name__)
 
 #: Shortest straight extent (px) of a satellite trail's flagged pixels (CR tracks: <= 60 px).
@@ -351,8 +353,6 @@ def recurrent_hot_pixels(
     numpy.ndarray
         bool (ny, nx).
     """
-    from scipy.ndimage import binary_dilation
-
     if len(excess_e) < 2:
         return np.zeros(np.shape(excess_e[0]) if excess_e else (0, 0), dtype=bool)
     excess = np.stack([np.asarray(e, dtype=np.float32) for e in excess_e])
@@ -372,9 +372,9 @@ def recurrent_hot_pixels(
         hot |= (combined_kept >= nsigma) & consistent_kept
         trail_ok |= (combined_kept >= trail_nsigma) & consistent_kept
     if flagged_any is not None:
-        hot &= binary_dilation(flagged_any, structure=np.ones((3, 3), dtype=bool))
+        hot &= dilate_rectangle(flagged_any, (3, 3))
     if grow_px > 0 and hot.any():
-        near = binary_dilation(hot, structure=np.ones((2 * grow_px + 1, 1), dtype=bool))
+        near = dilate_rectangle(hot, (2 * grow_px + 1, 1))
         hot |= near & trail_ok
     return np.asarray(hot, dtype=bool)
 

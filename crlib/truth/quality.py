@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from crlib.records import QualityStatus, TruthResult
+from crlib.truth.dilation import dilate_rectangle
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def star_core_mask(
         bool (ny, nx).
     """
     from astropy.stats import sigma_clipped_stats
-    from scipy.ndimage import binary_dilation, maximum_filter
+    from scipy.ndimage import maximum_filter
 
     image = np.nan_to_num(np.asarray(clean_image, dtype=np.float32))
     _, median, std = sigma_clipped_stats(image[::4, ::4], sigma=3.0, maxiters=5)
@@ -183,7 +184,7 @@ def star_core_mask(
         peaks &= image < saturation_e
     if valid is not None:
         peaks &= np.asarray(valid, dtype=bool)
-    return binary_dilation(peaks, structure=np.ones((3, 3), dtype=bool))
+    return dilate_rectangle(peaks, (3, 3))
 
 
 def _worst(statuses: Iterable[str]) -> QualityStatus:

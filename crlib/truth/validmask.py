@@ -29,6 +29,7 @@ from crlib.formats.dq import CR_DQ_BITS, DRIZZLE_GOOD_BITS, IGNORED_DQ_BITS, dq_
 from crlib.interpolation import interpolation_matrix
 from crlib.metrics.pixels import inside_border
 from crlib.profiles import InstrumentProfile
+from crlib.truth.dilation import dilate_rectangle
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,10 @@ class ChipFrame:
 
 def saturation_mask(sci: np.ndarray, *, level_e: float, size: int = SATURATION_DILATION) -> np.ndarray:
     """bool array: pixels above ``level_e`` electrons, dilated with a ``size`` x ``size`` square."""
-    from scipy.ndimage import binary_dilation
-
     saturated = np.asarray(sci) > level_e
     if not saturated.any():
         return saturated
-    return binary_dilation(saturated, structure=np.ones((size, size), dtype=bool))
+    return dilate_rectangle(saturated, (size, size))
 
 
 def read_chip_frames(path: Path) -> list[ChipFrame]:

@@ -19,8 +19,11 @@ from celery.signals import worker_process_init
 
 log = logging.getLogger(__name__)
 
-#: Airflow's own Celery configuration, unchanged.
-CELERY_CONFIG: dict[str, Any] = dict(DEFAULT_CELERY_CONFIG)
+#: Airflow's own Celery configuration, and time for the warm-up: Celery gives a new pool process
+#: 4 s (``worker_proc_alive_timeout``) to report for work, after which it kills it and starts
+#: another; importing torch and MLflow and loading the models takes longer than that.
+WARM_UP_TIMEOUT_S = 180.0
+CELERY_CONFIG: dict[str, Any] = {**DEFAULT_CELERY_CONFIG, "worker_proc_alive_timeout": WARM_UP_TIMEOUT_S}
 
 
 @worker_process_init.connect(weak=False)

@@ -74,7 +74,8 @@ def test_celery_pool_processes_warm_up_unless_turned_off(monkeypatch, enabled):
     monkeypatch.setenv("CRLIB_WARM_WORKERS", str(enabled).lower())
     worker_process_init.send(sender=None)  # what Celery sends in each new pool process
     assert len(calls) == (1 if enabled else 0)
-    assert celery_config.CELERY_CONFIG["task_default_queue"]  # Airflow's own configuration
+    assert celery_config.CELERY_CONFIG["task_default_queue"]  # Airflow's own configuration ...
+    assert celery_config.CELERY_CONFIG["worker_proc_alive_timeout"] >= 60  # ... and time to warm up
 
 
 def test_a_failing_warm_up_never_stops_the_pool_process(monkeypatch, caplog):
