@@ -312,6 +312,10 @@ def test_tasks_run_on_both_workers_by_queue_and_results_match_one_process(
         "summary",
     }
 
+    # The inference worker's pool process warmed up before its first task (crlib_airflow.celery_config)
+    # and the tasks forked from it predicted with the models it had loaded.
+    assert "warm inference process" in cluster.worker_log("gpu").read_text()
+
     # Same rows, same values as the single-process run; the scheduler's listener recorded the run.
     assert _snapshot(databases["results"]) == reference.snapshot()
     assert _results_run_status(databases["results"], run_id) == [("success",)]
