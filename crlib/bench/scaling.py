@@ -120,6 +120,40 @@ def _summarise(workers: int, cluster: LocalCluster, run_id: str) -> WorkerRun:
     )
 
 
+def simulate_scratch_proposal(
+    parent: Path,
+    *,
+    visits: int,
+    exposures: int,
+    size: Literal["full", "small"],
+    seed: int,
+    notify: Callable[[str], None],
+) -> tuple[str, Path]:
+    """Simulate proposal :data:`PROPOSAL_ID` (mixed field types) in a fresh ``parent/<stamp>/archive``.
+
+    Returns
+    -------
+    tuple
+        ``(stamp, work directory)``; the stamp (UTC, to the second) names scratch databases too.
+    """
+    from crlib.simulate import simulate_archive
+
+    stamp = f"{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+    work = (Path(parent) / stamp).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    notify(f"simulating {visits} visits x {exposures} {size} exposures in {work}")
+    simulate_archive(
+        work / "archive",
+        visits=visits,
+        exposures=exposures,
+        field_type="mixed",
+        size=size,
+        seed=seed,
+        proposal_id=PROPOSAL_ID,
+    )
+    return stamp, work
+
+
 def _in_process(settings: Settings, env: dict[str, str], work: Path) -> float:
     """Wall time of ``crlib run --proposal`` (every stage in one process, in turn)."""
     command = [sys.executable, "-m", "crlib", "run", "--proposal", str(PROPOSAL_ID)]
@@ -167,21 +201,15 @@ def run_scaling_benchmark(
 
     from crlib.db.engine import resolve_database_url
     from crlib.harness.airflow_runner import airflow_environment
-    from crlib.simulate import simulate_archive
 
     notify = progress or (lambda message: None)
-    stamp = f"{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
-    work = (settings.data_root / "bench-cluster" / stamp).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    notify(f"simulating {visits} visits x {exposures} {size} exposures in {work}")
-    simulate_archive(
-        work / "archive",
+    stamp, work = simulate_scratch_proposal(
+        settings.data_root / "bench-cluster",
         visits=visits,
         exposures=exposures,
-        field_type="mixed",
         size=size,
         seed=seed,
-        proposal_id=PROPOSAL_ID,
+        notify=notify,
     )
     server_url = resolve_database_url(settings)
     names = {role: f"crlib_bench_{stamp}_{role}" for role in ("airflow", "results", "inprocess")}

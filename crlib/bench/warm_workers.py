@@ -13,7 +13,6 @@ Issue 16's target is <= 0.5 s per task, warm.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 from statistics import mean, median
 from typing import Literal
 
-from crlib.bench.scaling import DAG_ID, PROPOSAL_ID
+from crlib.bench.scaling import DAG_ID, PROPOSAL_ID, simulate_scratch_proposal
 from crlib.config import Settings
 from crlib.errors import CrlibError
 from crlib.harness.cluster import LocalCluster, local_cluster
@@ -137,21 +136,15 @@ def run_warm_worker_benchmark(
     from pydantic import SecretStr
 
     from crlib.db.engine import resolve_database_url
-    from crlib.simulate import simulate_archive
 
     notify = progress or (lambda message: None)
-    stamp = f"{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
-    work = (settings.data_root / "bench-warm" / stamp).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    notify(f"simulating {visits} visits x {exposures} {size} exposures in {work}")
-    simulate_archive(
-        work / "archive",
+    stamp, work = simulate_scratch_proposal(
+        settings.data_root / "bench-warm",
         visits=visits,
         exposures=exposures,
-        field_type="mixed",
         size=size,
         seed=seed,
-        proposal_id=PROPOSAL_ID,
+        notify=notify,
     )
     server_url = resolve_database_url(settings)
     names = {role: f"crlib_warm_{stamp}_{role}" for role in ("airflow", "results")}

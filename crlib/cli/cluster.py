@@ -163,9 +163,7 @@ def bench_cluster_command(
     typer.echo(
         f"    between task instances:     {report.between_tasks_s:8.2f} s  (scheduling, Celery hand-off)"
     )
-    before = ", ".join(f"{x:.2f}" for x in report.load_before)
-    after = ", ".join(f"{x:.2f}" for x in report.load_after)
-    typer.echo(f"  machine: {report.cores} cores, load average before {before}, after {after}")
+    typer.echo(f"  machine: {report.cores} cores, {_load_averages(report.load_before, report.load_after)}")
     for note in report.notes:
         typer.echo(f"  {note}")
 
@@ -231,6 +229,12 @@ def bench_warm_workers_command(
         f"  warm saves {report.saved_per_task_s:.2f} s per task; warm overhead {verdict} the target "
         f"<= {WARM_OVERHEAD_TARGET_S} s"
     )
-    before = ", ".join(f"{x:.2f}" for x in report.load_before)
-    after = ", ".join(f"{x:.2f}" for x in report.load_after)
-    typer.echo(f"  load average before {before}, after {after}")
+    typer.echo(f"  {_load_averages(report.load_before, report.load_after)}")
+
+
+def _load_averages(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """``load average before a, b, c, after d, e, f`` (1/5/15 minutes)."""
+    return (
+        f"load average before {', '.join(f'{x:.2f}' for x in before)}, "
+        f"after {', '.join(f'{x:.2f}' for x in after)}"
+    )
