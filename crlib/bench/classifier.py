@@ -154,7 +154,7 @@ def evaluate_simulated(
     thresholds
         Decision limits.
     effects
-        The simulator's archive effects (default: the basic simulator); archives simulated with
+        The simulator's archive effects (default: the simulator's, every effect on); archives simulated with
         effects go to ``root/<size>-effects<hash of the settings>-seed<seed>``, so archives of
         different settings never mix.
 
