@@ -80,7 +80,7 @@ class DrizzleRun:
     crmask_files
         ``{(rootname, sci_extver): path}`` of drizzlepac's crmask files (1 = good, 0 = CR).
     seconds
-        Wall time of the AstroDrizzle call, seconds.
+        Wall time of the drizzle run (the ``AstroDrizzle`` call, or the in-memory steps), seconds.
     problems
         Output checks that failed (missing crmask, empty run ...); empty when all is well.
     engine
@@ -100,7 +100,7 @@ class DrizzleRun:
     crmask_files: dict[tuple[str, int], Path] = field(default_factory=dict)
     seconds: float = 0.0
     problems: tuple[str, ...] = ()
-    engine: str = "astrodrizzle"
+    engine: DrizzleEngine = "astrodrizzle"
     masks: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
     blots: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
 

@@ -508,7 +508,8 @@ def _drizzle(
         )
     except Exception as exc:  # drizzlepac failing on a visit is an outcome to record, not a crash
         log.exception("drizzle (%s engine) failed on visit %s", options.engine, visit)
-        return f"AstroDrizzle failed: {type(exc).__name__}: {exc}"
+        engine = "AstroDrizzle" if options.engine == "astrodrizzle" else "drizzlepac (in-memory engine)"
+        return f"{engine} failed: {type(exc).__name__}: {exc}"
 
 
 def build_visit_truth(
