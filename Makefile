@@ -38,7 +38,7 @@ lint: setup
 
 # Every benchmark, each printing ratios against the reference tools measured in the same run
 # (slow: full-size visits; run on a quiet machine). `crlib bench --help` lists them.
-BENCHES := screen infer truth db dag accuracy train cluster pipeline
+BENCHES := screen infer truth db dag accuracy train cluster warm-workers pipeline
 bench: setup
 	set -e; for b in $(BENCHES); do echo "== crlib bench $$b"; $(VENV)/bin/crlib bench $$b; done
 
