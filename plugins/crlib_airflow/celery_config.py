@@ -26,7 +26,6 @@ WARM_UP_TIMEOUT_S = 180.0
 CELERY_CONFIG: dict[str, Any] = {**DEFAULT_CELERY_CONFIG, "worker_proc_alive_timeout": WARM_UP_TIMEOUT_S}
 
 
-@worker_process_init.connect(weak=False)
 def warm_pool_process(**_: Any) -> None:
     """Warm this Celery pool process (see the module docstring)."""
     try:
@@ -38,3 +37,8 @@ def warm_pool_process(**_: Any) -> None:
             warm_inference_process(settings)
     except Exception:  # a cold worker still serves; the tasks load what they need themselves
         log.exception("warming the Celery pool process failed; its tasks start cold")
+
+
+# Airflow's plugin manager imports the files of the plugins folder again under other module names:
+# one receiver whatever the number of imports, or each pool process would warm up once per import.
+worker_process_init.connect(warm_pool_process, weak=False, dispatch_uid="crlib-warm-pool-process")

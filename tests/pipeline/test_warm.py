@@ -2,57 +2,83 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
-import multiprocessing
+import subprocess
 import sys
 
-import numpy as np
 import pytest
-import torch
 
+from crlib.config import load_settings
+from crlib.pipeline.warm import warm_inference_process
+
+#: What a Celery pool process and the Airflow task forked from it do, in a fresh interpreter (as a
+#: pool process is): warm up, fork, predict in the child with the inherited model. A fresh process
+#: matters: the pytest process has run torch's thread pools in earlier tests, and a child forked
+#: from such a process may hang in its first parallel region; a pool process never computes.
+FORKED_TASK = """
+import json, multiprocessing, sys
+import numpy as np
+import torch
 from crlib.config import load_settings
 from crlib.model.weights import load_shipped_model
 from crlib.pipeline.warm import INFERENCE_MODULES, warm_inference_process
 
+threads = torch.get_num_threads()
+state = warm_inference_process(load_settings())
+loaded = load_shipped_model.cache_info().misses
 
-def _predict_in_forked_child(queue: multiprocessing.Queue) -> None:
-    """What an Airflow task forked from a warm pool process does: use the cached model."""
+def task(queue):
     from crlib.model.inference import MaskEngine
     from crlib.registry.serving import resolve_inference_model
 
-    loaded = resolve_inference_model(load_settings(), filter_name="F606W")
-    engine = MaskEngine(loaded, device="cpu", precision="fp32", threads=2)
+    model = resolve_inference_model(load_settings(), filter_name="F606W")
+    engine = MaskEngine(model, device="cpu", precision="fp32", threads=2)
     image = np.random.default_rng(0).normal(50.0, 5.0, (64, 64)).astype(np.float32)
     image[30, 30] = 5000.0
-    result = engine.predict_chip(image)
-    queue.put((loaded.name, bool(result.probability[30, 30] > 0.5), load_shipped_model.cache_info().misses))
+    flagged = bool(engine.predict_chip(image).probability[30, 30] > 0.5)
+    queue.put([model.name, flagged, load_shipped_model.cache_info().misses])
+
+context = multiprocessing.get_context("fork")
+queue = context.Queue()
+child = context.Process(target=task, args=(queue,))
+child.start()
+child.join(timeout=120)
+print(json.dumps({
+    "models": list(state.models),
+    "problems": list(state.problems),
+    "modules_loaded": all(name in sys.modules for name in INFERENCE_MODULES),
+    "threads_restored": torch.get_num_threads() == threads,
+    "loaded_before_fork": loaded,
+    "child_exitcode": child.exitcode,
+    "child": queue.get(timeout=5) if child.exitcode == 0 else None,
+}))
+"""
 
 
-def test_warm_process_loads_the_models_and_a_forked_task_predicts_with_them(caplog):
-    load_shipped_model.cache_clear()
-    threads = torch.get_num_threads()
-    with caplog.at_level(logging.INFO, logger="crlib.pipeline.warm"):
-        state = warm_inference_process(load_settings())
+def test_warm_process_loads_the_models_and_a_forked_task_predicts_with_them():
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_TASK], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
     # the global model and every shipped per-filter model of ACS/WFC, no problem, nothing left changed
-    assert state.models[0].startswith("ACS-WFC:") and len(state.models) >= 2
-    assert any(label.startswith("ACS-WFC-F606W:") for label in state.models)
-    assert not state.problems and state.seconds > 0
-    assert all(name in sys.modules for name in INFERENCE_MODULES)
-    assert torch.get_num_threads() == threads
-    assert "warm inference process" in caplog.text
-    loaded_before_fork = load_shipped_model.cache_info().misses
-
-    # a task forked from the warm process (as Airflow's supervisor forks it) predicts without
-    # loading anything again and without hanging on the parent's thread state
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_predict_in_forked_child, args=(queue,))
-    child.start()
-    child.join(timeout=120)
-    assert child.exitcode == 0
-    name, flagged, misses = queue.get(timeout=5)
+    assert report["models"][0].startswith("ACS-WFC:") and len(report["models"]) >= 2
+    assert any(label.startswith("ACS-WFC-F606W:") for label in report["models"])
+    assert report["problems"] == [] and report["modules_loaded"] and report["threads_restored"]
+    # the forked task predicted (no hang), with the model the parent loaded (no load of its own)
+    assert report["child_exitcode"] == 0
+    name, flagged, misses = report["child"]
     assert name == "ACS-WFC-F606W" and flagged
-    assert misses == loaded_before_fork
+    assert misses == report["loaded_before_fork"]
+
+
+def test_warm_up_logs_what_it_loaded(caplog):
+    with caplog.at_level(logging.INFO, logger="crlib.pipeline.warm"):
+        state = warm_inference_process(load_settings(), filters=["F606W"])
+    assert [label.split(":")[0] for label in state.models] == ["ACS-WFC-F606W"]
+    assert "warm inference process" in caplog.text and "ACS-WFC-F606W" in caplog.text
 
 
 def test_a_model_that_cannot_be_resolved_is_a_problem_not_a_crash(monkeypatch):
@@ -69,10 +95,15 @@ def test_celery_pool_processes_warm_up_unless_turned_off(monkeypatch, enabled):
     import crlib.pipeline.warm as warm
     import crlib_airflow.celery_config as celery_config
 
+    # Airflow's plugin manager imports the plugins folder's files again under other names
+    spec = importlib.util.spec_from_file_location("plugin_copy_of_celery_config", celery_config.__file__)
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
     calls: list[object] = []
     monkeypatch.setattr(warm, "warm_inference_process", lambda settings: calls.append(settings))
     monkeypatch.setenv("CRLIB_WARM_WORKERS", str(enabled).lower())
-    worker_process_init.send(sender=None)  # what Celery sends in each new pool process
+    worker_process_init.send(sender=None)  # what Celery sends in each new pool process: one warm-up
     assert len(calls) == (1 if enabled else 0)
     assert celery_config.CELERY_CONFIG["task_default_queue"]  # Airflow's own configuration ...
     assert celery_config.CELERY_CONFIG["worker_proc_alive_timeout"] >= 60  # ... and time to warm up
