@@ -132,10 +132,19 @@ def _drizzle_steps(config: Any, input_dict: dict[str, Any]) -> tuple[list[Any], 
             step()
         except util.StepAbortedError as exc:
             if not str(exc).startswith("Rejecting all pixels"):
+                _close(images)
                 raise
             return images, f"the median step rejected every pixel ({exc})", seconds
+        except BaseException:
+            _close(images)  # the caller never sees these image objects: close their files here
+            raise
         seconds[name] = time.perf_counter() - start
     return images, None, seconds
+
+
+def _close(images: Sequence[Any]) -> None:
+    for image in images:
+        image.close()
 
 
 def run_inmemory_drizzle(
@@ -196,8 +205,7 @@ def run_inmemory_drizzle(
                     blots[(rootname, extver)] = blot
                 seconds["driz_cr"] = time.perf_counter() - step_start
         finally:
-            for image in images:
-                image.close()
+            _close(images)
     requested, used = session.sky_methods(parameters)
     rootnames = [p.name.split("_")[0].lower() for p in paths]
     problems = missing_mask_problems(rootnames, masks)

@@ -67,3 +67,30 @@ def test_truth_products_name_the_engine(gc_truth):
     for result in truth.exposures:
         with fits.open(result.path) as hdul:
             assert hdul[0].header["DRIZENG"] == "inmemory"
+
+
+def test_a_failing_drizzlepac_step_is_recorded_and_its_files_are_closed(truth_archive, tmp_path, monkeypatch):
+    from drizzlepac import imageObject, sky
+
+    from crlib.align import AlignOptions
+    from crlib.truth import TruthOptions, build_visit_truth
+
+    closed: list[str] = []
+    original_close = imageObject.baseImageObject.close
+
+    def counting_close(self: imageObject.baseImageObject) -> None:
+        closed.append(self._filename)
+        original_close(self)
+
+    def broken_sky(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("sky statistics exploded")
+
+    monkeypatch.setattr(imageObject.baseImageObject, "close", counting_close)
+    monkeypatch.setattr(sky, "subtractSky", broken_sky)
+    visit = next(v for v in truth_archive.visits if v.field_type == "extragalactic")
+    options = TruthOptions(align=False, align_options=AlignOptions(query_catalogs=False))
+    truth = build_visit_truth(Path(visit.directory), work_dir=tmp_path / "work", options=options)
+    assert {r.status for r in truth.exposures} == {"failed"}
+    reason = "drizzlepac (in-memory engine) failed: RuntimeError: sky statistics exploded"
+    assert all(reason in result.reasons[0] for result in truth.exposures)
+    assert len(closed) == len(visit.exposures)  # every image object drizzlepac opened was closed
