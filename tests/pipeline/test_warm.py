@@ -42,9 +42,14 @@ def task(queue):
 
 context = multiprocessing.get_context("fork")
 queue = context.Queue()
-child = context.Process(target=task, args=(queue,))
+child = context.Process(target=task, args=(queue,), daemon=True)
 child.start()
 child.join(timeout=120)
+if child.exitcode is None:  # hung: report it instead of waiting for it at exit
+    child.kill()
+    child.join(timeout=10)
+    print(json.dumps({"child_exitcode": None, "hung": True}))
+    sys.exit(0)
 print(json.dumps({
     "models": list(state.models),
     "problems": list(state.problems),
@@ -63,6 +68,7 @@ def test_warm_process_loads_the_models_and_a_forked_task_predicts_with_them():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not report.get("hung"), "the task forked from the warm process hung"
     # the global model and every shipped per-filter model of ACS/WFC, no problem, nothing left changed
     assert report["models"][0].startswith("ACS-WFC:") and len(report["models"]) >= 2
     assert any(label.startswith("ACS-WFC-F606W:") for label in report["models"])
