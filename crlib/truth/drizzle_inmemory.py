@@ -139,7 +139,16 @@ def _drizzle_steps(config: Any, input_dict: dict[str, Any]) -> tuple[list[Any], 
             _close(images)  # the caller never sees these image objects: close their files here
             raise
         seconds[name] = time.perf_counter() - start
+        if name == "median":
+            _drop_single_drizzles(images)
     return images, None, seconds
+
+
+def _drop_single_drizzles(images: Sequence[Any]) -> None:
+    """Free the single-drizzle images and weights once the median is made: nothing after needs them."""
+    for image in images:
+        for kind in ("outSingle", "outSWeight"):
+            image.virtualOutputs.pop(image.outputNames.get(kind), None)
 
 
 def _close(images: Sequence[Any]) -> None:
