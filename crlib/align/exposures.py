@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from crlib.errors import InputDataError
-from crlib.formats.flc import header_filter
+from crlib.formats.flc import header_filter, rootname_from_path
 from crlib.profiles import InstrumentProfile, profile_for_header
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def read_exposure_info(
             gain = _mean_keyword(primary, found.gain_keywords) or 1.0
             read_noise = _mean_keyword(primary, found.readnoise_keywords) or 0.0
             filt = header_filter(primary)
-            rootname = str(primary.get("ROOTNAME", path.name.split("_")[0])).strip().lower()
+            rootname = str(primary.get("ROOTNAME", rootname_from_path(path))).strip().lower()
     except InputDataError:
         raise
     except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:

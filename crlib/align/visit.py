@@ -20,14 +20,11 @@ from crlib.align.reference_field import reference_catalog, restrict_to_footprint
 from crlib.align.verify import FitLimits, HeaderComparison, compare_with_header, verify_relative_fit
 from crlib.align.visit_sources import VisitCatalogs, visit_catalogs
 from crlib.align.wcsupdate import write_wcs
+from crlib.formats.flc import rootname_from_path
 from crlib.profiles import InstrumentProfile
 from crlib.records import AlignmentResult
 
 log = logging.getLogger(__name__)
-
-
-def _rootname(path: Path) -> str:
-    return path.name.split("_")[0].lower()
 
 
 def _read_wcs(path: Path, extvers: Sequence[int]) -> dict[int, Any]:
@@ -227,7 +224,7 @@ def _read_inputs(all_paths: Sequence[Path], found: VisitCatalogs, opts: AlignOpt
     wcs: dict[tuple[str, int], Any] = {}
     n_sources: dict[str, int] = {}
     for path in paths:
-        rootname = _rootname(path)
+        rootname = rootname_from_path(path)
         chip_wcs = _read_wcs(path, list(found.catalogs[path]))
         n_sources[rootname] = 0
         for extver, chip_catalog in found.catalogs[path].items():
@@ -421,7 +418,7 @@ def _write_solutions(
     """Write step: the fitted WCS of every exposure not in ``skip``; returns the last WCSNAME written."""
     wcsname: str | None = None
     for path in paths:
-        rootname = _rootname(path)
+        rootname = rootname_from_path(path)
         if rootname in skip:
             continue  # its header WCS stays as it is
         solutions = {extver: w for (root, extver), w in final_wcs.items() if root == rootname}

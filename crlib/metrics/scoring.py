@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from crlib.errors import InputDataError
+from crlib.formats.flc import rootname_from_path
 from crlib.metrics.histograms import N_SCORE_BINS, dilated_probability, score_histograms
 from crlib.metrics.pixels import fits_border, read_dq, scored_pixels
 from crlib.metrics.roc import RocCurve, roc_from_histograms, tpr_at_fpr_points
@@ -308,7 +309,7 @@ def score_prediction_file(
     for scores in per_chip.values():
         total = scores if total is None else total + scores
     assert total is not None  # read_prediction refuses a file without chips
-    rootname = str(primary.get("ROOTNAME", Path(prediction).name.split("_")[0]))
+    rootname = str(primary.get("ROOTNAME", rootname_from_path(Path(prediction))))
     metrics = metrics_from_scores(
         total,
         rootname=rootname,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crlib.formats.flc import rootname_from_path
 from crlib.records import ScreeningReason, ScreeningVerdict
 from crlib.screening.datacheck import FIX_DOWNLOAD, check_data, compression, read_start
 from crlib.screening.rules import TESTS, HeaderRule, ScreeningProfile, get_screening_profile
@@ -396,7 +397,7 @@ def _rootname(path: Path, snapshot: HeaderSnapshot | None) -> str:
     value = snapshot.primary.get("ROOTNAME") if snapshot is not None else None
     if isinstance(value, str) and value.strip():
         return value.strip().lower()
-    return path.name.split("_")[0].split(".")[0].lower()
+    return rootname_from_path(path)
 
 
 def screen_file(

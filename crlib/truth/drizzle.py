@@ -25,7 +25,7 @@ import json
 import logging
 import multiprocessing
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from crlib.config import TruthEngine
+from crlib.formats.flc import rootname_from_path
 from crlib.profiles import InstrumentProfile
 from crlib.truth.parameters import load_svm_parameters
 
@@ -106,7 +107,7 @@ class DrizzleRun:
 
     def has_mask(self, rootname: str) -> bool:
         """Whether driz_cr made a mask for some chip of ``rootname``."""
-        return any(key[0] == rootname for key in (*self.masks, *self.crmask_files))
+        return rootname in _masked_rootnames((*self.masks, *self.crmask_files))
 
     def cr_mask(self, rootname: str, sci_extver: int) -> np.ndarray | None:
         """CR mask of one chip as uint8, **1 = CR** (``None`` when driz_cr wrote none).
@@ -286,7 +287,7 @@ def run_astrodrizzle(
     seconds = time.perf_counter() - start
     requested, used = session.sky_methods(parameters)
 
-    rootnames = [p.name.split("_")[0].lower() for p in paths]
+    rootnames = [rootname_from_path(p) for p in paths]
     crmasks = find_crmask_files(work_dir, rootnames)
     run = DrizzleRun(
         work_dir=work_dir,
@@ -381,11 +382,17 @@ def drizzlepac_session(
 
 def missing_mask_problems(rootnames: Sequence[str], masks: dict[tuple[str, int], Any]) -> tuple[str, ...]:
     """One problem per exposure that driz_cr made no mask for."""
+    masked = _masked_rootnames(masks)
     return tuple(
         f"{rootname}: driz_cr wrote no crmask (file dropped or CR step skipped)"
         for rootname in rootnames
-        if not any(key[0] == rootname for key in masks)
+        if rootname not in masked
     )
+
+
+def _masked_rootnames(keys: Iterable[tuple[str, int]]) -> set[str]:
+    """The rootnames among ``(rootname, sci_extver)`` mask keys."""
+    return {rootname for rootname, _ in keys}
 
 
 def write_run_record(run: DrizzleRun, output_name: str) -> None:

@@ -9,8 +9,10 @@ hands the masks and blotted medians to the caller as arrays instead of ``*_crmas
    ``processInput.setCommonInput`` (inputs, output WCS), ``staticMask.createStaticMask``,
    ``sky.subtractSky``, ``adrizzle.drizSeparate`` (``cdriz.tdriz``), ``createMedian.createMedian``
    and ``ablot.runBlot`` (``cdriz.tblot``). Their intermediate products stay in the image
-   objects' ``virtualOutputs`` (drizzlepac still writes the ``*_single_sci.fits`` images: its
-   ``OutputImage.writeFITS`` does so on purpose, in memory mode too).
+   objects' ``virtualOutputs``; the single-drizzle images and weights are dropped from there as
+   soon as the median is made, which lowers the peak memory (drizzlepac still writes the
+   ``*_single_sci.fits`` images: its ``OutputImage.writeFITS`` does so on purpose, in memory mode
+   too).
 2. driz_cr (step 6) per chip with :func:`crlib.truth.driz_cr.driz_cr_good_mask`, which computes
    drizzlepac's ``drizCR._driz_cr`` mask pixel for pixel with fewer passes, the chips in threads.
 
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from crlib.formats.flc import rootname_from_path
 from crlib.profiles import InstrumentProfile
 from crlib.truth.driz_cr import driz_cr_good_mask
 from crlib.truth.drizzle import (
@@ -75,7 +78,7 @@ def _chip_outputs(images: list[Any]) -> list[tuple[Any, str, int, str]]:
     """``(image, rootname, sci_extver, extension)`` of every chip drizzlepac blotted a median onto."""
     chips = []
     for image in images:
-        rootname = Path(image._filename).name.split("_")[0].lower()
+        rootname = rootname_from_path(Path(image._filename))
         for number in range(1, image._numchips + 1):
             chip = image[f"{image.scienceExt},{number}"]
             if not chip.group_member or chip.outputNames["blotImage"] not in image.virtualOutputs:
@@ -216,7 +219,7 @@ def run_inmemory_drizzle(
         finally:
             _close(images)
     requested, used = session.sky_methods(parameters)
-    rootnames = [p.name.split("_")[0].lower() for p in paths]
+    rootnames = [rootname_from_path(p) for p in paths]
     problems = missing_mask_problems(rootnames, masks)
     if reason is not None:
         problems = tuple(f"{problem}: {reason}" for problem in problems)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from crlib.formats.dq import CR_DQ_BITS, DRIZZLE_GOOD_BITS, IGNORED_DQ_BITS, dq_good
+from crlib.formats.flc import rootname_from_path
 from crlib.interpolation import interpolation_matrix
 from crlib.metrics.pixels import inside_border
 from crlib.profiles import InstrumentProfile
@@ -93,7 +94,7 @@ def read_chip_frames(path: Path) -> list[ChipFrame]:
     from stwcs.wcsutil import HSTWCS
 
     frames = []
-    rootname = Path(path).name.split("_")[0].lower()
+    rootname = rootname_from_path(Path(path))
     with fits.open(path, memmap=False) as hdul:
         for hdu in hdul:
             if hdu.header.get("EXTNAME", "").upper() != "SCI":

@@ -33,6 +33,7 @@ from crlib.align.visit import align_visit
 from crlib.align.visit_sources import VisitCatalogs, visit_catalogs
 from crlib.config import worker_count
 from crlib.errors import InputDataError
+from crlib.formats.flc import rootname_from_path
 from crlib.profiles import InstrumentProfile, get_profile
 from crlib.provenance import code_version
 from crlib.records import AlignmentResult, TruthResult
@@ -357,7 +358,7 @@ def _read_exposures(
         try:
             info = read_exposure_info(path, profile=wanted)
         except InputDataError as exc:
-            unreadable.append(failed_truth(path.name.split("_")[0].lower(), method, str(exc)))
+            unreadable.append(failed_truth(rootname_from_path(path), method, str(exc)))
             continue
         wanted = wanted or info.profile
         infos.append(info)
@@ -462,7 +463,7 @@ def _visit_masks(
     per exposure (pruning, star cores, events, products) then runs in threads: numpy and scipy
     release the GIL, and nothing in it calls a WCS.
     """
-    frames = {copy.name.split("_")[0].lower(): read_chip_frames(copy) for copy in copies}
+    frames = {rootname_from_path(copy): read_chip_frames(copy) for copy in copies}
     provenance = _drizzle_provenance(run, len(infos), alignment, options)
     failed = {info.rootname for info in infos if run.problems and not run.has_mask(info.rootname)}
     results = [failed_truth(r, "drizzle", "; ".join(run.problems), **provenance) for r in sorted(failed)]
