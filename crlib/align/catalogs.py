@@ -194,44 +194,50 @@ def strict_sources(catalog: Any, options: CatalogOptions | None = None) -> Any:
     return catalog[np.asarray(catalog["npix"]) >= opts.min_pixels][: opts.max_sources]
 
 
-def exposure_catalogs(
-    path: Path, *, profile: InstrumentProfile, options: CatalogOptions | None = None
-) -> dict[int, object]:
-    """Source catalog of every chip of one exposure, ``{sci_extver: Table}``.
+def chip_catalog(
+    path: Path,
+    extver: int,
+    sci: np.ndarray,
+    dq: np.ndarray,
+    *,
+    profile: InstrumentProfile,
+    options: CatalogOptions | None = None,
+) -> object:
+    """Source catalog of one chip whose pixels pass :func:`~crlib.align.exposures.check_chip_pixels`.
+
+    Parameters
+    ----------
+    path
+        The exposure file (named in errors only; nothing is read here).
+    extver
+        SCI EXTVER of the chip (named in errors).
+    sci
+        float (ny, nx) science array, electrons.
+    dq
+        int (ny, nx) data-quality array.
+    profile
+        Instrument profile (plate scale for the PSF FWHM in pixels, saturation level in electrons).
+    options
+        Detection options.
+
+    Returns
+    -------
+    astropy.table.Table
+        As :func:`find_sources`.
 
     Raises
     ------
     InputDataError
-        The file cannot be read, a chip fails :func:`~crlib.align.exposures.check_chip_pixels`
-        (all-NaN, mostly NaN, constant), or photutils refuses its pixels; names file and chip.
+        The chip fails :func:`~crlib.align.exposures.check_chip_pixels` (all-NaN, mostly NaN,
+        constant), or photutils refuses its pixels; names file and chip.
     """
-    from astropy.io import fits
-
     from crlib.align.exposures import check_chip_pixels
 
     fwhm_px = DEFAULT_FWHM_ARCSEC / profile.plate_scale_arcsec
-    catalogs: dict[int, object] = {}
+    check_chip_pixels(path, extver, sci, dq)
     try:
-        hdul = fits.open(path, memmap=False)
-    except (OSError, ValueError) as exc:
-        raise InputDataError(path, f"cannot read FITS file ({exc})", fix="download it again") from None
-    with hdul:
-        for hdu in hdul:
-            if hdu.header.get("EXTNAME", "").upper() != "SCI":
-                continue
-            extver = int(hdu.header.get("EXTVER", 1))
-            if hdu.data is None or ("DQ", extver) not in hdul:
-                raise InputDataError(
-                    path, f"SCI,{extver} has no image or no DQ,{extver}", fix="pass a calibrated FLC/FLT file"
-                )
-            dq = hdul["DQ", extver].data
-            check_chip_pixels(path, extver, hdu.data, dq)
-            try:
-                catalogs[extver] = find_sources(
-                    hdu.data, dq, fwhm_px=fwhm_px, saturation_e=profile.saturation_e, options=options
-                )
-            except SourceFindingError as exc:
-                raise InputDataError(
-                    path, f"SCI,{extver}: {exc}: source catalog impossible", fix="download it again"
-                ) from exc
-    return catalogs
+        return find_sources(sci, dq, fwhm_px=fwhm_px, saturation_e=profile.saturation_e, options=options)
+    except SourceFindingError as exc:
+        raise InputDataError(
+            path, f"SCI,{extver}: {exc}: source catalog impossible", fix="download it again"
+        ) from exc

@@ -1,4 +1,8 @@
-"""Source catalogs of a visit's exposures, measured in parallel, with per-exposure problems returned."""
+"""Source catalogs of a visit's exposures, measured in parallel, with per-exposure problems returned.
+
+The read step of :mod:`crlib.align.catalogs`: :func:`exposure_catalogs` opens one exposure and hands
+each chip's SCI and DQ arrays to :func:`~crlib.align.catalogs.chip_catalog`.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crlib.align.catalogs import exposure_catalogs, strict_sources
+from crlib.align.catalogs import CatalogOptions, chip_catalog, strict_sources
 from crlib.align.options import AlignOptions
 from crlib.config import worker_count
 from crlib.errors import InputDataError
+from crlib.formats.flc import chip_dq, sci_extensions
 from crlib.profiles import InstrumentProfile
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,39 @@ class VisitCatalogs:
     catalogs: dict[Path, dict[int, Any]]
     failures: dict[Path, InputDataError]
     strict: dict[Path, dict[int, Any]]
+
+
+def exposure_catalogs(
+    path: Path, *, profile: InstrumentProfile, options: CatalogOptions | None = None
+) -> dict[int, object]:
+    """Source catalog of every chip of one exposure, ``{sci_extver: Table}``.
+
+    The chips are read one at a time, in file order (SCI and DQ only), and measured by
+    :func:`~crlib.align.catalogs.chip_catalog`.
+
+    Raises
+    ------
+    InputDataError
+        The file cannot be read, a chip has no image or no DQ, a chip fails
+        :func:`~crlib.align.exposures.check_chip_pixels` (all-NaN, mostly NaN, constant), or
+        photutils refuses its pixels; names file and chip.
+    """
+    from astropy.io import fits
+
+    catalogs: dict[int, object] = {}
+    try:
+        hdul = fits.open(path, memmap=False)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(path, f"cannot read FITS file ({exc})", fix="download it again") from None
+    with hdul:
+        for extver, hdu in sci_extensions(hdul):
+            dq = chip_dq(hdul, extver)
+            if hdu.data is None or dq is None:
+                raise InputDataError(
+                    path, f"SCI,{extver} has no image or no DQ,{extver}", fix="pass a calibrated FLC/FLT file"
+                )
+            catalogs[extver] = chip_catalog(path, extver, hdu.data, dq, profile=profile, options=options)
+    return catalogs
 
 
 def visit_catalogs(

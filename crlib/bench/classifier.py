@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from crlib.classify.features import ImageFeatures, combine_features, measure_features
-from crlib.classify.image import DEFAULT_THRESHOLDS, ImageThresholds, decide, read_chips
+from crlib.classify.files import read_chips
+from crlib.classify.image import DEFAULT_THRESHOLDS, ImageThresholds, decide
 from crlib.classify.labels import UNKNOWN
 from crlib.profiles import FIELD_TYPES
 

@@ -4,7 +4,7 @@
   ``target_name``, proposal title, pointing); used when observations are listed.
 * :mod:`crlib.classify.image`: the pixels (CR-robust point-source density, extended light,
   saturated stars from :mod:`crlib.classify.features`); used after screening for exposures whose
-  metadata label is ``unknown``.
+  metadata label is ``unknown``. Its read step (the FLC chips) is :mod:`crlib.classify.files`.
 * :mod:`crlib.classify.labels`: the :class:`FieldTypeLabel` both return (type, method, confidence,
   reasons) and :func:`choose_label` to combine them.
 The confusion tables on simulated visits are :mod:`crlib.bench.classifier`.

@@ -22,8 +22,9 @@ confidence of a label is ``0.5 + 0.5 * margin``, the margin being the smallest d
 densities, fraction of the limit for the extended fraction, capped at 1) by which the features
 clear the chosen class's limits.
 
-:func:`decide` and :func:`classify_arrays` take numpy arrays only; :func:`read_chips` and
-:func:`classify_files` are the thin FITS readers beside them.
+:func:`decide` and :func:`classify_arrays` take numpy arrays only and open no file; the read step
+(:func:`~crlib.classify.files.read_chips`, :func:`~crlib.classify.files.classify_files`) is
+:mod:`crlib.classify.files`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,76 +213,4 @@ def classify_arrays(
     features = combine_features(per_exposure)
     label = decide(features, thresholds=thresholds)
     log.debug("image classifier: %s", label.describe())
-    return label, features
-
-
-# ----------------------------------------------------------------------------- files
-def read_chips(path: Path) -> tuple[list[NDArray[np.float32]], list[NDArray[Any] | None]]:
-    """SCI arrays (electrons) and matching DQ arrays of a calibrated FLC/FLT file.
-
-    Every ``SCI`` extension is read, whatever the chip count or subarray shape; a chip without a
-    same-shaped ``DQ`` of the same EXTVER gets ``None``. A science array in a rate unit
-    (``BUNIT`` ending in ``/S``) is multiplied by the primary ``EXPTIME``.
-
-    Raises
-    ------
-    crlib.errors.InputDataError
-        If the file cannot be read, has no SCI data, or is a rate without ``EXPTIME``.
-    """
-    from astropy.io import fits
-
-    from crlib.errors import InputDataError
-
-    try:
-        with fits.open(path, memmap=False) as hdus:
-            exptime = hdus[0].header.get("EXPTIME")
-            science: list[NDArray[np.float32]] = []
-            flags: list[NDArray[Any] | None] = []
-            dq_by_ver = {hdu.ver: hdu.data for hdu in hdus if hdu.name == "DQ" and hdu.data is not None}
-            for hdu in hdus:
-                if hdu.name != "SCI" or hdu.data is None:
-                    continue
-                data = np.asarray(hdu.data, dtype=np.float32)
-                if str(hdu.header.get("BUNIT", "")).strip().upper().endswith("/S"):
-                    if not exptime:
-                        raise InputDataError(path, "SCI is a count rate and EXPTIME is missing")
-                    data = data * np.float32(exptime)
-                dq = dq_by_ver.get(hdu.ver)
-                science.append(data)
-                flags.append(np.asarray(dq) if dq is not None and dq.shape == data.shape else None)
-    except OSError as exc:
-        raise InputDataError(path, f"cannot read ({exc})", fix="check the file or fetch it again") from exc
-    if not science:
-        raise InputDataError(path, "no SCI extension with data", fix="pass a calibrated FLC/FLT file")
-    return science, flags
-
-
-def classify_files(
-    paths: Sequence[Path],
-    *,
-    settings: DetectionSettings = DEFAULT_DETECTION,
-    thresholds: ImageThresholds = DEFAULT_THRESHOLDS,
-) -> tuple[FieldTypeLabel, ImageFeatures]:
-    """Classify the exposures in ``paths`` (one visit, or one exposure) from their pixels.
-
-    Parameters
-    ----------
-    paths
-        Calibrated FLC/FLT files (electrons) of one visit.
-    settings
-        Detection settings.
-    thresholds
-        Decision limits.
-
-    Returns
-    -------
-    label, features
-    """
-    science, flags = [], []
-    for path in paths:
-        sci, dq = read_chips(Path(path))
-        science.append(sci)
-        flags.append(dq)
-    label, features = classify_arrays(science, dq=flags, settings=settings, thresholds=thresholds)
-    log.info("%s: %s", ", ".join(Path(p).name for p in paths), label.describe())
     return label, features

@@ -4,11 +4,17 @@
 checked for usable pixels, with the facts inference and scoring need; it raises
 :class:`~crlib.errors.InputDataError` naming the actual problem (corrupt file, wrong instrument, a
 full-frame file lacking a chip, non-electron units, an all-NaN or constant chip).
+
+The read steps of the stages that need the chips as stored, unchecked (each with its own error
+messages), use the smaller readers: :func:`sci_extensions` and :func:`chip_dq` over an open file,
+one chip at a time (only what is accessed is read), and :func:`read_chip_sci` for one chip's
+science array.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +30,13 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ELECTRON_UNITS",
     "ExposureImage",
+    "chip_dq",
     "exposure_filter",
     "header_filter",
+    "read_chip_sci",
     "read_exposure",
     "rootname_from_path",
+    "sci_extensions",
 ]
 
 
@@ -213,3 +222,72 @@ def read_exposure(path: Path, *, expected_profile: InstrumentProfile | None = No
 def rootname_from_path(path: Path) -> str:
     """``ipppssoo`` from a file name such as ``jabc01xyq_flc.fits.gz`` (lower case)."""
     return Path(path).name.split("_")[0].split(".")[0].lower()
+
+
+def sci_extensions(hdul: Any) -> Iterator[tuple[int, Any]]:
+    """``(EXTVER, HDU)`` of every ``SCI`` extension of an open FITS file, in file order.
+
+    Only headers are read here: a chip's pixels are read when the caller accesses ``hdu.data``
+    (the file is opened with ``memmap=False`` by the read steps, so they are then held in memory
+    until the file is closed).
+
+    Parameters
+    ----------
+    hdul
+        The open ``astropy.io.fits.HDUList``.
+
+    Yields
+    ------
+    extver, hdu
+        The ``EXTVER`` keyword (1 when absent) and the image HDU (``EXTNAME`` ``SCI``, any case).
+    """
+    for hdu in hdul:
+        if str(hdu.header.get("EXTNAME", "")).upper() == "SCI":
+            yield int(hdu.header.get("EXTVER", 1)), hdu
+
+
+def chip_dq(hdul: Any, extver: int) -> np.ndarray | None:
+    """The ``DQ,extver`` array of an open FITS file as stored (integer flags, (ny, nx) pixels).
+
+    Parameters
+    ----------
+    hdul
+        The open ``astropy.io.fits.HDUList``.
+    extver
+        EXTVER of the chip (that of its ``SCI`` extension).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The flags in the file's dtype; ``None`` when the file has no ``DQ,extver`` extension or
+        it holds no data.
+    """
+    if ("DQ", extver) not in hdul:
+        return None
+    data = hdul["DQ", extver].data
+    return None if data is None else np.asarray(data)
+
+
+def read_chip_sci(path: Path, extver: int) -> np.ndarray:
+    """One chip's science array, float32 (ny, nx), in the file's unit (electrons for an FLC/FLT).
+
+    Only ``SCI,extver`` is read (no DQ, no ERR); the file is closed on return.
+
+    Parameters
+    ----------
+    path
+        FLC/FLT file, ``.fits`` or ``.fits.gz``.
+    extver
+        EXTVER of the chip.
+
+    Raises
+    ------
+    KeyError
+        The file has no ``SCI,extver``.
+    OSError
+        The file cannot be read.
+    """
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False) as hdul:
+        return np.asarray(hdul["SCI", extver].data, dtype=np.float32)

@@ -12,22 +12,21 @@ A pixel is scored when
 A chip not larger than twice the border in both axes keeps no pixel and is left out of the score,
 as patch datasets skip it (padding it would score only the chip edge, where truth is least
 reliable).
+
+Arrays only: the FLC's DQ arrays are read by the scoring step (:func:`crlib.metrics.scoring.read_dq`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 
-from crlib.errors import InputDataError
 from crlib.profiles import ScoringRules
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fits_border", "inside_border", "read_dq", "scored_pixels"]
+__all__ = ["fits_border", "inside_border", "scored_pixels"]
 
 
 def inside_border(shape: tuple[int, ...], border_px: int) -> np.ndarray:
@@ -43,30 +42,6 @@ def inside_border(shape: tuple[int, ...], border_px: int) -> np.ndarray:
 def fits_border(shape: tuple[int, ...], border_px: int) -> bool:
     """Whether a chip of ``shape`` (ny, nx) keeps pixels inside a ``border_px`` border."""
     return all(n > 2 * border_px for n in shape[-2:])
-
-
-def read_dq(flc: Path, extvers: Iterable[int]) -> dict[int, np.ndarray | None]:
-    """``{extver: DQ array or None}`` of the FLC's chips (``None``: the file has no ``DQ,extver``).
-
-    Raises
-    ------
-    InputDataError
-        Unreadable or missing file.
-    """
-    from astropy.io import fits
-
-    found: dict[int, np.ndarray | None] = {}
-    try:
-        with fits.open(flc, memmap=False) as hdul:
-            names = {(hdu.name, int(hdu.header.get("EXTVER", 1))) for hdu in hdul[1:]}
-            for extver in extvers:
-                data = hdul["DQ", extver].data if ("DQ", extver) in names else None
-                found[extver] = None if data is None else np.asarray(data)
-    except FileNotFoundError:
-        raise InputDataError(flc, "FLC not found (its DQ flags are needed to score)") from None
-    except (OSError, ValueError, TypeError) as exc:
-        raise InputDataError(flc, f"cannot read the DQ arrays ({exc})") from None
-    return found
 
 
 def scored_pixels(valid: np.ndarray, *, rules: ScoringRules, dq: np.ndarray | None = None) -> np.ndarray:

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from crlib.errors import InputDataError
-from crlib.formats.flc import rootname_from_path
+from crlib.formats.flc import chip_dq, rootname_from_path
 from crlib.metrics.histograms import N_SCORE_BINS, dilated_probability, score_histograms
-from crlib.metrics.pixels import fits_border, read_dq, scored_pixels
+from crlib.metrics.pixels import fits_border, scored_pixels
 from crlib.metrics.roc import RocCurve, roc_from_histograms, tpr_at_fpr_points
 from crlib.profiles import ScoringRules
 from crlib.records import ExposureMetrics
@@ -147,6 +147,37 @@ def read_truth(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
             fix="pass the truth product",
         )
     return chips
+
+
+def read_dq(flc: Path, extvers: Iterable[int]) -> dict[int, np.ndarray | None]:
+    """``{extver: DQ array or None}`` of the FLC's chips (``None``: the file has no ``DQ,extver``).
+
+    Only the ``DQ`` extensions asked for are read (no SCI, no ERR).
+
+    Parameters
+    ----------
+    flc
+        The exposure's FLC/FLT file.
+    extvers
+        EXTVERs of the chips whose (ny, nx) integer flags are wanted.
+
+    Raises
+    ------
+    InputDataError
+        Unreadable or missing file.
+    """
+    from astropy.io import fits
+
+    found: dict[int, np.ndarray | None] = {}
+    try:
+        with fits.open(flc, memmap=False) as hdul:
+            for extver in extvers:
+                found[extver] = chip_dq(hdul, extver)
+    except FileNotFoundError:
+        raise InputDataError(flc, "FLC not found (its DQ flags are needed to score)") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputDataError(flc, f"cannot read the DQ arrays ({exc})") from None
+    return found
 
 
 def metrics_from_scores(

@@ -70,7 +70,7 @@ def classify_visit_pixels(
         The label (``unknown`` with the reason when the files cannot be read or the classifier
         cannot decide) and whether it was a kept one.
     """
-    from crlib.classify.image import classify_files
+    from crlib.classify.files import classify_files
 
     chosen = [files[r] for r in sorted(accepted) if r in files][:MAX_CLASSIFIED_FILES]
     if not chosen:

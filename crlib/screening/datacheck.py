@@ -13,25 +13,19 @@ judged. Measured cost on a full-size ACS/WFC FLC (2 x 4096x2048 float32, 168 MB,
 cache, 2-core host): 11-20 ms for 2 x 128 sampled rows (~4 MB read), against ~35 ms reading both
 arrays in full; the same file as ``.fits.gz`` costs ~1.4 s more (decompression).
 
-The pure functions (:func:`chip_stats`, :func:`judge_chip`) work on arrays; :func:`check_data`
-reads a file and returns reject reasons naming the file, the chip, the problem and the fix.
+This module works on arrays only (:func:`row_step`, :func:`chip_stats`, :func:`judge_chip`); the
+read step, :func:`crlib.screening.screen.check_data`, samples a file's rows lazily and returns
+reject reasons naming the file, the chip, the problem and the fix.
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import logging
 import math
-from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from crlib.records import ScreeningReason
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +35,6 @@ DEFAULT_MAX_NONFINITE_FRACTION = 0.01
 DEFAULT_MAX_ROWS = 128
 #: The operator's fix for a damaged file.
 FIX_DOWNLOAD = "download it again"
-
-_MAGIC: dict[bytes, str] = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"PK\x03\x04": "zip"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,130 +155,3 @@ def judge_chip(
     if stats.maximum == stats.minimum:
         return "data.constant", f"{name} is constant (every pixel {stats.minimum:g}): no real pixel data"
     return None
-
-
-def compression(path: Path) -> str | None:
-    """Whole-file compression of ``path`` from its first bytes: ``gzip``, ``bzip2``, ``zip`` or None."""
-    with path.open("rb") as handle:
-        head = handle.read(4)
-    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
-
-
-def read_start(path: Path, n_bytes: int = 80) -> bytes:
-    """The first ``n_bytes`` of the (decompressed, for gzip/bzip2) file.
-
-    Raises
-    ------
-    OSError, EOFError
-        If the file or its compressed stream cannot be read.
-    """
-    kind = compression(path)
-    if kind == "gzip":
-        with gzip.open(path, "rb") as stream:
-            return stream.read(n_bytes)
-    if kind == "bzip2":
-        with bz2.open(path, "rb") as stream:
-            return stream.read(n_bytes)
-    with path.open("rb") as handle:
-        return handle.read(n_bytes)
-
-
-def sample_sci(hdu: Any, *, max_rows: int = DEFAULT_MAX_ROWS, whole: bool = False) -> tuple[Any, int]:
-    """Read every ``row_step``-th row of an image HDU's data.
-
-    Parameters
-    ----------
-    hdu
-        An astropy image HDU (``ImageHDU``, ``CompImageHDU``) of shape ``(ny, nx)``.
-    max_rows
-        At most this many rows are read.
-    whole
-        Read the whole array and stride it in memory (for gzip/bzip2-compressed files, where
-        ``section`` would decompress the stream once per row).
-
-    Returns
-    -------
-    sample, rows
-        The sampled rows (``(rows, nx)``; ``None`` when the HDU has no data) and their count.
-    """
-    shape = tuple(int(n) for n in hdu.shape) if hdu.header.get("NAXIS", 0) else ()
-    if not shape or 0 in shape:
-        return None, 0
-    step = row_step(shape[0], max_rows=max_rows)
-    sample = hdu.data[::step] if whole else hdu.section[::step]
-    return np.asarray(sample), int(sample.shape[0])
-
-
-def _reject(rule: str, keyword: str, value: Any, message: str) -> ScreeningReason:
-    return ScreeningReason(rule=rule, keyword=keyword, value=value, message=message, severity="reject")
-
-
-def check_data(
-    path: Path | str,
-    *,
-    extvers: Collection[int] | None = None,
-    max_rows: int = DEFAULT_MAX_ROWS,
-    max_nonfinite_fraction: float = DEFAULT_MAX_NONFINITE_FRACTION,
-) -> list[ScreeningReason]:
-    """Check the SCI pixels of one FITS file; never raises for a bad file.
-
-    Parameters
-    ----------
-    path
-        FLC/FLT file (``.fits``, ``.fits.gz``).
-    extvers
-        SCI EXTVERs to check; default: every SCI extension.
-    max_rows
-        Rows sampled per chip (evenly strided).
-    max_nonfinite_fraction
-        Largest acceptable fraction of NaN/Inf pixels per chip.
-
-    Returns
-    -------
-    list of ScreeningReason
-        One reject reason per bad chip (rules ``data.empty``, ``data.all_nan``,
-        ``data.nonfinite``, ``data.constant``; the chip as ``keyword``, e.g. ``SCI,1``), or one
-        ``file.truncated``/``file.unreadable`` reason if the pixels cannot be read. Empty when
-        every chip looks like real data.
-    """
-    from astropy.io import fits
-
-    path = Path(path)
-    reasons: list[ScreeningReason] = []
-    wanted = None if extvers is None else set(extvers)
-    try:
-        whole = compression(path) is not None
-        with fits.open(path, lazy_load_hdus=True, memmap=False) as hdus:
-            for hdu in hdus:
-                if hdu.name != "SCI" or (wanted is not None and hdu.ver not in wanted):
-                    continue
-                sample, rows = sample_sci(hdu, max_rows=max_rows, whole=whole)
-                shape = tuple(int(n) for n in hdu.shape) if hdu.header.get("NAXIS", 0) else ()
-                stats = (
-                    chip_stats(sample, extver=hdu.ver, shape=shape, rows_sampled=rows)
-                    if sample is not None
-                    else ChipStats(hdu.ver, shape, 0, 0, 0, None, None)
-                )
-                problem = judge_chip(stats, max_nonfinite_fraction=max_nonfinite_fraction)
-                if problem is not None:
-                    rule, text = problem
-                    value = round(stats.nonfinite_fraction, 6) if rule == "data.nonfinite" else None
-                    reasons.append(_reject(rule, f"SCI,{hdu.ver}", value, f"{path}: {text}: {FIX_DOWNLOAD}"))
-    except EOFError as exc:  # a compressed stream that ends early
-        return [_reject("file.truncated", "", None, f"{path}: truncated: {_first_line(exc)}: {FIX_DOWNLOAD}")]
-    except Exception as exc:  # astropy/numpy raise many types for damaged data
-        log.debug("pixel check of %s failed", path, exc_info=True)
-        return [
-            _reject(
-                "file.unreadable",
-                "",
-                None,
-                f"{path}: SCI pixel data cannot be read ({_first_line(exc)}): {FIX_DOWNLOAD}",
-            )
-        ]
-    return reasons
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -2,8 +2,8 @@
 
 Headers are read lazily (astropy's lazy HDU loading; every extension header, no pixel data) to
 find the file's chips (the EXTVERs of its SCI extensions: never assumed from the profile) and to
-apply the profile's rules; then a strided subsample of each SCI array is checked
-(:mod:`crlib.screening.datacheck`, on by default, ``data_check=False`` to skip). A file that
+apply the profile's rules; then a strided subsample of each SCI array is read (:func:`check_data`)
+and judged (:mod:`crlib.screening.datacheck`, on by default, ``data_check=False`` to skip). A file that
 cannot be read, is not FITS, is truncated, lacks an extension, or holds damaged pixels is
 *rejected* with a one-line reason naming the file, the problem and the fix; it never stops a
 batch. Screening a batch of files (duplicates, damage, drizzle sets) is :mod:`crlib.screening.batch`.
@@ -11,19 +11,30 @@ batch. Screening a batch of files (duplicates, damage, drizzle sets) is :mod:`cr
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import logging
 import warnings
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from crlib.formats.flc import rootname_from_path
 from crlib.records import ScreeningReason, ScreeningVerdict
-from crlib.screening.datacheck import FIX_DOWNLOAD, check_data, compression, read_start
+from crlib.screening.datacheck import (
+    DEFAULT_MAX_NONFINITE_FRACTION,
+    DEFAULT_MAX_ROWS,
+    FIX_DOWNLOAD,
+    ChipStats,
+    chip_stats,
+    judge_chip,
+    row_step,
+)
 from crlib.screening.rules import TESTS, HeaderRule, ScreeningProfile, get_screening_profile
 
 log = logging.getLogger(__name__)
@@ -79,6 +90,9 @@ class HeaderSnapshot:
         return tuple(self.extvers.get("SCI", ()))
 
 
+_MAGIC: dict[bytes, str] = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"PK\x03\x04": "zip"}
+
+
 def reject_reason(rule: str, keyword: str, value: Any, message: str) -> ScreeningReason:
     return ScreeningReason(rule=rule, keyword=keyword, value=value, message=message, severity="reject")
 
@@ -86,6 +100,58 @@ def reject_reason(rule: str, keyword: str, value: Any, message: str) -> Screenin
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def compression(path: Path) -> str | None:
+    """Whole-file compression of ``path`` from its first bytes: ``gzip``, ``bzip2``, ``zip`` or None."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def read_start(path: Path, n_bytes: int = 80) -> bytes:
+    """The first ``n_bytes`` of the (decompressed, for gzip/bzip2) file.
+
+    Raises
+    ------
+    OSError, EOFError
+        If the file or its compressed stream cannot be read.
+    """
+    kind = compression(path)
+    if kind == "gzip":
+        with gzip.open(path, "rb") as stream:
+            return stream.read(n_bytes)
+    if kind == "bzip2":
+        with bz2.open(path, "rb") as stream:
+            return stream.read(n_bytes)
+    with path.open("rb") as handle:
+        return handle.read(n_bytes)
+
+
+def sample_sci(hdu: Any, *, max_rows: int = DEFAULT_MAX_ROWS, whole: bool = False) -> tuple[Any, int]:
+    """Read every ``row_step``-th row of an image HDU's data.
+
+    Parameters
+    ----------
+    hdu
+        An astropy image HDU (``ImageHDU``, ``CompImageHDU``) of shape ``(ny, nx)``.
+    max_rows
+        At most this many rows are read.
+    whole
+        Read the whole array and stride it in memory (for gzip/bzip2-compressed files, where
+        ``section`` would decompress the stream once per row).
+
+    Returns
+    -------
+    sample, rows
+        The sampled rows (``(rows, nx)``; ``None`` when the HDU has no data) and their count.
+    """
+    shape = tuple(int(n) for n in hdu.shape) if hdu.header.get("NAXIS", 0) else ()
+    if not shape or 0 in shape:
+        return None, 0
+    step = row_step(shape[0], max_rows=max_rows)
+    sample = hdu.data[::step] if whole else hdu.section[::step]
+    return np.asarray(sample), int(sample.shape[0])
 
 
 def _not_fits(path: Path) -> ScreeningReason | None:
@@ -104,6 +170,78 @@ def _not_fits(path: Path) -> ScreeningReason | None:
     return reject_reason(
         "file.unreadable", "", None, f"{path}: not a FITS file (no SIMPLE card at the start): {FIX_DOWNLOAD}"
     )
+
+
+def check_data(
+    path: Path | str,
+    *,
+    extvers: Collection[int] | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    max_nonfinite_fraction: float = DEFAULT_MAX_NONFINITE_FRACTION,
+) -> list[ScreeningReason]:
+    """Check the SCI pixels of one FITS file; never raises for a bad file.
+
+    Parameters
+    ----------
+    path
+        FLC/FLT file (``.fits``, ``.fits.gz``).
+    extvers
+        SCI EXTVERs to check; default: every SCI extension.
+    max_rows
+        Rows sampled per chip (evenly strided).
+    max_nonfinite_fraction
+        Largest acceptable fraction of NaN/Inf pixels per chip.
+
+    Returns
+    -------
+    list of ScreeningReason
+        One reject reason per bad chip (rules ``data.empty``, ``data.all_nan``,
+        ``data.nonfinite``, ``data.constant``; the chip as ``keyword``, e.g. ``SCI,1``), or one
+        ``file.truncated``/``file.unreadable`` reason if the pixels cannot be read. Empty when
+        every chip looks like real data.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    reasons: list[ScreeningReason] = []
+    wanted = None if extvers is None else set(extvers)
+    try:
+        whole = compression(path) is not None
+        with fits.open(path, lazy_load_hdus=True, memmap=False) as hdus:
+            for hdu in hdus:
+                if hdu.name != "SCI" or (wanted is not None and hdu.ver not in wanted):
+                    continue
+                sample, rows = sample_sci(hdu, max_rows=max_rows, whole=whole)
+                shape = tuple(int(n) for n in hdu.shape) if hdu.header.get("NAXIS", 0) else ()
+                stats = (
+                    chip_stats(sample, extver=hdu.ver, shape=shape, rows_sampled=rows)
+                    if sample is not None
+                    else ChipStats(hdu.ver, shape, 0, 0, 0, None, None)
+                )
+                problem = judge_chip(stats, max_nonfinite_fraction=max_nonfinite_fraction)
+                if problem is not None:
+                    rule, text = problem
+                    value = round(stats.nonfinite_fraction, 6) if rule == "data.nonfinite" else None
+                    reasons.append(
+                        reject_reason(rule, f"SCI,{hdu.ver}", value, f"{path}: {text}: {FIX_DOWNLOAD}")
+                    )
+    except EOFError as exc:  # a compressed stream that ends early
+        return [
+            reject_reason(
+                "file.truncated", "", None, f"{path}: truncated: {_first_line(exc)}: {FIX_DOWNLOAD}"
+            )
+        ]
+    except Exception as exc:  # astropy/numpy raise many types for damaged data
+        log.debug("pixel check of %s failed", path, exc_info=True)
+        return [
+            reject_reason(
+                "file.unreadable",
+                "",
+                None,
+                f"{path}: SCI pixel data cannot be read ({_first_line(exc)}): {FIX_DOWNLOAD}",
+            )
+        ]
+    return reasons
 
 
 def _missing_extensions(

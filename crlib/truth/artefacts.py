@@ -18,7 +18,8 @@ classes are common in the archive and recognisable without a model of the sky:
   CTE trail.
 
 Excluded pixels leave the CR mask and the valid mask (neither CR nor trusted background), and are
-counted in the truth record (:func:`exclude_artefacts`).
+counted in the truth record (:func:`exclude_artefacts`). Arrays only: the truth step
+(:mod:`crlib.truth.visit`) reads the exposures' chips.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -428,7 +428,7 @@ HEADER_KEYS = {
 
 
 def visit_hot_pixels(
-    exposures: Sequence[tuple[Path, Callable[[int], np.ndarray | None], float]],
+    exposures: Sequence[tuple[Callable[[int], np.ndarray], Callable[[int], np.ndarray | None], float]],
     extvers: Sequence[int],
     *,
     flagged: Sequence[dict[int, np.ndarray | None]] | None = None,
@@ -438,8 +438,10 @@ def visit_hot_pixels(
     Parameters
     ----------
     exposures
-        Per exposure ``(working copy of the FLC, extver -> blotted median float32 e- or None,
-        read noise e-)``.
+        Per exposure ``(extver -> its SCI float32 (ny, nx) e-, extver -> blotted median float32
+        (ny, nx) e- or None, read noise e-)``; a chip's SCI is asked for only once its blot image
+        is there, one exposure at a time (the read step, e.g. :func:`crlib.formats.flc.read_chip_sci`
+        on the working copy, opens the file).
     extvers
         SCI extension versions to examine.
     flagged
@@ -451,18 +453,15 @@ def visit_hot_pixels(
     dict
         ``{extver: bool (ny, nx)}``; chips without a blot image in every exposure are skipped.
     """
-    from astropy.io import fits
-
     maps: dict[int, np.ndarray] = {}
     for extver in extvers:
         excess, sigma = [], []
         plain_sky = None
-        for path, blot_of, read_noise in exposures:
+        for sci_of, blot_of, read_noise in exposures:
             blot = blot_of(extver)
             if blot is None:
                 break
-            with fits.open(path, memmap=False) as hdul:
-                sci = np.asarray(hdul["SCI", extver].data, dtype=np.float32)
+            sci = np.asarray(sci_of(extver), dtype=np.float32)
             model = np.asarray(blot, dtype=np.float32)
             if model.shape != sci.shape:
                 break

@@ -14,6 +14,7 @@ A pixel is valid when
 
 Coverage is computed from the (aligned) WCS of every chip: this chip's pixel grid is mapped to the
 sky and into each other chip on a coarse grid (distortion is smooth) and bilinearly interpolated.
+Arrays and WCS objects only: the truth step reads them (:func:`crlib.truth.inputs.read_chip_frames`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from crlib.formats.dq import CR_DQ_BITS, DRIZZLE_GOOD_BITS, IGNORED_DQ_BITS, dq_good
-from crlib.formats.flc import rootname_from_path
 from crlib.interpolation import interpolation_matrix
 from crlib.metrics.pixels import inside_border
 from crlib.profiles import InstrumentProfile
@@ -39,10 +38,10 @@ __all__ = [
     "DRIZZLE_GOOD_BITS",
     "IGNORED_DQ_BITS",
     "ChipFrame",
+    "chip_frame",
     "coverage_count",
     "dq_good",
     "inside_border",
-    "read_chip_frames",
     "saturation_mask",
     "valid_mask",
 ]
@@ -88,25 +87,23 @@ def saturation_mask(sci: np.ndarray, *, level_e: float, size: int = SATURATION_D
     return dilate_rectangle(saturated, (size, size))
 
 
-def read_chip_frames(path: Path) -> list[ChipFrame]:
-    """Every chip of one exposure file as a :class:`ChipFrame` (WCS as currently in the file)."""
-    from astropy.io import fits
-    from stwcs.wcsutil import HSTWCS
+def chip_frame(
+    rootname: str, sci_extver: int, wcs: object, shape: tuple[int, int], dq: np.ndarray
+) -> ChipFrame:
+    """One chip's :class:`ChipFrame` from its WCS, size and DQ flags.
 
-    frames = []
-    rootname = rootname_from_path(Path(path))
-    with fits.open(path, memmap=False) as hdul:
-        for hdu in hdul:
-            if hdu.header.get("EXTNAME", "").upper() != "SCI":
-                continue
-            extver = int(hdu.header.get("EXTVER", 1))
-            wcs = HSTWCS(hdul, ext=("SCI", extver))
-            dq = hdul["DQ", extver].data
-            shape = (int(hdu.data.shape[0]), int(hdu.data.shape[1]))
-            frames.append(
-                ChipFrame(rootname, extver, wcs, shape, dq_good(dq), dq_good(dq, ignored_bits=CR_DQ_BITS))
-            )
-    return frames
+    Parameters
+    ----------
+    rootname, sci_extver
+        Which chip.
+    wcs
+        The chip's full (distortion-including) WCS.
+    shape
+        ``(ny, nx)`` pixels.
+    dq
+        int (ny, nx) data-quality flags of the chip.
+    """
+    return ChipFrame(rootname, sci_extver, wcs, shape, dq_good(dq), dq_good(dq, ignored_bits=CR_DQ_BITS))
 
 
 def _coarse_map(

@@ -33,18 +33,19 @@ from crlib.align.visit import align_visit
 from crlib.align.visit_sources import VisitCatalogs, visit_catalogs
 from crlib.config import worker_count
 from crlib.errors import InputDataError
-from crlib.formats.flc import rootname_from_path
+from crlib.formats.flc import read_chip_sci, rootname_from_path
 from crlib.profiles import InstrumentProfile, get_profile
 from crlib.provenance import code_version
 from crlib.records import AlignmentResult, TruthResult
 from crlib.truth.artefacts import visit_hot_pixels
 from crlib.truth.drizzle import DrizzleEngine, DrizzleRun, run_astrodrizzle
 from crlib.truth.drizzle_inmemory import run_inmemory_drizzle
+from crlib.truth.inputs import read_chip_frames
 from crlib.truth.outcome import ChipMasks, artefact_entries, chip_quality, failed_all, without_artefacts
 from crlib.truth.product import write_exposure_truth
 from crlib.truth.quality import QualityThresholds, assess, failed_truth, gate_parameters, star_core_mask
 from crlib.truth.refine import DEFAULT_MIN_PEAK_SNR, prune_insignificant
-from crlib.truth.validmask import ChipFrame, coverage_count, read_chip_frames, valid_mask
+from crlib.truth.validmask import ChipFrame, coverage_count, valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -440,9 +441,13 @@ def _drizzle_provenance(
 
 
 def _hot_pixels(todo: list[ExposureInfo], copy_of: dict[str, Path], run: DrizzleRun) -> dict[int, np.ndarray]:
-    """Compute step: the visit's recurrent hot pixels per chip, ``{extver: bool (ny, nx)}``."""
+    """Compute step: the visit's recurrent hot pixels per chip, ``{extver: bool (ny, nx)}``; each SCI chip
+    is read from its working copy when asked (:func:`~crlib.formats.flc.read_chip_sci`)."""
     return visit_hot_pixels(
-        [(copy_of[i.rootname], partial(run.blot, i.rootname), i.read_noise_e) for i in todo],
+        [
+            (partial(read_chip_sci, copy_of[i.rootname]), partial(run.blot, i.rootname), i.read_noise_e)
+            for i in todo
+        ],
         todo[0].sci_extvers,
         flagged=[{e: run.cr_mask(i.rootname, e) for e in i.sci_extvers} for i in todo],
     )

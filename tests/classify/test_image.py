@@ -15,7 +15,8 @@ from crlib.classify.features import (
     measure_features,
     point_source_peaks,
 )
-from crlib.classify.image import classify_arrays, classify_files, decide, read_chips
+from crlib.classify.files import classify_files, read_chips
+from crlib.classify.image import classify_arrays, decide
 from crlib.classify.labels import choose_label, unknown_label
 
 
