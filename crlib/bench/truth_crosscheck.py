@@ -4,7 +4,7 @@ On an undithered visit both methods apply: driz_cr (drizzle truth) and the stack
 (multi-frame truth). For each simulated CR-SPLIT visit we run both on the same files and report
 
 * each method's recall (> 50 e-), false-positive rate and star-core contamination against the
-  simulator's injected CRs (:func:`crlib.bench.truth.mask_fidelity`),
+  simulator's injected CRs (:func:`crlib.bench.truth_scoring.mask_fidelity`),
 * how well the two masks agree on the pixels both call valid (:func:`truth_agreement`), exactly
   and within one pixel (the methods differ most on a CR's faint edge pixels),
 * the wall time of each method.
@@ -106,7 +106,7 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
     from crlib.align.exposures import find_exposures, read_exposure_info
     from crlib.align.options import AlignOptions
     from crlib.bench.artefact_fidelity import excluded_counts, score_artefacts
-    from crlib.bench.truth import FIDELITY_KEYS, mean_finite, score_against_simulator
+    from crlib.bench.truth_scoring import FIDELITY_KEYS, mean_finite, score_against_simulator
     from crlib.truth.visit import TruthOptions, build_visit_truth
 
     visit_dir = Path(visit_dir)

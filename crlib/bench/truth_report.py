@@ -105,6 +105,12 @@ def _shown(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _timing_words(timing: str) -> str:
+    if timing == "process":
+        return "each run a whole process (interpreter start, imports and exit included)"
+    return "both calls in this process, modules preloaded"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable table of :func:`run_truth_benchmark` output, with every timed run and the
     parameters both tools used."""
@@ -114,7 +120,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{t['alignment_rms_px']} px, recall(>50e-) >= {t['recall_50e']}, FPR <= {t['false_positive_rate']}, "
         f"star cores <= {t['star_core_contamination']}, time <= {t['time_ratio']}x bare AstroDrizzle; "
         f"truth stage drizzle engine: {report.get('engine', 'astrodrizzle')}",
-        f"timing: median of {report['repeats']} alternated runs per tool"
+        f"timing: {_timing_words(report.get('timing', 'in_process'))}, "
+        f"median of {report['repeats']} alternated runs per tool"
         f"{' after one untimed warm-up run each' if report['warmup'] else ' (no warm-up)'}; "
         f"{report['cpu_count']} CPU cores; load average (1/5/15 min) "
         f"{_shown(report['load_average_start'])} at start, {_shown(report['load_average_end'])} at end",
@@ -137,7 +144,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.extend(alignment_lines(v))
         lines.extend(artefact_lines(v))
         runs = ", ".join(
-            f"{r['tool']} {r['seconds']:.1f} s (load {r['load_average'][0] if r['load_average'] else '-'})"
+            f"{r['tool']} {r['seconds']:.1f} s"
+            + (f" / {r['cpu_seconds']:.1f} CPU-s" if r.get("cpu_seconds") is not None else "")
+            + f" (load {r['load_average'][0] if r['load_average'] else '-'})"
             for r in v["runs"]
         )
         lines.append(f"  runs in order: {runs}")

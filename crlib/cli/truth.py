@@ -29,6 +29,13 @@ class DrizzleEngineChoice(StrEnum):
     astrodrizzle = "astrodrizzle"
 
 
+class TruthTiming(StrEnum):
+    """How ``crlib bench truth`` times the two tools (:data:`crlib.bench.truth.Timing`)."""
+
+    process = "process"
+    in_process = "in-process"
+
+
 class ChipSize(StrEnum):
     """Simulated chip sizes."""
 
@@ -252,6 +259,14 @@ def bench_truth_command(
             "stage's aligned inputs."
         ),
     ] = DrizzleEngineChoice.inmemory,
+    timing: Annotated[
+        TruthTiming,
+        typer.Option(
+            help="process: every timed run of either tool is a whole process (interpreter start, "
+            "imports, exit; CPU seconds too); in-process: the two calls timed in this process "
+            "after preloading their modules."
+        ),
+    ] = TruthTiming.process,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Truth fidelity on simulated visits: alignment, recall, FPR, star cores, time vs AstroDrizzle.
@@ -304,6 +319,7 @@ def bench_truth_command(
         num_cores=num_cores,
         effects=simulated,
         engine=engine.value,
+        timing="process" if timing == TruthTiming.process else "in_process",
     )
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))

@@ -76,6 +76,10 @@ def test_bench_truth_runs_one_field_type_and_scores_it(tmp_path):
     assert visit["time_ratio"] == pytest.approx(visit["truth_seconds"] / visit["bare_astrodrizzle_seconds"])
     assert all(r["imported_while_timed"] == [] for r in visit["runs"])
     assert all(len(r["load_average"]) == 3 for r in visit["runs"])
+    # by default every run is a whole process: its own wall and CPU seconds, read by wait4
+    assert report["timing"] == visit["timing"] == "process"
+    assert all(r["cpu_seconds"] > 0 for r in visit["runs"])
+    assert "each run a whole process" in format_report(report) and "CPU-s" in format_report(report)
     # the same AstroDrizzle call: every keyword, the parameter set and the sky method really used
     crlib_parameters, bare_parameters = visit["parameters"]["crlib"], visit["parameters"]["bare"]
     assert visit["parameters_match"] and visit["parameter_differences"] == {}
@@ -101,9 +105,11 @@ def test_bench_truth_num_cores_goes_to_both_tools(tmp_path):
     register_commands()
     args = ["bench", "truth", "--size", "small", "--field-type", "extragalactic", "--out", str(tmp_path)]
     options = ["--num-cores", "2", "--repeats", "1", "--no-warmup", "--engine", "astrodrizzle", "--json"]
-    result = CliRunner().invoke(app, [*args, *options])
+    result = CliRunner().invoke(app, [*args, *options, "--timing", "in-process"])
     assert result.exit_code == 0, result.output
     (visit,) = json.loads(result.stdout)["visits"]
+    # in-process timing: both calls timed in the test's own process, no child's CPU seconds
+    assert visit["timing"] == "in_process" and all(r["cpu_seconds"] is None for r in visit["runs"])
     assert visit["engine"] == "astrodrizzle" and visit["engine_parameters"] == {}
     assert visit["order"] == ["crlib", "bare"] and visit["warmup"] is False
     assert visit["threads"]["astrodrizzle_num_cores"] == {"crlib": 2, "bare": 2}

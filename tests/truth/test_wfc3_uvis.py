@@ -40,7 +40,7 @@ def test_truth_prediction_and_scores_for_wfc3_uvis(uvis_visit, tmp_path):
     from astropy.io import fits
 
     from crlib.align import AlignOptions
-    from crlib.bench.truth import mask_fidelity
+    from crlib.bench.truth_scoring import mask_fidelity
     from crlib.metrics.scoring import score_prediction_file
     from crlib.model.exposure import predict_exposure
     from crlib.profiles import ACS_WFC, WFC3_UVIS
