@@ -37,11 +37,20 @@ def prepare_environment(tracking_uri: str) -> None:
 
     Telemetry is always disabled. MLflow 3.17 refuses the ``file://`` store (embedded mode's
     default, ``Settings.resolved_mlflow_uri()``) unless ``MLFLOW_ALLOW_FILE_STORE=true``; the file
-    store still supports runs, the registry and aliases, so crlib opts in for ``file:`` URIs.
+    store still supports runs, the registry and aliases, so crlib opts in for ``file:`` URIs, and
+    makes such a store MLflow's process-wide tracking URI too (its registry reads logged models
+    through that URI, and would otherwise create ``./mlflow.db``).
     """
     disable_telemetry()
     if tracking_uri.startswith("file:") or "://" not in tracking_uri:
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        # MLflow's file model-registry store reads each version's logged model through a bare
+        # ``MlflowClient()`` (its own TODO in ``_get_file_model_version_from_dir``), i.e. through the
+        # process-wide tracking URI; unset, that is ``sqlite:///mlflow.db`` in the current directory,
+        # which it creates. Point it at this store, the one the process is configured with.
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
 
 
 def artifact_location(tracking_uri: str, experiment: str) -> str | None:

@@ -14,6 +14,7 @@ from crlib.registry.versions import (
     CHAMPION,
     alias_history,
     bootstrap_registry,
+    get_version,
     list_versions,
     load_registered_model,
     set_alias,
@@ -71,12 +72,16 @@ def test_alias_moves_are_kept_in_history(tracking_uri: str) -> None:
     assert events[2].previous_version == "1" and events[0].previous_version is None
 
 
-def test_embedded_file_store_from_settings_works() -> None:
+def test_embedded_file_store_from_settings_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from crlib.config import load_settings
 
+    monkeypatch.chdir(tmp_path)
     uri = load_settings().resolved_mlflow_uri()
     assert uri.startswith("file:")
     assert bootstrap_registry(uri).aliases == (CHAMPION,)
+    assert get_version(uri, "deepcr-acs-wfc", CHAMPION).version == "1"
+    # MLflow's file registry looks logged models up through the process-wide URI: never ./mlflow.db
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.parametrize(
@@ -126,7 +131,6 @@ def _closed_port() -> int:
 
 
 def _champion_state(tracking_uri: str) -> tuple[list[str], str, list[tuple[str, str]]]:
-    from crlib.registry.versions import get_version
 
     return (
         [v.version for v in list_versions(tracking_uri, "deepcr-acs-wfc")],
