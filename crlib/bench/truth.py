@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from crlib.simulate.archive import SimulatedArchive
     from crlib.simulate.effects import SimEffects
     from crlib.truth.drizzle import DrizzleEngine, DrizzleRun
-    from crlib.truth.visit import VisitTruth
+    from crlib.truth.options import VisitTruth
 
 __all__ = ["BARE", "CRLIB", "benchmark_visit", "format_report", "run_truth_benchmark"]
 
@@ -246,7 +246,8 @@ def benchmark_visit(
     from crlib.align.exposures import find_exposures, read_exposure_info
     from crlib.align.options import AlignOptions
     from crlib.config import worker_count
-    from crlib.truth.visit import TruthOptions, build_visit_truth
+    from crlib.truth.options import TruthOptions
+    from crlib.truth.visit import build_visit_truth
 
     preload_modules()
     visit_dir = Path(visit_dir)

@@ -107,7 +107,8 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
     from crlib.align.options import AlignOptions
     from crlib.bench.artefact_fidelity import excluded_counts, score_artefacts
     from crlib.bench.truth_scoring import FIDELITY_KEYS, mean_finite, score_against_simulator
-    from crlib.truth.visit import TruthOptions, build_visit_truth
+    from crlib.truth.options import TruthOptions
+    from crlib.truth.visit import build_visit_truth
 
     visit_dir = Path(visit_dir)
     info = json.loads((visit_dir / "truth" / "visit.json").read_text())

@@ -122,7 +122,8 @@ def _main(argv: Sequence[str]) -> None:
             raise SystemExit(f"AstroDrizzle problems: {'; '.join(run.problems)}")
         return
     from crlib.align.options import AlignOptions
-    from crlib.truth.visit import TruthOptions, build_visit_truth
+    from crlib.truth.options import TruthOptions
+    from crlib.truth.visit import build_visit_truth
 
     options = TruthOptions(
         align_options=AlignOptions(catalog_file=args.catalog_file, query_catalogs=False),

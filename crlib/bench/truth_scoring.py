@@ -29,7 +29,7 @@ from crlib.truth.quality import star_core_mask
 if TYPE_CHECKING:
     from crlib.align.exposures import ExposureInfo
     from crlib.records import AlignmentResult, TruthResult
-    from crlib.truth.visit import VisitTruth
+    from crlib.truth.options import VisitTruth
 
 __all__ = [
     "FIDELITY_KEYS",

@@ -12,7 +12,7 @@ import typer
 from crlib.cli.app import app, bench_app
 
 if TYPE_CHECKING:
-    from crlib.truth.visit import VisitTruth
+    from crlib.truth.options import VisitTruth
 
 
 class TruthMethod(StrEnum):
@@ -143,7 +143,7 @@ def truth_command(
     from crlib.config import load_settings
     from crlib.records import to_dict
     from crlib.truth.byfilter import build_truth_per_filter
-    from crlib.truth.visit import TruthOptions
+    from crlib.truth.options import TruthOptions
 
     options = TruthOptions(
         align=not no_align,

@@ -5,7 +5,8 @@ Public API: :func:`build_visit_truth`, :class:`TruthOptions`, :class:`VisitTruth
 back with :func:`read_truth_product`.
 """
 
+from crlib.truth.options import TruthOptions, VisitTruth
 from crlib.truth.product import read_truth_product, write_truth_product
-from crlib.truth.visit import TruthOptions, VisitTruth, build_visit_truth
+from crlib.truth.visit import build_visit_truth
 
 __all__ = ["TruthOptions", "VisitTruth", "build_visit_truth", "read_truth_product", "write_truth_product"]

@@ -22,7 +22,8 @@ from typing import Unpack
 
 from crlib.align.exposures import find_exposures
 from crlib.formats.flc import header_filter
-from crlib.truth.visit import TruthArguments, VisitTruth, build_visit_truth, visit_directories
+from crlib.truth.options import TruthArguments, VisitTruth
+from crlib.truth.visit import build_visit_truth, visit_directories
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from crlib.records import to_dict
 
 if TYPE_CHECKING:
     from crlib.records import AlignmentResult, TruthResult
-    from crlib.truth.visit import VisitTruth
+    from crlib.truth.options import VisitTruth
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ def _build_set(
     """
     from crlib.align.options import AlignOptions
     from crlib.errors import CrlibError
-    from crlib.truth.visit import TruthOptions, build_visit_truth
+    from crlib.truth.options import TruthOptions
+    from crlib.truth.visit import build_visit_truth
 
     work = settings.data_root / "work" / run_key(visit) / f"set{index}"
     staged = work / "input" / visit
@@ -159,8 +160,8 @@ def _build_set(
 
 def _failed_set(visit: str, members: list[str], reason: str) -> VisitTruth:
     """A :class:`~crlib.truth.visit.VisitTruth` in which every member failed for ``reason``."""
+    from crlib.truth.options import VisitTruth
     from crlib.truth.quality import failed_truth
-    from crlib.truth.visit import VisitTruth
 
     failed = tuple(failed_truth(rootname, "drizzle", reason) for rootname in sorted(members))
     return VisitTruth(visit, "drizzle", None, failed, {}, Path(), Path())
