@@ -169,7 +169,7 @@ def _process_calls(
     *,
     output_name: str,
     engine: DrizzleEngine,
-    num_cores: int | None,
+    num_cores: dict[str, int | None],
     catalog_file: Path | None,
 ) -> dict[str, Callable[[], dict[str, float]]]:
     """Per tool, a call that runs one whole child process of it and returns its wall and CPU seconds."""
@@ -181,7 +181,7 @@ def _process_calls(
             work[tool],
             output_name=output_name,
             engine=engine,
-            num_cores=num_cores,
+            num_cores=num_cores[tool],
             catalog_file=catalog_file,
         )
         return lambda: time_process(command, logs_dir=logs_dir / tool)
@@ -222,7 +222,11 @@ def benchmark_visit(
     warmup
         Run each tool once, untimed, before the timed runs.
     num_cores
-        AstroDrizzle processes for both tools (``None``: the truth stage's default).
+        AstroDrizzle processes for both tools. ``None``: each tool at its own best, the truth stage
+        at its default (the in-memory engine always runs one) and bare AstroDrizzle on every core
+        (``os.cpu_count()``, which drizzlepac caps at one process per exposure), as issue 16
+        compares them; ``num_cores`` is then left out of the parameter comparison and reported
+        under ``threads``.
     engine
         The truth stage's drizzle engine. With ``inmemory`` its memory-mode keywords
         (:data:`crlib.truth.drizzle_inmemory.INMEMORY_PARAMETERS`) are left out of the parameter
@@ -253,17 +257,18 @@ def benchmark_visit(
     visit_dir = Path(visit_dir)
     exposures = [read_exposure_info(p) for p in find_exposures(visit_dir)]
     profile = exposures[0].profile
-    overrides: dict[str, Any] = {"num_cores": num_cores} if num_cores else {}
+    cores = {CRLIB: num_cores, BARE: num_cores or os.cpu_count() or 1}
+    overrides: dict[str, dict[str, Any]] = {tool: {"num_cores": n} if n else {} for tool, n in cores.items()}
     options = TruthOptions(
         align_options=AlignOptions(catalog_file=catalog_file, query_catalogs=False),
-        drizzle_overrides=overrides,
+        drizzle_overrides=overrides[CRLIB],
         engine=engine,
     )
     work = {CRLIB: Path(scratch) / "truth" / visit_dir.name, BARE: Path(scratch) / "bare" / visit_dir.name}
     output_name = f"{visit_dir.name}_truth"  # the stage's own output name: same file names and sizes
     calls: dict[str, Callable[[], Any]] = {
         CRLIB: lambda: build_visit_truth(visit_dir, work_dir=work[CRLIB], options=options),
-        BARE: lambda: _bare_astrodrizzle(visit_dir, work[BARE], profile, output_name, overrides),
+        BARE: lambda: _bare_astrodrizzle(visit_dir, work[BARE], profile, output_name, overrides[BARE]),
     }
     if timing == "process":
         calls = _process_calls(
@@ -272,7 +277,7 @@ def benchmark_visit(
             Path(scratch) / "logs" / visit_dir.name,
             output_name=output_name,
             engine=engine,
-            num_cores=num_cores,
+            num_cores=cores,
             catalog_file=catalog_file,
         )
     load_start = load_average()
@@ -303,8 +308,9 @@ def benchmark_visit(
     parameters = {tool: _effective_parameters(work[tool]) for tool in (CRLIB, BARE)}
     crlib_parameters, bare_parameters = parameters[CRLIB], parameters[BARE]
     engine_keys = frozenset(INMEMORY_PARAMETERS) if engine == "inmemory" else frozenset()
+    own_cores = frozenset() if num_cores else frozenset({"num_cores"})  # each tool at its best
     differences = (
-        parameter_differences(crlib_parameters, bare_parameters, ignore=engine_keys)
+        parameter_differences(crlib_parameters, bare_parameters, ignore=engine_keys | own_cores)
         if crlib_parameters is not None and bare_parameters is not None
         else {"record": (crlib_parameters is not None, bare_parameters is not None)}
     )

@@ -242,7 +242,7 @@ def bench_truth_command(
             min=1,
             max=64,
             help="AstroDrizzle num_cores for both the truth stage and bare AstroDrizzle "
-            "(default: the truth stage's own).",
+            "(default: each at its best: the truth stage's own, bare AstroDrizzle every core).",
         ),
     ] = None,
     effects: Annotated[
@@ -272,9 +272,9 @@ def bench_truth_command(
     """Truth fidelity on simulated visits: alignment, recall, FPR, star cores, time vs AstroDrizzle.
 
     Both tools make the same AstroDrizzle call (parameter set, sky method, driz_cr settings,
-    driz_combine, num_cores) on copies staged the same way, imports and warm-up happen before any
-    timer, and the runs alternate; the report prints every run, both parameter sets, threads and
-    load average.
+    driz_combine; num_cores each at its best unless --num-cores) on copies staged the same way,
+    each run a whole process (or both in this process after preloading), one warm-up each, and the
+    runs alternate; the report prints every run, both parameter sets, threads and load average.
     """
     from crlib.bench.truth import format_report, run_truth_benchmark
     from crlib.config import load_settings

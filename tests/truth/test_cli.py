@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from statistics import median
 
@@ -87,10 +88,13 @@ def test_bench_truth_runs_one_field_type_and_scores_it(tmp_path):
     assert report["engine"] == visit["engine"] == "inmemory"
     assert visit["engine_parameters"] == {"in_memory": True, "num_cores": 1}
     assert (crlib_parameters.pop("in_memory"), bare_parameters.pop("in_memory")) == (True, False)
+    # bare AstroDrizzle at its best: every core (drizzlepac starts at most one process per exposure)
+    cores = min(os.cpu_count() or 1, 3)
+    assert (crlib_parameters.pop("num_cores"), bare_parameters.pop("num_cores")) == (1, cores)
     assert crlib_parameters == bare_parameters
     assert crlib_parameters["skymethod"] == crlib_parameters["skymethod_used"] == "match"
     assert crlib_parameters["driz_combine"] is False and crlib_parameters["driz_cr"] is True
-    assert visit["threads"]["astrodrizzle_num_cores"] == {"crlib": 1, "bare": 1}
+    assert visit["threads"]["astrodrizzle_num_cores"] == {"crlib": 1, "bare": cores}
     # both engines on the stage's aligned inputs: the same masks, pixel for pixel
     engines = visit["engines"]
     assert engines["passed"] and engines["differing_pixels"] == 0 and engines["cr_jaccard"] == 1.0
