@@ -8,8 +8,9 @@ stage; we report
   and above 50 e-, the false-positive rate inside valid pixels (also without the 1-pixel
   ``driz_cr_grow`` ring around true CRs), star-core contamination, per artefact class;
 * wall time of the truth stage against bare AstroDrizzle on the same visit: both make the same
-  AstroDrizzle call (parameter set, sky method, driz_cr settings, ``driz_combine=False``,
-  ``num_cores``) on copies staged the same way, each run a whole process by default
+  AstroDrizzle call (parameter set, sky method, driz_cr settings, ``driz_combine=False``; each
+  tool's ``num_cores`` at its best unless one is given for both) on copies staged the same way,
+  each run a whole process by default
   (:mod:`crlib.bench.truth_process`; or both calls in this process after preloading their
   modules), one untimed warm-up run each, and the timed runs alternate (crlib, bare, bare,
   crlib, ...): the ratio is of the medians. The report carries every run, both tools' effective
@@ -204,7 +205,8 @@ def benchmark_visit(
     """Time the truth stage against bare AstroDrizzle on one simulated visit and score the result.
 
     Both tools get the same AstroDrizzle call (:func:`crlib.truth.drizzle.run_astrodrizzle`: same
-    parameter set, sky method, driz_cr settings, ``driz_combine=False``, ``num_cores``, output name),
+    parameter set, sky method, driz_cr settings, ``driz_combine=False``, output name; ``num_cores``
+    as below),
     the same staging (copies of the visit's files in a working directory that does not exist when
     the timer starts) and the same warm-up; modules are imported before any timer starts. The
     timed runs alternate (:func:`alternation_order`) and the ratio is of the medians.
