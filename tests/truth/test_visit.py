@@ -169,7 +169,7 @@ def test_full_size_visit_meets_targets(tmp_path):
     """The one full-size truth path: the stage on a 3-exposure visit, scored as `crlib bench truth` does.
 
     Fidelity only: the bench's timing (bare AstroDrizzle, both engines again) runs on small visits in
-    tests/truth/test_cli.py and costed this test ~95 s of its ~175.
+    tests/truth/test_cli.py; here they cost ~95 s of the test's ~175.
     """
     from crlib.align.exposures import find_exposures, read_exposure_info
     from crlib.align.options import AlignOptions
