@@ -22,7 +22,6 @@ the ratios compare like with like. The target (issue #16) is at most
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -197,26 +196,15 @@ def process_cost(command: Sequence[str], *, workdir: Path) -> ProcessCost:
     return ProcessCost(wall_s=timed["wall_s"], core_s=timed["cpu_s"])
 
 
-def bare_astrodrizzle_main(visit_dir: Path, work_dir: Path, num_cores: int) -> None:
-    """Child-process body: bare AstroDrizzle for CR masks on copies of ``visit_dir``'s exposures."""
-    from crlib.align.exposures import copy_to_work_dir, find_exposures
-    from crlib.profiles import ACS_WFC
-    from crlib.truth.drizzle import run_astrodrizzle
-
-    copies = copy_to_work_dir(find_exposures(visit_dir), work_dir)
-    run = run_astrodrizzle(copies, profile=ACS_WFC, output_name="bare", num_cores=num_cores)
-    if run.problems:
-        raise SystemExit(f"AstroDrizzle problems: {'; '.join(run.problems)}")
-
-
 def _reference_costs(visit_dir: Path, scratch: Path, *, threads: int) -> tuple[ProcessCost, ProcessCost]:
     """Bare AstroDrizzle on the visit and deepCR clean() on each exposure, as whole processes."""
     from crlib.align.exposures import find_exposures
+    from crlib.bench.truth_process import tool_command
 
     work = scratch / "astrodrizzle"
     cores = os.cpu_count() or 1
-    child = [sys.executable, "-m", "crlib.bench.exposure_cost", "astrodrizzle"]
-    drizzle = process_cost([*child, str(visit_dir), str(work), str(cores)], workdir=scratch / "logs")
+    child = tool_command("bare", visit_dir, work, output_name="bare", num_cores=cores)
+    drizzle = process_cost(child, workdir=scratch / "logs")
     shutil.rmtree(work, ignore_errors=True)
     wall = core = 0.0
     for flc in find_exposures(visit_dir):
@@ -346,10 +334,3 @@ def run_pipeline_cost_benchmark(
             shutil.rmtree(root, ignore_errors=True)
     report.seconds = time.perf_counter() - start
     return report
-
-
-if __name__ == "__main__":  # child process entry: python -m crlib.bench.exposure_cost astrodrizzle ...
-    if sys.argv[1] != "astrodrizzle":
-        raise SystemExit(f"unknown child command {sys.argv[1]!r}")
-    bare_astrodrizzle_main(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
-    print(json.dumps({"ok": True}))

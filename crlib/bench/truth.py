@@ -30,17 +30,17 @@ import numpy as np
 
 from crlib.bench.drizzle_engines import engine_agreement
 from crlib.bench.fair_timing import alternation_order, load_average, preload_modules, time_call
-from crlib.bench.truth_process import read_visit_truth, time_process, tool_command
+from crlib.bench.truth_process import bare_astrodrizzle, read_visit_truth, time_process, tool_command
 from crlib.bench.truth_report import BARE, CRLIB, format_report
 from crlib.bench.truth_scoring import visit_fidelity
-from crlib.profiles import FIELD_TYPES, InstrumentProfile
+from crlib.profiles import FIELD_TYPES
 from crlib.truth.drizzle_inmemory import INMEMORY_PARAMETERS
 from crlib.truth.parameters import parameter_differences
 
 if TYPE_CHECKING:
     from crlib.simulate.archive import SimulatedArchive
     from crlib.simulate.effects import SimEffects
-    from crlib.truth.drizzle import DrizzleEngine, DrizzleRun
+    from crlib.truth.drizzle import DrizzleEngine
     from crlib.truth.options import VisitTruth
 
 __all__ = ["BARE", "CRLIB", "benchmark_visit", "format_report", "run_truth_benchmark"]
@@ -133,17 +133,6 @@ def _clear(work_dir: Path) -> None:
     """Remove a previous run's working directory (untimed; both tools start from none)."""
     if work_dir.exists():
         shutil.rmtree(work_dir)
-
-
-def _bare_astrodrizzle(
-    visit_dir: Path, work_dir: Path, profile: InstrumentProfile, output_name: str, overrides: dict[str, Any]
-) -> DrizzleRun:
-    """Bare AstroDrizzle as the truth stage stages it: copies in a fresh working directory."""
-    from crlib.align.exposures import copy_to_work_dir, find_exposures
-    from crlib.truth.drizzle import run_astrodrizzle
-
-    copies = copy_to_work_dir(find_exposures(visit_dir), work_dir)
-    return run_astrodrizzle(copies, profile=profile, output_name=output_name, overrides=overrides)
 
 
 def _effective_parameters(work_dir: Path) -> dict[str, Any] | None:
@@ -270,7 +259,9 @@ def benchmark_visit(
     output_name = f"{visit_dir.name}_truth"  # the stage's own output name: same file names and sizes
     calls: dict[str, Callable[[], Any]] = {
         CRLIB: lambda: build_visit_truth(visit_dir, work_dir=work[CRLIB], options=options),
-        BARE: lambda: _bare_astrodrizzle(visit_dir, work[BARE], profile, output_name, overrides[BARE]),
+        BARE: lambda: bare_astrodrizzle(
+            visit_dir, work[BARE], output_name=output_name, overrides=overrides[BARE], profile=profile
+        ),
     }
     if timing == "process":
         calls = _process_calls(

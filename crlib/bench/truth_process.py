@@ -21,14 +21,18 @@ import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crlib.bench.inference import run_timed
 from crlib.bench.truth_report import BARE, CRLIB
 
+if TYPE_CHECKING:
+    from crlib.profiles import InstrumentProfile
+    from crlib.truth.drizzle import DrizzleRun
+
 log = logging.getLogger(__name__)
 
-__all__ = ["result_path", "time_process", "tool_command"]
+__all__ = ["bare_astrodrizzle", "result_path", "time_process", "tool_command"]
 
 
 def result_path(work_dir: Path) -> Path:
@@ -43,9 +47,9 @@ def tool_command(
     work_dir: Path,
     *,
     output_name: str,
-    engine: str,
-    num_cores: int | None,
-    catalog_file: Path | None,
+    engine: str = "inmemory",
+    num_cores: int | None = None,
+    catalog_file: Path | None = None,
 ) -> list[str]:
     """The child command of one timed run of ``tool`` (``crlib`` or ``bare``).
 
@@ -58,7 +62,7 @@ def tool_command(
     output_name
         AstroDrizzle's output name for the bare run (the truth stage names its own).
     engine
-        The truth stage's drizzle engine (``inmemory`` or ``astrodrizzle``).
+        The truth stage's drizzle engine (``inmemory`` or ``astrodrizzle``; unused by ``bare``).
     num_cores
         AstroDrizzle ``num_cores`` for both tools (``None``: each tool's default).
     catalog_file
@@ -76,6 +80,36 @@ def tool_command(
     if catalog_file is not None:
         command += ["--catalog-file", str(catalog_file)]
     return command
+
+
+def bare_astrodrizzle(
+    visit_dir: Path,
+    work_dir: Path,
+    *,
+    output_name: str,
+    overrides: dict[str, Any],
+    profile: InstrumentProfile | None = None,
+) -> DrizzleRun:
+    """Bare AstroDrizzle as the truth stage stages it: copies of the visit's files in a fresh ``work_dir``.
+
+    Parameters
+    ----------
+    visit_dir, work_dir
+        The visit and the working directory (it must not exist yet).
+    output_name
+        AstroDrizzle's output name.
+    overrides
+        AstroDrizzle keywords over the single-visit parameter set (e.g. ``num_cores``).
+    profile
+        The exposures' instrument profile (``None``: read from the first exposure's header).
+    """
+    from crlib.align.exposures import copy_to_work_dir, find_exposures, read_exposure_info
+    from crlib.truth.drizzle import run_astrodrizzle
+
+    exposures = find_exposures(visit_dir)
+    profile = profile or read_exposure_info(exposures[0]).profile
+    copies = copy_to_work_dir(exposures, work_dir)
+    return run_astrodrizzle(copies, profile=profile, output_name=output_name, overrides=overrides)
 
 
 def time_process(command: Sequence[str], *, logs_dir: Path) -> dict[str, float]:
@@ -111,13 +145,9 @@ def _main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {"num_cores": args.num_cores} if args.num_cores else {}
     if args.tool == BARE:
-        from crlib.align.exposures import copy_to_work_dir, find_exposures, read_exposure_info
-        from crlib.truth.drizzle import run_astrodrizzle
-
-        exposures = find_exposures(args.visit_dir)
-        profile = read_exposure_info(exposures[0]).profile
-        copies = copy_to_work_dir(exposures, args.work_dir)
-        run = run_astrodrizzle(copies, profile=profile, output_name=args.output_name, overrides=overrides)
+        run = bare_astrodrizzle(
+            args.visit_dir, args.work_dir, output_name=args.output_name, overrides=overrides
+        )
         if run.problems:
             raise SystemExit(f"AstroDrizzle problems: {'; '.join(run.problems)}")
         return
