@@ -17,16 +17,19 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from crlib.config import Settings
 from crlib.errors import CrlibError
 from crlib.harness.cluster import LocalCluster, local_cluster
 from crlib.harness.cluster_config import WorkerSpec
 from crlib.harness.services import create_database, drop_database
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
 
@@ -120,26 +123,57 @@ def _summarise(workers: int, cluster: LocalCluster, run_id: str) -> WorkerRun:
     )
 
 
-def simulate_scratch_proposal(
-    parent: Path,
+@dataclass(frozen=True, slots=True)
+class ScratchProposal:
+    """A simulated proposal and the scratch databases one cluster benchmark runs it with.
+
+    Attributes
+    ----------
+    stamp
+        UTC time of creation, to the second; names the work directory and the databases.
+    work
+        ``<parent>/<stamp>``: the simulated archive in ``archive/``, each phase's files beside it.
+    server_url
+        PostgreSQL server the scratch databases live on.
+    databases
+        ``{role: database name}``, created on demand by :meth:`database_url`.
+    """
+
+    stamp: str
+    work: Path
+    server_url: str
+    databases: dict[str, str]
+
+    def database_url(self, role: str) -> SecretStr:
+        """Create the scratch database of ``role`` and return its URL (for ``Settings.database_url``)."""
+        from pydantic import SecretStr
+
+        return SecretStr(create_database(self.server_url, self.databases[role]))
+
+
+@contextlib.contextmanager
+def scratch_proposal(
+    settings: Settings,
+    folder: str,
     *,
+    roles: tuple[str, ...],
     visits: int,
     exposures: int,
     size: Literal["full", "small"],
     seed: int,
     notify: Callable[[str], None],
-) -> tuple[str, Path]:
-    """Simulate proposal :data:`PROPOSAL_ID` (mixed field types) in a fresh ``parent/<stamp>/archive``.
+    keep: bool = False,
+) -> Iterator[ScratchProposal]:
+    """Simulate proposal :data:`PROPOSAL_ID` (mixed field types) under ``<data_root>/<folder>/<stamp>``.
 
-    Returns
-    -------
-    tuple
-        ``(stamp, work directory)``; the stamp (UTC, to the second) names scratch databases too.
+    On exit the scratch databases (``crlib_<folder>_<stamp>_<role>`` on the configured or embedded
+    PostgreSQL server) are dropped and the work directory removed, unless ``keep``.
     """
+    from crlib.db.engine import resolve_database_url
     from crlib.simulate import simulate_archive
 
     stamp = f"{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
-    work = (Path(parent) / stamp).resolve()
+    work = (settings.data_root / folder / stamp).resolve()
     work.mkdir(parents=True, exist_ok=True)
     notify(f"simulating {visits} visits x {exposures} {size} exposures in {work}")
     simulate_archive(
@@ -151,7 +185,21 @@ def simulate_scratch_proposal(
         seed=seed,
         proposal_id=PROPOSAL_ID,
     )
-    return stamp, work
+    prefix = folder.replace("-", "_")
+    scratch = ScratchProposal(
+        stamp=stamp,
+        work=work,
+        server_url=resolve_database_url(settings),
+        databases={role: f"crlib_{prefix}_{stamp}_{role}" for role in roles},
+    )
+    try:
+        yield scratch
+    finally:
+        if not keep:
+            for name in scratch.databases.values():
+                with contextlib.suppress(Exception):
+                    drop_database(scratch.server_url, name)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _in_process(settings: Settings, env: dict[str, str], work: Path) -> float:
@@ -197,30 +245,28 @@ def run_scaling_benchmark(
     ScalingReport
         Wall times, the ratio, Airflow's per-task overhead and the machine's load.
     """
-    from pydantic import SecretStr
-
-    from crlib.db.engine import resolve_database_url
     from crlib.harness.airflow_runner import airflow_environment
 
     notify = progress or (lambda message: None)
-    stamp, work = simulate_scratch_proposal(
-        settings.data_root / "bench-cluster",
+    with scratch_proposal(
+        settings,
+        "bench-cluster",
+        roles=("airflow", "results", "inprocess"),
         visits=visits,
         exposures=exposures,
         size=size,
         seed=seed,
         notify=notify,
-    )
-    server_url = resolve_database_url(settings)
-    names = {role: f"crlib_bench_{stamp}_{role}" for role in ("airflow", "results", "inprocess")}
-    threads = {"threads": 1, "archive": f"local:{work / 'archive'}", "device": "cpu"}
-    load_before = os.getloadavg()
-    try:
+        keep=keep,
+    ) as scratch:
+        work = scratch.work
+        threads = {"threads": 1, "archive": f"local:{work / 'archive'}", "device": "cpu"}
+        load_before = os.getloadavg()
         inprocess = settings.model_copy(
             update={
                 **threads,
                 "data_root": work / "in-process",
-                "database_url": SecretStr(create_database(server_url, names["inprocess"])),
+                "database_url": scratch.database_url("inprocess"),
             }
         )
         env = {**airflow_environment(inprocess).env, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -229,15 +275,14 @@ def run_scaling_benchmark(
         if not keep:  # full-size drizzle products take gigabytes per phase
             shutil.rmtree(work / "in-process", ignore_errors=True)
         cluster_settings = settings.model_copy(
-            update={
-                **threads,
-                "data_root": work / "cluster",
-                "database_url": SecretStr(create_database(server_url, names["results"])),
-            }
+            update={**threads, "data_root": work / "cluster", "database_url": scratch.database_url("results")}
         )
         runs = []
         with local_cluster(
-            cluster_settings, workers=(), metadata_database=names["airflow"], home=work / "airflow"
+            cluster_settings,
+            workers=(),
+            metadata_database=scratch.databases["airflow"],
+            home=work / "airflow",
         ) as cluster:
             for count in (1, 2):
                 specs = [
@@ -250,7 +295,7 @@ def run_scaling_benchmark(
                     cluster.start_worker(spec)
                 notify(f"reprocess on {count} worker(s)")
                 run_id = cluster.trigger(
-                    DAG_ID, conf={"proposal_id": PROPOSAL_ID}, run_id=f"bench_{count}w_{stamp}"
+                    DAG_ID, conf={"proposal_id": PROPOSAL_ID}, run_id=f"bench_{count}w_{scratch.stamp}"
                 )
                 cluster.wait_for_run(DAG_ID, run_id)
                 runs.append(_summarise(count, cluster, run_id))
@@ -258,13 +303,8 @@ def run_scaling_benchmark(
                     cluster.stop_worker(spec.name)
                 if not keep:
                     shutil.rmtree(work / f"data-{count}w", ignore_errors=True)
-    finally:
-        if not keep:
-            for name in names.values():
-                with contextlib.suppress(Exception):
-                    drop_database(server_url, name)
-            shutil.rmtree(work, ignore_errors=True)
-    notes = [f"scratch files in {work}, databases {', '.join(sorted(names.values()))}"] if keep else []
+    names = scratch.databases.values()
+    notes = [f"scratch files in {work}, databases {', '.join(sorted(names))}"] if keep else []
     return ScalingReport(
         visits=visits,
         exposures=exposures,

@@ -12,22 +12,19 @@ Issue 16's target is <= 0.5 s per task, warm.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, median
 from typing import Literal
 
-from crlib.bench.scaling import DAG_ID, PROPOSAL_ID, simulate_scratch_proposal
+from crlib.bench.scaling import DAG_ID, PROPOSAL_ID, scratch_proposal
 from crlib.config import Settings
 from crlib.errors import CrlibError
 from crlib.harness.cluster import LocalCluster, local_cluster
 from crlib.harness.cluster_config import WorkerSpec
-from crlib.harness.services import create_database, drop_database
 from crlib.pipeline.ledger import RunLedger
 
 log = logging.getLogger(__name__)
@@ -133,35 +130,34 @@ def run_warm_worker_benchmark(
     -------
     WarmWorkerReport
     """
-    from pydantic import SecretStr
-
-    from crlib.db.engine import resolve_database_url
-
     notify = progress or (lambda message: None)
-    stamp, work = simulate_scratch_proposal(
-        settings.data_root / "bench-warm",
+    costs: dict[bool, InferTaskCosts] = {}
+    with scratch_proposal(
+        settings,
+        "bench-warm",
+        roles=("airflow", "results"),
         visits=visits,
         exposures=exposures,
         size=size,
         seed=seed,
         notify=notify,
-    )
-    server_url = resolve_database_url(settings)
-    names = {role: f"crlib_warm_{stamp}_{role}" for role in ("airflow", "results")}
-    load_before = os.getloadavg()
-    costs: dict[bool, InferTaskCosts] = {}
-    try:
+    ) as scratch:
+        work = scratch.work
+        load_before = os.getloadavg()
         cluster_settings = settings.model_copy(
             update={
                 "threads": 1,
                 "archive": f"local:{work / 'archive'}",
                 "device": "cpu",
                 "data_root": work / "cluster",
-                "database_url": SecretStr(create_database(server_url, names["results"])),
+                "database_url": scratch.database_url("results"),
             }
         )
         with local_cluster(
-            cluster_settings, workers=(), metadata_database=names["airflow"], home=work / "airflow"
+            cluster_settings,
+            workers=(),
+            metadata_database=scratch.databases["airflow"],
+            home=work / "airflow",
         ) as cluster:
             for warm in (False, True):
                 label = "warm" if warm else "cold"
@@ -174,16 +170,11 @@ def run_warm_worker_benchmark(
                 cluster.start_worker(spec)
                 notify(f"reprocess on one {label} worker")
                 run_id = cluster.trigger(
-                    DAG_ID, conf={"proposal_id": PROPOSAL_ID}, run_id=f"warm_{label}_{stamp}"
+                    DAG_ID, conf={"proposal_id": PROPOSAL_ID}, run_id=f"warm_{label}_{scratch.stamp}"
                 )
                 cluster.wait_for_run(DAG_ID, run_id)
                 costs[warm] = _infer_costs(cluster, run_id, data_root, warm=warm)
                 cluster.stop_worker(spec.name)
-    finally:
-        for name in names.values():
-            with contextlib.suppress(Exception):
-                drop_database(server_url, name)
-        shutil.rmtree(work, ignore_errors=True)
     return WarmWorkerReport(
         visits=visits,
         exposures=exposures,
