@@ -22,14 +22,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# pytest-xdist workers for `make test`: each test file runs whole on one worker (module fixtures
+# are built once); every worker starts its own PostgreSQL and Airflow home. Many tests already use
+# both cores of a 2-core machine, so 2 workers save ~9 % there (23.7 against ~25.8 min); 0 runs
+# everything in one process. More workers need memory: full-size tests take ~3 GB each.
+TEST_WORKERS ?= 2
+
 demo: setup
 	$(VENV)/bin/crlib demo
 
 test: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check crlib tests dags plugins
