@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from crlib.errors import InputDataError
+from crlib.formats.exposures import check_chip_pixels
 from crlib.profiles import InstrumentProfile
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def chip_catalog(
     profile: InstrumentProfile,
     options: CatalogOptions | None = None,
 ) -> object:
-    """Source catalog of one chip whose pixels pass :func:`~crlib.align.exposures.check_chip_pixels`.
+    """Source catalog of one chip whose pixels pass :func:`~crlib.formats.exposures.check_chip_pixels`.
 
     Parameters
     ----------
@@ -228,11 +229,9 @@ def chip_catalog(
     Raises
     ------
     InputDataError
-        The chip fails :func:`~crlib.align.exposures.check_chip_pixels` (all-NaN, mostly NaN,
+        The chip fails :func:`~crlib.formats.exposures.check_chip_pixels` (all-NaN, mostly NaN,
         constant), or photutils refuses its pixels; names file and chip.
     """
-    from crlib.align.exposures import check_chip_pixels
-
     fwhm_px = DEFAULT_FWHM_ARCSEC / profile.plate_scale_arcsec
     check_chip_pixels(path, extver, sci, dq)
     try:

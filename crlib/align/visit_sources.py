@@ -57,7 +57,7 @@ def exposure_catalogs(
     ------
     InputDataError
         The file cannot be read, a chip has no image or no DQ, a chip fails
-        :func:`~crlib.align.exposures.check_chip_pixels` (all-NaN, mostly NaN, constant), or
+        :func:`~crlib.formats.exposures.check_chip_pixels` (all-NaN, mostly NaN, constant), or
         photutils refuses its pixels; names file and chip.
     """
     from astropy.io import fits

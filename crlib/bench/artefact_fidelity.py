@@ -122,7 +122,7 @@ def score_artefacts(
     results
         :class:`~crlib.records.TruthResult` of its exposures (those without a product are skipped).
     exposures
-        :class:`~crlib.align.exposures.ExposureInfo` of the exposures (profile by rootname).
+        :class:`~crlib.formats.exposures.ExposureInfo` of the exposures (profile by rootname).
     """
     profiles = {e.rootname: e.profile for e in exposures}
     rows = [

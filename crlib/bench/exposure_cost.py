@@ -198,8 +198,8 @@ def process_cost(command: Sequence[str], *, workdir: Path) -> ProcessCost:
 
 def _reference_costs(visit_dir: Path, scratch: Path, *, threads: int) -> tuple[ProcessCost, ProcessCost]:
     """Bare AstroDrizzle on the visit and deepCR clean() on each exposure, as whole processes."""
-    from crlib.align.exposures import find_exposures
     from crlib.bench.truth_process import tool_command
+    from crlib.formats.exposures import find_exposures
 
     work = scratch / "astrodrizzle"
     cores = os.cpu_count() or 1

@@ -35,7 +35,7 @@ PRELOAD_MODULES = (
     "drizzlepac.astrodrizzle",
     "drizzlepac.wfc3Data",
     "drizzlepac.updatehdr",
-    "crlib.align.exposures",
+    "crlib.formats.exposures",
     "crlib.align.visit",
     "crlib.truth.drizzle",
     "crlib.truth.visit",

@@ -238,9 +238,9 @@ def benchmark_visit(
         ``time_ratio``), every timed run in order (``runs``: tool, seconds, load average, modules
         imported while timed), both tools' effective parameters and whether they match, threads.
     """
-    from crlib.align.exposures import find_exposures, read_exposure_info
     from crlib.align.options import AlignOptions
     from crlib.config import worker_count
+    from crlib.formats.exposures import find_exposures, read_exposure_info
     from crlib.truth.options import TruthOptions
     from crlib.truth.visit import build_visit_truth
 

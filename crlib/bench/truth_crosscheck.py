@@ -103,10 +103,10 @@ def crosscheck_visit(visit_dir: Path, scratch: Path) -> dict[str, Any]:
         Per method: statuses, reasons, mean fidelity numbers and seconds; ``agreement``: mean of
         :func:`truth_agreement` (multi-frame first) over exposures with both products.
     """
-    from crlib.align.exposures import find_exposures, read_exposure_info
     from crlib.align.options import AlignOptions
     from crlib.bench.artefact_fidelity import excluded_counts, score_artefacts
     from crlib.bench.truth_scoring import FIDELITY_KEYS, mean_finite, score_against_simulator
+    from crlib.formats.exposures import find_exposures, read_exposure_info
     from crlib.truth.options import TruthOptions
     from crlib.truth.visit import build_visit_truth
 

@@ -103,7 +103,7 @@ def bare_astrodrizzle(
     profile
         The exposures' instrument profile (``None``: read from the first exposure's header).
     """
-    from crlib.align.exposures import copy_to_work_dir, find_exposures, read_exposure_info
+    from crlib.formats.exposures import copy_to_work_dir, find_exposures, read_exposure_info
     from crlib.truth.drizzle import run_astrodrizzle
 
     exposures = find_exposures(visit_dir)

@@ -27,7 +27,7 @@ from crlib.truth.product import read_truth_product
 from crlib.truth.quality import star_core_mask
 
 if TYPE_CHECKING:
-    from crlib.align.exposures import ExposureInfo
+    from crlib.formats.exposures import ExposureInfo
     from crlib.records import AlignmentResult, TruthResult
     from crlib.truth.options import VisitTruth
 
@@ -266,7 +266,7 @@ def visit_fidelity(visit_dir: Path, truth: VisitTruth, exposures: Sequence[Expos
     truth
         The stage's result on it (:func:`crlib.truth.visit.build_visit_truth`).
     exposures
-        The visit's exposures (:func:`crlib.align.exposures.read_exposure_info`).
+        The visit's exposures (:func:`crlib.formats.exposures.read_exposure_info`).
 
     Returns
     -------

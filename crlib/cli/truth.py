@@ -79,10 +79,10 @@ def align_command(
     """Align a visit's exposures (tweakwcs relative + absolute fit) on copies in the working directory."""
     import shutil
 
-    from crlib.align.exposures import copy_to_work_dir, find_exposures, read_exposure_info
     from crlib.align.options import AlignOptions
     from crlib.align.visit import align_visit
     from crlib.errors import InputDataError
+    from crlib.formats.exposures import copy_to_work_dir, find_exposures, read_exposure_info
     from crlib.records import to_dict
 
     paths = find_exposures(visit_dir)

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Unpack
 
-from crlib.align.exposures import find_exposures
+from crlib.formats.exposures import find_exposures
 from crlib.formats.flc import header_filter
 from crlib.truth.options import TruthArguments, VisitTruth
 from crlib.truth.visit import build_visit_truth, visit_directories
@@ -38,7 +38,7 @@ def exposures_by_filter(visit_dir: Path) -> dict[str, list[Path]]:
     ----------
     visit_dir
         Directory holding ``*_flc.fits`` / ``*_flt.fits`` (FLC preferred, as
-        :func:`crlib.align.exposures.find_exposures`).
+        :func:`crlib.formats.exposures.find_exposures`).
 
     Returns
     -------

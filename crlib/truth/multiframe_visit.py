@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crlib.align.exposures import ExposureInfo
+from crlib.formats.exposures import ExposureInfo
 from crlib.provenance import code_version
 from crlib.records import TruthResult
 from crlib.truth.multiframe import CrMaskOptions, CrMasks, compute_crmasks, write_diagnostic_plots

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from crlib.align.exposures import ExposureInfo
+from crlib.formats.exposures import ExposureInfo
 from crlib.profiles import InstrumentProfile
 from crlib.records import ChipTruth, TruthResult
 from crlib.truth.artefacts import HEADER_KEYS, exclude_artefacts, find_satellite_trails, sum_counts

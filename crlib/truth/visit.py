@@ -20,18 +20,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crlib.align.exposures import (
+from crlib.align.verify import header_error_px
+from crlib.align.visit import align_visit
+from crlib.align.visit_sources import VisitCatalogs, visit_catalogs
+from crlib.config import worker_count
+from crlib.errors import InputDataError
+from crlib.formats.exposures import (
     ExposureInfo,
     copy_to_work_dir,
     find_exposures,
     flag_nonfinite,
     read_exposure_info,
 )
-from crlib.align.verify import header_error_px
-from crlib.align.visit import align_visit
-from crlib.align.visit_sources import VisitCatalogs, visit_catalogs
-from crlib.config import worker_count
-from crlib.errors import InputDataError
 from crlib.formats.flc import read_chip_sci, rootname_from_path
 from crlib.profiles import InstrumentProfile, get_profile
 from crlib.provenance import code_version
@@ -156,7 +156,7 @@ def _exposure_truth(
     """Read, compute, gate and write one exposure's truth from the visit's driz_cr run.
 
     Reads each chip of the working copy (its SCI equals the visit's file apart from the NaN/inf
-    pixels :func:`~crlib.align.exposures.flag_nonfinite` filled) with its driz_cr mask and blotted
+    pixels :func:`~crlib.formats.exposures.flag_nonfinite` filled) with its driz_cr mask and blotted
     median, builds its masks (:func:`_chip_masks`), then gates the exposure
     (:func:`~crlib.truth.quality.assess`, with the visit's alignment) and writes its product. A chip
     without a driz_cr mask fails the exposure.

@@ -15,12 +15,12 @@ from astropy.io import fits
 from astropy.table import Table
 
 from crlib.align.catalogs import SourceFindingError, find_sources
-from crlib.align.exposures import check_chip_pixels, read_exposure_info
 from crlib.align.fit import ChipCorrector, FitOutcome
 from crlib.align.verify import FitLimits, header_error_px, verify_relative_fit
 from crlib.align.visit import _read_wcs
 from crlib.align.visit_sources import exposure_catalogs, visit_catalogs
 from crlib.errors import InputDataError
+from crlib.formats.exposures import check_chip_pixels, read_exposure_info
 from crlib.profiles import ACS_WFC
 from crlib.records import AlignmentResult
 

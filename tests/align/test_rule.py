@@ -18,9 +18,9 @@ from astropy.io import fits
 from scipy import ndimage
 
 from crlib.align import AlignOptions, align_visit
-from crlib.align.exposures import copy_to_work_dir, find_exposures
 from crlib.align.fit import FITGEOM_FALLBACK, _summarise
 from crlib.bench.align_fidelity import alignment_errors
+from crlib.formats.exposures import copy_to_work_dir, find_exposures
 from crlib.profiles import ACS_WFC
 
 NO_QUERY = AlignOptions(query_catalogs=False)

@@ -10,8 +10,8 @@ import numpy as np
 from astropy.io import fits
 
 from crlib.align import AlignOptions, align_visit
-from crlib.align.exposures import copy_to_work_dir, find_exposures
 from crlib.bench.truth_scoring import wcs_correction_error
+from crlib.formats.exposures import copy_to_work_dir, find_exposures
 from crlib.profiles import ACS_WFC
 
 GAIA_FILE = "gaia/gaia_dr2_ngc6791_wfc3_ibwb01.cat"

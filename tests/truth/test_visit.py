@@ -171,10 +171,10 @@ def test_full_size_visit_meets_targets(tmp_path):
     Fidelity only: the bench's timing (bare AstroDrizzle, both engines again) runs on small visits in
     tests/truth/test_cli.py; here they cost ~95 s of the test's ~175.
     """
-    from crlib.align.exposures import find_exposures, read_exposure_info
     from crlib.align.options import AlignOptions
     from crlib.bench.truth import simulate_field_visits
     from crlib.bench.truth_scoring import visit_fidelity
+    from crlib.formats.exposures import find_exposures, read_exposure_info
 
     ((_, visit_dir),) = simulate_field_visits(
         tmp_path / "archive", size="full", exposures=3, seed=5, field_types=("extragalactic",)
