@@ -24,6 +24,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the files that hold ``slow`` tests first, each file's tests in their own order.
+
+    `make test` hands whole files to its xdist workers in collection order; alphabetical order put
+    the longest files (tests/truth/) last, so one worker ran them alone while the other idled.
+    Longest first ends the run on short files. The order changes nothing else: tests do not
+    depend on each other.
+    """
+    heavy = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: file and test order kept
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real HST headers, reference files, recorded MAST/Gaia responses)."""

@@ -43,6 +43,7 @@ def test_truth_command_rejects_missing_directory(tmp_path):
     assert result.exit_code != 0
 
 
+@pytest.mark.slow
 def test_bench_truth_runs_one_field_type_and_scores_it(tmp_path):
     """``crlib bench truth --field-type`` simulates and scores only that field type."""
     register_commands()
