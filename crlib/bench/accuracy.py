@@ -35,14 +35,20 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from crlib.bench.deepcr_reference import EVALUATION_NOTES, PAPER_TABLE3
 from crlib.errors import ConfigError
 from crlib.jsonvalues import json_compatible
-from crlib.metrics.roc import FPR_POINTS, RocCurve, roc_from_histograms, tpr_at_fpr_points
+from crlib.metrics.roc import (
+    FPR_POINTS,
+    RocCurve,
+    dilation_at_plain_fpr,
+    roc_from_histograms,
+    tpr_at_fpr_points,
+)
 from crlib.metrics.scoring import pooled_histograms, score_prediction_file
 from crlib.model.lacosmic import SIGCLIP_SWEEP
 from crlib.model.lacosmic_score import objlim_for, predict_exposure_lacosmic
@@ -149,6 +155,11 @@ class GroupAccuracy:
         (0, 0) or (1, 1) rather than between two measured points.
     paper
         The paper's Table 3 entry (global model) or ``None``.
+    dilation
+        ``{model kind: {fpr key: {"plain_tpr", "dilated_tpr", "plain_fpr", "dilated_fpr",
+        "ring_cr_share"}}}``: what dilating the mask does at the threshold where the plain mask
+        reaches that FPR (:func:`crlib.metrics.roc.dilation_at_plain_fpr`); ``ring_cr_share`` is the
+        share of the added pixels that are truth CRs.
     """
 
     field_type: str
@@ -161,6 +172,7 @@ class GroupAccuracy:
     tpr: dict[str, dict[str, dict[str, float]]]
     fpr_reach: dict[str, dict[str, tuple[float, float]]]
     paper: dict[str, dict[str, float]] | None = None
+    dilation: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def within_reach(self, kind: str, label: str, fpr_key: str) -> bool:
         """Whether the FPR point lies between two measured points of the pooled ROC."""
@@ -268,19 +280,25 @@ def pool_group(
     """
     tpr: dict[str, dict[str, dict[str, float]]] = {}
     reach: dict[str, dict[str, tuple[float, float]]] = {}
+    dilation: dict[str, dict[str, dict[str, float]]] = {}
     models: dict[str, str] = {}
     n_cr = n_noncr = 0
     for kind in kinds:
         records = [e.metrics[kind] for e in exposures]
         models[kind] = ", ".join(sorted({r.model_name for r in records}))
         tpr[kind], reach[kind] = {}, {}
+        pooled = {}
         for label, dilated in (("plain", False), ("dilated", True)):
-            hist_cr, hist_noncr = pooled_histograms(records, dilated=dilated)
-            curve = roc_from_histograms(hist_cr, hist_noncr)
+            pooled[label] = pooled_histograms(records, dilated=dilated)
+            curve = roc_from_histograms(*pooled[label])
             tpr[kind][label] = tpr_at_fpr_points(curve)
             reach[kind][label] = fpr_reach(curve)
             if label == "plain":
                 n_cr, n_noncr = curve.n_cr, curve.n_noncr
+        dilation[kind] = {
+            key: dilation_at_plain_fpr(pooled["plain"], pooled["dilated"], fpr).summary()
+            for key, fpr in FPR_POINTS.items()
+        }
     return GroupAccuracy(
         field_type=field_type,
         filter=filter_name,
@@ -292,6 +310,7 @@ def pool_group(
         tpr=tpr,
         fpr_reach=reach,
         paper=PAPER_TABLE3.get((field_type, filter_name)),
+        dilation=dilation,
     )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -200,6 +201,7 @@ def print_report(report: AccuracyReport) -> None:
             )
             table.add_row(*cells, end_section=group.filter == ALL_FILTERS)
         console.print(table)
+    _print_dilation(console, report, kinds)
     counts = report.truth_status_counts()
     scored = settings["scored_truth_statuses"]
     excluded = sorted(set(counts) - set(scored))
@@ -269,6 +271,34 @@ def _effects_text(effects: dict | None) -> str:
         if effects == preset.as_dict():
             return f", effects {name}"
     return ", effects custom"
+
+
+def _print_dilation(console: Any, report: AccuracyReport, kinds: Sequence[str]) -> None:
+    """Per field type: what dilating the mask does at the threshold of the plain mask's FPR."""
+    from crlib.bench.accuracy import ALL_FILTERS
+
+    console.print(
+        "What the 3x3-cross dilation adds at the plain mask's threshold (TPR plain -> dilated, "
+        "FPR plain -> dilated, share of the added pixels that are truth CRs):"
+    )
+    for group in report.groups:
+        if group.filter != ALL_FILTERS:
+            continue
+        for kind in kinds:
+            parts = []
+            for fpr_key, name in (("0.0005", "0.05%"), ("0.005", "0.5%")):
+                effect = group.dilation.get(kind, {}).get(fpr_key)
+                if effect is None or not math.isfinite(effect["dilated_tpr"]):
+                    parts.append(f"at FPR {name}: -")
+                    continue
+                share = effect["ring_cr_share"]
+                parts.append(
+                    f"at FPR {name}: TPR {tpr_percent(effect['plain_tpr'])} -> "
+                    f"{tpr_percent(effect['dilated_tpr'])}, FPR {100 * effect['plain_fpr']:.3f} -> "
+                    f"{100 * effect['dilated_fpr']:.3f} %, "
+                    + (f"ring {100 * share:.1f} % CR" if math.isfinite(share) else "nothing added")
+                )
+            console.print(f"  {group.field_type} {_COLUMN_TITLES[kind]}: " + "; ".join(parts))
 
 
 def tpr_percent(value: float) -> str:

@@ -215,3 +215,126 @@ def plot_roc(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path
+
+
+@dataclass(frozen=True, slots=True)
+class DilationEffect:
+    """What deepCR's dilation of the predicted mask does at one threshold.
+
+    The threshold is where the plain (undilated) mask reaches the FPR ``target``; the dilated mask
+    at the same threshold contains the plain one, so the pixels it adds are the difference of the
+    two counts above that threshold. On a truth whose CRs extend beyond what the model flags, the
+    added ring is mostly CR and dilation raises the TPR at a fixed FPR; on a truth as tight as the
+    model's mask it is mostly not, and the dilated FPR grows many times over.
+
+    Attributes
+    ----------
+    target
+        The plain mask's FPR that fixes the threshold.
+    plain_tpr, dilated_tpr
+        TPR of the plain and the dilated mask at that threshold.
+    plain_fpr, dilated_fpr
+        FPR of the plain mask (``target``) and of the dilated mask at that threshold.
+    added_cr, added_noncr
+        Pixels the dilation adds: truth CR pixels and non-CR pixels (interpolated between bins, so
+        not integers).
+    """
+
+    target: float
+    plain_tpr: float
+    dilated_tpr: float
+    plain_fpr: float
+    dilated_fpr: float
+    added_cr: float
+    added_noncr: float
+
+    @property
+    def ring_cr_share(self) -> float:
+        """Share of the added pixels that are truth CRs (NaN when nothing is added)."""
+        added = self.added_cr + self.added_noncr
+        return self.added_cr / added if added > 0 else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        """The rates and the ring's CR share, as reports store them."""
+        return {
+            "plain_tpr": self.plain_tpr,
+            "dilated_tpr": self.dilated_tpr,
+            "plain_fpr": self.plain_fpr,
+            "dilated_fpr": self.dilated_fpr,
+            "ring_cr_share": self.ring_cr_share,
+        }
+
+
+def dilation_at_plain_fpr(
+    plain: tuple[Sequence[int] | np.ndarray, Sequence[int] | np.ndarray],
+    dilated: tuple[Sequence[int] | np.ndarray, Sequence[int] | np.ndarray],
+    target: float,
+) -> DilationEffect:
+    """:class:`DilationEffect` at the threshold where the plain mask's FPR is ``target``.
+
+    Parameters
+    ----------
+    plain, dilated
+        ``(hist_cr, hist_noncr)`` of the same pixels scored plain and dilated (as recorded per
+        exposure, or pooled), shape (n_bins,) each.
+    target
+        FPR of the plain mask, in [0, 1].
+
+    Returns
+    -------
+    DilationEffect
+        Counts above the threshold interpolated between the two ROC points around ``target`` with
+        the weights :func:`interpolated_tpr` uses for the plain TPR (whose value ``plain_tpr`` is);
+        all NaN for an empty class or a ``target`` outside [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If the histograms differ in length or the two scorings cover different pixels.
+    """
+    nan = float("nan")
+    tails = []
+    for hist_cr, hist_noncr in (plain, dilated):
+        cr = np.asarray(hist_cr, dtype=np.int64)
+        noncr = np.asarray(hist_noncr, dtype=np.int64)
+        if cr.shape != noncr.shape or cr.ndim != 1:
+            raise ValueError(f"histograms must be 1-D of one length, got {cr.shape} and {noncr.shape}")
+        tails.append(
+            (
+                np.concatenate([np.cumsum(cr[::-1])[::-1], [0]]).astype(np.float64),
+                np.concatenate([np.cumsum(noncr[::-1])[::-1], [0]]).astype(np.float64),
+            )
+        )
+    (cr_p, noncr_p), (cr_d, noncr_d) = tails
+    if cr_p.shape != cr_d.shape or cr_p[0] != cr_d[0] or noncr_p[0] != noncr_d[0]:
+        raise ValueError("plain and dilated histograms must count the same CR and non-CR pixels")
+    n_cr, n_noncr = cr_p[0], noncr_p[0]
+    if n_cr <= 0 or n_noncr <= 0 or not 0.0 <= target <= 1.0:
+        return DilationEffect(target, nan, nan, nan, nan, nan, nan)
+    fpr = noncr_p / n_noncr
+    below = np.flatnonzero(fpr <= target)
+    above = np.flatnonzero(fpr > target)
+    # point a: the largest FPR <= target, top of its vertical run (the most pixels: lowest index);
+    # point b: the smallest FPR > target, bottom of its run (the fewest pixels: highest index)
+    a = below[np.argmax(fpr[below])] if below.size else 0
+    a = below[fpr[below] == fpr[a]].min() if below.size else 0
+    if above.size:
+        b = above[np.argmin(fpr[above])]
+        b = above[fpr[above] == fpr[b]].max()
+        weight = (target - fpr[a]) / (fpr[b] - fpr[a])
+    else:
+        b, weight = a, 0.0
+
+    def at(values: np.ndarray) -> float:
+        return float(values[a] + weight * (values[b] - values[a]))
+
+    tp_p, fp_p, tp_d, fp_d = at(cr_p), at(noncr_p), at(cr_d), at(noncr_d)
+    return DilationEffect(
+        target=target,
+        plain_tpr=tp_p / n_cr,
+        dilated_tpr=tp_d / n_cr,
+        plain_fpr=fp_p / n_noncr,
+        dilated_fpr=fp_d / n_noncr,
+        added_cr=tp_d - tp_p,
+        added_noncr=fp_d - fp_p,
+    )

@@ -168,6 +168,13 @@ def test_tiny_run_reports_every_detector_next_to_the_paper(tiny_report, capsys) 
     assert cell.tpr["global"]["plain"]["0.005"] > 0.8
     assert cell.tpr["global"]["plain"]["0.0005"] > cell.tpr["lacosmic"]["plain"]["0.0005"] + 0.05
     assert cell.within_reach("global", "plain", "0.0005") and cell.within_reach("global", "plain", "0.005")
+    # what the dilation adds at the plain mask's threshold: the recorded histograms say it exactly
+    for fpr_key, fpr in (("0.0005", 0.0005), ("0.005", 0.005)):
+        effect = cell.dilation["global"][fpr_key]
+        assert effect["plain_fpr"] == pytest.approx(fpr)
+        assert effect["plain_tpr"] == pytest.approx(cell.tpr["global"]["plain"][fpr_key])
+        assert effect["dilated_tpr"] >= effect["plain_tpr"] and effect["dilated_fpr"] > effect["plain_fpr"]
+        assert 0.0 <= effect["ring_cr_share"] <= 1.0
     # scored as the pipeline scores: the profile's 128-px border and DQ exclusion, on 5-sigma truth
     assert report.settings["scoring"] == {"border_px": 128, "exclude_dq": True}
     assert report.settings["truth_min_peak_snr"] == 5.0
@@ -191,6 +198,9 @@ def test_tiny_run_reports_every_detector_next_to_the_paper(tiny_report, capsys) 
     assert f"{100 * cell.tpr['global']['plain']['0.0005']:.2f}" in out
     assert "not the paper's real test sets" in out and "LACosmic: objlim globular_cluster 2.6" in out
     assert "scoring border 128 px, DQ-flagged pixels excluded, truth pruned below 5 sigma" in out
+    ring, plain = (cell.dilation["global"]["0.0005"][k] for k in ("ring_cr_share", "plain_tpr"))
+    assert f"globular_cluster ours: ACS-WFC: at FPR 0.05%: TPR {100 * plain:.2f} -> " in out
+    assert f"ring {100 * ring:.1f} % CR" in out
 
 
 @pytest.mark.slow

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from crlib.metrics.histograms import score_histograms
+from crlib.metrics.histograms import dilated_probability, score_histograms
 from crlib.metrics.roc import (
+    dilation_at_plain_fpr,
     interpolated_tpr,
     plot_roc,
     roc_from_histograms,
@@ -108,3 +110,54 @@ def test_targets_outside_zero_one_and_empty_classes_give_nan() -> None:
     assert np.isnan(fpr).all() and np.isnan(tpr).all()
     with pytest.raises(ValueError, match="one length"):
         roc_points([1, 2], [1, 2, 3])
+
+
+def _blob_scene(*, truth_blobs: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """40 CRs far apart on a 200x200 chip; the model gives 0.95 to each centre only."""
+    probability = np.full((200, 200), 0.1, dtype=np.float32)
+    truth = np.zeros((200, 200), dtype=bool)
+    for y in range(10, 200, 25):
+        for x in range(10, 200, 40):
+            probability[y, x] = 0.95
+            if truth_blobs:
+                truth[y - 1 : y + 2, x - 1 : x + 2] = True  # the CR's 3x3 footprint
+            else:
+                truth[y, x] = True  # a CR exactly as large as the model's mask
+    probability[5, 5] = probability[190, 195] = 0.6  # two false positives below 0.95
+    return probability, truth, np.ones_like(truth)
+
+
+@pytest.mark.parametrize("truth_blobs", [True, False])
+def test_dilation_effect_counts_the_ring_the_dilation_adds(truth_blobs: bool) -> None:
+    probability, truth, valid = _blob_scene(truth_blobs=truth_blobs)
+    plain = score_histograms(probability, truth, valid)
+    dilated = score_histograms(dilated_probability(probability, valid), truth, valid)
+    effect = dilation_at_plain_fpr(plain, dilated, 0.0)  # threshold between 0.6 and 0.95
+    n_cr, n_noncr = int(truth.sum()), int((~truth).sum())
+    assert effect.plain_fpr == 0.0 and effect.plain_tpr == pytest.approx(40 / n_cr)
+    if truth_blobs:  # each centre's cross lies inside its CR: 4 CR pixels added per CR, no false one
+        assert (effect.added_cr, effect.added_noncr) == (160, 0) and effect.ring_cr_share == 1.0
+        assert effect.dilated_tpr == pytest.approx(200 / n_cr) and effect.dilated_fpr == 0.0
+    else:  # the cross lands outside every CR: the dilated mask's FPR grows, its TPR does not
+        assert (effect.added_cr, effect.added_noncr) == (0, 160) and effect.ring_cr_share == 0.0
+        assert effect.dilated_tpr == effect.plain_tpr == 1.0
+        assert effect.dilated_fpr == pytest.approx(160 / n_noncr)
+
+
+def test_dilation_effect_uses_the_one_tpr_definition_and_refuses_mismatched_pixels() -> None:
+    rng = np.random.default_rng(4)
+    truth = rng.random((300, 300)) < 0.02
+    probability = np.clip(truth * 0.7 + rng.random((300, 300)) * 0.5, 0, 1).astype(np.float32)
+    valid = rng.random((300, 300)) > 0.05
+    plain = score_histograms(probability, truth, valid)
+    dilated = score_histograms(dilated_probability(probability, valid), truth, valid)
+    for target in (0.0005, 0.005, 0.05):
+        effect = dilation_at_plain_fpr(plain, dilated, target)
+        assert effect.plain_tpr == pytest.approx(tpr_at_fpr_from_histograms(*plain, target), abs=1e-12)
+        assert effect.plain_fpr == pytest.approx(target, abs=1e-12)
+        assert effect.added_cr >= 0 and effect.added_noncr >= 0
+        assert effect.dilated_tpr >= effect.plain_tpr and effect.dilated_fpr >= effect.plain_fpr
+    assert math.isnan(dilation_at_plain_fpr(plain, dilated, 1.5).dilated_tpr)
+    other = score_histograms(probability, truth, np.ones_like(valid))
+    with pytest.raises(ValueError, match="same CR and non-CR pixels"):
+        dilation_at_plain_fpr(plain, other, 0.005)
