@@ -67,3 +67,29 @@ def test_usage_errors_are_one_line(args: list[str]) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_libraries_speak_only_from_warnings_up_whatever_level_they_set(capsys) -> None:
+    """tweakwcs sets its loggers to DEBUG on import; its INFO report must not reach the terminal."""
+    import logging
+
+    from crlib.cli.app import configure_logging
+
+    chatty = logging.getLogger("tweakwcs.imalign")
+    previous = chatty.level
+    chatty.setLevel(logging.DEBUG)  # what tweakwcs does on import
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("crlib").level
+    try:
+        for level in (logging.WARNING, logging.INFO):  # -q, then the default
+            configure_logging(level)
+            chatty.info("Found 813 matches for 'GROUP ID: j86b0202q'")
+            chatty.warning("fit failed for GROUP ID: j86b0203q")
+            logging.getLogger("crlib.align.visit").info("visit j86b02: aligned, rms 0.011 px")
+            err = capsys.readouterr().err
+            assert "Found 813 matches" not in err and "fit failed" in err
+            assert ("aligned, rms 0.011 px" in err) == (level == logging.INFO)
+    finally:
+        chatty.setLevel(previous)
+        root.handlers[:], root.level = saved[0], saved[1]
+        logging.getLogger("crlib").setLevel(saved[2])

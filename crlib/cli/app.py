@@ -81,15 +81,40 @@ def _root(
     configure_logging(level)
 
 
-def configure_logging(level: int) -> None:
-    """Send crlib's log records to stderr through rich (the CLI's job, never the library's)."""
+class _LibraryLevel(logging.Filter):
+    """Let other packages' records through from ``level`` up, crlib's own as their loggers decide.
+
+    Some libraries set their own loggers' levels at import (tweakwcs: DEBUG), so the root logger's
+    level alone does not hold back their INFO lines (the whole matching report of every fit).
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "crlib" or record.name.startswith("crlib.") or record.levelno >= self.level
+
+
+def configure_logging(level: int, *, libraries: int = logging.WARNING) -> None:
+    """Send log records to stderr through rich (the CLI's job, never the library's).
+
+    Parameters
+    ----------
+    level
+        Lowest level of crlib's own records shown.
+    libraries
+        Lowest level of every other package's records shown, whatever level a library gave its
+        own loggers (tweakwcs sets DEBUG on import).
+    """
     from rich.console import Console
     from rich.logging import RichHandler
 
     handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+    handler.addFilter(_LibraryLevel(libraries))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
+    root.setLevel(min(libraries, logging.WARNING))
     logging.getLogger("crlib").setLevel(level)
 
 
