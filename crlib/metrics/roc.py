@@ -1,4 +1,4 @@
-"""ROC curves and TPR at fixed FPR from score histograms; ROC plots.
+"""ROC curves and TPR at fixed FPR from score histograms; what dilation adds; ROC plots.
 
 Definitions follow deepCR's ``evaluate.roc``: a pixel is predicted CR when its probability is
 strictly above the threshold; TPR = TP / (TP + FN) and FPR = FP / (FP + TN). Unlike deepCR's code,
