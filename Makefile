@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # pytest-xdist workers for `make test`: each test file runs whole on one worker (module fixtures
-# are built once); every worker starts its own PostgreSQL and Airflow home. Many tests already use
-# both cores of a 2-core machine, so 2 workers save ~9 % there (23.7 against ~25.8 min); 0 runs
-# everything in one process. More workers need memory: full-size tests take ~3 GB each.
+# are built once; files with slow tests go first, tests/conftest.py); every worker starts its own
+# PostgreSQL and Airflow home. On a 2-core machine: 20.9 min of tests (23.7 before the slow files
+# went first), against 25.0-26.2 min in one process on another 2-core machine. 0 runs everything
+# in one process. More workers need memory: full-size tests take ~3 GB each.
 TEST_WORKERS ?= 2
 
 demo: setup
