@@ -91,6 +91,26 @@ def roc_from_histograms(
     return RocCurve(fpr=fpr_curve, tpr=tpr_curve, thresholds=thresholds, n_cr=n_cr, n_noncr=n_noncr)
 
 
+def _tail_counts(
+    hist_cr: Sequence[int] | np.ndarray, hist_noncr: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """CR and non-CR pixels in bins ``>= k`` for ``k = 0 .. n_bins``, float64, shape (n_bins + 1,).
+
+    Raises
+    ------
+    ValueError
+        If the histograms differ in length or are not 1-D.
+    """
+    cr = np.asarray(hist_cr, dtype=np.int64)
+    noncr = np.asarray(hist_noncr, dtype=np.int64)
+    if cr.shape != noncr.shape or cr.ndim != 1:
+        raise ValueError(f"histograms must be 1-D of one length, got {cr.shape} and {noncr.shape}")
+    return (
+        np.concatenate([np.cumsum(cr[::-1])[::-1], [0]]).astype(np.float64),
+        np.concatenate([np.cumsum(noncr[::-1])[::-1], [0]]).astype(np.float64),
+    )
+
+
 def roc_points(
     hist_cr: Sequence[int] | np.ndarray, hist_noncr: Sequence[int] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -113,12 +133,7 @@ def roc_points(
     ValueError
         If the histograms differ in length.
     """
-    cr = np.asarray(hist_cr, dtype=np.int64)
-    noncr = np.asarray(hist_noncr, dtype=np.int64)
-    if cr.shape != noncr.shape or cr.ndim != 1:
-        raise ValueError(f"histograms must be 1-D of one length, got {cr.shape} and {noncr.shape}")
-    tail_cr = np.concatenate([np.cumsum(cr[::-1])[::-1], [0]]).astype(np.float64)
-    tail_noncr = np.concatenate([np.cumsum(noncr[::-1])[::-1], [0]]).astype(np.float64)
+    tail_cr, tail_noncr = _tail_counts(hist_cr, hist_noncr)
     n_cr, n_noncr = tail_cr[0], tail_noncr[0]
     if n_cr <= 0 or n_noncr <= 0:
         nan = np.full(tail_cr.shape, np.nan)
@@ -293,34 +308,21 @@ def dilation_at_plain_fpr(
         If the histograms differ in length or the two scorings cover different pixels.
     """
     nan = float("nan")
-    tails = []
-    for hist_cr, hist_noncr in (plain, dilated):
-        cr = np.asarray(hist_cr, dtype=np.int64)
-        noncr = np.asarray(hist_noncr, dtype=np.int64)
-        if cr.shape != noncr.shape or cr.ndim != 1:
-            raise ValueError(f"histograms must be 1-D of one length, got {cr.shape} and {noncr.shape}")
-        tails.append(
-            (
-                np.concatenate([np.cumsum(cr[::-1])[::-1], [0]]).astype(np.float64),
-                np.concatenate([np.cumsum(noncr[::-1])[::-1], [0]]).astype(np.float64),
-            )
-        )
-    (cr_p, noncr_p), (cr_d, noncr_d) = tails
+    cr_p, noncr_p = _tail_counts(*plain)
+    cr_d, noncr_d = _tail_counts(*dilated)
     if cr_p.shape != cr_d.shape or cr_p[0] != cr_d[0] or noncr_p[0] != noncr_d[0]:
         raise ValueError("plain and dilated histograms must count the same CR and non-CR pixels")
     n_cr, n_noncr = cr_p[0], noncr_p[0]
     if n_cr <= 0 or n_noncr <= 0 or not 0.0 <= target <= 1.0:
         return DilationEffect(target, nan, nan, nan, nan, nan, nan)
     fpr = noncr_p / n_noncr
-    below = np.flatnonzero(fpr <= target)
+    below = np.flatnonzero(fpr <= target)  # never empty: the last point has FPR 0
     above = np.flatnonzero(fpr > target)
     # point a: the largest FPR <= target, top of its vertical run (the most pixels: lowest index);
     # point b: the smallest FPR > target, bottom of its run (the fewest pixels: highest index)
-    a = below[np.argmax(fpr[below])] if below.size else 0
-    a = below[fpr[below] == fpr[a]].min() if below.size else 0
+    a = below[fpr[below] == fpr[below].max()].min()
     if above.size:
-        b = above[np.argmin(fpr[above])]
-        b = above[fpr[above] == fpr[b]].max()
+        b = above[fpr[above] == fpr[above].min()].max()
         weight = (target - fpr[a]) / (fpr[b] - fpr[a])
     else:
         b, weight = a, 0.0
