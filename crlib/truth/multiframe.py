@@ -67,17 +67,19 @@ class CrMaskOptions:
         Pixels by which masks are grown (0: none, a pixel-level truth like driz_cr's with
         ``driz_cr_grow=1``; numina's ``crmasks`` examples use 1).
     grow_snr
-        Grow each frame's mask into neighbouring pixels that exceed the median by this many
-        standard deviations of the noise model (repeated while it adds pixels, at most 3 times);
+        Grow each frame's mask into neighbouring pixels that exceed the mean of the other frames
+        not flagged there by this many standard deviations of that difference (repeated while it
+        adds pixels, at most 3 times);
         not in numina, which grows by ``dilation`` only. A CR's faint edge pixels sit below the
         one-expected-pixel boundary but are significant next to a detection, as driz_cr's second
         threshold (``driz_cr_snr``) has it. 0 disables.
     scale_noise_percent
-        Noise term proportional to the source signal above the sky, in percent, added in
-        quadrature (not in numina): calacs' ``acsrej`` ``SCALENSE``, 30 % in the ACS/WFC
-        CRREJTAB (29p1548cj_crr_WFC.fits), for frames that are not perfectly registered -- CR-SPLIT
-        frames move by a few hundredths of a pixel, enough to change a bright star's steep flank
-        by 10-20 % between frames. 0 reproduces the plain method.
+        Noise term proportional to the source signal above the sky (taken from the stack's
+        minimum, which CRs do not lift), in percent, added in quadrature (not in numina): calacs'
+        ``acsrej`` ``SCALENSE``, 30 % in the ACS/WFC CRREJTAB (29p1548cj_crr_WFC.fits), for frames
+        that are not perfectly registered -- CR-SPLIT frames move by a few hundredths of a pixel,
+        enough to change a bright star's steep flank by 10-20 % between frames. 0 reproduces the
+        plain method.
     seed
         Random seed of the simulations.
     """
@@ -244,32 +246,59 @@ def fit_boundary(x: np.ndarray, y: np.ndarray, options: CrMaskOptions) -> Bounda
     )
 
 
-def _scaled_noise(median2d: np.ndarray, opts: CrMaskOptions) -> np.ndarray:
-    """``scale_noise_percent`` of the signal above the sky (the median of the median image)."""
+def _scaled_noise(level2d: np.ndarray, opts: CrMaskOptions) -> np.ndarray:
+    """``scale_noise_percent`` of the signal above the sky (the median of ``level2d``).
+
+    ``level2d`` must be free of CRs: the stack's minimum, not its median. With three frames a pixel
+    hit in two of them lifts the median, and a term proportional to that raised level hid both hits
+    (a 236 e- excess over a 77 e- sky went unflagged).
+    """
     if opts.scale_noise_percent <= 0:
-        return np.zeros_like(median2d)
-    signal = np.clip(median2d - float(np.median(median2d)), 0.0, None)
+        return np.zeros_like(level2d)
+    signal = np.clip(level2d - float(np.median(level2d)), 0.0, None)
     return (opts.scale_noise_percent / 100.0) * signal
 
 
-def _grow_masks(
-    masks: np.ndarray, stack: np.ndarray, median2d: np.ndarray, opts: CrMaskOptions
-) -> np.ndarray:
-    """Add to each frame's mask the 8-neighbours significant at ``opts.grow_snr`` over the median."""
+def _grow_masks(masks: np.ndarray, stack: np.ndarray, min2d: np.ndarray, opts: CrMaskOptions) -> np.ndarray:
+    """Add to each frame's mask the 8-neighbours significant at ``opts.grow_snr`` over the other frames.
+
+    A neighbour's excess is its value minus the mean of the *other* frames not flagged there (the
+    minimum where every other frame is flagged), and its sigma is the noise model at that mean's
+    level times ``sqrt(1 + 1/m)`` for a mean of ``m`` frames: the noise of a difference. Against the
+    median of the stack, which includes the frame itself, a pixel hit in two of three frames did not
+    stand out (the median is the second hit), and a clean pixel was compared with the larger of the
+    two others, a biased and noisier reference. Repeated while it adds pixels, at most 3 times.
+
+    Parameters
+    ----------
+    masks
+        bool (N, ny, nx): each frame's detections.
+    stack
+        float32 (N, ny, nx): the flux-scaled frames, data units.
+    min2d
+        float32 (ny, nx): the stack's minimum, the CR-free level of the scale-noise term.
+    opts
+        ``grow_snr``, the noise model and ``scale_noise_percent``.
+    """
     from scipy.ndimage import binary_dilation
 
-    sigma = np.sqrt(
-        opts.read_noise**2
-        + np.clip(median2d - opts.bias, 0, None) / opts.gain
-        + _scaled_noise(median2d, opts) ** 2
-    )
     structure = np.ones((3, 3), dtype=bool)
+    scaled = _scaled_noise(min2d, opts) ** 2
+    n = stack.shape[0]
     grown = []
-    for mask, frame in zip(masks, stack, strict=True):
+    for i in range(n):
+        mask = masks[i]
         if not mask.any():
             grown.append(mask)
             continue
-        significant = (frame - median2d) > opts.grow_snr * sigma
+        others = np.arange(n) != i
+        clean = ~masks[others]
+        count = clean.sum(axis=0)
+        total = np.where(clean, stack[others], 0.0).sum(axis=0)
+        reference = np.where(count > 0, total / np.maximum(count, 1), min2d)
+        variance = opts.read_noise**2 + np.clip(reference - opts.bias, 0, None) / opts.gain
+        sigma = np.sqrt(variance * (1.0 + 1.0 / np.maximum(count, 1)) + scaled)
+        significant = (stack[i] - reference) > opts.grow_snr * sigma
         for _ in range(3):
             ring = binary_dilation(mask, structure=structure) & ~mask & significant
             if not ring.any():
@@ -334,13 +363,13 @@ def compute_crmasks(frames: Sequence[np.ndarray], options: CrMaskOptions | None 
     median_threshold = boundary_median(min2d)
     if opts.scale_noise_percent > 0:
         sigma = boundary_frame.sigma(min2d)
-        inflation = np.sqrt(sigma**2 + _scaled_noise(median2d, opts) ** 2) / sigma
+        inflation = np.sqrt(sigma**2 + _scaled_noise(min2d, opts) ** 2) / sigma
         frame_threshold = frame_threshold * inflation
         median_threshold = median_threshold * inflation
     mediancr_mask = ((median2d - min2d) > median_threshold) & eligible
     frame_masks = ((stack - min2d[None]) > frame_threshold[None]) & eligible[None]
     if opts.grow_snr > 0:
-        frame_masks = _grow_masks(frame_masks, stack, median2d, opts)
+        frame_masks = _grow_masks(frame_masks, stack, min2d, opts)
     if opts.dilation > 0:
         structure = np.ones((2 * opts.dilation + 1,) * 2, dtype=bool)
         mediancr_mask = binary_dilation(mediancr_mask, structure=structure)

@@ -84,14 +84,16 @@ def test_bright_star_core_is_judged_by_its_own_noise():
 
 def test_grow_snr_recovers_a_hits_faint_edge_pixels():
     """Edge pixels below the one-expected-pixel boundary join a detection when significant."""
-    model = np.full((400, 400), 80.0)  # 4000 pixels per diagram bin: the boundary is ~4 sigma
-    frames = [model.copy() for _ in range(4)]  # noiseless: min = median = 80 everywhere
+    model = np.full((400, 400), 80.0)  # 4000 pixels per diagram bin: the boundary is ~4.4 sigma
+    frames = [model.copy() for _ in range(5)]  # noiseless: min = median = 80 everywhere
     frames[2][50, 50] += 2000.0  # the track's core
     plain = compute_crmasks(frames, CrMaskOptions(dilation=0))
     sigma = float(plain.boundaries["frame"].sigma(80.0))
     boundary = float(plain.boundaries["frame"](np.array([80.0]))[0])
-    assert boundary > 3.7 * sigma  # the one-expected-pixel boundary lies above the grow threshold
-    edge = (3.5 * sigma + boundary) / 2  # between the two: only growing can find it
+    # the excess over the mean of the 4 other frames, whose sigma is sigma * sqrt(1 + 1/4)
+    grow_threshold = 3.5 * sigma * np.sqrt(1.25)
+    assert boundary > grow_threshold + 0.3 * sigma  # the boundary lies above the grow threshold
+    edge = (grow_threshold + boundary) / 2  # between the two: only growing can find it
     frames[2][50, 51] += edge
     frames[2][51, 50] += edge
     frames[2][20, 20] += edge  # the same excess with no detection beside it
@@ -101,3 +103,20 @@ def test_grow_snr_recovers_a_hits_faint_edge_pixels():
     assert grown.frame_masks[2][50, 51] and grown.frame_masks[2][51, 50]
     assert not grown.frame_masks[2][20, 20]
     assert grown.frame_masks.sum() == plain.frame_masks.sum() + 2
+
+
+def test_a_pixel_hit_in_two_of_three_frames_is_flagged_in_both():
+    """With three frames a pixel hit twice lifts the median: the signal-proportional noise term
+    must not grow with it (measured on a simulated CR-SPLIT visit: hits of 100-500 e- on a 77 e-
+    sky, hit in two frames, went unflagged and recall > 50 e- was 0.966 instead of 0.981)."""
+    model = np.full((300, 300), 77.0)
+    frames = [model.copy() for _ in range(3)]  # noiseless: sigma = sqrt(4**2 + 77) = 9.6 e-
+    frames[0][100, 100] += 60.0  # 6 sigma, below a 20 % term on the raised median (63 e-)
+    frames[1][100, 100] += 400.0
+    frames[0][200, 200] += 60.0  # the same hit alone
+    result = compute_crmasks(frames, CrMaskOptions(dilation=0, scale_noise_percent=20.0, grow_snr=3.5))
+    assert result.frame_masks[0][200, 200]
+    assert result.frame_masks[0][100, 100] and result.frame_masks[1][100, 100]
+    assert not result.frame_masks[2].any()
+    assert result.mediancr_mask[100, 100]  # the median itself is hit: the minimum replaces it
+    assert result.mediancr[100, 100] == pytest.approx(77.0)

@@ -59,6 +59,26 @@ def test_truth_products_record_the_method_and_its_settings(crsplit_visit, tmp_pa
         assert hdul[0].header["GROWSNR"] == 3.5
 
 
+def test_hot_and_warm_pixels_are_not_valid_as_in_the_drizzle_truth(crsplit_visit, tmp_path):
+    """The valid-pixel rule is the drizzle method's: a DQ flag other than the CR bits (here hot
+    and warm pixels, 16/64, whose dark charge varies between frames) keeps a pixel out."""
+    import numpy as np
+    from astropy.io import fits
+
+    from crlib.truth import build_visit_truth
+    from crlib.truth.product import read_truth_product
+
+    result = build_visit_truth(Path(crsplit_visit.directory), work_dir=tmp_path, method="multiframe")
+    flcs = sorted(Path(crsplit_visit.directory).glob("*_flc.fits"))
+    _, masks = read_truth_product(Path(result.exposures[0].path))
+    flagged_somewhere = 0
+    for extver, (_, valid) in masks.items():
+        hot = np.logical_or.reduce([(fits.getdata(f, ("DQ", extver)) & (16 | 64)) > 0 for f in flcs])
+        flagged_somewhere += int(hot.sum())
+        assert not valid.astype(bool)[hot].any()
+    assert flagged_somewhere > 100
+
+
 def test_dithered_visit_is_refused_with_the_reason(truth_archive, tmp_path):
     """The stack statistics on dithered exposures would flag every star: refuse, name the fix."""
     from crlib.truth import build_visit_truth
