@@ -355,28 +355,44 @@ def recurrent_hot_pixels(
     """
     if len(excess_e) < 2:
         return np.zeros(np.shape(excess_e[0]) if excess_e else (0, 0), dtype=bool)
-    excess = np.stack([np.asarray(e, dtype=np.float32) for e in excess_e])
-    variance = np.stack([np.asarray(s, dtype=np.float32) ** 2 for s in sigma_e])
+    shape = np.shape(excess_e[0])
+    near_flagged = dilate_rectangle(flagged_any, (3, 3)) if flagged_any is not None else None
+    # The tests only matter where a hot pixel or its trail can be: next to a flagged pixel and up
+    # to grow_px along its column (1-2 % of a chip's pixels are flagged); evaluate them there only.
+    region = None
+    if near_flagged is not None:
+        region = dilate_rectangle(near_flagged, (2 * grow_px + 1, 1)) if grow_px > 0 else near_flagged
+    index = np.flatnonzero(region) if region is not None else slice(None)
+    excess = np.stack([np.asarray(e, dtype=np.float32).reshape(-1)[index] for e in excess_e])
+    variance = np.stack([np.asarray(s, dtype=np.float32).reshape(-1)[index] ** 2 for s in sigma_e])
+    sky = (
+        np.asarray(plain_sky, dtype=bool).reshape(-1)[index]
+        if plain_sky is not None
+        else np.ones(excess.shape[1], dtype=bool)
+    )
     combined, consistent = _constant_excess(excess, variance, consistency_sigma)
-    sky = plain_sky if plain_sky is not None else np.ones(combined.shape, dtype=bool)
     # a faint warm pixel: every exposure counts (a 3-5 sigma noise peak in one of them is what
     # makes driz_cr flag it), at a higher significance, on plain sky only
-    hot = (combined >= nsigma + HOT_ALL_EXTRA_SIGMA) & consistent & sky
-    trail_ok = (combined >= trail_nsigma) & consistent & sky
+    hot_at = (combined >= nsigma + HOT_ALL_EXTRA_SIGMA) & consistent & sky
+    trail_at = (combined >= trail_nsigma) & consistent & sky
     if excess.shape[0] >= 3:
         # a CR on the hot pixel in one exposure must not hide it: judge the others
         order = np.argsort(excess, axis=0)[:-1]
         kept = np.take_along_axis(excess, order, axis=0)
         kept_variance = np.take_along_axis(variance, order, axis=0)
         combined_kept, consistent_kept = _constant_excess(kept, kept_variance, consistency_sigma)
-        hot |= (combined_kept >= nsigma) & consistent_kept
-        trail_ok |= (combined_kept >= trail_nsigma) & consistent_kept
-    if flagged_any is not None:
-        hot &= dilate_rectangle(flagged_any, (3, 3))
+        hot_at |= (combined_kept >= nsigma) & consistent_kept
+        trail_at |= (combined_kept >= trail_nsigma) & consistent_kept
+    hot = np.zeros(shape, dtype=bool)
+    trail_ok = np.zeros(shape, dtype=bool)
+    hot.reshape(-1)[index] = hot_at
+    trail_ok.reshape(-1)[index] = trail_at
+    if near_flagged is not None:
+        hot &= near_flagged
     if grow_px > 0 and hot.any():
         near = dilate_rectangle(hot, (2 * grow_px + 1, 1))
         hot |= near & trail_ok
-    return np.asarray(hot, dtype=bool)
+    return hot
 
 
 def exclude_artefacts(

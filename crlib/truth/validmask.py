@@ -141,6 +141,60 @@ def _interpolate(
     return x, y
 
 
+#: One other exposure's chips that reach a chip, each with its coarse pixel map (:func:`_coarse_map`).
+CoverageMaps = list[list[tuple[ChipFrame, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]]
+
+
+def coverage_maps(frame: ChipFrame, others: Sequence[ChipFrame], *, step: int = COARSE_STEP) -> CoverageMaps:
+    """The WCS half of :func:`coverage_count`: where ``frame``'s coarse grid lands on each other chip.
+
+    Calls the chips' WCS objects (wcslib), which are not safe to call from several threads; the
+    pixel half, :func:`coverage_from_maps`, is.
+
+    Returns
+    -------
+    list
+        Per other exposure, ``[(chip, coarse map)]`` of its chips that ``frame`` reaches.
+    """
+    by_exposure: dict[str, list[ChipFrame]] = {}
+    for other in others:
+        if other.rootname != frame.rootname:
+            by_exposure.setdefault(other.rootname, []).append(other)
+    maps: CoverageMaps = []
+    for chips in by_exposure.values():
+        reached = []
+        for other in chips:
+            coarse = _coarse_map(frame, other, step)  # one WCS mapping for the test and the map
+            if _lands_on(coarse[2], coarse[3], other, step):
+                reached.append((other, coarse))
+        maps.append(reached)
+    return maps
+
+
+def coverage_from_maps(shape: tuple[int, int], maps: CoverageMaps) -> np.ndarray:
+    """The pixel half of :func:`coverage_count`: other exposures covering each pixel, uint8 (ny, nx).
+
+    Numpy only (no WCS call): safe to run for several chips in threads.
+    """
+    count = np.zeros(shape, dtype=np.uint8)
+    for reached in maps:
+        covered = np.zeros(shape, dtype=bool)
+        for other, coarse in reached:
+            x, y = _interpolate(shape, coarse)
+            xi = np.rint(x, out=x).astype(np.int32)
+            yi = np.rint(y, out=y).astype(np.int32)
+            other_ny, other_nx = other.shape
+            inside = (xi >= 0) & (xi < other_nx) & (yi >= 0) & (yi < other_ny)
+            # gather every pixel at a clipped index (no compaction by ``inside``), then keep the inside
+            np.clip(xi, 0, other_nx - 1, out=xi)
+            np.clip(yi, 0, other_ny - 1, out=yi)
+            yi *= other_nx
+            yi += xi
+            covered |= inside & np.take(other.good.reshape(-1), yi)
+        count += covered.astype(np.uint8)
+    return count
+
+
 def coverage_count(frame: ChipFrame, others: Sequence[ChipFrame], *, step: int = COARSE_STEP) -> np.ndarray:
     """Number of *other exposures* that cover each pixel of ``frame`` with a DQ-good pixel.
 
@@ -156,24 +210,7 @@ def coverage_count(frame: ChipFrame, others: Sequence[ChipFrame], *, step: int =
     numpy.ndarray
         uint8 (ny, nx).
     """
-    count = np.zeros(frame.shape, dtype=np.uint8)
-    by_exposure: dict[str, list[ChipFrame]] = {}
-    for other in others:
-        if other.rootname != frame.rootname:
-            by_exposure.setdefault(other.rootname, []).append(other)
-    for chips in by_exposure.values():
-        covered = np.zeros(frame.shape, dtype=bool)
-        for other in chips:
-            coarse = _coarse_map(frame, other, step)  # one WCS mapping for the test and the map
-            if not _lands_on(coarse[2], coarse[3], other, step):
-                continue
-            x, y = _interpolate(frame.shape, coarse)
-            xi = np.rint(x).astype(np.int32)
-            yi = np.rint(y).astype(np.int32)
-            inside = (xi >= 0) & (xi < other.shape[1]) & (yi >= 0) & (yi < other.shape[0])
-            covered[inside] |= other.good[yi[inside], xi[inside]]
-        count += covered.astype(np.uint8)
-    return count
+    return coverage_from_maps(frame.shape, coverage_maps(frame, others, step=step))
 
 
 def valid_mask(

@@ -45,7 +45,7 @@ from crlib.truth.outcome import ChipMasks, artefact_entries, chip_quality, faile
 from crlib.truth.product import write_exposure_truth
 from crlib.truth.quality import assess, failed_truth, gate_parameters, star_core_mask
 from crlib.truth.refine import prune_insignificant
-from crlib.truth.validmask import ChipFrame, coverage_count, valid_mask
+from crlib.truth.validmask import ChipFrame, coverage_from_maps, coverage_maps, valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,21 @@ __all__ = ["build_visit_truth", "visit_directories"]
 
 
 def _coverages(
-    infos: list[ExposureInfo], frames: dict[str, list[ChipFrame]]
+    infos: list[ExposureInfo], frames: dict[str, list[ChipFrame]], *, workers: int = 0
 ) -> dict[tuple[str, int], np.ndarray]:
-    """:func:`coverage_count` of every chip, ``{(rootname, extver): uint8 (ny, nx)}``.
+    """:func:`~crlib.truth.validmask.coverage_count` of every chip, ``{(rootname, extver): uint8 (ny, nx)}``.
 
-    Run in one thread: the chips' WCS objects (wcslib) are shared and not safe to call from several.
+    The WCS mappings run in this thread (the chips' WCS objects, wcslib, are shared and not safe to
+    call from several); the pixel work, numpy only, then runs in ``workers`` threads.
     """
-    coverages = {}
+    maps = {}
     for info in infos:
         others = [f for root, chips in frames.items() if root != info.rootname for f in chips]
         for frame in frames.get(info.rootname, []):
-            coverages[(info.rootname, frame.sci_extver)] = coverage_count(frame, others)
-    return coverages
+            maps[(info.rootname, frame.sci_extver)] = (frame.shape, coverage_maps(frame, others))
+    with ThreadPoolExecutor(max_workers=worker_count(workers, len(maps) or 1)) as pool:
+        counts = pool.map(lambda item: coverage_from_maps(*item), maps.values())
+        return dict(zip(maps, counts, strict=True))
 
 
 def _chip_masks(
@@ -391,7 +394,7 @@ def _visit_masks(
     results = [failed_truth(r, "drizzle", "; ".join(run.problems), **provenance) for r in sorted(failed)]
     todo = [info for info in infos if info.rootname not in failed]
     copy_of = {info.rootname: copy for info, copy in zip(infos, copies, strict=True)}
-    coverages = _coverages(todo, frames) if options.min_exposures > 1 else {}
+    coverages = _coverages(todo, frames, workers=options.workers) if options.min_exposures > 1 else {}
     hot_pixels = _hot_pixels(todo, copy_of, run) if options.exclude_artefacts and len(todo) >= 2 else {}
 
     def one_exposure(info: ExposureInfo) -> TruthResult:

@@ -81,6 +81,36 @@ def test_recurrent_hot_pixels() -> None:
     assert found.sum() <= len(hot) + 1  # noise does not pass a 4-sigma mean excess
 
 
+def test_hot_pixels_are_judged_next_to_flagged_pixels_only() -> None:
+    """With ``flagged_any`` the tests run only where a hot pixel or its column trail can be; the
+    answer there is the one the tests give on the whole chip."""
+    rng = np.random.default_rng(8)
+    shape = (96, 80)
+    sigma = np.full(shape, 9.0)
+    hot = {(10, 10): 120.0, (30, 40): 90.0, (60, 70): 150.0}
+    trail = [(31, 40), (32, 40), (33, 40)]  # (30, 40)'s CTE trail down its column, 40 e- each
+    excess = []
+    for _ in range(3):
+        frame = rng.normal(0.0, 9.0, shape)
+        for (y, x), level in hot.items():
+            frame[y, x] += rng.normal(level, math.sqrt(level))
+        for y, x in trail:
+            frame[y, x] += rng.normal(40.0, math.sqrt(40.0))
+        excess.append(frame)
+    flagged = np.zeros(shape, dtype=bool)
+    flagged[10, 11] = flagged[29, 40] = True  # driz_cr flagged next to two of the three hot pixels
+    found = recurrent_hot_pixels(excess, [sigma] * 3, flagged_any=flagged)
+    assert found[10, 10] and found[30, 40] and not found[60, 70]
+    assert all(found[y, x] for y, x in trail)  # the trail lies beyond the flagged pixel's 3x3
+    near = np.zeros(shape, dtype=bool)
+    near[9:12, 9:13] = near[28:31, 39:42] = True  # the 3x3 neighbourhoods of the flagged pixels
+    whole_chip = recurrent_hot_pixels(excess, [sigma] * 3, grow_px=0)
+    assert whole_chip[60, 70]
+    assert np.array_equal(
+        recurrent_hot_pixels(excess, [sigma] * 3, grow_px=0, flagged_any=flagged), whole_chip & near
+    )
+
+
 def test_exclude_artefacts_counts() -> None:
     cr = np.zeros((10, 10), dtype=np.uint8)
     cr[2, 2] = cr[5, 5] = cr[8, 8] = 1

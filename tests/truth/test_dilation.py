@@ -23,3 +23,10 @@ def test_equals_binary_dilation_including_the_edges(shape):
 def test_even_sides_are_refused():
     with pytest.raises(ValueError, match="odd sides"):
         dilate_rectangle(np.zeros((4, 4), bool), (2, 3))
+
+
+def test_a_rectangle_larger_than_the_image():
+    mask = np.zeros((2, 3), dtype=bool)
+    mask[1, 2] = True
+    expected = binary_dilation(mask, structure=np.ones((7, 9), dtype=bool))
+    assert np.array_equal(dilate_rectangle(mask, (7, 9)), expected)
