@@ -10,9 +10,9 @@ hands the masks and blotted medians to the caller as arrays instead of ``*_crmas
    ``sky.subtractSky``, ``adrizzle.drizSeparate`` (``cdriz.tdriz``), ``createMedian.createMedian``
    and ``ablot.runBlot`` (``cdriz.tblot``). Their intermediate products stay in the image
    objects' ``virtualOutputs``; the single-drizzle images and weights are dropped from there as
-   soon as the median is made, which lowers the peak memory (drizzlepac still writes the
-   ``*_single_sci.fits`` images: its ``OutputImage.writeFITS`` does so on purpose, in memory mode
-   too).
+   soon as the median is made, which lowers the peak memory. drizzlepac's
+   ``OutputImage.writeFITS`` writes any output named ``*single_sci*`` to disk even in memory mode;
+   the engine renames the single drizzles (``*_single_mem.fits``) so that nothing is written.
 2. driz_cr (step 6) per chip with :func:`crlib.truth.driz_cr.driz_cr_good_mask`, which computes
    drizzlepac's ``drizCR._driz_cr`` mask pixel for pixel with fewer passes, the chips in threads.
 
@@ -119,6 +119,7 @@ def _drizzle_steps(config: Any, input_dict: dict[str, Any]) -> tuple[list[Any], 
     start = time.perf_counter()
     images, output_wcs = processInput.setCommonInput(config, overwrite_dict=input_dict)
     images = list(images or [])
+    _keep_single_drizzles_in_memory(images)
     seconds["initialize"] = time.perf_counter() - start
     if len(images) < 2:
         return images, f"drizzlepac kept {len(images)} usable input(s); driz_cr needs 2 or more", seconds
@@ -145,6 +146,23 @@ def _drizzle_steps(config: Any, input_dict: dict[str, Any]) -> tuple[list[Any], 
         if name == "median":
             _drop_single_drizzles(images)
     return images, None, seconds
+
+
+def _keep_single_drizzles_in_memory(images: Sequence[Any]) -> None:
+    """Rename each single-drizzle output so that memory mode keeps it in memory only.
+
+    drizzlepac's ``OutputImage.writeFITS`` writes an output whose name contains ``single_sci`` to
+    disk even in memory mode (about 1.5 s for a full-size visit of 3 exposures); nothing reads
+    the file back (``createMedian`` takes the image from ``virtualOutputs`` by the same name). The
+    image's and every chip's ``outputNames`` carry the name (drizzlepac groups the chips of one
+    single drizzle by it).
+    """
+    for image in images:
+        chips = image.returnAllChips(extname=image.scienceExt)
+        for names in (image.outputNames, *(chip.outputNames for chip in chips)):
+            single = names.get("outSingle")
+            if single:
+                names["outSingle"] = single.replace("_single_sci", "_single_mem")
 
 
 def _drop_single_drizzles(images: Sequence[Any]) -> None:

@@ -48,6 +48,7 @@ def test_masks_and_blotted_medians_are_astrodrizzles(truth_archive, tmp_path, ov
     }
     assert not list((tmp_path / "memory").glob("*_crmask.fits"))
     assert not list((tmp_path / "memory").glob("*_blt.fits"))
+    assert not list((tmp_path / "memory").glob("*_single_*.fits"))  # drizzlepac writes these in memory mode
 
 
 def test_a_visit_drizzlepac_cannot_reject_cosmic_rays_in_is_a_problem_not_a_crash(truth_archive, tmp_path):
