@@ -1,7 +1,8 @@
 """Source catalogs of a visit's exposures, measured in parallel, with per-exposure problems returned.
 
-The read step of :mod:`crlib.align.catalogs`: :func:`exposure_catalogs` opens one exposure and hands
-each chip's SCI and DQ arrays to :func:`~crlib.align.catalogs.chip_catalog`.
+The read step of :mod:`crlib.align.catalogs`: :func:`chip_catalog_of` opens one exposure and hands
+one chip's SCI and DQ arrays to :func:`~crlib.align.catalogs.chip_catalog`; :func:`visit_catalogs`
+measures every chip of a visit in threads.
 """
 
 from __future__ import annotations
@@ -45,6 +46,48 @@ class VisitCatalogs:
     strict: dict[Path, dict[int, Any]]
 
 
+def _open(path: Path) -> Any:
+    from astropy.io import fits
+
+    try:
+        return fits.open(path, memmap=False)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(path, f"cannot read FITS file ({exc})", fix="download it again") from None
+
+
+def exposure_extvers(path: Path) -> list[int]:
+    """SCI extension versions of one exposure, in file order (headers only).
+
+    Raises
+    ------
+    InputDataError
+        The file cannot be read as FITS; names the file.
+    """
+    with _open(path) as hdul:
+        return [extver for extver, _ in sci_extensions(hdul)]
+
+
+def chip_catalog_of(
+    path: Path, extver: int, *, profile: InstrumentProfile, options: CatalogOptions | None = None
+) -> object:
+    """Read step of one chip: its SCI and DQ arrays from ``path``, measured by
+    :func:`~crlib.align.catalogs.chip_catalog`.
+
+    Raises
+    ------
+    InputDataError
+        As :func:`exposure_catalogs`; names file and chip.
+    """
+    with _open(path) as hdul:
+        hdu = dict(sci_extensions(hdul)).get(extver)
+        dq = chip_dq(hdul, extver)
+        if hdu is None or hdu.data is None or dq is None:
+            raise InputDataError(
+                path, f"SCI,{extver} has no image or no DQ,{extver}", fix="pass a calibrated FLC/FLT file"
+            )
+        return chip_catalog(path, extver, hdu.data, dq, profile=profile, options=options)
+
+
 def exposure_catalogs(
     path: Path, *, profile: InstrumentProfile, options: CatalogOptions | None = None
 ) -> dict[int, object]:
@@ -56,26 +99,14 @@ def exposure_catalogs(
     Raises
     ------
     InputDataError
-        The file cannot be read, a chip has no image or no DQ, a chip fails
+        The file cannot be read, a chip lacks its image or DQ, its pixels fail
         :func:`~crlib.formats.exposures.check_chip_pixels` (all-NaN, mostly NaN, constant), or
         photutils refuses its pixels; names file and chip.
     """
-    from astropy.io import fits
-
-    catalogs: dict[int, object] = {}
-    try:
-        hdul = fits.open(path, memmap=False)
-    except (OSError, ValueError) as exc:
-        raise InputDataError(path, f"cannot read FITS file ({exc})", fix="download it again") from None
-    with hdul:
-        for extver, hdu in sci_extensions(hdul):
-            dq = chip_dq(hdul, extver)
-            if hdu.data is None or dq is None:
-                raise InputDataError(
-                    path, f"SCI,{extver} has no image or no DQ,{extver}", fix="pass a calibrated FLC/FLT file"
-                )
-            catalogs[extver] = chip_catalog(path, extver, hdu.data, dq, profile=profile, options=options)
-    return catalogs
+    return {
+        extver: chip_catalog_of(path, extver, profile=profile, options=options)
+        for extver in exposure_extvers(path)
+    }
 
 
 def visit_catalogs(
@@ -103,23 +134,38 @@ def visit_catalogs(
     opts = options or AlignOptions()
     paths = [Path(p) for p in exposures]
 
-    def one(path: Path) -> dict[int, Any] | InputDataError:
+    failures: dict[Path, InputDataError] = {}
+    chips: list[tuple[Path, int]] = []
+    for path in paths:
         try:
-            return exposure_catalogs(path, profile=profile, options=opts.catalog)
+            chips.extend((path, extver) for extver in exposure_extvers(path))
         except InputDataError as exc:  # this exposure's data: recorded, the visit goes on
+            failures[path] = exc
+
+    def one(chip: tuple[Path, int]) -> Any:
+        try:
+            return chip_catalog_of(*chip, profile=profile, options=opts.catalog)
+        except InputDataError as exc:
             return exc
 
-    # Source finding (photutils, numpy, scipy: mostly outside the GIL) runs in threads, one exposure each.
-    with ThreadPoolExecutor(max_workers=worker_count(opts.workers, len(paths))) as pool:
-        found = list(pool.map(one, paths))
+    # Source finding (photutils, numpy, scipy: mostly outside the GIL) runs in threads, one chip each:
+    # the 6 chips of a 3-exposure visit take 3 rounds on 2 threads, where whole exposures took 4.
+    with ThreadPoolExecutor(max_workers=worker_count(opts.workers, len(chips) or 1)) as pool:
+        found = list(pool.map(one, chips))
     catalogs: dict[Path, dict[int, Any]] = {}
-    failures: dict[Path, InputDataError] = {}
-    for path, result in zip(paths, found, strict=True):
-        if isinstance(result, InputDataError):
-            log.warning("%s", result)
+    for (path, extver), result in zip(chips, found, strict=True):
+        if path in failures:
+            continue
+        if isinstance(result, InputDataError):  # the exposure's first bad chip fails it
             failures[path] = result
+            catalogs.pop(path, None)
         else:
-            catalogs[path] = result
+            catalogs.setdefault(path, {})[extver] = result
+    for path in paths:
+        if path in failures:
+            log.warning("%s", failures[path])
+    # in the visit's order; a file without SCI extensions has an empty catalog
+    catalogs = {path: catalogs.get(path, {}) for path in paths if path not in failures}
     # counted on the strict sources (the first fit's), not the looser refinement set
     strict = {p: {e: strict_sources(t, opts.catalog) for e, t in c.items()} for p, c in catalogs.items()}
     counts = {p: sum(len(t) for t in s.values()) for p, s in strict.items()}
