@@ -148,6 +148,48 @@ def count_events(mask: np.ndarray) -> int:
     return int(n)
 
 
+def local_maxima(image: np.ndarray, candidates: np.ndarray, *, size: int = 5) -> np.ndarray:
+    """``candidates`` that equal the maximum of their ``size`` x ``size`` neighbourhood.
+
+    The same as ``candidates & (image == scipy.ndimage.maximum_filter(image, size))`` (its
+    ``reflect`` edges only repeat pixels inside the window), computed at the candidates only: on
+    a chip the pixels 50 sigma above the sky are a few per cent, and the full-chip filter cost
+    ~0.26 s per chip.
+
+    Parameters
+    ----------
+    image
+        float (ny, nx).
+    candidates
+        bool (ny, nx): the pixels to test.
+    size
+        Odd side of the neighbourhood, pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool (ny, nx).
+    """
+    from scipy.ndimage import maximum_filter
+
+    candidates = np.asarray(candidates, dtype=bool)
+    if candidates.sum() > image.size // 8:  # a mostly bright image: one pass over it is cheaper
+        return candidates & (image == maximum_filter(image, size=size))
+    ys, xs = np.nonzero(candidates)
+    values = image[ys, xs]
+    is_max = np.ones(ys.size, dtype=bool)
+    ny, nx = image.shape
+    half = size // 2
+    for dy in range(-half, half + 1):
+        rows = np.clip(ys + dy, 0, ny - 1)
+        for dx in range(-half, half + 1):
+            if dy or dx:
+                is_max &= values >= image[rows, np.clip(xs + dx, 0, nx - 1)]
+    found = np.zeros(image.shape, dtype=bool)
+    found[ys[is_max], xs[is_max]] = True
+    return found
+
+
 def star_core_mask(
     clean_image: np.ndarray,
     *,
@@ -174,12 +216,11 @@ def star_core_mask(
         bool (ny, nx).
     """
     from astropy.stats import sigma_clipped_stats
-    from scipy.ndimage import maximum_filter
 
     image = np.nan_to_num(np.asarray(clean_image, dtype=np.float32))
     _, median, std = sigma_clipped_stats(image[::4, ::4], sigma=3.0, maxiters=5)
     threshold = median + nsigma * max(float(std), 1e-3)
-    peaks = (image == maximum_filter(image, size=5)) & (image > threshold)
+    peaks = local_maxima(image, image > threshold, size=5)
     if saturation_e is not None:
         peaks &= image < saturation_e
     if valid is not None:

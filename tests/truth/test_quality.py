@@ -147,3 +147,24 @@ def test_every_gate_reason_fits_in_a_fits_header(tmp_path):
         assert hdul[0].header["WORKDIR"] == "/data/visit?"
     assert any("events/cm?/s" in c for c in comments)
     assert len(comments) == len(reasons) + 1
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.5])
+def test_local_maxima_equal_the_maximum_filters_at_the_candidates(fraction):
+    """Sparse candidates (gathered neighbours) and dense ones (the filter itself) give the filter's
+    answer, plateaus and chip edges included."""
+    from scipy.ndimage import maximum_filter
+
+    from crlib.truth.quality import local_maxima
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 40, size=(61, 47)).astype(np.float32)  # integers: many ties
+    image[0, 0] = image[-1, -1] = image[30, -1] = 100.0  # peaks on the edges
+    image[10:12, 10:12] = 90.0  # a plateau: all four are maxima
+    candidates = rng.random(image.shape) < fraction
+    for y, x in ((0, 0), (-1, -1), (30, -1), (10, 10), (11, 11)):
+        candidates[y, x] = True
+    expected = candidates & (image == maximum_filter(image, size=5))
+    found = local_maxima(image, candidates, size=5)
+    assert np.array_equal(found, expected)
+    assert found[0, 0] and found[-1, -1] and found[30, -1] and found[10, 10] and found[11, 11]
