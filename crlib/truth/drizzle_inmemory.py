@@ -152,7 +152,7 @@ def _keep_single_drizzles_in_memory(images: Sequence[Any]) -> None:
     """Rename each single-drizzle output so that memory mode keeps it in memory only.
 
     drizzlepac's ``OutputImage.writeFITS`` writes an output whose name contains ``single_sci`` to
-    disk even in memory mode (about 1.5 s for a full-size visit of 3 exposures); nothing reads
+    disk even in memory mode (1-3 s on a full-size visit of 3 exposures); nothing reads
     the file back (``createMedian`` takes the image from ``virtualOutputs`` by the same name). The
     image's and every chip's ``outputNames`` carry the name (drizzlepac groups the chips of one
     single drizzle by it).
