@@ -97,11 +97,14 @@ def test_grow_snr_recovers_a_hits_faint_edge_pixels():
     frames[2][50, 51] += edge
     frames[2][51, 50] += edge
     frames[2][20, 20] += edge  # the same excess with no detection beside it
+    # 3.7 sigma over the others: above 3.5 sigma of the noise model alone, below 3.5 sigma of the
+    # difference with the mean of the other 4 frames (3.91 sigma): not grown
+    frames[2][49, 50] += 3.7 * sigma
     plain = compute_crmasks(frames, CrMaskOptions(dilation=0))
     grown = compute_crmasks(frames, CrMaskOptions(dilation=0, grow_snr=3.5))
     assert plain.frame_masks[2][50, 50] and not plain.frame_masks[2][50, 51]
     assert grown.frame_masks[2][50, 51] and grown.frame_masks[2][51, 50]
-    assert not grown.frame_masks[2][20, 20]
+    assert not grown.frame_masks[2][20, 20] and not grown.frame_masks[2][49, 50]
     assert grown.frame_masks.sum() == plain.frame_masks.sum() + 2
 
 
