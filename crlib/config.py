@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         How the truth stage drizzles: ``inmemory`` (drizzlepac's steps with ``in_memory=True`` and
         driz_cr on arrays: the same masks as AstroDrizzle, no crmask/blot files, docs/truth.md) or
         ``astrodrizzle`` (the ``AstroDrizzle`` call and its files).
+    truth_drizzle_processes
+        Forked processes for the in-memory engine's single drizzle and blot (0: one per exposure,
+        at most two per core the task may use (``threads``), none when that is one core; 1: in
+        the task's own process, for a worker short of memory).
     warm_workers
         Celery pool processes of an Airflow worker import the inference stack and load the infer
         stage's models before their first task, so each forked task starts with them
@@ -112,6 +116,7 @@ class Settings(BaseSettings):
     inference_model: InferenceModelMode = "auto"
     inference_precision: InferencePrecision = "auto"
     truth_engine: TruthEngine = "inmemory"
+    truth_drizzle_processes: int = Field(default=0, ge=0, le=256)
     warm_workers: bool = True
     retrain_min_new_exposures: int = Field(default=20, ge=1, le=1_000_000)
     train_epochs: int = Field(default=20, ge=1, le=10_000)

@@ -145,11 +145,13 @@ def truth_command(
     from crlib.truth.byfilter import build_truth_per_filter
     from crlib.truth.options import TruthOptions
 
+    settings = load_settings()
     options = TruthOptions(
         align=not no_align,
         align_options=AlignOptions(catalog_file=catalog_file, query_catalogs=not no_query),
         border_px=border,
-        engine=engine.value if engine is not None else load_settings().truth_engine,
+        engine=engine.value if engine is not None else settings.truth_engine,
+        drizzle_processes=settings.truth_drizzle_processes,
     )
     results = build_truth_per_filter(
         visit_dir,

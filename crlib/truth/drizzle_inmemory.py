@@ -16,11 +16,14 @@ hands the masks and blotted medians to the caller as arrays instead of ``*_crmas
 2. driz_cr (step 6) per chip with :func:`crlib.truth.driz_cr.driz_cr_good_mask`, which computes
    drizzlepac's ``drizCR._driz_cr`` mask pixel for pixel with fewer passes, the chips in threads.
 
-What it does not do: the final drizzle (step 7; the truth stage never runs it), and processes:
-drizzlepac's ``num_cores`` forks one process per exposure, which memory mode turns off, and
-``cdriz.tdriz`` / ``tblot`` hold the GIL (two threads drizzling two chips take as long as one
-after the other), so steps 1-5 run on one core. See docs/truth.md, "In-memory engine", for the
-measured agreement with the file engine and the time per step.
+The single drizzle and the blot run one forked process per exposure
+(:mod:`crlib.truth.drizzle_forked`): ``cdriz.tdriz`` / ``tblot`` hold the GIL, so threads would run
+them one after the other, and drizzlepac's own ``num_cores`` in memory mode passes the arrays
+through ``multiprocessing.Manager`` proxies, which is slower than one process. Each child runs
+drizzlepac's unchanged step on its exposure and hands the products back; the masks are the same
+pixel for pixel as with ``processes=1``. The static mask, sky match and median combine exposures
+and run in this process. The final drizzle (step 7) is never run. See docs/truth.md, "In-memory
+engine", for the measured agreement with the file engine and the time per step.
 """
 
 from __future__ import annotations
@@ -46,14 +49,16 @@ from crlib.truth.drizzle import (
     missing_mask_problems,
     write_run_record,
 )
+from crlib.truth.drizzle_forked import default_processes, run_per_exposure
 
 log = logging.getLogger(__name__)
 
 #: drizzlepac's output names end in ``_sci<N>_<kind>.fits``; N is the SCI extver.
 _EXTVER_IN_NAME = re.compile(r"_sci(\d+)_(?:crmask|blt)\.fits$")
 
-#: Keywords this engine sets whatever the caller asked: memory mode, and one process (drizzlepac
-#: runs its steps serially in memory mode; ``num_cores > 1`` would fork for the single drizzle only).
+#: Keywords this engine sets whatever the caller asked: memory mode, and drizzlepac's own parallelism
+#: off (in memory mode it goes through ``multiprocessing.Manager`` proxies; this engine forks per
+#: exposure itself, :mod:`crlib.truth.drizzle_forked`).
 INMEMORY_PARAMETERS: dict[str, Any] = {"in_memory": True, "num_cores": 1}
 
 
@@ -111,8 +116,14 @@ def _chip_driz_cr(image: Any, extension: str, parameters: dict[str, Any]) -> tup
     return (~good).astype(np.uint8), blot
 
 
-def _drizzle_steps(config: Any, input_dict: dict[str, Any]) -> tuple[list[Any], str | None, dict[str, float]]:
-    """Steps 1-5 as AstroDrizzle runs them; ``(images, reason no median was made or None, seconds)``."""
+def _drizzle_steps(
+    config: Any, input_dict: dict[str, Any], *, processes: int, cores: int
+) -> tuple[list[Any], str | None, dict[str, float]]:
+    """Steps 1-5 as AstroDrizzle runs them; ``(images, reason no median was made or None, seconds)``.
+
+    ``processes``: forked processes for the single drizzle and the blot (0: one per exposure, at
+    most two per core of ``cores``, 0 meaning the machine's; 1: this process).
+    """
     from drizzlepac import ablot, adrizzle, createMedian, processInput, sky, staticMask, util
 
     seconds: dict[str, float] = {}
@@ -123,12 +134,29 @@ def _drizzle_steps(config: Any, input_dict: dict[str, Any]) -> tuple[list[Any], 
     seconds["initialize"] = time.perf_counter() - start
     if len(images) < 2:
         return images, f"drizzlepac kept {len(images)} usable input(s); driz_cr needs 2 or more", seconds
+    forks = processes or default_processes(len(images), cores=cores)
     steps = (
         ("static_mask", lambda: staticMask.createStaticMask(images, config)),
         ("sky", lambda: sky.subtractSky(images, config)),
-        ("single_drizzle", lambda: adrizzle.drizSeparate(images, output_wcs, config, wcsmap=None)),
+        (
+            "single_drizzle",
+            lambda: run_per_exposure(
+                images,
+                lambda image: adrizzle.drizSeparate([image], output_wcs, config, wcsmap=None),
+                processes=forks,
+                step_name="single drizzle",
+            ),
+        ),
         ("median", lambda: createMedian.createMedian(images, config)),
-        ("blot", lambda: ablot.runBlot(images, output_wcs, config, wcsmap=None)),
+        (
+            "blot",
+            lambda: run_per_exposure(
+                images,
+                lambda image: ablot.runBlot([image], output_wcs, config, wcsmap=None),
+                processes=forks,
+                step_name="blot",
+            ),
+        ),
     )
     for name, step in steps:
         start = time.perf_counter()
@@ -185,6 +213,7 @@ def run_inmemory_drizzle(
     fix_skymatch: bool = True,
     overrides: dict[str, Any] | None = None,
     workers: int = 0,
+    processes: int = 0,
 ) -> DrizzleRun:
     """Single drizzle, median, blot and driz_cr of one visit, the CR masks kept in memory.
 
@@ -203,7 +232,11 @@ def run_inmemory_drizzle(
         Extra AstroDrizzle keywords that win over the SVM set (never over the forced ones, nor
         over :data:`INMEMORY_PARAMETERS`).
     workers
-        Threads for the driz_cr step (0: one per CPU core, at most one per chip).
+        Cores this call may use: threads for the driz_cr step (0: one per CPU core, at most one
+        per chip), and the cap of ``processes=0``.
+    processes
+        Forked processes for the single drizzle and the blot (0: one per exposure, at most two
+        per core, none with one core; 1: all in this process). The masks do not depend on it.
 
     Returns
     -------
@@ -222,7 +255,7 @@ def run_inmemory_drizzle(
     start = time.perf_counter()
     with drizzlepac_session(work_dir, output_name, fix_skymatch=fix_skymatch) as session:
         config, input_dict = _config(paths, parameters)
-        images, reason, seconds = _drizzle_steps(config, input_dict)
+        images, reason, seconds = _drizzle_steps(config, input_dict, processes=processes, cores=workers)
         try:
             if reason is None and parameters.get("driz_cr", True):
                 chips = _chip_outputs(images)

@@ -48,6 +48,10 @@ class TruthOptions:
         ``inmemory`` (:mod:`crlib.truth.drizzle_inmemory`: drizzlepac's steps without their files,
         driz_cr on arrays; the same masks, faster) or ``astrodrizzle`` (the ``AstroDrizzle`` call
         and its files, :mod:`crlib.truth.drizzle`).
+    drizzle_processes
+        Forked processes for the in-memory engine's single drizzle and blot
+        (:mod:`crlib.truth.drizzle_forked`; 0: one per exposure, at most two per core of
+        ``workers``, none with one core; 1: none).
     """
 
     align: bool = True
@@ -61,6 +65,7 @@ class TruthOptions:
     workers: int = 0
     exclude_artefacts: bool = True
     engine: DrizzleEngine = "inmemory"
+    drizzle_processes: int = 0
 
 
 class TruthArguments(TypedDict, total=False):

@@ -423,9 +423,18 @@ def _drizzle(
 
     A failure is returned as its reason.
     """
-    run_engine = run_inmemory_drizzle if options.engine == "inmemory" else run_astrodrizzle
     try:
-        return run_engine(
+        if options.engine == "inmemory":
+            return run_inmemory_drizzle(
+                copies,
+                profile=profile,
+                output_name=f"{visit}_truth",
+                fix_skymatch=options.fix_skymatch,
+                overrides=options.drizzle_overrides,
+                workers=options.workers,
+                processes=options.drizzle_processes,
+            )
+        return run_astrodrizzle(
             copies,
             profile=profile,
             output_name=f"{visit}_truth",

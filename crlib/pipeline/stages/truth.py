@@ -126,6 +126,7 @@ def _build_set(
                 workers=settings.threads,
                 align_options=AlignOptions(workers=settings.threads),
                 engine=settings.truth_engine,
+                drizzle_processes=settings.truth_drizzle_processes,
             ),
         )
     except CrlibError as exc:  # bad data of the set: a recorded outcome, the run goes on

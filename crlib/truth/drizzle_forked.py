@@ -1,0 +1,154 @@
+"""drizzlepac's per-exposure steps in forked processes, their in-memory products handed back.
+
+drizzlepac's C kernels (``cdriz.tdriz``, ``cdriz.tblot``) hold the GIL, so threads cannot run two
+exposures' single drizzles or blots at once, and drizzlepac's own parallel single drizzle
+(``num_cores > 1``) runs in memory mode through ``multiprocessing.Manager`` proxies, which made a
+full-size 3-exposure visit slower than one process (single drizzle 9.4 -> 11.2 s, the median that
+reads the proxies 1.5 -> 4.3 s). :func:`run_per_exposure` instead forks one process per exposure,
+runs the unchanged drizzlepac step on that exposure's image object in the child (the whole visit's
+state is inherited by the fork, nothing is pickled on the way in), and hands back only what the
+step added to the image's ``virtualOutputs``: the arrays through files in shared memory
+(``/dev/shm`` where it exists), the headers as text. The parent rebuilds the same HDUs, so every
+later step (median, driz_cr) sees what a serial run would have left, pixel for pixel.
+
+Which steps may run this way: those whose work on one exposure reads nothing another exposure's
+step writes -- the single drizzle (``adrizzle.drizSeparate`` on a one-image list: each exposure is
+its own product) and the blot (``ablot.runBlot``: each chip blots the shared median). The static
+mask, the sky match and the median combine exposures and stay in the parent.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["default_processes", "fork_available", "run_per_exposure"]
+
+#: The visit's image objects and the step, set by the parent just before it forks; each child
+#: reads them from its copy of this module (they are never pickled).
+_FORKED_WORK: dict[str, Any] = {}
+
+#: One HDU as it crosses the process boundary: (astropy class name, header text, array file or None).
+_HduRecord = tuple[str, str, str | None]
+
+
+def fork_available() -> bool:
+    """Whether this platform can fork worker processes (Linux: yes; Windows: no)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def default_processes(exposures: int, *, cores: int = 0) -> int:
+    """Processes for ``exposures`` exposures: one each, at most two per core; one core: none.
+
+    More processes than cores still shortens the step when the exposures do not divide evenly among
+    the cores (3 exposures on 2 cores: the step takes 1.5 exposures' time instead of 2 rounds).
+    ``cores``: the cores this task may use (0: every CPU core of the machine); a one-core task
+    (``CRLIB_THREADS=1`` on a packed worker) drizzles in its own process.
+    """
+    usable = cores or os.cpu_count() or 1
+    return 1 if usable <= 1 else max(1, min(exposures, 2 * usable))
+
+
+def _shared_memory_dir() -> str | None:
+    """``/dev/shm`` where the system has it (files there never touch a disk), else the temp dir."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def _hdu_record(hdu: Any, folder: Path, name: str) -> _HduRecord:
+    path = None
+    if hdu.data is not None:
+        path = str(folder / f"{name}.npy")
+        np.save(path, np.asarray(hdu.data), allow_pickle=False)
+    return type(hdu).__name__, hdu.header.tostring(), path
+
+
+def _child_run(index: int) -> dict[str, tuple[str, list[_HduRecord]]]:
+    """In the forked child: run the step on image ``index``; describe what it added or replaced."""
+    from astropy.io import fits
+
+    image = _FORKED_WORK["images"][index]
+    folder = Path(_FORKED_WORK["folder"])
+    before = {key: id(value) for key, value in image.virtualOutputs.items()}
+    _FORKED_WORK["step"](image)
+    added: dict[str, tuple[str, list[_HduRecord]]] = {}
+    for number, (key, value) in enumerate(image.virtualOutputs.items()):
+        if before.get(key) == id(value):
+            continue
+        stem = f"{index}_{number}"
+        if isinstance(value, fits.HDUList):
+            added[key] = ("list", [_hdu_record(h, folder, f"{stem}_{i}") for i, h in enumerate(value)])
+        else:
+            added[key] = ("hdu", [_hdu_record(value, folder, stem)])
+    return added
+
+
+def _rebuild(kind: str, records: list[_HduRecord]) -> Any:
+    """The HDU or HDUList a child described, data read into this process's memory."""
+    from astropy.io import fits
+
+    hdus = []
+    for class_name, header_text, path in records:
+        data = np.load(path, allow_pickle=False) if path else None
+        hdus.append(getattr(fits, class_name)(data=data, header=fits.Header.fromstring(header_text)))
+    return hdus[0] if kind == "hdu" else fits.HDUList(hdus)
+
+
+def run_per_exposure(
+    images: Sequence[Any], step: Callable[[Any], None], *, processes: int, step_name: str
+) -> None:
+    """Run ``step(image)`` for every drizzlepac image object, one forked process per exposure.
+
+    The images' ``virtualOutputs`` end as a serial ``for image in images: step(image)`` would
+    leave them (entries the step adds or replaces, copied back; a name that several exposures
+    write, such as drizzlepac's scratch ``singleDrizMask``, ends with the last exposure's).
+
+    Parameters
+    ----------
+    images
+        drizzlepac ``imageObject`` instances in memory mode, in the visit's order.
+    step
+        Runs one drizzlepac step on one image object (for example
+        ``lambda image: adrizzle.drizSeparate([image], output_wcs, config)``).
+    processes
+        Worker processes; ``1`` (or a platform without ``fork``, or one exposure) runs the step
+        here, serially.
+    step_name
+        The step's name, for errors.
+
+    Raises
+    ------
+    RuntimeError
+        When a worker process died (for example killed for memory), naming the step and the
+        setting that runs it in one process.
+    """
+    if processes <= 1 or len(images) < 2 or not fork_available():
+        for image in images:
+            step(image)
+        return
+    folder = tempfile.mkdtemp(prefix="crlib-drizzle-", dir=_shared_memory_dir())
+    _FORKED_WORK.update(images=list(images), step=step, folder=folder)
+    try:
+        context = multiprocessing.get_context("fork")
+        workers = min(processes, len(images))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            results = list(pool.map(_child_run, range(len(images))))
+        for image, added in zip(images, results, strict=True):
+            for key, (kind, records) in added.items():
+                image.virtualOutputs[key] = _rebuild(kind, records)
+    except BrokenProcessPool as exc:
+        raise RuntimeError(
+            f"a worker process of the {step_name} step died ({exc}); if it was killed for memory, "
+            "run the step in one process: CRLIB_TRUTH_DRIZZLE_PROCESSES=1"
+        ) from exc
+    finally:
+        _FORKED_WORK.clear()
+        shutil.rmtree(folder, ignore_errors=True)
