@@ -19,6 +19,7 @@ mask, the sky match and the median combine exposures and stay in the parent.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["default_processes", "fork_available", "run_per_exposure"]
+
+log = logging.getLogger(__name__)
 
 #: The visit's image objects and the step, set by the parent just before it forks; each child
 #: reads them from its copy of this module (they are never pickled).
@@ -119,8 +122,9 @@ def run_per_exposure(
         Runs one drizzlepac step on one image object (for example
         ``lambda image: adrizzle.drizSeparate([image], output_wcs, config)``).
     processes
-        Worker processes; ``1`` (or a platform without ``fork``, or one exposure) runs the step
-        here, serially.
+        Worker processes; ``1`` (or a platform without ``fork``, one exposure, or a daemonic
+        process such as a ``multiprocessing.Pool`` worker, which may not have children) runs the
+        step here, serially.
     step_name
         The step's name, for errors.
 
@@ -130,7 +134,11 @@ def run_per_exposure(
         When a worker process died (for example killed for memory), naming the step and the
         setting that runs it in one process.
     """
-    if processes <= 1 or len(images) < 2 or not fork_available():
+    serial = processes <= 1 or len(images) < 2 or not fork_available()
+    if not serial and multiprocessing.current_process().daemon:
+        log.warning("%s: %d processes asked for in a daemonic process: one process", step_name, processes)
+        serial = True
+    if serial:
         for image in images:
             step(image)
         return

@@ -33,6 +33,11 @@ def _single_drizzle_like(image: _Image) -> None:
     image.virtualOutputs["scratch"] = fits.PrimaryHDU(np.full((2, 2), image.index, np.uint8))
 
 
+def _child_pids(images: list[_Image]) -> set[int]:
+    """The processes that ran the step, as each product's header records them."""
+    return {image.virtualOutputs[f"img{image.index}_single.fits"][0].header["CHILDPID"] for image in images}
+
+
 def test_children_products_arrive_in_the_parent_as_a_serial_run_leaves_them(tmp_path):
     images = [_Image(i) for i in range(3)]
     untouched = [image.virtualOutputs["kept"] for image in images]
@@ -58,14 +63,30 @@ def test_children_products_arrive_in_the_parent_as_a_serial_run_leaves_them(tmp_
 def test_one_process_runs_the_step_here():
     images = [_Image(i) for i in range(2)]
     run_per_exposure(images, _single_drizzle_like, processes=1, step_name="test step")
-    pids = {image.virtualOutputs[f"img{image.index}_single.fits"][0].header["CHILDPID"] for image in images}
-    assert pids == {os.getpid()}
+    assert _child_pids(images) == {os.getpid()}
 
 
 def test_the_shared_memory_files_are_removed(tmp_path, monkeypatch):
     monkeypatch.setattr(drizzle_forked, "_shared_memory_dir", lambda: str(tmp_path))
     run_per_exposure([_Image(0), _Image(1)], _single_drizzle_like, processes=2, step_name="test step")
     assert not list(tmp_path.iterdir())
+
+
+def _products_in_a_pool_worker(count: int) -> tuple[int, set[int]]:
+    images = [_Image(i) for i in range(count)]
+    run_per_exposure(images, _single_drizzle_like, processes=count, step_name="test step")
+    return os.getpid(), {
+        image.virtualOutputs[f"img{image.index}_single.fits"][0].header["CHILDPID"] for image in images
+    }
+
+
+def test_a_daemonic_process_runs_the_step_itself():
+    import multiprocessing
+
+    # a multiprocessing.Pool worker may not have children: the step runs in the worker, not a crash
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        worker, pids = pool.apply(_products_in_a_pool_worker, (2,))
+    assert pids == {worker}
 
 
 def _failing(image: _Image) -> None:
