@@ -8,8 +8,10 @@ reads the proxies 1.5 -> 4.3 s). :func:`run_per_exposure` instead forks one proc
 runs the unchanged drizzlepac step on that exposure's image object in the child (the whole visit's
 state is inherited by the fork, nothing is pickled on the way in), and hands back only what the
 step added to the image's ``virtualOutputs``: the arrays through files in shared memory
-(``/dev/shm`` where it exists), the headers as text. The parent rebuilds the same HDUs, so every
-later step (median, driz_cr) sees what a serial run would have left, pixel for pixel.
+(``/dev/shm`` where it exists; a file it has no room for -- Docker gives containers 64 MB there by
+default -- goes to the temporary directory instead), the headers as text. The parent rebuilds the
+same HDUs, so every later step (median, driz_cr) sees what a serial run would have left, pixel for
+pixel.
 
 Which steps may run this way: those whose work on one exposure reads nothing another exposure's
 step writes -- the single drizzle (``adrizzle.drizSeparate`` on a one-image list: each exposure is
@@ -66,11 +68,22 @@ def _shared_memory_dir() -> str | None:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
-def _hdu_record(hdu: Any, folder: Path, name: str) -> _HduRecord:
-    path = None
-    if hdu.data is not None:
-        path = str(folder / f"{name}.npy")
-        np.save(path, np.asarray(hdu.data), allow_pickle=False)
+def _save_array(data: np.ndarray, name: str) -> str:
+    """Write one array for the parent: to the shared-memory folder, else (no room) the disk folder."""
+    for folder in _FORKED_WORK["folders"]:
+        path = Path(folder) / f"{name}.npy"
+        try:
+            np.save(path, data, allow_pickle=False)
+            return str(path)
+        except OSError:  # ENOSPC in a small /dev/shm: the next folder
+            path.unlink(missing_ok=True)
+            if folder == _FORKED_WORK["folders"][-1]:
+                raise
+    raise AssertionError("no folder to hand arrays back through")
+
+
+def _hdu_record(hdu: Any, name: str) -> _HduRecord:
+    path = None if hdu.data is None else _save_array(np.asarray(hdu.data), name)
     return type(hdu).__name__, hdu.header.tostring(), path
 
 
@@ -79,18 +92,17 @@ def _child_run(index: int) -> dict[str, tuple[str, list[_HduRecord]]]:
     from astropy.io import fits
 
     image = _FORKED_WORK["images"][index]
-    folder = Path(_FORKED_WORK["folder"])
-    before = {key: id(value) for key, value in image.virtualOutputs.items()}
+    before = dict(image.virtualOutputs)  # the objects themselves: a replaced entry is a new object
     _FORKED_WORK["step"](image)
     added: dict[str, tuple[str, list[_HduRecord]]] = {}
     for number, (key, value) in enumerate(image.virtualOutputs.items()):
-        if before.get(key) == id(value):
+        if key in before and before[key] is value:
             continue
         stem = f"{index}_{number}"
         if isinstance(value, fits.HDUList):
-            added[key] = ("list", [_hdu_record(h, folder, f"{stem}_{i}") for i, h in enumerate(value)])
+            added[key] = ("list", [_hdu_record(h, f"{stem}_{i}") for i, h in enumerate(value)])
         else:
-            added[key] = ("hdu", [_hdu_record(value, folder, stem)])
+            added[key] = ("hdu", [_hdu_record(value, stem)])
     return added
 
 
@@ -142,8 +154,10 @@ def run_per_exposure(
         for image in images:
             step(image)
         return
-    folder = tempfile.mkdtemp(prefix="crlib-drizzle-", dir=_shared_memory_dir())
-    _FORKED_WORK.update(images=list(images), step=step, folder=folder)
+    folders = [tempfile.mkdtemp(prefix="crlib-drizzle-", dir=_shared_memory_dir())]
+    if _shared_memory_dir() is not None:
+        folders.append(tempfile.mkdtemp(prefix="crlib-drizzle-"))  # when /dev/shm is full
+    _FORKED_WORK.update(images=list(images), step=step, folders=folders)
     try:
         context = multiprocessing.get_context("fork")
         workers = min(processes, len(images))
@@ -159,4 +173,5 @@ def run_per_exposure(
         ) from exc
     finally:
         _FORKED_WORK.clear()
-        shutil.rmtree(folder, ignore_errors=True)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,29 @@ def test_a_daemonic_process_runs_the_step_itself():
     with multiprocessing.get_context("fork").Pool(1) as pool:
         worker, pids = pool.apply(_products_in_a_pool_worker, (2,))
     assert pids == {worker}
+
+
+def test_arrays_go_to_disk_when_shared_memory_is_full(tmp_path, monkeypatch):
+    import errno
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    real_save = np.save
+
+    def full_shm(path, *args, **kwargs):  # a container's 64 MB /dev/shm after the first file
+        if str(path).startswith(str(shm)) and any(shm.rglob("*.npy")):
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(drizzle_forked, "_shared_memory_dir", lambda: str(shm))
+    monkeypatch.setattr(np, "save", full_shm)
+    images = [_Image(i) for i in range(2)]
+    run_per_exposure(images, _single_drizzle_like, processes=2, step_name="test step")
+    for image in images:
+        single = image.virtualOutputs[f"img{image.index}_single.fits"]
+        np.testing.assert_array_equal(single[0].data, np.arange(12).reshape(3, 4) * (image.index + 1))
+    assert not list(shm.iterdir())
 
 
 def _failing(image: _Image) -> None:
