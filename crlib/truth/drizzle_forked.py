@@ -26,21 +26,24 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["default_processes", "fork_available", "run_per_exposure"]
+__all__ = ["default_processes", "fork_available", "forked_map", "forked_sky_overlaps", "run_per_exposure"]
 
 log = logging.getLogger(__name__)
 
-#: The visit's image objects and the step, set by the parent just before it forks; each child
-#: reads them from its copy of this module (they are never pickled).
+#: What the children run (``call``) and where they hand arrays back (``folders``), set by the parent
+#: just before it forks; each child reads them from its copy of this module (never pickled).
 _FORKED_WORK: dict[str, Any] = {}
+
+T = TypeVar("T")
 
 #: One HDU as it crosses the process boundary: (astropy class name, header text, array file or None).
 _HduRecord = tuple[str, str, str | None]
@@ -87,13 +90,14 @@ def _hdu_record(hdu: Any, name: str) -> _HduRecord:
     return type(hdu).__name__, hdu.header.tostring(), path
 
 
-def _child_run(index: int) -> dict[str, tuple[str, list[_HduRecord]]]:
+def _step_products(
+    image: Any, step: Callable[[Any], None], index: int
+) -> dict[str, tuple[str, list[_HduRecord]]]:
     """In the forked child: run the step on image ``index``; describe what it added or replaced."""
     from astropy.io import fits
 
-    image = _FORKED_WORK["images"][index]
     before = dict(image.virtualOutputs)  # the objects themselves: a replaced entry is a new object
-    _FORKED_WORK["step"](image)
+    step(image)
     added: dict[str, tuple[str, list[_HduRecord]]] = {}
     for number, (key, value) in enumerate(image.virtualOutputs.items()):
         if key in before and before[key] is value:
@@ -115,6 +119,54 @@ def _rebuild(kind: str, records: list[_HduRecord]) -> Any:
         data = np.load(path, allow_pickle=False) if path else None
         hdus.append(getattr(fits, class_name)(data=data, header=fits.Header.fromstring(header_text)))
     return hdus[0] if kind == "hdu" else fits.HDUList(hdus)
+
+
+def _forks_wanted(processes: int, tasks: int, step_name: str) -> bool:
+    if processes <= 1 or tasks < 2 or not fork_available():
+        return False
+    if multiprocessing.current_process().daemon:
+        log.warning("%s: %d processes asked for in a daemonic process: one process", step_name, processes)
+        return False
+    return True
+
+
+def _run_forked_call(index: int) -> Any:
+    return _FORKED_WORK["call"](index)
+
+
+def forked_map(call: Callable[[int], T], count: int, *, processes: int, step_name: str) -> list[T]:
+    """``[call(0), ..., call(count - 1)]``, each call in a forked process, the results pickled back.
+
+    ``call`` runs in a fork of this process (it sees this process's state as it was at the fork)
+    and its side effects stay there; only its return value comes back. ``processes`` as for
+    :func:`run_per_exposure`; with one process, or no ``fork``, or in a daemonic process, the
+    calls run here.
+
+    Raises
+    ------
+    RuntimeError
+        When a worker process died (for example killed for memory), naming ``step_name`` and the
+        setting that runs it in one process.
+    """
+    if not _forks_wanted(processes, count, step_name):
+        return [call(index) for index in range(count)]
+    return _in_forks(call, count, processes=processes, step_name=step_name)
+
+
+def _in_forks(call: Callable[[int], T], count: int, *, processes: int, step_name: str) -> list[T]:
+    """:func:`forked_map` without its serial cases: always in forked processes."""
+    _FORKED_WORK["call"] = call
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(processes, count), mp_context=context) as pool:
+            return list(pool.map(_run_forked_call, range(count)))
+    except BrokenProcessPool as exc:
+        raise RuntimeError(
+            f"a worker process of the {step_name} step died ({exc}); if it was killed for memory, "
+            "run the step in one process: CRLIB_TRUTH_DRIZZLE_PROCESSES=1"
+        ) from exc
+    finally:
+        _FORKED_WORK.pop("call", None)
 
 
 def run_per_exposure(
@@ -146,32 +198,97 @@ def run_per_exposure(
         When a worker process died (for example killed for memory), naming the step and the
         setting that runs it in one process.
     """
-    serial = processes <= 1 or len(images) < 2 or not fork_available()
-    if not serial and multiprocessing.current_process().daemon:
-        log.warning("%s: %d processes asked for in a daemonic process: one process", step_name, processes)
-        serial = True
-    if serial:
+    if not _forks_wanted(processes, len(images), step_name):
         for image in images:
             step(image)
         return
     folders = [tempfile.mkdtemp(prefix="crlib-drizzle-", dir=_shared_memory_dir())]
     if _shared_memory_dir() is not None:
         folders.append(tempfile.mkdtemp(prefix="crlib-drizzle-"))  # when /dev/shm is full
-    _FORKED_WORK.update(images=list(images), step=step, folders=folders)
+    _FORKED_WORK["folders"] = folders
     try:
-        context = multiprocessing.get_context("fork")
-        workers = min(processes, len(images))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            results = list(pool.map(_child_run, range(len(images))))
+        results = forked_map(
+            lambda index: _step_products(images[index], step, index),
+            len(images),
+            processes=processes,
+            step_name=step_name,
+        )
         for image, added in zip(images, results, strict=True):
             for key, (kind, records) in added.items():
                 image.virtualOutputs[key] = _rebuild(kind, records)
-    except BrokenProcessPool as exc:
-        raise RuntimeError(
-            f"a worker process of the {step_name} step died ({exc}); if it was killed for memory, "
-            "run the step in one process: CRLIB_TRUTH_DRIZZLE_PROCESSES=1"
-        ) from exc
     finally:
         _FORKED_WORK.clear()
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def forked_sky_overlaps(*, processes: int) -> Iterator[None]:
+    """While open, skypac's sky match measures each pair of exposures in a forked process.
+
+    ``stsci.skypac.skymatch._overlap_matrix`` measures the sky in every pair's overlap with
+    ``_calc_sky``, one pair after the other (its own comment: the calls could run in parallel). They
+    are not quite independent: ``_member_sky`` frees a chip's DQ mask after using it
+    (``free_mask_data``), so a chip's later pairs are measured without its mask. To give the same
+    sky values, a dry run in a fork first records which chips each pair frees (``_member_sky``
+    replaced by its freeing alone); the child of pair ``k`` frees what pairs ``0..k-1`` freed before
+    measuring, and this process frees them all afterwards, as the serial loop leaves them. The same
+    matrices are filled in the same places. Restored on exit.
+    """
+    from stsci.skypac import skymatch
+
+    original = skymatch._overlap_matrix
+    member_sky = skymatch._member_sky
+
+    def overlap_matrix(skylines: Sequence[Any], skystat: Any) -> tuple[np.ndarray, np.ndarray]:
+        count = len(skylines)
+        pairs = [(i, j) for i in range(count) for j in range(i + 1, count)]
+        if not _forks_wanted(processes, len(pairs), "sky match"):
+            return original(skylines, skystat)  # type: ignore[no-any-return]
+        where = {id(m): (s, n) for s, line in enumerate(skylines) for n, m in enumerate(line.members)}
+
+        def free(chips: list[tuple[int, int]]) -> None:
+            for line, number in chips:
+                member = skylines[line].members[number]
+                if member.mask_data is not None:
+                    member.free_mask_data()
+
+        def dry_run(_: int) -> list[list[tuple[int, int]]]:
+            freed: list[list[tuple[int, int]]] = []
+
+            def freeing_only(member: Any, *args: Any) -> tuple[float, float]:
+                if member.mask_data is not None:
+                    freed[-1].append(where[id(member)])
+                    member.free_mask_data()
+                return 0.0, 0.0
+
+            skymatch._member_sky = freeing_only
+            for i, j in pairs:
+                freed.append([])
+                skymatch._calc_sky(skylines[i], skylines[j], skystat)
+            return freed
+
+        freed_by_pair = _in_forks(dry_run, 1, processes=1, step_name="sky match")[0]
+
+        def measure(k: int) -> Any:
+            for earlier in freed_by_pair[:k]:
+                free(earlier)
+            return skymatch._calc_sky(skylines[pairs[k][0]], skylines[pairs[k][1]], skystat)
+
+        results = _in_forks(measure, len(pairs), processes=processes, step_name="sky match")
+        for chips in freed_by_pair:
+            free(chips)
+        sky = np.zeros((count, count), dtype=float)
+        weight = np.zeros((count, count), dtype=float)
+        for (i, j), (sky1, weight1, sky2, weight2, area) in zip(pairs, results, strict=True):
+            if area == 0.0 or sky1 is None or sky2 is None:
+                continue
+            sky[j, i], weight[j, i], sky[i, j], weight[i, j] = sky1, weight1, sky2, weight2
+        return sky, weight
+
+    skymatch._overlap_matrix = overlap_matrix
+    try:
+        yield
+    finally:
+        skymatch._overlap_matrix = original
+        skymatch._member_sky = member_sky

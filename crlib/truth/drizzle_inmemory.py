@@ -49,7 +49,7 @@ from crlib.truth.drizzle import (
     missing_mask_problems,
     write_run_record,
 )
-from crlib.truth.drizzle_forked import default_processes, run_per_exposure
+from crlib.truth.drizzle_forked import default_processes, forked_sky_overlaps, run_per_exposure
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,14 @@ def _drizzle_steps(
     if len(images) < 2:
         return images, f"drizzlepac kept {len(images)} usable input(s); driz_cr needs 2 or more", seconds
     forks = processes or default_processes(len(images), cores=cores)
+
+    def sky_match() -> None:
+        with forked_sky_overlaps(processes=forks):
+            sky.subtractSky(images, config)
+
     steps = (
         ("static_mask", lambda: staticMask.createStaticMask(images, config)),
-        ("sky", lambda: sky.subtractSky(images, config)),
+        ("sky", sky_match),
         (
             "single_drizzle",
             lambda: run_per_exposure(

@@ -135,6 +135,16 @@ def test_a_killed_child_is_an_error_naming_the_step_and_the_setting():
         run_per_exposure([_Image(0), _Image(1)], _dying, processes=2, step_name="blot")
 
 
+def test_the_sky_match_is_skypacs_own_again_after_the_block():
+    from stsci.skypac import skymatch
+
+    original = (skymatch._overlap_matrix, skymatch._member_sky)
+    with drizzle_forked.forked_sky_overlaps(processes=2):
+        assert skymatch._overlap_matrix is not original[0]
+    assert (skymatch._overlap_matrix, skymatch._member_sky) == original
+    # same sky values as skypac's serial loop: tests/truth/test_drizzle_inmemory.py (identical masks)
+
+
 def test_default_processes_one_per_exposure_at_most_two_per_core(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert [default_processes(n) for n in (1, 2, 3, 4, 8)] == [1, 2, 3, 4, 4]

@@ -30,7 +30,8 @@ def test_masks_and_blotted_medians_are_astrodrizzles(truth_archive, tmp_path, ov
     files = _copies(visit.directory, tmp_path / "files")
     memory = _copies(visit.directory, tmp_path / "memory")
     reference = run_astrodrizzle(files, profile=ACS_WFC, output_name="v", overrides=overrides)
-    found = run_inmemory_drizzle(memory, profile=ACS_WFC, output_name="v", overrides=overrides)
+    # processes=3: the sky match, single drizzle and blot in forked processes on any machine
+    found = run_inmemory_drizzle(memory, profile=ACS_WFC, output_name="v", overrides=overrides, processes=3)
 
     assert found.engine == "inmemory" and not found.problems and not reference.problems
     keys = {(e.rootname, extver) for e in visit.exposures for extver in (1, 2)}
