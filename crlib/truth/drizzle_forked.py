@@ -15,8 +15,10 @@ pixel.
 
 Which steps may run this way: those whose work on one exposure reads nothing another exposure's
 step writes -- the single drizzle (``adrizzle.drizSeparate`` on a one-image list: each exposure is
-its own product) and the blot (``ablot.runBlot``: each chip blots the shared median). The static
-mask, the sky match and the median combine exposures and stay in the parent.
+its own product) and the blot (``ablot.runBlot``: each chip blots the shared median). The sky match
+runs one pair of exposures per process (:func:`forked_sky_overlaps`, which replays skypac's
+order-dependent freeing of DQ masks). The static mask and the median combine exposures and stay in
+the parent.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ The single drizzle and the blot run one forked process per exposure
 them one after the other, and drizzlepac's own ``num_cores`` in memory mode passes the arrays
 through ``multiprocessing.Manager`` proxies, which is slower than one process. Each child runs
 drizzlepac's unchanged step on its exposure and hands the products back; the masks are the same
-pixel for pixel as with ``processes=1``. The static mask, sky match and median combine exposures
-and run in this process. The final drizzle (step 7) is never run. See docs/truth.md, "In-memory
+pixel for pixel as with ``processes=1``. The sky match measures one pair of exposures per forked
+process (``forked_sky_overlaps``). The static mask and the median combine exposures and run in this
+process. The final drizzle (step 7) is never run. See docs/truth.md, "In-memory
 engine", for the measured agreement with the file engine and the time per step.
 """
 
