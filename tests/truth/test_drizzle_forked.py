@@ -135,6 +135,22 @@ def test_a_killed_child_is_an_error_naming_the_step_and_the_setting():
         run_per_exposure([_Image(0), _Image(1)], _dying, processes=2, step_name="blot")
 
 
+def test_children_read_inherited_files_at_their_own_offsets(tmp_path):
+    path = tmp_path / "exposure.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    with open(path, "rb", buffering=0) as handle:  # as astropy holds an exposure the parent opened
+        handle.seek(10)
+
+        def read_elsewhere(index: int) -> int:
+            handle.seek(500 + index)
+            return handle.read(1)[0]
+
+        values = drizzle_forked.forked_map(read_elsewhere, 3, processes=3, step_name="test step")
+        # a fork shares the file offset: without private descriptors the parent would now be at 501+
+        assert os.lseek(handle.fileno(), 0, os.SEEK_CUR) == 10
+    assert values == [(500 + i) % 256 for i in range(3)]
+
+
 def test_the_sky_match_is_skypacs_own_again_after_the_block():
     from stsci.skypac import skymatch
 
