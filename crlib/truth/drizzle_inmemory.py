@@ -33,7 +33,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -141,28 +141,21 @@ def _drizzle_steps(
         with forked_sky_overlaps(processes=forks):
             sky.subtractSky(images, config)
 
+    def per_exposure(step: Callable[[Any], None], name: str) -> Callable[[], None]:
+        return lambda: run_per_exposure(images, step, processes=forks, step_name=name)
+
     steps = (
         ("static_mask", lambda: staticMask.createStaticMask(images, config)),
         ("sky", sky_match),
         (
             "single_drizzle",
-            lambda: run_per_exposure(
-                images,
+            per_exposure(
                 lambda image: adrizzle.drizSeparate([image], output_wcs, config, wcsmap=None),
-                processes=forks,
-                step_name="single drizzle",
+                "single drizzle",
             ),
         ),
         ("median", lambda: createMedian.createMedian(images, config)),
-        (
-            "blot",
-            lambda: run_per_exposure(
-                images,
-                lambda image: ablot.runBlot([image], output_wcs, config, wcsmap=None),
-                processes=forks,
-                step_name="blot",
-            ),
-        ),
+        ("blot", per_exposure(lambda image: ablot.runBlot([image], output_wcs, config, wcsmap=None), "blot")),
     )
     for name, step in steps:
         start = time.perf_counter()

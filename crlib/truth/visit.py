@@ -423,24 +423,18 @@ def _drizzle(
 
     A failure is returned as its reason.
     """
+    common: dict[str, Any] = {
+        "profile": profile,
+        "output_name": f"{visit}_truth",
+        "fix_skymatch": options.fix_skymatch,
+        "overrides": options.drizzle_overrides,
+    }
     try:
         if options.engine == "inmemory":
             return run_inmemory_drizzle(
-                copies,
-                profile=profile,
-                output_name=f"{visit}_truth",
-                fix_skymatch=options.fix_skymatch,
-                overrides=options.drizzle_overrides,
-                workers=options.workers,
-                processes=options.drizzle_processes,
+                copies, **common, workers=options.workers, processes=options.drizzle_processes
             )
-        return run_astrodrizzle(
-            copies,
-            profile=profile,
-            output_name=f"{visit}_truth",
-            fix_skymatch=options.fix_skymatch,
-            overrides=options.drizzle_overrides,
-        )
+        return run_astrodrizzle(copies, **common)
     except Exception as exc:  # drizzlepac failing on a visit is an outcome to record, not a crash
         log.exception("drizzle (%s engine) failed on visit %s", options.engine, visit)
         engine = "AstroDrizzle" if options.engine == "astrodrizzle" else "drizzlepac (in-memory engine)"
