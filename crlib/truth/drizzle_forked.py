@@ -16,9 +16,8 @@ pixel.
 Which steps may run this way: those whose work on one exposure reads nothing another exposure's
 step writes -- the single drizzle (``adrizzle.drizSeparate`` on a one-image list: each exposure is
 its own product) and the blot (``ablot.runBlot``: each chip blots the shared median). The sky match
-runs one pair of exposures per process (:func:`forked_sky_overlaps`, which replays skypac's
-order-dependent freeing of DQ masks). The static mask and the median combine exposures and stay in
-the parent.
+runs one pair of exposures per process (:func:`forked_sky_overlaps`). The static mask and the
+median combine exposures and stay in the parent.
 """
 
 from __future__ import annotations
@@ -139,10 +138,10 @@ def _reopen_inherited_files() -> None:
     A fork shares each open file's offset with the parent and the other children. astropy reads a
     lazily loaded HDU with seek + read on the file the parent opened, so two children reading the
     same exposure at once read each other's bytes: a first version of the forked sky match got
-    wrong DQ masks that way on one visit in three (sky 0.20 e- instead of 0). Each inherited file
-    is reopened by its path at the same offset and put in place of the inherited descriptor
-    (``dup2``), so the child's reads are its own. Linux (``/proc/self/fd``) only; elsewhere nothing
-    is done.
+    wrong DQ masks that way on two benchmark visits in three (one pair's sky came back ``None``).
+    Each inherited file is reopened by its path at the same offset and put in place of the
+    inherited descriptor (``dup2``), so the child's reads are its own. Linux (``/proc/self/fd``)
+    only; elsewhere nothing is done.
     """
     fd_dir = Path("/proc/self/fd")
     if not fd_dir.is_dir():
@@ -186,11 +185,6 @@ def forked_map(call: Callable[[int], T], count: int, *, processes: int, step_nam
     """
     if not _forks_wanted(processes, count, step_name):
         return [call(index) for index in range(count)]
-    return _in_forks(call, count, processes=processes, step_name=step_name)
-
-
-def _in_forks(call: Callable[[int], T], count: int, *, processes: int, step_name: str) -> list[T]:
-    """:func:`forked_map` without its serial cases: always in forked processes."""
     _FORKED_WORK["call"] = call
     try:
         context = multiprocessing.get_context("fork")
@@ -263,57 +257,24 @@ def forked_sky_overlaps(*, processes: int) -> Iterator[None]:
     """While open, skypac's sky match measures each pair of exposures in a forked process.
 
     ``stsci.skypac.skymatch._overlap_matrix`` measures the sky in every pair's overlap with
-    ``_calc_sky``, one pair after the other (its own comment: the calls could run in parallel). They
-    are not quite independent: ``_member_sky`` frees a chip's DQ mask after using it
-    (``free_mask_data``), so a chip's later pairs are measured without its mask. To give the same
-    sky values, a dry run in a fork first records which chips each pair frees (``_member_sky``
-    replaced by its freeing alone); the child of pair ``k`` frees what pairs ``0..k-1`` freed before
-    measuring, and this process frees them all afterwards, as the serial loop leaves them. The same
-    matrices are filled in the same places. Restored on exit.
+    ``_calc_sky``, one pair after the other (its own comment: the calls are independent and could
+    run in parallel). This replaces it with the same loop over :func:`forked_map`, filling the same
+    matrices in the same places, so the sky values are identical (each child reads through its own
+    file descriptors, :func:`_reopen_inherited_files`). Restored on exit.
     """
     from stsci.skypac import skymatch
 
     original = skymatch._overlap_matrix
-    member_sky = skymatch._member_sky
 
     def overlap_matrix(skylines: Sequence[Any], skystat: Any) -> tuple[np.ndarray, np.ndarray]:
         count = len(skylines)
         pairs = [(i, j) for i in range(count) for j in range(i + 1, count)]
-        if not _forks_wanted(processes, len(pairs), "sky match"):
-            return original(skylines, skystat)  # type: ignore[no-any-return]
-        where = {id(m): (s, n) for s, line in enumerate(skylines) for n, m in enumerate(line.members)}
-
-        def free(chips: list[tuple[int, int]]) -> None:
-            for line, number in chips:
-                member = skylines[line].members[number]
-                if member.mask_data is not None:
-                    member.free_mask_data()
-
-        def dry_run(_: int) -> list[list[tuple[int, int]]]:
-            freed: list[list[tuple[int, int]]] = []
-
-            def freeing_only(member: Any, *args: Any) -> tuple[float, float]:
-                if member.mask_data is not None:
-                    freed[-1].append(where[id(member)])
-                    member.free_mask_data()
-                return 0.0, 0.0
-
-            skymatch._member_sky = freeing_only
-            for i, j in pairs:
-                freed.append([])
-                skymatch._calc_sky(skylines[i], skylines[j], skystat)
-            return freed
-
-        freed_by_pair = _in_forks(dry_run, 1, processes=1, step_name="sky match")[0]
-
-        def measure(k: int) -> Any:
-            for earlier in freed_by_pair[:k]:
-                free(earlier)
-            return skymatch._calc_sky(skylines[pairs[k][0]], skylines[pairs[k][1]], skystat)
-
-        results = _in_forks(measure, len(pairs), processes=processes, step_name="sky match")
-        for chips in freed_by_pair:
-            free(chips)
+        results = forked_map(
+            lambda k: skymatch._calc_sky(skylines[pairs[k][0]], skylines[pairs[k][1]], skystat),
+            len(pairs),
+            processes=processes,
+            step_name="sky match",
+        )
         sky = np.zeros((count, count), dtype=float)
         weight = np.zeros((count, count), dtype=float)
         for (i, j), (sky1, weight1, sky2, weight2, area) in zip(pairs, results, strict=True):
@@ -327,4 +288,3 @@ def forked_sky_overlaps(*, processes: int) -> Iterator[None]:
         yield
     finally:
         skymatch._overlap_matrix = original
-        skymatch._member_sky = member_sky
