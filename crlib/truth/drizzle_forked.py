@@ -149,13 +149,18 @@ def _reopen_inherited_files() -> None:
     for entry in list(fd_dir.iterdir()):
         try:
             fd = int(entry.name)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            inherited = os.fstat(fd)
+            if not stat.S_ISREG(inherited.st_mode):
                 continue
             info = Path(f"/proc/self/fdinfo/{fd}").read_text()
             flags = int(info.split("flags:", 1)[1].split()[0], 8)
             offset = os.lseek(fd, 0, os.SEEK_CUR)
             private = os.open(os.readlink(entry), flags & (os.O_ACCMODE | os.O_APPEND))
         except (OSError, ValueError, IndexError):  # closed meanwhile, deleted file, odd fdinfo
+            continue
+        reopened = os.fstat(private)
+        if (reopened.st_dev, reopened.st_ino) != (inherited.st_dev, inherited.st_ino):
+            os.close(private)  # the path now names another file: keep the inherited descriptor
             continue
         os.lseek(private, offset, os.SEEK_SET)
         os.dup2(private, fd, inheritable=False)
