@@ -10,7 +10,6 @@ this process) are measured around its call.
 
 from __future__ import annotations
 
-import resource
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -19,19 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from crlib.bench.fair_timing import process_and_children_cpu_seconds
 from crlib.profiles import InstrumentProfile
 from crlib.truth.drizzle import DrizzleRun
 
 #: Issue 16's limits for the in-memory engine's masks against AstroDrizzle's.
 AGREEMENT_TARGETS = {"pixel_agreement": 0.9999, "cr_jaccard": 0.99}
-
-
-def _cpu_seconds() -> float:
-    """CPU seconds of this process and of its ended children (the in-memory engine forks per exposure)."""
-    return sum(
-        usage.ru_utime + usage.ru_stime
-        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
-    )
 
 
 def chip_agreement(first: np.ndarray, second: np.ndarray) -> dict[str, float]:
@@ -94,9 +86,9 @@ def engine_agreement(
             shutil.rmtree(work)
         work.mkdir(parents=True)
         copies = [Path(shutil.copy(path, work / Path(path).name)) for path in inputs]
-        cpu_start, start = _cpu_seconds(), time.perf_counter()
+        cpu_start, start = process_and_children_cpu_seconds(), time.perf_counter()
         runs[name] = run_engine(copies, profile=profile, output_name=output_name)
-        seconds[name], cpu[name] = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        seconds[name], cpu[name] = time.perf_counter() - start, process_and_children_cpu_seconds() - cpu_start
     reference, candidate = runs["astrodrizzle"], runs["inmemory"]
     chips: list[dict[str, Any]] = []
     blot_difference = 0.0

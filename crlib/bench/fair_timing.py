@@ -42,6 +42,17 @@ PRELOAD_MODULES = (
 )
 
 
+def process_and_children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) and of its waited-for children."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
 def preload_modules() -> tuple[str, ...]:
     """Import every module the two timed paths import lazily, so no import happens inside a timer.
 

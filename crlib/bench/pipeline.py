@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from crlib.bench.fair_timing import process_and_children_cpu_seconds
 from crlib.config import Settings
 from crlib.errors import CrlibError
 
@@ -284,17 +285,6 @@ def direct_stage_timings(
         "wall_s": time.perf_counter() - begin,
         "summary": summary,
     }
-
-
-def process_and_children_cpu_seconds() -> float:
-    """User + system CPU seconds of this process (all threads) and of its waited-for children."""
-    import resource
-
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
 
 
 def direct_in_fresh_process(
