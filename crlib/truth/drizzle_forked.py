@@ -75,16 +75,15 @@ def _shared_memory_dir() -> str | None:
 
 def _save_array(data: np.ndarray, name: str) -> str:
     """Write one array for the parent: to the shared-memory folder, else (no room) the disk folder."""
-    for folder in _FORKED_WORK["folders"]:
-        path = Path(folder) / f"{name}.npy"
+    *shared, last = (Path(folder) / f"{name}.npy" for folder in _FORKED_WORK["folders"])
+    for path in shared:
         try:
             np.save(path, data, allow_pickle=False)
             return str(path)
-        except OSError:  # ENOSPC in a small /dev/shm: the next folder
+        except OSError:  # ENOSPC in a small /dev/shm: the disk folder
             path.unlink(missing_ok=True)
-            if folder == _FORKED_WORK["folders"][-1]:
-                raise
-    raise AssertionError("no folder to hand arrays back through")
+    np.save(last, data, allow_pickle=False)
+    return str(last)
 
 
 def _hdu_record(hdu: Any, name: str) -> _HduRecord:
@@ -237,8 +236,9 @@ def run_per_exposure(
         for image in images:
             step(image)
         return
-    folders = [tempfile.mkdtemp(prefix="crlib-drizzle-", dir=_shared_memory_dir())]
-    if _shared_memory_dir() is not None:
+    shared = _shared_memory_dir()
+    folders = [tempfile.mkdtemp(prefix="crlib-drizzle-", dir=shared)]
+    if shared is not None:
         folders.append(tempfile.mkdtemp(prefix="crlib-drizzle-"))  # when /dev/shm is full
     _FORKED_WORK["folders"] = folders
     try:
