@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +100,9 @@ def test_celery_pool_processes_warm_up_unless_turned_off(monkeypatch, enabled):
     from celery.signals import worker_process_init
 
     import crlib.pipeline.warm as warm
+
+    # the plugins folder is on sys.path under Airflow; here it is put there for this test alone
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "plugins"))
     import crlib_airflow.celery_config as celery_config
 
     # Airflow's plugin manager imports the plugins folder's files again under other names
