@@ -159,6 +159,15 @@ def _summarise(
     return True, n_min, rms, per_exposure, None
 
 
+#: tweakwcs ``group_bb_policy``: each exposure's footprint as the convex hull of its chips' corners,
+#: not their exact union. tweakwcs uses the footprints only to order the images by overlap and to
+#: decide whether to grow the reference catalog; this module keeps the user's order
+#: (``enforce_user_order``) and a fixed reference catalog (``expand_refcat=False``), so no fit
+#: changes, and the exact unions cost spherical_geometry ~0.4 s per call (a full-size 3-exposure
+#: visit's relative fit and its refinement: 2.5 -> 1.7 s).
+GROUP_FOOTPRINT_POLICY = 0
+
+
 def fit_with_fallback(
     chips: Sequence[ChipCorrector],
     wcs: dict[tuple[str, int], Any],
@@ -213,6 +222,9 @@ def fit_with_fallback(
                 minobj=minobj,
                 nclip=3,
                 sigma=(3.0, "rmse"),
+                enforce_user_order=True,
+                expand_refcat=False,
+                group_bb_policy=GROUP_FOOTPRINT_POLICY,
             )
         except NotEnoughCatalogs as exc:
             return FitOutcome(False, None, 0, None, reason=f"tweakwcs: {exc}")
