@@ -34,6 +34,7 @@ from crlib.bench.truth_process import bare_astrodrizzle, read_visit_truth, time_
 from crlib.bench.truth_report import BARE, CRLIB, format_report
 from crlib.bench.truth_scoring import visit_fidelity
 from crlib.profiles import FIELD_TYPES
+from crlib.truth.drizzle_forked import default_processes
 from crlib.truth.drizzle_inmemory import INMEMORY_PARAMETERS
 from crlib.truth.parameters import parameter_differences
 
@@ -307,6 +308,7 @@ def benchmark_visit(
         if crlib_parameters is not None and bare_parameters is not None
         else {"record": (crlib_parameters is not None, bare_parameters is not None)}
     )
+    chips = sum(len(r.chips) for r in truth.exposures) or 1  # catalogs and masks: one thread job per chip
     medians = {
         tool: float(np.median([r["seconds"] for r in runs if r["tool"] == tool])) for tool in (CRLIB, BARE)
     }
@@ -337,8 +339,13 @@ def benchmark_visit(
         "parameter_differences": {k: list(v) for k, v in differences.items()},
         "threads": {
             "cpu_count": os.cpu_count(),
-            "truth_mask_workers": worker_count(options.workers, len(exposures)),
-            "align_catalog_workers": worker_count(options.align_options.workers, len(exposures)),
+            "truth_mask_workers": worker_count(options.workers, chips),
+            "drizzle_processes": (
+                (options.drizzle_processes or default_processes(len(exposures), cores=options.workers))
+                if engine == "inmemory"
+                else None
+            ),
+            "align_catalog_workers": worker_count(options.align_options.workers, chips),
             "astrodrizzle_num_cores": {tool: (p or {}).get("num_cores") for tool, p in parameters.items()},
         },
         "load_average_start": load_start,

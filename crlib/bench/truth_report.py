@@ -155,7 +155,8 @@ def format_report(report: dict[str, Any]) -> str:
         threads = v["threads"]
         lines.append(
             f"  threads: crlib align catalogs {threads['align_catalog_workers']}, masks "
-            f"{threads['truth_mask_workers']}; AstroDrizzle num_cores crlib "
+            f"{threads['truth_mask_workers']}, in-memory drizzle processes "
+            f"{_shown(threads.get('drizzle_processes'))}; AstroDrizzle num_cores crlib "
             f"{_shown(threads['astrodrizzle_num_cores'].get(CRLIB))}, bare "
             f"{_shown(threads['astrodrizzle_num_cores'].get(BARE))}"
         )
