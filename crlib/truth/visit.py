@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from crlib.align.visit import align_visit
 from crlib.align.visit_sources import VisitCatalogs, visit_catalogs
+from crlib.config import worker_count
 from crlib.errors import InputDataError
 from crlib.formats.exposures import (
     ExposureInfo,
@@ -93,24 +95,37 @@ class _Progress:
 
 
 def _read_exposures(
-    visit_dir: Path, method: str, profile: InstrumentProfile | str | None
+    visit_dir: Path, method: str, profile: InstrumentProfile | str | None, *, workers: int = 0
 ) -> tuple[list[ExposureInfo], list[TruthResult], InstrumentProfile | None]:
     """Read step: the visit's readable exposures, a ``failed`` record for each unreadable one.
 
-    Also returns the profile (or the named one), by default the first readable file's. Raises
-    :class:`~crlib.errors.InputDataError` when the directory holds no exposure file at all.
+    Also returns the profile (or the named one), by default the first readable file's. The files are
+    read and checked in ``workers`` threads (astropy's reads and numpy's pixel checks release the
+    GIL); a file whose profile differs from the first readable one's is read again with that profile,
+    so its record names both. Raises :class:`~crlib.errors.InputDataError` when the directory holds
+    no exposure file at all.
     """
     wanted = get_profile(profile) if isinstance(profile, str) else profile
+    paths = find_exposures(visit_dir)
+
+    def read(path: Path, expected: InstrumentProfile | None) -> ExposureInfo | InputDataError:
+        try:
+            return read_exposure_info(path, profile=expected)
+        except InputDataError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=worker_count(workers, len(paths) or 1)) as pool:
+        outcomes = list(pool.map(lambda path: read(path, wanted), paths))
     unreadable: list[TruthResult] = []
     infos: list[ExposureInfo] = []
-    for path in find_exposures(visit_dir):
-        try:
-            info = read_exposure_info(path, profile=wanted)
-        except InputDataError as exc:
-            unreadable.append(failed_truth(rootname_from_path(path), method, str(exc)))
+    for path, outcome in zip(paths, outcomes, strict=True):
+        if not isinstance(outcome, InputDataError) and wanted and outcome.profile.name != wanted.name:
+            outcome = read(path, wanted)
+        if isinstance(outcome, InputDataError):
+            unreadable.append(failed_truth(rootname_from_path(path), method, str(outcome)))
             continue
-        wanted = wanted or info.profile
-        infos.append(info)
+        wanted = wanted or outcome.profile
+        infos.append(outcome)
     if not infos and not unreadable:
         raise InputDataError(visit_dir, "no *_flc.fits or *_flt.fits files", fix="point at a visit directory")
     return infos, unreadable, wanted
@@ -258,7 +273,7 @@ def build_visit_truth(
     visit_dir, work_dir, out_dir = visit_directories(visit_dir, work_dir, out_dir)
     visit = visit_dir.name
     progress = _Progress(visit, method, work_dir, out_dir)
-    infos, unreadable, wanted = _read_exposures(visit_dir, method, profile)
+    infos, unreadable, wanted = _read_exposures(visit_dir, method, profile, workers=opts.workers)
     progress.results.extend(unreadable)
     _refuse_mixed_filters(visit_dir, infos)
     if method == "multiframe":

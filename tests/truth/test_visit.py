@@ -164,6 +164,24 @@ def test_rate_units_are_refused(truth_archive, tmp_path):
     assert len(failed) == 1 and "BUNIT" in failed[0].reasons[0]
 
 
+def test_an_exposure_of_another_instrument_is_refused_by_the_first_ones_profile(truth_archive, tmp_path):
+    """The files are read in threads; the first readable file still sets the visit's profile."""
+    visit = next(v for v in truth_archive.visits if v.field_type == "extragalactic")
+    target = tmp_path / "mixed"
+    target.mkdir()
+    for exposure in visit.exposures:
+        shutil.copy(exposure.path, target)
+    odd = target / Path(visit.exposures[1].path).name
+    with fits.open(odd, mode="update") as hdul:
+        hdul[0].header["INSTRUME"], hdul[0].header["DETECTOR"] = "WFC3", "UVIS"
+    result = build_visit_truth(target, work_dir=tmp_path / "w", options=TruthOptions(align=False, workers=2))
+    by_root = {r.rootname: r for r in result.exposures}
+    refused = by_root[visit.exposures[1].rootname]
+    assert refused.status == "failed"
+    assert str(odd) in refused.reasons[0] and "WFC3/UVIS is not ACS/WFC" in refused.reasons[0]
+    assert all(by_root[e.rootname].path for e in (visit.exposures[0], visit.exposures[2]))
+
+
 @pytest.mark.slow
 def test_full_size_visit_meets_targets(tmp_path):
     """The one full-size truth path: the stage on a 3-exposure visit, scored as `crlib bench truth` does.
