@@ -299,6 +299,8 @@ def flag_nonfinite(path: Path) -> dict[int, int]:
 def copy_to_work_dir(paths: list[Path], work_dir: Path) -> list[Path]:
     """Copy exposures into ``work_dir`` (alignment and AstroDrizzle modify their inputs).
 
+    The copies carry no ``CHECKSUM``/``DATASUM`` (:func:`_drop_checksums`); the originals keep theirs.
+
     Returns
     -------
     list of Path
@@ -310,5 +312,31 @@ def copy_to_work_dir(paths: list[Path], work_dir: Path) -> list[Path]:
     for path in paths:
         target = work_dir / Path(path).name
         shutil.copyfile(path, target)
+        _drop_checksums(target)
         copies.append(target)
     return copies
+
+
+def _drop_checksums(copy: Path) -> None:
+    """Remove the ``CHECKSUM`` and ``DATASUM`` cards of an uncompressed working copy, in place.
+
+    astropy recomputes both over every HDU whose header or data changed, each time a file opened
+    for update is written back: drizzlepac's DQ reset, its sky values and the alignment's WCS all
+    update the copies, which cost ~1 s of checksums on one core per full-size visit of 3 exposures.
+    Only header blocks are rewritten (0.02 s a file); the pixels are untouched. A file astropy cannot
+    open is left as it is, for the read step to report.
+    """
+    from astropy.io import fits
+
+    if not copy.name.endswith(".fits"):
+        return
+    try:
+        hdul = fits.open(copy, mode="update", checksum="remove")
+        try:
+            for hdu in hdul:
+                hdu.header.remove("CHECKSUM", ignore_missing=True)
+                hdu.header.remove("DATASUM", ignore_missing=True)
+        finally:
+            hdul.close(output_verify="ignore")
+    except (OSError, ValueError) as exc:
+        log.debug("%s: checksums left in place (%s)", copy, exc)
