@@ -15,6 +15,15 @@ from crlib.profiles import ACS_WFC
 from crlib.truth import TruthOptions, build_visit_truth, read_truth_product
 
 
+def _visit_copy(truth_archive, field_type: str, target: Path):
+    """The archive's visit of ``field_type`` and a copy of its exposures in ``target``, to alter."""
+    visit = next(v for v in truth_archive.visits if v.field_type == field_type)
+    target.mkdir()
+    for exposure in visit.exposures:
+        shutil.copy(exposure.path, target)
+    return visit
+
+
 def test_every_exposure_gets_a_product_with_masks_per_chip(gc_truth):
     visit, truth = gc_truth
     assert [r.rootname for r in truth.exposures] == [e.rootname for e in visit.exposures]
@@ -110,11 +119,8 @@ def test_sparse_extragalactic_visit_is_aligned_and_ok(truth_archive, tmp_path):
 
 def test_misaligned_visit_is_flagged_by_the_gates(truth_archive, tmp_path):
     """Without alignment, a 1.5 px header error makes driz_cr flag star cores; the gates say so."""
-    visit = next(v for v in truth_archive.visits if v.field_type == "globular_cluster")
     shifted = tmp_path / "shifted"
-    shifted.mkdir()
-    for exposure in visit.exposures:
-        shutil.copy(exposure.path, shifted)
+    visit = _visit_copy(truth_archive, "globular_cluster", shifted)
     with fits.open(shifted / Path(visit.exposures[1].path).name, mode="update") as hdul:
         for extver in (1, 2):
             hdul["SCI", extver].header["CRPIX1"] += 1.5
@@ -152,11 +158,8 @@ def test_single_exposure_and_corrupt_file_are_recorded_not_raised(truth_archive,
 
 def test_rate_units_are_refused(truth_archive, tmp_path):
     """BUNIT other than ELECTRONS would make AstroDrizzle see a rate (36x more CRs): refused up front."""
-    visit = next(v for v in truth_archive.visits if v.field_type == "extragalactic")
     target = tmp_path / "rate"
-    target.mkdir()
-    for exposure in visit.exposures:
-        shutil.copy(exposure.path, target)
+    visit = _visit_copy(truth_archive, "extragalactic", target)
     with fits.open(target / Path(visit.exposures[0].path).name, mode="update") as hdul:
         hdul["SCI", 1].header["BUNIT"] = "ELECTRONS/S"
     result = build_visit_truth(target, work_dir=tmp_path / "w", options=TruthOptions(align=False))
@@ -166,11 +169,8 @@ def test_rate_units_are_refused(truth_archive, tmp_path):
 
 def test_an_exposure_of_another_instrument_is_refused_by_the_first_ones_profile(truth_archive, tmp_path):
     """The files are read in threads; the first readable file still sets the visit's profile."""
-    visit = next(v for v in truth_archive.visits if v.field_type == "extragalactic")
     target = tmp_path / "mixed"
-    target.mkdir()
-    for exposure in visit.exposures:
-        shutil.copy(exposure.path, target)
+    visit = _visit_copy(truth_archive, "extragalactic", target)
     odd = target / Path(visit.exposures[1].path).name
     with fits.open(odd, mode="update") as hdul:
         hdul[0].header["INSTRUME"], hdul[0].header["DETECTOR"] = "WFC3", "UVIS"
