@@ -143,8 +143,9 @@ def _chip_hot_pixels(
     masks: dict[tuple[str, int], np.ndarray | None],
     extver: int,
 ) -> np.ndarray | None:
-    """One chip's recurrent hot pixels across the visit, bool (ny, nx), or ``None`` when it has none to
-    judge (a blot image missing in some exposure); each SCI is read from its working copy when asked."""
+    """One chip's recurrent hot pixels across ``todo`` (the exposures with a driz_cr mask of it), bool
+    (ny, nx), or ``None`` when it has none to judge (a blot image missing in some exposure); each SCI
+    is read from its working copy when asked."""
     maps = visit_hot_pixels(
         [
             (partial(read_chip_sci, copy_of[i.rootname]), partial(run.blot, i.rootname), i.read_noise_e)
@@ -234,14 +235,16 @@ def visit_masks(
         if missing[info.rootname] or not info.sci_extvers:
             reason = f"driz_cr produced no mask for chip(s) {missing[info.rootname]}"
             results.append(failed_truth(info.rootname, "drizzle", reason, **provenance))
+    # a chip's hot pixels are judged on every exposure with a driz_cr mask of that chip, including one
+    # that fails below for lacking another chip's mask
+    masked_in = {e: [i for i in todo if masks.get((i.rootname, e)) is not None] for _, e in masks}
     todo = [info for info in todo if info.sci_extvers and not missing[info.rootname]]
-    extvers = sorted({e for info in todo for e in info.sci_extvers})
     with ThreadPoolExecutor(max_workers=worker_count(options.workers, max(1, len(masks)))) as pool:
-        hot_jobs = (
-            {e: pool.submit(_chip_hot_pixels, todo, copy_of, run, masks, e) for e in extvers}
-            if options.exclude_artefacts and len(todo) >= 2
-            else {}
-        )
+        hot_jobs = {
+            e: pool.submit(_chip_hot_pixels, members, copy_of, run, masks, e)
+            for e, members in sorted(masked_in.items())
+            if options.exclude_artefacts and len(members) >= 2
+        }
         coverage_jobs = _coverage_counts(todo, frames, pool) if options.min_exposures > 1 else {}
         coverages = {key: job.result() for key, job in coverage_jobs.items()}
         hot = {e: job.result() for e, job in hot_jobs.items()}
