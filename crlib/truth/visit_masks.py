@@ -122,7 +122,8 @@ def _chip_masks(
 def _coverage_counts(
     todo: list[ExposureInfo], frames: dict[str, list[ChipFrame]], pool: ThreadPoolExecutor
 ) -> dict[tuple[str, int], Future[np.ndarray]]:
-    """:func:`~crlib.truth.validmask.coverage_count` of every chip, ``{(rootname, extver): uint8 (ny, nx)}``.
+    """:func:`~crlib.truth.validmask.coverage_count` of every chip, as futures of uint8 (ny, nx) arrays
+    keyed by ``(rootname, extver)``.
 
     The WCS mappings run in this thread (the chips' WCS objects, wcslib, are shared and not safe to
     call from several); the pixel work, numpy only, is handed to ``pool``.
