@@ -34,7 +34,7 @@ from crlib.bench.truth_process import bare_astrodrizzle, read_visit_truth, time_
 from crlib.bench.truth_report import BARE, CRLIB, format_report
 from crlib.bench.truth_scoring import visit_fidelity
 from crlib.profiles import FIELD_TYPES
-from crlib.truth.drizzle_forked import default_processes
+from crlib.truth.drizzle_forked import process_count
 from crlib.truth.drizzle_inmemory import INMEMORY_PARAMETERS
 from crlib.truth.parameters import parameter_differences
 
@@ -341,7 +341,7 @@ def benchmark_visit(
             "cpu_count": os.cpu_count(),
             "truth_mask_workers": worker_count(options.workers, chips),
             "drizzle_processes": (
-                (options.drizzle_processes or default_processes(len(exposures), cores=options.workers))
+                process_count(options.drizzle_processes, len(exposures), cores=options.workers)
                 if engine == "inmemory"
                 else None
             ),

@@ -37,7 +37,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["default_processes", "fork_available", "forked_map", "forked_sky_overlaps", "run_per_exposure"]
+__all__ = [
+    "default_processes",
+    "fork_available",
+    "forked_map",
+    "forked_sky_overlaps",
+    "process_count",
+    "run_per_exposure",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,11 @@ def default_processes(exposures: int, *, cores: int = 0) -> int:
     """
     usable = cores or os.cpu_count() or 1
     return 1 if usable <= 1 else max(1, min(exposures, 2 * usable))
+
+
+def process_count(requested: int, exposures: int, *, cores: int = 0) -> int:
+    """Forked processes a step uses: ``requested``, or :func:`default_processes` when it is 0."""
+    return requested or default_processes(exposures, cores=cores)
 
 
 def _shared_memory_dir() -> str | None:

@@ -50,7 +50,7 @@ from crlib.truth.drizzle import (
     missing_mask_problems,
     write_run_record,
 )
-from crlib.truth.drizzle_forked import default_processes, forked_sky_overlaps, run_per_exposure
+from crlib.truth.drizzle_forked import forked_sky_overlaps, process_count, run_per_exposure
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _drizzle_steps(
     seconds["initialize"] = time.perf_counter() - start
     if len(images) < 2:
         return images, f"drizzlepac kept {len(images)} usable input(s); driz_cr needs 2 or more", seconds
-    forks = processes or default_processes(len(images), cores=cores)
+    forks = process_count(processes, len(images), cores=cores)
 
     def sky_match() -> None:
         with forked_sky_overlaps(processes=forks):

@@ -120,7 +120,10 @@ def _chip_masks(
 
 
 def _coverage_counts(
-    todo: list[ExposureInfo], frames: dict[str, list[ChipFrame]], pool: ThreadPoolExecutor
+    todo: list[ExposureInfo],
+    frames: dict[str, list[ChipFrame]],
+    others_of: dict[str, list[ChipFrame]],
+    pool: ThreadPoolExecutor,
 ) -> dict[tuple[str, int], Future[np.ndarray]]:
     """:func:`~crlib.truth.validmask.coverage_count` of every chip, as futures of uint8 (ny, nx) arrays
     keyed by ``(rootname, extver)``.
@@ -130,9 +133,8 @@ def _coverage_counts(
     """
     counts = {}
     for info in todo:
-        others = [f for root, chips in frames.items() if root != info.rootname for f in chips]
         for frame in frames.get(info.rootname, []):
-            maps = coverage_maps(frame, others)
+            maps = coverage_maps(frame, others_of[info.rootname])
             counts[(info.rootname, frame.sci_extver)] = pool.submit(coverage_from_maps, frame.shape, maps)
     return counts
 
@@ -226,6 +228,9 @@ def visit_masks(
         its product's path.
     """
     frames = {rootname_from_path(copy): read_chip_frames(copy) for copy in copies}
+    others_of = {
+        root: [f for other, chips in frames.items() if other != root for f in chips] for root in frames
+    }
     copy_of = {info.rootname: copy for info, copy in zip(infos, copies, strict=True)}
     failed = {info.rootname for info in infos if run.problems and not run.has_mask(info.rootname)}
     results = [failed_truth(r, "drizzle", "; ".join(run.problems), **provenance) for r in sorted(failed)]
@@ -238,7 +243,9 @@ def visit_masks(
             results.append(failed_truth(info.rootname, "drizzle", reason, **provenance))
     # a chip's hot pixels are judged on every exposure with a driz_cr mask of that chip, including one
     # that fails below for lacking another chip's mask
-    masked_in = {e: [i for i in todo if masks.get((i.rootname, e)) is not None] for _, e in masks}
+    masked_in = {
+        e: [i for i in todo if masks.get((i.rootname, e)) is not None] for e in {e for _, e in masks}
+    }
     todo = [info for info in todo if info.sci_extvers and not missing[info.rootname]]
     with ThreadPoolExecutor(max_workers=worker_count(options.workers, max(1, len(masks)))) as pool:
         hot_jobs = {
@@ -246,12 +253,22 @@ def visit_masks(
             for e, members in sorted(masked_in.items())
             if options.exclude_artefacts and len(members) >= 2
         }
-        coverage_jobs = _coverage_counts(todo, frames, pool) if options.min_exposures > 1 else {}
+        coverage_jobs = _coverage_counts(todo, frames, others_of, pool) if options.min_exposures > 1 else {}
         coverages = {key: job.result() for key, job in coverage_jobs.items()}
         hot = {e: job.result() for e, job in hot_jobs.items()}
         chip_jobs = {
             (info.rootname, extver): pool.submit(
-                _one_chip, info, extver, copy_of[info.rootname], masks, run, frames, coverages, hot, options
+                _one_chip,
+                info,
+                extver,
+                copy_of[info.rootname],
+                masks,
+                run,
+                frames,
+                others_of,
+                coverages,
+                hot,
+                options,
             )
             for info in todo
             for extver in info.sci_extvers
@@ -273,6 +290,7 @@ def _one_chip(
     masks: dict[tuple[str, int], np.ndarray | None],
     run: DrizzleRun,
     frames: dict[str, list[ChipFrame]],
+    others_of: dict[str, list[ChipFrame]],
     coverages: dict[tuple[str, int], np.ndarray],
     hot: dict[int, np.ndarray | None],
     options: TruthOptions,
@@ -288,7 +306,7 @@ def _one_chip(
         crmask,
         blot=run.blot(info.rootname, extver),
         own=own[extver],
-        others=[f for root, chip_frames in frames.items() if root != info.rootname for f in chip_frames],
+        others=others_of[info.rootname],
         coverage=coverages.get((info.rootname, extver)),
         hot=hot.get(extver),
         options=options,
