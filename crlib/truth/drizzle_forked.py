@@ -182,6 +182,7 @@ def _run_forked_call(index: int) -> Any:
     if not _FORKED_WORK.get("files_reopened"):
         _reopen_inherited_files()
         _FORKED_WORK["files_reopened"] = True  # this child's copy of the module only
+    log.debug("%s: item %d in forked process %d", _FORKED_WORK["step_name"], index, os.getpid())
     return _FORKED_WORK["call"](index)
 
 
@@ -202,6 +203,7 @@ def forked_map(call: Callable[[int], T], count: int, *, processes: int, step_nam
     if not _forks_wanted(processes, count, step_name):
         return [call(index) for index in range(count)]
     _FORKED_WORK["call"] = call
+    _FORKED_WORK["step_name"] = step_name
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(processes, count), mp_context=context) as pool:
@@ -213,6 +215,7 @@ def forked_map(call: Callable[[int], T], count: int, *, processes: int, step_nam
         ) from exc
     finally:
         _FORKED_WORK.pop("call", None)
+        _FORKED_WORK.pop("step_name", None)
 
 
 def run_per_exposure(
