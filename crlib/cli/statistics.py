@@ -228,8 +228,27 @@ def _performance_note(session: Any, where: Any, results: list[Any], proposal: in
         lines.append(
             "(crlib stats training-splits --from-registry records the training manifests MLflow holds)"
         )
+    lines += _top_bin_ties(results)
     lines.append(_freshness(session, proposal))
     return "\n".join(lines)
+
+
+def _top_bin_ties(results: list[Any]) -> list[str]:
+    """One line per group whose TPR at an FPR point is read inside the top score bin's tie."""
+    from crlib.metrics.roc import fpr_points_inside_top_bin, top_bin_fpr
+
+    lines = []
+    for row in results:
+        inside = fpr_points_inside_top_bin(row.fpr, list(row.tpr_at_fpr))
+        if inside:
+            label = ", ".join(f"{name}={value}" for name, value in row.group.items()) or "all"
+            points = " and ".join(f"{100 * point:g}%" for point in inside)
+            lines.append(
+                f"{label}: TPR at FPR {points} is read inside a tie: {100 * top_bin_fpr(row.fpr):.3g}% "
+                "of its non-CR pixels score p = 1.0 (float16), which no threshold orders "
+                "(docs/metrics.md, section 1)"
+            )
+    return lines
 
 
 @stats_app.command("performance")

@@ -173,6 +173,37 @@ def interpolated_tpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(tpr_a + (tpr_b - tpr_a) * (target - fpr_a) / (fpr_b - fpr_a))
 
 
+def top_bin_fpr(fpr: np.ndarray) -> float:
+    """FPR of the highest score bin alone: the non-CR share of pixels stored as p = 1.0.
+
+    Prediction files keep probabilities as float16, so every p above ``SCORE_THRESHOLDS[-1]``
+    (1 - 4.9e-4) is 1.0 and the last bin holds them all, whatever the model's own order among
+    them. A TPR at an FPR below this value is read off the straight ROC segment through that bin
+    (the TPR a random order inside it gives), not from the model's ranking (docs/metrics.md, §1).
+
+    Parameters
+    ----------
+    fpr
+        ROC points from :func:`roc_points` (point ``k``: bins ``>= k``), shape (n_bins + 1,).
+
+    Returns
+    -------
+    float
+        Point ``n_bins - 1``'s FPR; NaN for an empty or NaN curve.
+    """
+    fpr = np.asarray(fpr, dtype=np.float64)
+    return float(fpr[-2]) if fpr.size >= 2 else float("nan")
+
+
+def fpr_points_inside_top_bin(fpr: np.ndarray, points: Sequence[float]) -> list[float]:
+    """The FPR ``points`` (e.g. 0.0005, 0.005) whose TPR is read inside the top bin's tie.
+
+    That is, the points below :func:`top_bin_fpr` (none for a NaN curve).
+    """
+    top = top_bin_fpr(fpr)
+    return [point for point in points if point < top]
+
+
 def tpr_at_fpr_from_histograms(
     hist_cr: Sequence[int] | np.ndarray, hist_noncr: Sequence[int] | np.ndarray, target: float
 ) -> float:

@@ -9,10 +9,12 @@ import pytest
 from crlib.metrics.histograms import dilated_probability, score_histograms
 from crlib.metrics.roc import (
     dilation_at_plain_fpr,
+    fpr_points_inside_top_bin,
     interpolated_tpr,
     plot_roc,
     roc_from_histograms,
     roc_points,
+    top_bin_fpr,
     tpr_at_fpr,
     tpr_at_fpr_from_histograms,
     tpr_at_fpr_points,
@@ -161,3 +163,26 @@ def test_dilation_effect_uses_the_one_tpr_definition_and_refuses_mismatched_pixe
     other = score_histograms(probability, truth, np.ones_like(valid))
     with pytest.raises(ValueError, match="same CR and non-CR pixels"):
         dilation_at_plain_fpr(plain, other, 0.005)
+
+
+def test_a_tpr_read_inside_the_float16_top_bin_is_flagged() -> None:
+    """Star cores at p = 1.0 tie with the CRs there: below their share the TPR is a tie's, and says so."""
+    rng = np.random.default_rng(3)
+    shape = (400, 500)  # 200,000 pixels
+    truth = rng.random(shape) < 0.01
+    prob = np.where(truth, rng.uniform(0.9999, 1.0, shape), rng.uniform(0.0, 0.3, shape)).astype(np.float32)
+    cores = np.flatnonzero(~truth.ravel())[:200]  # 200 non-CR pixels the model is sure of
+    prob.ravel()[cores] = 0.99995
+    hist_cr, hist_noncr = score_histograms(prob, truth, np.ones(shape, bool))
+    fpr, _ = roc_points(hist_cr, hist_noncr)
+
+    share = 200 / (~truth).sum()  # ~0.1% of the non-CR pixels: all of them in the top bin, with every CR
+    assert top_bin_fpr(fpr) == pytest.approx(share)
+    assert fpr_points_inside_top_bin(fpr, [0.0005, 0.005]) == [0.0005]
+    # the TPR there is the straight segment through the tie, though the model ranks every CR first
+    assert tpr_at_fpr_from_histograms(hist_cr, hist_noncr, 0.0005) == pytest.approx(0.0005 / share)
+
+    prob.ravel()[cores] = 0.2  # no tie: nothing to flag
+    fpr, _ = roc_points(*score_histograms(prob, truth, np.ones(shape, bool)))
+    assert top_bin_fpr(fpr) == 0.0 and fpr_points_inside_top_bin(fpr, [0.0005, 0.005]) == []
+    assert math.isnan(top_bin_fpr(np.array([]))) and fpr_points_inside_top_bin(np.array([]), [0.0005]) == []
