@@ -176,10 +176,11 @@ def interpolated_tpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
 def top_bin_fpr(fpr: np.ndarray) -> float:
     """FPR of the highest score bin alone: the non-CR share of pixels stored as p = 1.0.
 
-    Prediction files keep probabilities as float16, so every p above ``SCORE_THRESHOLDS[-1]``
-    (1 - 4.9e-4) is 1.0 and the last bin holds them all, whatever the model's own order among
-    them. A TPR at an FPR below this value is read off the straight ROC segment through that bin
-    (the TPR a random order inside it gives), not from the model's ranking (docs/metrics.md, §1).
+    Prediction files keep probabilities as float16, so every p above about 1 - 2.4e-4 is stored
+    as 1.0, and the last bin (``p > SCORE_THRESHOLDS[-1]``) holds exactly those, whatever the
+    model's own order among them. A TPR at an FPR below this value is read off the straight ROC
+    segment through that bin (the TPR a random order inside it gives), not from the model's
+    ranking (docs/metrics.md, §1).
 
     Parameters
     ----------
