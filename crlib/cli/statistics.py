@@ -235,19 +235,14 @@ def _performance_note(session: Any, where: Any, results: list[Any], proposal: in
 
 def _top_bin_ties(results: list[Any]) -> list[str]:
     """One line per group whose TPR at an FPR point is read inside the top score bin's tie."""
-    from crlib.metrics.roc import fpr_points_inside_top_bin, top_bin_fpr
+    from crlib.metrics.roc import top_bin_tie_note
 
     lines = []
     for row in results:
-        inside = fpr_points_inside_top_bin(row.fpr, list(row.tpr_at_fpr))
-        if inside:
+        note = top_bin_tie_note(row.fpr, list(row.tpr_at_fpr))
+        if note:
             label = ", ".join(f"{name}={value}" for name, value in row.group.items()) or "all"
-            points = " and ".join(f"{100 * point:g}%" for point in inside)
-            lines.append(
-                f"{label}: TPR at FPR {points} is read inside a tie: {100 * top_bin_fpr(row.fpr):.3g}% "
-                "of its non-CR pixels score p = 1.0 (float16), which no threshold orders "
-                "(docs/metrics.md, section 1)"
-            )
+            lines.append(f"{label}: {note}")
     return lines
 
 

@@ -124,14 +124,14 @@ def pooled_tpr_by_field(ledger: RunLedger) -> dict[str, dict[str, Any]]:
     Returns
     -------
     dict
-        ``{field_type: {"n_exposures": n, "tpr": {0.0005: tpr, 0.005: tpr}, "inside_top_bin": [fpr
-        points whose TPR is read inside the top score bin's tie], "top_bin_fpr": that bin's FPR}}``
-        (:func:`crlib.metrics.roc.top_bin_fpr`).
+        ``{field_type: {"n_exposures": n, "tpr": {0.0005: tpr, 0.005: tpr}, "tie": warning or None}}``,
+        the warning when a TPR is read inside the top score bin's tie
+        (:func:`crlib.metrics.roc.top_bin_tie_note`).
     """
     import numpy as np
 
     from crlib.db.stats import DEFAULT_FPRS, pooled_roc, tpr_at_fpr
-    from crlib.metrics.roc import fpr_points_inside_top_bin, top_bin_fpr
+    from crlib.metrics.roc import top_bin_tie_note
     from crlib.pipeline.reuse import StageOutputs
 
     outputs = StageOutputs(ledger.data_root)
@@ -155,8 +155,7 @@ def pooled_tpr_by_field(ledger: RunLedger) -> dict[str, dict[str, Any]]:
         pooled[field] = {
             "n_exposures": count,
             "tpr": {f: tpr_at_fpr(fpr, tpr, f) for f in DEFAULT_FPRS},
-            "inside_top_bin": fpr_points_inside_top_bin(fpr, DEFAULT_FPRS),
-            "top_bin_fpr": top_bin_fpr(fpr),
+            "tie": top_bin_tie_note(fpr, DEFAULT_FPRS),
         }
     return pooled
 
@@ -214,14 +213,7 @@ def format_summary(ledger: RunLedger, *, archive_dir: Path, dag_id: str = "crlib
     for field, result in pooled.items():
         low, high = (100 * result["tpr"][f] for f in sorted(result["tpr"]))
         lines.append(f"  {field:18s} {low:6.2f} / {high:6.2f}   ({result['n_exposures']} exposures)")
-    for field, result in pooled.items():
-        if result["inside_top_bin"]:
-            points = " and ".join(f"{100 * point:g}%" for point in result["inside_top_bin"])
-            lines.append(
-                f"  {field}: the TPR at {points} is read inside a tie: {100 * result['top_bin_fpr']:.3g}% "
-                "of its non-CR pixels score p = 1.0 in float16, which no threshold orders "
-                "(docs/metrics.md, section 1)"
-            )
+    lines += [f"  {field}: {result['tie']}" for field, result in pooled.items() if result["tie"]]
     lines += [
         "",
         "The run refreshed the statistics summaries. Look further:",

@@ -205,6 +205,22 @@ def fpr_points_inside_top_bin(fpr: np.ndarray, points: Sequence[float]) -> list[
     return [point for point in points if point < top]
 
 
+def top_bin_tie_note(fpr: np.ndarray, points: Sequence[float]) -> str | None:
+    """A reader's warning when a TPR at one of ``points`` is read inside the top bin's tie, else ``None``.
+
+    For example ``"TPR at FPR 0.05% is read inside a tie: 0.065% of the non-CR pixels score p = 1.0
+    in float16, which no threshold orders (docs/metrics.md, section 1)"``.
+    """
+    inside = fpr_points_inside_top_bin(fpr, points)
+    if not inside:
+        return None
+    named = " and ".join(f"{100 * point:g}%" for point in inside)
+    return (
+        f"TPR at FPR {named} is read inside a tie: {100 * top_bin_fpr(fpr):.3g}% of the non-CR pixels "
+        "score p = 1.0 in float16, which no threshold orders (docs/metrics.md, section 1)"
+    )
+
+
 def tpr_at_fpr_from_histograms(
     hist_cr: Sequence[int] | np.ndarray, hist_noncr: Sequence[int] | np.ndarray, target: float
 ) -> float:

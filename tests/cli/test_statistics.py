@@ -26,7 +26,7 @@ def test_the_note_names_each_group_whose_tpr_is_read_inside_the_top_bin_tie() ->
     crowded, sparse = _row("globular_cluster", top_noncr=1_200), _row("extragalactic", top_noncr=3)
     lines = _top_bin_ties([crowded, sparse])
     assert lines == [
-        "field_type=globular_cluster: TPR at FPR 0.05% is read inside a tie: 0.12% of its non-CR pixels "
-        "score p = 1.0 (float16), which no threshold orders (docs/metrics.md, section 1)"
+        "field_type=globular_cluster: TPR at FPR 0.05% is read inside a tie: 0.12% of the non-CR pixels "
+        "score p = 1.0 in float16, which no threshold orders (docs/metrics.md, section 1)"
     ]
     assert _top_bin_ties([sparse]) == []
