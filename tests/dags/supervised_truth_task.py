@@ -76,7 +76,7 @@ def supervise(visit: Path, work: Path, *, terminate_when_forked: bool = False) -
     """Start the task process under the supervisor, service it to the end, return the report.
 
     ``terminate_when_forked``: once a forked child has reported in, stop the task the way the
-    supervisor stops one (SIGTERM to the task's process group, escalated to SIGKILL; after 1 s here
+    supervisor stops one (SIGTERM to the task's process group, escalated to SIGKILL; after 0.2 s here
     rather than Airflow's 5, so the small visit is still drizzling), and report the group's processes
     still alive (waiting up to 10 s for them to go).
     """
@@ -112,7 +112,7 @@ def supervise(visit: Path, work: Path, *, terminate_when_forked: bool = False) -
                 and any("in forked process" in str(r.get("event")) for r in records)
             ):
                 terminated_at = now
-                process.kill(signal.SIGTERM, escalation_delay=1.0, force=True)
+                process.kill(signal.SIGTERM, escalation_delay=0.2, force=True)
             if process._exit_code is not None and exited_at is None:
                 exited_at = now
             overdue = now - started > TASK_DEADLINE_S
