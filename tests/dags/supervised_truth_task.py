@@ -1,13 +1,13 @@
 """Run one visit's truth in a task process started and serviced by Airflow 3's supervisor.
 
 ``python tests/dags/supervised_truth_task.py VISIT_DIR WORK_DIR REPORT.json [--terminate-when-forked]``
-in a fresh interpreter
-(the Airflow environment of a worker: logging configured by ``AIRFLOW__LOGGING__LOGGING_LEVEL``).
-The supervisor's ``WatchedSubprocess`` machinery forks the task process exactly as a worker does
-(stdout, stderr, requests and the JSON log channel as sockets); the task builds the visit's truth
-with the in-memory engine's forked steps. The report holds what the supervisor saw: the exit code,
-how long it was kept waiting on open channels after the exit, every record it received, and its
-own complaints (malformed log lines). Used by ``test_supervised_truth.py``.
+in a fresh interpreter (the Airflow environment of a worker: logging configured by
+``AIRFLOW__LOGGING__LOGGING_LEVEL``). The supervisor's ``WatchedSubprocess`` machinery forks the task
+process exactly as a worker does (stdout, stderr, requests and the JSON log channel as sockets); the
+task builds the visit's truth with the in-memory engine's forked steps. The report holds what the
+supervisor saw: the exit code, how long it was kept waiting on open channels after the exit, every
+record it received, its own complaints (malformed log lines), and which process ran each forked item
+(with, for a stopped task, those still alive). Used by ``test_supervised_truth.py``.
 """
 
 from __future__ import annotations
@@ -59,17 +59,39 @@ def _truth_task(visit: Path, work: Path) -> None:
     print("TRUTH " + json.dumps({e.rootname: e.status for e in result.exposures}))
 
 
+def _process_stat(stat_file: Path) -> list[str] | None:
+    """The fields of a ``/proc/<pid>/stat`` after the command name (state, ppid, pgrp, ...), or None."""
+    try:
+        return stat_file.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    fields = _process_stat(Path(f"/proc/{pid}/stat"))
+    return fields is not None and fields[0] != "Z"
+
+
 def _group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of process group ``pgid``, from ``/proc``."""
     members = []
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        fields = _process_stat(stat_file)
+        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(stat_file.parent.name))
     return members
+
+
+def _forked_items(records: list[dict[str, Any]]) -> dict[str, dict[int, int]]:
+    """Per forked step, the process id that each item ran in, as the children logged it."""
+    forked: dict[str, dict[int, int]] = {}
+    for record in records:
+        if record.get("logger") == "crlib.truth.drizzle_forked" and "forked process" in record["event"]:
+            step, rest = record["event"].split(": item ")
+            index, pid = rest.split(" in forked process ")
+            forked.setdefault(step, {})[int(index)] = int(pid)
+    return forked
 
 
 def supervise(visit: Path, work: Path, *, terminate_when_forked: bool = False) -> dict[str, Any]:
@@ -120,15 +142,20 @@ def supervise(visit: Path, work: Path, *, terminate_when_forked: bool = False) -
                 break
     if process._exit_code is None:
         process.kill(signal.SIGKILL)
+    forked = _forked_items(records)
     left: list[int] | None = None
+    children_left: list[int] | None = None
     if terminated_at is not None:
         left = _group_members(process.pid)
         while left and time.monotonic() < terminated_at + 10.0:
             time.sleep(0.2)
             left = _group_members(process.pid)
+        children_left = sorted({pid for pids in forked.values() for pid in pids.values() if _alive(pid)})
     return {
         "terminated": terminated_at is not None,
         "group_alive_after_terminate": left,
+        "forked_alive_after_terminate": children_left,
+        "forked": forked,
         "task_pid": process.pid,
         "exit_code": process._exit_code,
         "seconds": time.monotonic() - started,
