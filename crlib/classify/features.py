@@ -16,7 +16,10 @@ The measurements behind :mod:`crlib.classify.image` (all chips of an exposure to
 * **Extended light**: a background map (median of ``TILE_PX`` x ``TILE_PX`` tiles, 3x3-tile median
   filtered, so point sources and CRs do not move it); the *sky* is the 5th percentile of the tile
   levels; the extended fraction (and area) is that of the tiles brighter than sky +
-  ``extended_sigma`` x the per-pixel sky noise.
+  ``extended_sigma`` x the per-pixel sky noise: the faintest tiles' spread, or, where few point
+  sources are resolved (``grains_below_per_mpx``), the shot noise of the sky level when that is
+  lower (a field inside a galaxy's disk is grainy with its unresolved stars, and the grains widen
+  the spread; in a crowded star field the resolved stars do, and the spread is kept).
 * **Saturated stars**: connected groups of saturated pixels (DQ 256, or pixels above
   ``saturation_e`` without DQ) per 10^6 pixels in the same densest ``PEAK_AREA_PX``.
 
@@ -51,6 +54,8 @@ PEAK_AREA_PX = 4 * BLOCK_PX * BLOCK_PX
 BAD_DQ_BITS = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128 | 512 | 1024 | 4096 | 8192
 #: DQ bit of full-well saturation.
 DQ_SATURATED = 256
+#: Read noise (e-) in the shot-noise floor of the extended-light test (ACS/WFC 4-5 e-, WFC3/UVIS 3).
+SHOT_NOISE_READ_NOISE_E = 3.0
 #: Smallest usable exposure (valid pixels).
 MIN_VALID_PX = 128 * 128
 
@@ -77,6 +82,11 @@ class DetectionSettings:
         PSF-likeness: ``(l1 - l2) / (l1 + l2)`` of the second-moment eigenvalues at most this.
     extended_sigma
         A tile is *extended light* when its level exceeds the sky by this many per-pixel sky sigmas.
+    grains_below_per_mpx
+        Below this peak point-source density (per 10^6 px; the image classifier's cluster density)
+        the faintest tiles' spread in excess of their shot noise is read as the grains of
+        unresolved stars and the extended-light test uses the shot noise; at or above it the
+        excess is the resolved stars' and the spread is used.
     saturation_e
         Without DQ arrays, pixels at or above this level (electrons) count as saturated.
     saturated_min_px
@@ -89,6 +99,7 @@ class DetectionSettings:
     max_size_fwhm: float = 0.65
     max_elongation: float = 0.3
     extended_sigma: float = 1.0
+    grains_below_per_mpx: float = 1500.0
     saturation_e: float = 70000.0
     saturated_min_px: int = 3
 
@@ -436,13 +447,20 @@ def measure_features(
     sky = float(np.percentile(levels, 5))
     sky_sigma = float(np.median(sigmas[levels <= np.percentile(levels, 30)]))
     excess = levels - sky
-    extended = excess > settings.extended_sigma * sky_sigma
     counts = np.concatenate([chip.block_counts.ravel() for chip in stats])
     block_valid = np.concatenate([chip.block_valid.ravel() for chip in stats])
     saturated = np.concatenate([chip.block_saturated.ravel() for chip in stats])
     usable = block_valid >= 0.25 * BLOCK_PX * BLOCK_PX
     counts, block_valid, saturated = counts[usable], block_valid[usable], saturated[usable]
     peak_blocks = _densest(counts, block_valid)
+    peak_density = _density(counts, block_valid, peak_blocks)
+    # A field wholly inside a galaxy's disk is grainy (the surface-brightness fluctuations of its
+    # unresolved stars), which widens the faintest tiles' spread well beyond their shot noise; where
+    # few point sources are resolved, levels are measured against the shot noise of the sky level.
+    level_sigma = sky_sigma
+    if peak_density < settings.grains_below_per_mpx:
+        level_sigma = min(sky_sigma, float(np.sqrt(max(sky, 0.0) + SHOT_NOISE_READ_NOISE_E**2)))
+    extended = excess > settings.extended_sigma * level_sigma
     sources = sum(chip.sources for chip in stats)
     return ImageFeatures(
         valid_px=valid_px,
@@ -451,7 +469,7 @@ def measure_features(
         point_sources=sources,
         rejected_peaks=sum(chip.rejected for chip in stats),
         point_density=sources / valid_px * 1e6,
-        point_density_peak=_density(counts, block_valid, peak_blocks),
+        point_density_peak=peak_density,
         extended_fraction=float(tile_px[extended].sum() / tile_px.sum()),
         extended_area_mpx=float(tile_px[extended].sum() / 1e6),
         saturated_density_peak=_density(saturated, block_valid, peak_blocks),

@@ -20,7 +20,9 @@ effect on with the values documented, each with its source, in ``docs/simulator.
 * ``filters_per_visit``: visits whose exposures use several filters (blocks of exposures per filter);
 * ``crowded_resolved_galaxies``: resolved galaxies as crowded, structured disks (spiral arms, dust
   lanes, star-forming knots with HII regions, crowded resolved stars at all magnitudes)
-  (:func:`crlib.simulate.scene.crowd_resolved_galaxy`).
+  (:func:`crlib.simulate.scene.crowd_resolved_galaxy`);
+* ``surface_brightness_fluctuations``: the crowded disks' unresolved starlight as a grainy, static
+  texture on the sky instead of smooth light (:mod:`crlib.simulate.fluctuations`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class SimEffects:
         Draw resolved-galaxy scenes crowded and structured (arms, dust lanes, star-forming knots,
         crowded resolved stars; :func:`crlib.simulate.scene.crowd_resolved_galaxy`) instead of a
         smooth disk with sparse stars. Other field types are unaffected.
+    surface_brightness_fluctuations
+        Give a crowded resolved galaxy's unresolved starlight its pixel-to-pixel fluctuations
+        (:mod:`crlib.simulate.fluctuations`; needs ``crowded_resolved_galaxies``).
     subarray_probability
         Chance that a visit is a one-chip ACS/WFC subarray visit (:mod:`crlib.simulate.subarray`).
     subarray_aperture
@@ -76,6 +81,7 @@ class SimEffects:
     cr_rate_sigma: float = 0.0
     filters_per_visit: int = 1
     crowded_resolved_galaxies: bool = False
+    surface_brightness_fluctuations: bool = False
     subarray_probability: float = 0.0
     subarray_aperture: str | None = None
 
@@ -116,6 +122,7 @@ class SimEffects:
             rotation_scale_errors=True,
             cr_rate_sigma=0.25,
             crowded_resolved_galaxies=True,
+            surface_brightness_fluctuations=True,
             subarray_probability=0.05,
         )
         return dataclasses.replace(preset, **overrides)

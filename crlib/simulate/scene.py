@@ -51,12 +51,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.wcs import WCS
 
 from crlib.errors import InputDataError
 from crlib.simulate.geometry import FloatArray
+
+if TYPE_CHECKING:
+    from crlib.simulate.fluctuations import FluctuationTexture
 
 CELL_PX = 8
 """Cell size (pixels) of the grid used to sample spatially varying densities."""
@@ -121,6 +125,9 @@ class Scene:
     structure
         Arms, dust, patchiness and HII regions modulating ``diffuse`` (crowded resolved galaxies),
         or ``None`` (smooth disk).
+    fluctuations
+        The grains of the disk's unresolved stars
+        (:class:`crlib.simulate.fluctuations.FluctuationTexture`), or ``None`` (smooth light).
     """
 
     def diffuse_rate(self, u: FloatArray, v: FloatArray) -> FloatArray:
@@ -128,7 +135,11 @@ class Scene:
         if self.diffuse is None:
             return np.zeros(np.broadcast_shapes(np.shape(u), np.shape(v)))
         rate = self.diffuse.rate(u, v)
-        return rate if self.structure is None else self.structure.apply(rate, u, v)
+        if self.structure is not None:
+            rate = self.structure.stellar(rate, u, v)
+        if self.fluctuations is not None:
+            rate = self.fluctuations.apply(rate, u, v)
+        return rate if self.structure is None else rate + self.structure.sample(self.structure.nebular, u, v)
 
     field_type: str
     frame: WCS
@@ -145,6 +156,7 @@ class Scene:
     diffuse: DiffuseLight | None = None
     summary: dict[str, float] = field(default_factory=dict)
     structure: LightStructure | None = None
+    fluctuations: FluctuationTexture | None = None
 
 
 #: Crowded resolved galaxies (``build_scene(..., crowded=True)``): see the module docstring for sources.
@@ -223,10 +235,13 @@ class LightStructure:
         values = map_coordinates(grid, [rows, cols], order=1, mode="nearest")
         return values.reshape(np.broadcast_shapes(u.shape, v.shape))
 
+    def stellar(self, rate: FloatArray, u: FloatArray, v: FloatArray) -> FloatArray:
+        """The disk's starlight: the smooth ``rate`` at ``(u, v)`` through the arms, patches and dust."""
+        return rate * self.sample(self.arms * np.exp(-self.tau), u, v)
+
     def apply(self, rate: FloatArray, u: FloatArray, v: FloatArray) -> FloatArray:
         """Structured surface brightness from the smooth disk's ``rate`` at ``(u, v)``."""
-        factor = self.sample(self.arms * np.exp(-self.tau), u, v)
-        return rate * factor + self.sample(self.nebular, u, v)
+        return self.stellar(rate, u, v) + self.sample(self.nebular, u, v)
 
 
 def sersic_b(n: float | FloatArray) -> FloatArray:

@@ -4,7 +4,8 @@ Random streams: ``default_rng([seed, visit_index, 0])`` draws the visit (target,
 error, exposure time, scene); ``[seed, visit_index, k + 1, extver, 1]`` the CRs and
 ``[..., 2]`` the noise of exposure ``k``'s chip ``extver`` (:mod:`crlib.simulate.exposure` renders
 and writes each exposure); ``[seed, visit_index, 0, 8]`` the crowding and structure of a resolved
-galaxy (``SimEffects.crowded_resolved_galaxies``).
+galaxy (``SimEffects.crowded_resolved_galaxies``), ``[seed, visit_index, 0, 10]`` the grains of its
+unresolved starlight (``SimEffects.surface_brightness_fluctuations``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from crlib.simulate.detector import DARK_RATE_E_PER_S, FULL_WELL_E, Defects, chi
 from crlib.simulate.effects import SimEffects
 from crlib.simulate.exposure import ExposureInputs, ExposureRender, render_exposure, write_exposure
 from crlib.simulate.flcfile import ExposureMeta, mean_dark_e
+from crlib.simulate.fluctuations import with_fluctuations
 from crlib.simulate.geometry import ChipWindow, chip_windows, dither_pattern
 from crlib.simulate.pointing import Pointing, nominal_pointing
 from crlib.simulate.programs import GAIA_FIELD_TARGET, TARGETS, FilterSpec, rootname
@@ -236,6 +238,14 @@ def _draw_scene_and_effects(
             else None
         ),
     )
+    if plan.effects.surface_brightness_fluctuations and scene.structure is not None:
+        scene = with_fluctuations(
+            scene,
+            box,
+            filter_spec=plan.filter,
+            real_psf=plan.effects.real_psf,
+            rng=np.random.default_rng([plan.seed, plan.visit_index, 0, 10]),
+        )
     visit_effects = draw_visit_effects(
         plan.effects,
         seed=plan.seed,

@@ -254,3 +254,28 @@ def test_realistic_full_size_visits(tmp_path_factory: pytest.TempPathFactory) ->
     )
     assert result.per_exposure.wrong == 0 and result.per_visit.wrong == 0
     assert result.per_exposure.correct >= 0.9 * result.per_exposure.total, result.per_exposure.as_markdown()
+
+
+def test_grains_of_unresolved_stars_do_not_hide_a_disk_that_fills_the_field() -> None:
+    """numpy only: a disk brightening across the field, with and without PSF-sized grains."""
+    from scipy.ndimage import gaussian_filter
+
+    from crlib.simulate.render import add_point_sources
+
+    rng = np.random.default_rng(5)
+    shape = (1024, 1024)
+    disk = 60.0 + np.linspace(200.0, 240.0, shape[1])[None, :] * np.ones(shape)  # sky + a disk's gentle slope, e-
+    stars = np.zeros(shape)
+    count = int(5e-4 * disk.size)  # sparse resolved stars
+    add_point_sources(
+        stars, rng.uniform(0, 1024, count), rng.uniform(0, 1024, count), 10 ** rng.uniform(3, 4.5, count), 2.0
+    )
+    white = gaussian_filter(rng.standard_normal(shape), 0.85)
+    grains = white / white.std() * 1.5 * np.sqrt(disk)  # 1.5x the shot noise, PSF-sized
+    fractions = {}
+    for name, light in (("smooth", disk), ("grainy", disk + grains)):
+        image = rng.poisson(np.clip(light + stars, 0, None)).astype(np.float64) + rng.normal(0, 4.0, shape)
+        label, features = classify_arrays([[image]])
+        fractions[name] = features.extended_fraction
+        assert label.field_type == "resolved_galaxy", (name, label)
+    assert fractions["grainy"] == pytest.approx(fractions["smooth"], abs=0.05)
