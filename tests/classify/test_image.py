@@ -264,7 +264,7 @@ def test_grains_of_unresolved_stars_do_not_hide_a_disk_that_fills_the_field() ->
 
     rng = np.random.default_rng(5)
     shape = (1024, 1024)
-    disk = 60.0 + np.linspace(200.0, 240.0, shape[1])[None, :] * np.ones(shape)  # sky + a disk's gentle slope, e-
+    disk = 60.0 + np.linspace(200.0, 240.0, shape[1])[None, :] * np.ones(shape)  # sky + a gentle disk, e-
     stars = np.zeros(shape)
     count = int(5e-4 * disk.size)  # sparse resolved stars
     add_point_sources(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_unresolved_stars_fluctuate_as_their_luminosity_function_says_capped_by_
     # far: never brighter than the whole old population (M_V = +0.5)
     assert 26.5 - 2.5 * np.log10(_rate(29.6)) == pytest.approx(30.1, abs=1e-9)
     rates = [_rate(dm) for dm in np.linspace(24.0, 31.0, 29)]
-    assert all(b <= a + 1e-15 for a, b in zip(rates, rates[1:], strict=False))
+    assert all(b <= a + 1e-15 for a, b in itertools.pairwise(rates))
 
 
 def test_grains_have_the_stated_amplitude_and_take_no_light_away() -> None:
