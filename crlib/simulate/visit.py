@@ -157,8 +157,13 @@ def _visit_layout(plan: VisitPlan) -> _VisitLayout:
     file_extvers = (
         [index + 1 for index in range(len(windows))] if aperture else [w.sci_extver for w in windows]
     )
-    anchor_chip = next(c for c in PROFILE.chips if c.ccdchip == 1)
-    anchor = (anchor_chip.sci_extver, PROFILE.chip_shape[1] / 2.0, 0.0)
+    if aperture:
+        # an observer points a subarray's own reference point, its centre, at the target
+        (window,) = windows
+        anchor = (window.sci_extver, window.x0 + window.nx / 2.0, window.y0 + window.ny / 2.0)
+    else:
+        anchor_chip = next(c for c in PROFILE.chips if c.ccdchip == 1)
+        anchor = (anchor_chip.sci_extver, PROFILE.chip_shape[1] / 2.0, 0.0)
     return _VisitLayout(aperture, tuple(windows), tuple(file_extvers), anchor)
 
 
