@@ -18,8 +18,8 @@ population's fluctuation magnitude, ``M_V = +0.5`` (Tonry et al. 2001, ApJ 546, 
 at ``V - I = 1.15``; fluctuation colour ``V - I ≈ 2.2``, Blakeslee, Vazdekis & Ajhar 2001, MNRAS
 320, 193): leaving the brightest stars out can only make the fluctuations fainter. So at distance
 modulus 27.6 the unresolved stars fluctuate with m = 29.34 (their own luminosity function), at 29.6
-with m = 30.1 (the cap); in a 550 s F606W exposure of a μ_V = 21.3 disk (about 230 e- per pixel)
-that is a grain of about 25 e- rms against a Poisson noise of about 17 e-.
+with m = 30.1 (the cap). In the accuracy benchmark's full-size visit (distance modulus 27.55, 550 s
+in F606W) the grains are 22 e- rms on a disk of 190 e- per pixel, against a shot noise of 16 e-.
 
 Representation: the unit texture ``T = w * psf`` (``w`` white noise of unit variance on the visit
 frame's pixel grid, convolved with the PSF) is stored as cubic-spline coefficients over the scene
@@ -182,7 +182,8 @@ def with_fluctuations(
     box
         The scene box, ``(u_min, u_max, v_min, v_max)``, visit-frame pixels.
     filter_spec
-        The visit's filter: zero point and Moffat FWHM.
+        The visit's filter: zero point and Moffat FWHM. A multi-filter visit's other filters see
+        the same grains, scaled with the rest of the scene by their zero points.
     real_psf
         Grains shaped by drizzlepac's PSF of the filter (as the stars are) instead of the Moffat core.
     rng
