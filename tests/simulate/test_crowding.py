@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from astropy.wcs import WCS
+from testsupport.frames import tan_frame
 
 from crlib.simulate import scene as sc
 from crlib.simulate.effects import SimEffects
@@ -13,20 +13,11 @@ from crlib.simulate.scene import DiffuseLight, build_scene, crowd_resolved_galax
 BOX = (-1200.0, 1200.0, -1000.0, 1000.0)
 
 
-def _frame() -> WCS:
-    frame = WCS(naxis=2)
-    frame.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    frame.wcs.crval = [10.95, 41.5]
-    frame.wcs.crpix = [1.0, 1.0]
-    frame.wcs.cd = np.array([[-0.05, 0.0], [0.0, 0.05]]) / 3600.0
-    return frame
-
-
 def _scene(field_type: str, crowded: bool, seed: int = 4):
     return build_scene(
         np.random.default_rng([seed, 0]),
         field_type=field_type,
-        frame=_frame(),
+        frame=tan_frame(),
         box=BOX,
         zeropoint=26.5,
         crowded_rng=np.random.default_rng([seed, 1]) if crowded else None,

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.wcs import WCS
+from testsupport.frames import tan_frame
 
 from crlib.simulate import fluctuations as fl
 from crlib.simulate.archive import simulate_visit
@@ -19,20 +19,11 @@ from crlib.simulate.scene import CROWD_FAINTEST_MAG, CROWD_LF_SLOPE, build_scene
 BOX = (-700.0, 700.0, -500.0, 500.0)
 
 
-def _frame() -> WCS:
-    frame = WCS(naxis=2)
-    frame.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    frame.wcs.crval = [10.95, 41.5]
-    frame.wcs.crpix = [1.0, 1.0]
-    frame.wcs.cd = np.array([[-0.05, 0.0], [0.0, 0.05]]) / 3600.0
-    return frame
-
-
 def _crowded(seed: int = 4):
     return build_scene(
         np.random.default_rng([seed, 0]),
         field_type="resolved_galaxy",
-        frame=_frame(),
+        frame=tan_frame(),
         box=BOX,
         zeropoint=26.5,
         crowded_rng=np.random.default_rng([seed, 1]),
