@@ -126,7 +126,7 @@ class Scene:
         Arms, dust, patchiness and HII regions modulating ``diffuse`` (crowded resolved galaxies),
         or ``None`` (smooth disk).
     fluctuations
-        The grains of the disk's unresolved stars
+        The grains of a structured disk's unresolved stars
         (:class:`crlib.simulate.fluctuations.FluctuationTexture`), or ``None`` (smooth light).
     """
 
@@ -135,11 +135,13 @@ class Scene:
         if self.diffuse is None:
             return np.zeros(np.broadcast_shapes(np.shape(u), np.shape(v)))
         rate = self.diffuse.rate(u, v)
-        if self.structure is not None:
-            rate = self.structure.stellar(rate, u, v)
-        if self.fluctuations is not None:
-            rate = self.fluctuations.apply(rate, u, v)
-        return rate if self.structure is None else rate + self.structure.sample(self.structure.nebular, u, v)
+        if self.structure is None:
+            return rate
+        if self.fluctuations is None:
+            return self.structure.apply(rate, u, v)
+        # the grains are the starlight's; the HII regions' gas is smooth
+        grainy = self.fluctuations.apply(self.structure.stellar(rate, u, v), u, v)
+        return grainy + self.structure.sample(self.structure.nebular, u, v)
 
     field_type: str
     frame: WCS
