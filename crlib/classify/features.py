@@ -54,6 +54,9 @@ PEAK_AREA_PX = 4 * BLOCK_PX * BLOCK_PX
 BAD_DQ_BITS = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128 | 512 | 1024 | 4096 | 8192
 #: DQ bit of full-well saturation.
 DQ_SATURATED = 256
+#: Peak point-source density (per 10^6 px) of a globular cluster: the image classifier's
+#: ``dense_per_mpx`` and the density below which a wide sky spread is read as grains.
+CLUSTER_DENSITY_PER_MPX = 1500.0
 #: Read noise (e-) in the shot-noise floor of the extended-light test (ACS/WFC 4-5 e-, WFC3/UVIS 3).
 SHOT_NOISE_READ_NOISE_E = 3.0
 #: Smallest usable exposure (valid pixels).
@@ -99,7 +102,7 @@ class DetectionSettings:
     max_size_fwhm: float = 0.65
     max_elongation: float = 0.3
     extended_sigma: float = 1.0
-    grains_below_per_mpx: float = 1500.0
+    grains_below_per_mpx: float = CLUSTER_DENSITY_PER_MPX
     saturation_e: float = 70000.0
     saturated_min_px: int = 3
 

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from crlib.classify.features import (
+    CLUSTER_DENSITY_PER_MPX,
     DEFAULT_DETECTION,
     DetectionSettings,
     ImageFeatures,
@@ -77,7 +78,7 @@ class ImageThresholds:
         saturate); between: unknown.
     """
 
-    dense_per_mpx: float = 1500.0
+    dense_per_mpx: float = CLUSTER_DENSITY_PER_MPX
     sparse_per_mpx: float = 500.0
     resolved_min_per_mpx: float = 300.0
     extended_min: float = 0.2

@@ -209,12 +209,12 @@ def with_fluctuations(
         def psf(dx: FloatArray, dy: FloatArray) -> FloatArray:
             return psf_values(filter_spec.name, dx, dy)
     else:
-        from crlib.simulate.render import MOFFAT_BETA, moffat_alpha
+        from crlib.simulate.render import moffat_alpha, moffat_shape
 
         alpha = moffat_alpha(filter_spec.psf_fwhm_px)
 
         def psf(dx: FloatArray, dy: FloatArray) -> FloatArray:
-            return (1.0 + (dx**2 + dy**2) / alpha**2) ** (-MOFFAT_BETA)
+            return moffat_shape(dx, dy, alpha)  # draw_texture normalises the kernel
 
     texture = draw_texture(rng, box, psf=psf, mean_star_rate=mean_star_rate)
     summary = {

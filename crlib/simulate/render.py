@@ -28,6 +28,11 @@ def moffat_alpha(fwhm_px: float, beta: float = MOFFAT_BETA) -> float:
     return fwhm_px / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
 
+def moffat_shape(dx: FloatArray, dy: FloatArray, alpha: float) -> FloatArray:
+    """Moffat profile ``(1 + r²/α²)^-β`` at offsets ``dx, dy`` (px), 1 at the centre (not normalised)."""
+    return (1.0 + (dx**2 + dy**2) / alpha**2) ** (-MOFFAT_BETA)
+
+
 def _accumulate(image: FloatArray, x: FloatArray, y: FloatArray, half: int, values_fn) -> None:
     """Add stamps of half-width ``half`` centred at the nearest pixels of ``(x, y)``."""
     if x.size == 0:
@@ -90,7 +95,7 @@ def add_point_sources(
             x[pick],
             y[pick],
             half,
-            lambda dx, dy, amp=amp: amp * (1.0 + (dx**2 + dy**2) / alpha**2) ** (-MOFFAT_BETA),
+            lambda dx, dy, amp=amp: amp * moffat_shape(dx, dy, alpha),
         )
 
 

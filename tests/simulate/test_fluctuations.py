@@ -110,13 +110,10 @@ def test_a_simulated_resolved_galaxy_visit_carries_the_grains_in_every_exposure(
         visits[name] = simulate_visit(
             tmp_path / name, field_type="resolved_galaxy", exposures=2, size="small", seed=0, effects=effects
         )
-    scene = json.loads((visits["on"].directory / "truth" / "visit.json").read_text())["scene"]
-    assert (
-        "fluctuation_mag"
-        not in json.loads((visits["off"].directory / "truth" / "visit.json").read_text())["scene"]
-    )
-    rms_at_field = scene["fluctuation_rms_at_field_e_per_s"]
-    exptime = json.loads((visits["on"].directory / "truth" / "visit.json").read_text())["exptime_s"]
+    meta = {n: json.loads((v.directory / "truth" / "visit.json").read_text()) for n, v in visits.items()}
+    assert "fluctuation_mag" not in meta["off"]["scene"]
+    rms_at_field = meta["on"]["scene"]["fluctuation_rms_at_field_e_per_s"]
+    exptime = meta["on"]["exptime_s"]
     for exposure in ("01", "02"):
         on, off = (
             fits.getdata(
